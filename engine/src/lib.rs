@@ -1,0 +1,7 @@
+//! Graft's engine: fine-tuning an ImageNet-pretrained CNN on a person's own images, on any Burn device.
+//!
+//! Pure Rust on Burn 0.22, with no browser code: the app, the CLI and the tests choose the device and pass
+//! it in. Everything that reads a tensor back to the host does so through the async API, so the same
+//! code runs on WebGPU in a browser and on the CPU natively.
+
+pub mod readback;

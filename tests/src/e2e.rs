@@ -1,0 +1,194 @@
+//! End-to-end harness: serve the trunk-built app (`dist/`) on loopback and drive it in headless
+//! Chromium through chromedriver (WebDriver, via `fantoccini`).
+//!
+//! Native only. `cargo xtask test` builds `dist/` before running the tests that use this.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// Chromium's flags: WebGPU on (SwiftShader when there is no GPU), and nothing that reaches the network.
+pub const CHROME_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--enable-unsafe-webgpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+];
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The built app, or a panic saying how to build it.
+pub fn dist_dir() -> PathBuf {
+    let dist = std::env::var_os("GRAFT_DIST").map_or_else(|| workspace_root().join("dist"), PathBuf::from);
+    assert!(
+        dist.join("index.html").is_file(),
+        "no built app at {}: run `cargo xtask test` (it runs `trunk build --release` first)",
+        dist.display()
+    );
+    dist
+}
+
+/// Where the end-to-end tests write their screenshots (git-ignored).
+pub fn screenshot_dir() -> PathBuf {
+    let dir = workspace_root().join("screenshots");
+    std::fs::create_dir_all(&dir).expect("cannot create screenshots/");
+    dir
+}
+
+/// A static file server for `dist/` on 127.0.0.1, on a free port, until dropped.
+pub struct StaticServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+impl StaticServer {
+    pub fn start(root: PathBuf) -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("cannot bind 127.0.0.1"));
+        let addr = server.server_addr().to_ip().expect("an IP address");
+        let serving = Arc::clone(&server);
+        let thread = std::thread::spawn(move || {
+            for request in serving.incoming_requests() {
+                let response = respond(&root, request.url());
+                let _ = request.respond(response);
+            }
+        });
+        Self { server, thread: Some(thread), addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn respond(root: &Path, url: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let path = url.split(['?', '#']).next().unwrap_or("/");
+    let relative = path.trim_start_matches('/');
+    let relative = if relative.is_empty() { "index.html" } else { relative };
+    if relative.split('/').any(|part| part == "..") {
+        return tiny_http::Response::from_string("bad path").with_status_code(400);
+    }
+    match std::fs::read(root.join(relative)) {
+        Ok(bytes) => {
+            let content_type = content_type(relative);
+            let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
+            tiny_http::Response::from_data(bytes).with_header(header)
+        }
+        Err(_) => tiny_http::Response::from_string("not found").with_status_code(404),
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A chromedriver process on a free loopback port, killed when dropped.
+pub struct ChromeDriver {
+    child: Child,
+    pub port: u16,
+}
+
+impl ChromeDriver {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let child = Command::new(&binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e} (cargo xtask setup installs it)"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    /// A new headless Chromium session with a fresh profile.
+    pub async fn session(&self) -> Client {
+        let profile = std::env::temp_dir().join(format!("graft-chrome-{}-{}", std::process::id(), self.port));
+        let mut args: Vec<String> = CHROME_ARGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }));
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("cannot open a Chromium session through chromedriver")
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the element's text satisfies `done`, returning the last text seen.
+pub async fn wait_for_text(
+    client: &Client,
+    css: &str,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if done(&text) {
+                    return Ok(text);
+                }
+                last = text;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting on {css}; last text: {last:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Saves a PNG screenshot of the page as `screenshots/<name>.png` and returns its path.
+pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
+    let png = client.screenshot().await.expect("screenshot failed");
+    let path = screenshot_dir().join(format!("{name}.png"));
+    std::fs::write(&path, png).expect("cannot write the screenshot");
+    path
+}

@@ -1,0 +1,28 @@
+//! The frozen-prefix scenario in the browser, on WebGPU and on the CPU backend.
+
+use burn::prelude::*;
+use graft_app::device::{self, ComputeDevice};
+use graft_tests::frozen_prefix;
+use wasm_bindgen_test::{console_log, wasm_bindgen_test};
+
+/// Fails (never skips) when the browser offers no WebGPU adapter.
+#[wasm_bindgen_test]
+async fn frozen_first_block_trains_five_steps_on_webgpu() {
+    let compute = device::acquire().await;
+    console_log!("compute device: {}", compute.label());
+    let ComputeDevice::WebGpu { device, adapter } = compute else {
+        panic!("no WebGPU adapter in this browser: {}", compute.label());
+    };
+    console_log!("WebGPU adapter: {adapter}");
+    let report = frozen_prefix::run(&device.autodiff(), 5).await.expect("read-back failed");
+    console_log!("webgpu: {report:?}");
+    frozen_prefix::assert_frozen_prefix_behaviour(&report);
+}
+
+#[wasm_bindgen_test]
+async fn frozen_first_block_trains_five_steps_on_cpu_backend() {
+    let device = Device::flex().autodiff();
+    let report = frozen_prefix::run(&device, 5).await.expect("read-back failed");
+    console_log!("cpu (flex): {report:?}");
+    frozen_prefix::assert_frozen_prefix_behaviour(&report);
+}

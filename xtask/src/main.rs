@@ -1,0 +1,97 @@
+//! `cargo xtask <command>`: Graft's set-up, serve and test commands.
+//!
+//! Each command first installs whatever is missing (idempotently, saying what it installs), so that the
+//! README's two commands work on a fresh machine:
+//! - `cargo xtask setup`: install the toolchain pieces and fetch the crates, nothing else;
+//! - `cargo xtask serve`: set up, then `trunk serve` the app on http://127.0.0.1:8080;
+//! - `cargo xtask test`: set up, build the app, run every test suite (native, browser, end-to-end) and
+//!   print per-stage times and one summary line with the totals.
+
+mod stages;
+mod tools;
+
+use std::process::ExitCode;
+
+use stages::{Stages, TestTotals};
+
+const USAGE: &str = "usage: cargo xtask <setup|serve|test>
+
+  setup   install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
+  serve   set up, then serve the app on http://127.0.0.1:8080 (trunk serve)
+  test    set up, build the app, run all tests, print a summary";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(&mut Stages::new()),
+        Some("serve") => serve(),
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything the other commands need, installed where missing.
+fn setup(stages: &mut Stages) -> Result<(), String> {
+    let workspace = tools::Workspace::locate()?;
+    stages.run("install tools", || tools::ensure_all(&workspace))?;
+    stages.run("fetch crates", || tools::cargo(&workspace, &["fetch", "--locked"]))?;
+    Ok(())
+}
+
+fn serve() -> Result<(), String> {
+    let mut stages = Stages::new();
+    setup(&mut stages)?;
+    let workspace = tools::Workspace::locate()?;
+    println!("xtask: serving the app on http://127.0.0.1:8080 (Ctrl-C to stop)");
+    tools::run(workspace.command("trunk").args(["serve", "--release"]))
+}
+
+/// `cargo xtask test [--skip-browser]`.
+fn test(args: &[String]) -> Result<(), String> {
+    let skip_browser = args.iter().any(|a| a == "--skip-browser");
+    let mut stages = Stages::new();
+    setup(&mut stages)?;
+    let workspace = tools::Workspace::locate()?;
+    let mut totals = TestTotals::default();
+    let mut failures = Vec::new();
+
+    stages.run("build app (trunk)", || {
+        tools::run(workspace.command("trunk").args(["build", "--release"]))
+    })?;
+
+    let native = ["test", "--release", "--locked", "--workspace", "--exclude", "graft-app"];
+    stages.run_tests("native + end-to-end tests", &workspace, &native, &mut totals, &mut failures);
+
+    if !skip_browser {
+        let browser = [
+            "test",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "graft-tests",
+        ];
+        stages.run_tests("browser tests (headless Chrome)", &workspace, &browser, &mut totals, &mut failures);
+    }
+
+    stages.print_times();
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if failures.is_empty() && totals.passed > 0 {
+        Ok(())
+    } else if totals.passed == 0 && failures.is_empty() {
+        Err("no test ran".into())
+    } else {
+        Err(format!("failed: {}", failures.join(", ")))
+    }
+}
