@@ -81,6 +81,8 @@ fn test(args: &[String]) -> Result<(), String> {
             "wasm32-unknown-unknown",
             "-p",
             "graft-tests",
+            "--",
+            "--nocapture",
         ];
         stages.run_tests("browser tests (headless Chrome)", &workspace, &browser, &mut totals, &mut failures);
     }

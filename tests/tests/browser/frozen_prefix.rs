@@ -26,3 +26,11 @@ async fn frozen_first_block_trains_five_steps_on_cpu_backend() {
     console_log!("cpu (flex): {report:?}");
     frozen_prefix::assert_frozen_prefix_behaviour(&report);
 }
+
+/// Reads the optimizer state back synchronously, which only the CPU backend can do in a browser.
+#[wasm_bindgen_test]
+fn optimizer_holds_state_only_for_trainable_parameters_on_cpu_backend() {
+    let sizes = frozen_prefix::optimizer_state_sizes(&Device::flex().autodiff());
+    console_log!("optimizer state tensors: {sizes:?}");
+    frozen_prefix::assert_optimizer_holds_only_trainable(sizes);
+}
