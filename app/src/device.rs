@@ -47,25 +47,90 @@ impl ComputeDevice {
 ///
 /// The wgpu runtime can be initialised once per page; call this once and keep the result.
 pub async fn acquire() -> ComputeDevice {
+    let cpu = |reason: String| ComputeDevice::Cpu { device: Device::flex(), reason };
+    // Ask the browser first: its answer says plainly why there is no WebGPU, where wgpu's error lists
+    // every graphics API it did not try.
+    let described = match browser_adapter_info().await {
+        Ok(info) => info,
+        Err(missing) => return cpu(missing.to_string()),
+    };
     match Device::wgpu_options().init_with_setup_async().await {
-        Ok((device, setup)) => ComputeDevice::WebGpu {
-            device,
-            adapter: describe_adapter(&setup.adapter.get_info()),
-        },
-        Err(error) => ComputeDevice::Cpu {
-            device: Device::flex(),
-            reason: error.to_string(),
-        },
+        Ok((device, setup)) => {
+            let info = setup.adapter.get_info();
+            let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+            ComputeDevice::WebGpu { device, adapter: describe_adapter(&info.name, &described, software) }
+        }
+        Err(error) => cpu(format!("the WebGPU device could not be opened: {error}")),
     }
 }
 
-/// Browsers often withhold the adapter's name; say what is known instead of printing nothing.
-fn describe_adapter(info: &burn::tensor::wgpu::wgpu::AdapterInfo) -> String {
-    let kind = match info.device_type {
-        burn::tensor::wgpu::wgpu::DeviceType::Cpu => "software (fallback) adapter",
-        _ => "GPU adapter",
+/// Why the browser offers no WebGPU adapter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoWebGpu {
+    /// `navigator.gpu` does not exist: the browser lacks WebGPU or has it switched off.
+    #[error("this browser does not offer WebGPU")]
+    NotInBrowser,
+    /// `requestAdapter()` found no adapter (blocklisted GPU, no driver, or WebGPU disabled).
+    #[error("the browser found no WebGPU adapter")]
+    NoAdapter,
+}
+
+/// What the browser's `GPUAdapterInfo` says: vendor, architecture, device, description.
+///
+/// wgpu keeps only the description, which browsers usually leave empty; the vendor and architecture
+/// ("google", "swiftshader") are what tells a person which adapter they got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdapterInfo {
+    pub vendor: String,
+    pub architecture: String,
+    pub device: String,
+    pub description: String,
+}
+
+/// Asks `navigator.gpu` (on the page or in a worker) for an adapter and returns its info.
+pub async fn browser_adapter_info() -> Result<AdapterInfo, NoWebGpu> {
+    use js_sys::{Function, Promise, Reflect};
+    use wasm_bindgen::{JsCast, JsValue};
+
+    let get = |object: &JsValue, key: &str| {
+        Reflect::get(object, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
     };
-    match info.name.trim() {
+    let navigator = get(&js_sys::global().into(), "navigator").ok_or(NoWebGpu::NotInBrowser)?;
+    let gpu = get(&navigator, "gpu").ok_or(NoWebGpu::NotInBrowser)?;
+    let request: Function =
+        get(&gpu, "requestAdapter").and_then(|f| f.dyn_into().ok()).ok_or(NoWebGpu::NotInBrowser)?;
+    let promise: Promise =
+        request.call0(&gpu).ok().and_then(|p| p.dyn_into().ok()).ok_or(NoWebGpu::NoAdapter)?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok();
+    let adapter = adapter.filter(|a| !a.is_null() && !a.is_undefined()).ok_or(NoWebGpu::NoAdapter)?;
+    let Some(info) = get(&adapter, "info") else {
+        return Ok(AdapterInfo::default());
+    };
+    let text = |key: &str| get(&info, key).and_then(|v| v.as_string()).unwrap_or_default();
+    Ok(AdapterInfo {
+        vendor: text("vendor"),
+        architecture: text("architecture"),
+        device: text("device"),
+        description: text("description"),
+    })
+}
+
+/// One line naming the adapter from whatever the browser reveals, e.g.
+/// `google swiftshader (software adapter)` or `NVIDIA GeForce RTX 3060 (GPU)`.
+pub fn describe_adapter(wgpu_name: &str, info: &AdapterInfo, software: bool) -> String {
+    let kind = if software { "software adapter" } else { "GPU" };
+    let mut words: Vec<&str> = Vec::new();
+    for word in [info.vendor.as_str(), info.architecture.as_str(), info.device.as_str()] {
+        if !word.trim().is_empty() {
+            words.push(word.trim());
+        }
+    }
+    let name = [wgpu_name.trim(), info.description.trim()]
+        .into_iter()
+        .find(|name| !name.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| words.join(" "));
+    match name.as_str() {
         "" => format!("unnamed {kind}"),
         name => format!("{name} ({kind})"),
     }

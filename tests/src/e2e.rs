@@ -138,10 +138,28 @@ impl ChromeDriver {
         Self { child, port }
     }
 
-    /// A new headless Chromium session with a fresh profile.
+    /// A new headless Chromium session with a fresh profile and WebGPU on.
     pub async fn session(&self) -> Client {
-        let profile = std::env::temp_dir().join(format!("graft-chrome-{}-{}", std::process::id(), self.port));
-        let mut args: Vec<String> = CHROME_ARGS.iter().map(|s| s.to_string()).collect();
+        self.session_with_args(CHROME_ARGS.iter().map(|s| s.to_string()).collect()).await
+    }
+
+    /// A session with WebGPU switched off, as in a browser that lacks it.
+    pub async fn session_without_webgpu(&self) -> Client {
+        let mut args: Vec<String> = CHROME_ARGS
+            .iter()
+            .filter(|arg| **arg != "--enable-unsafe-webgpu")
+            .map(|s| s.to_string())
+            .collect();
+        args.push("--disable-features=WebGPU".into());
+        self.session_with_args(args).await
+    }
+
+    async fn session_with_args(&self, mut args: Vec<String>) -> Client {
+        static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = std::env::temp_dir()
+            .join(format!("graft-chrome-{}-{}-{session}", std::process::id(), self.port));
+        let _ = std::fs::remove_dir_all(&profile);
         args.push(format!("--user-data-dir={}", profile.display()));
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }));

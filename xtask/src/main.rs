@@ -69,13 +69,14 @@ fn test(args: &[String]) -> Result<(), String> {
         tools::run(workspace.command("trunk").args(["build", "--release"]))
     })?;
 
-    let native = ["test", "--release", "--locked", "--workspace", "--exclude", "graft-app"];
+    let native = ["test", "--release", "--locked", "--no-fail-fast", "--workspace", "--exclude", "graft-app", "--", "--nocapture"];
     stages.run_tests("native + end-to-end tests", &workspace, &native, &mut totals, &mut failures);
 
     if !skip_browser {
         let browser = [
             "test",
             "--release",
+            "--no-fail-fast",
             "--locked",
             "--target",
             "wasm32-unknown-unknown",
