@@ -4,4 +4,11 @@
 //! it in. Everything that reads a tensor back to the host does so through the async API, so the same
 //! code runs on WebGPU in a browser and on the CPU natively.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
+pub mod imagenet;
+pub mod metrics;
+pub mod model;
+pub mod preprocess;
 pub mod readback;
+pub mod weights;

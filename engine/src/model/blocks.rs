@@ -1,0 +1,200 @@
+//! The two building blocks both architectures are made of: conv -> BatchNorm -> ReLU6, and the
+//! inverted residual (expand 1x1 -> depthwise kxk -> project 1x1, with a skip when shapes allow).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu6;
+use burn::tensor::ops::PadMode;
+
+/// How a convolution pads its input.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// `(k - 1) / 2` on every side (PyTorch / torchvision).
+    Symmetric,
+    /// TensorFlow's "SAME": the output is `ceil(input / stride)`; when the total padding is odd the
+    /// extra row/column goes at the bottom/right. Computed from the input size at each call.
+    TfSame,
+}
+
+/// Conv -> BatchNorm -> (optional) ReLU6.
+#[derive(Config, Debug)]
+pub struct ConvBnActConfig {
+    /// `[in, out]` channels.
+    pub channels: [usize; 2],
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Square stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// 1 for a full convolution, `channels[0]` for a depthwise one.
+    #[config(default = 1)]
+    pub groups: usize,
+    /// Whether ReLU6 follows the BatchNorm (the projection of an inverted residual has none).
+    #[config(default = true)]
+    pub activation: bool,
+    /// Padding convention of the checkpoint.
+    #[config(default = "Padding::Symmetric")]
+    pub padding: Padding,
+    /// BatchNorm epsilon of the checkpoint (TensorFlow ports use 1e-3, torchvision 1e-5).
+    #[config(default = 1e-5)]
+    pub bn_eps: f64,
+}
+
+/// Conv -> BatchNorm -> (optional) ReLU6. Convolutions have no bias (the BatchNorm has one).
+#[derive(Module, Debug)]
+pub struct ConvBnAct {
+    pub conv: Conv2d,
+    pub norm: BatchNorm,
+    activation: bool,
+    /// Present for TensorFlow "SAME" padding: the kernel size and stride to compute it from.
+    tf_same: Option<[usize; 2]>,
+}
+
+impl ConvBnActConfig {
+    pub fn init(&self, device: &Device) -> ConvBnAct {
+        let symmetric = (self.kernel - 1) / 2;
+        // Stride-1 "SAME" with an odd kernel is symmetric; only strided convs need the dynamic form.
+        let tf_same = self.padding == Padding::TfSame && self.stride > 1;
+        let padding = if tf_same {
+            PaddingConfig2d::Valid
+        } else {
+            PaddingConfig2d::Explicit(symmetric, symmetric, symmetric, symmetric)
+        };
+        ConvBnAct {
+            conv: Conv2dConfig::new(self.channels, [self.kernel, self.kernel])
+                .with_stride([self.stride, self.stride])
+                .with_groups(self.groups)
+                .with_padding(padding)
+                .with_bias(false)
+                .init(device),
+            norm: BatchNormConfig::new(self.channels[1]).with_epsilon(self.bn_eps).init(device),
+            activation: self.activation,
+            tf_same: tf_same.then_some([self.kernel, self.stride]),
+        }
+    }
+}
+
+/// `(before, after)` padding of one spatial dimension under TensorFlow's "SAME" rule.
+pub fn tf_same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let output = input.div_ceil(stride);
+    let total = ((output - 1) * stride + kernel).saturating_sub(input);
+    (total / 2, total - total / 2)
+}
+
+impl ConvBnAct {
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, height, width]` -> `[batch, channels_out, height / stride, width / stride]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = match self.tf_same {
+            Some([kernel, stride]) => {
+                let [_, _, height, width] = x.dims();
+                let rows = tf_same_padding(height, kernel, stride);
+                let cols = tf_same_padding(width, kernel, stride);
+                x.pad([rows, cols], PadMode::Constant(0.0))
+            }
+            None => x,
+        };
+        let x = self.norm.forward(self.conv.forward(x));
+        if self.activation { relu6(x) } else { x }
+    }
+}
+
+/// An inverted residual block (MobileNetV2; EfficientNet's MBConv without squeeze-excitation).
+#[derive(Config, Debug)]
+pub struct InvertedResidualConfig {
+    /// `[in, out]` channels.
+    pub channels: [usize; 2],
+    /// Expansion ratio of the hidden width; 1 means no expansion conv.
+    pub expand_ratio: usize,
+    /// Depthwise kernel size.
+    pub kernel: usize,
+    /// Depthwise stride.
+    pub stride: usize,
+    /// Padding convention of the checkpoint.
+    pub padding: Padding,
+    /// BatchNorm epsilon of the checkpoint.
+    pub bn_eps: f64,
+}
+
+/// Expand (1x1, ReLU6) -> depthwise (kxk, ReLU6) -> project (1x1, linear), plus the input when the
+/// block keeps the shape.
+#[derive(Module, Debug)]
+pub struct InvertedResidual {
+    pub expand: Option<ConvBnAct>,
+    pub depthwise: ConvBnAct,
+    pub project: ConvBnAct,
+    residual: bool,
+}
+
+impl InvertedResidualConfig {
+    pub fn init(&self, device: &Device) -> InvertedResidual {
+        let [input, output] = self.channels;
+        let hidden = input * self.expand_ratio;
+        let conv = |channels: [usize; 2], kernel: usize| {
+            ConvBnActConfig::new(channels, kernel).with_padding(self.padding).with_bn_eps(self.bn_eps)
+        };
+        InvertedResidual {
+            expand: (self.expand_ratio != 1).then(|| conv([input, hidden], 1).init(device)),
+            depthwise: conv([hidden, hidden], self.kernel)
+                .with_stride(self.stride)
+                .with_groups(hidden)
+                .init(device),
+            project: conv([hidden, output], 1).with_activation(false).init(device),
+            residual: self.stride == 1 && input == output,
+        }
+    }
+}
+
+impl InvertedResidual {
+    /// # Shapes
+    /// - `x`: `[batch, channels_in, height, width]` -> `[batch, channels_out, height / stride, width / stride]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let hidden = match &self.expand {
+            Some(expand) => expand.forward(x.clone()),
+            None => x.clone(),
+        };
+        let out = self.project.forward(self.depthwise.forward(hidden));
+        if self.residual { out + x } else { out }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf_same_puts_the_extra_padding_at_the_end() {
+        assert_eq!(tf_same_padding(224, 3, 2), (0, 1));
+        assert_eq!(tf_same_padding(56, 5, 2), (1, 2));
+        assert_eq!(tf_same_padding(225, 3, 2), (1, 1));
+        assert_eq!(tf_same_padding(7, 3, 1), (1, 1));
+        assert_eq!(tf_same_padding(1, 5, 2), (2, 2));
+    }
+
+    #[test]
+    fn strided_same_conv_halves_the_size_rounding_up() {
+        let device = Device::flex();
+        let block = ConvBnActConfig::new([3, 4], 3)
+            .with_stride(2)
+            .with_padding(Padding::TfSame)
+            .init(&device);
+        let out = block.forward(Tensor::zeros([1, 3, 15, 16], &device));
+        assert_eq!(out.dims(), [1, 4, 8, 8]);
+    }
+
+    #[test]
+    fn residual_only_when_the_shape_is_kept() {
+        let device = Device::flex();
+        let config = |channels, stride| {
+            InvertedResidualConfig::new(channels, 6, 3, stride, Padding::Symmetric, 1e-5).init(&device)
+        };
+        assert!(config([16, 16], 1).residual);
+        assert!(!config([16, 24], 1).residual);
+        assert!(!config([16, 16], 2).residual);
+        assert!(InvertedResidualConfig::new([32, 16], 1, 3, 1, Padding::Symmetric, 1e-5)
+            .init(&device)
+            .expand
+            .is_none());
+    }
+}

@@ -1,0 +1,159 @@
+//! The image classifier both architectures share: stem -> inverted residual blocks -> 1x1 head conv ->
+//! global average pooling -> dropout -> linear classifier, built from an architecture table.
+
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+use super::blocks::{ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, Padding};
+
+/// One stage of inverted residual blocks: `repeats` blocks, the first with `stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    /// Expansion ratio `t`.
+    pub expand_ratio: usize,
+    /// Depthwise kernel size `k`.
+    pub kernel: usize,
+    /// Output channels `c`.
+    pub channels: usize,
+    /// Number of blocks `n`.
+    pub repeats: usize,
+    /// Stride `s` of the first block.
+    pub stride: usize,
+}
+
+/// Everything that tells one architecture from the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Architecture {
+    pub stem_channels: usize,
+    pub stages: &'static [Stage],
+    pub head_channels: usize,
+    pub padding: Padding,
+    pub bn_eps: f64,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+}
+
+impl Architecture {
+    /// The number of inverted residual blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.stages.iter().map(|stage| stage.repeats).sum()
+    }
+
+    /// A randomly initialised classifier with `classes` outputs.
+    pub fn init(&self, classes: usize, device: &Device) -> ImageClassifier {
+        let conv = |channels, kernel| {
+            ConvBnActConfig::new(channels, kernel).with_padding(self.padding).with_bn_eps(self.bn_eps)
+        };
+        let mut blocks = Vec::with_capacity(self.num_blocks());
+        let mut input = self.stem_channels;
+        for stage in self.stages {
+            for repeat in 0..stage.repeats {
+                let stride = if repeat == 0 { stage.stride } else { 1 };
+                blocks.push(
+                    InvertedResidualConfig::new(
+                        [input, stage.channels],
+                        stage.expand_ratio,
+                        stage.kernel,
+                        stride,
+                        self.padding,
+                        self.bn_eps,
+                    )
+                    .init(device),
+                );
+                input = stage.channels;
+            }
+        }
+        ImageClassifier {
+            stem: conv([3, self.stem_channels], 3).with_stride(2).init(device),
+            blocks,
+            head_conv: conv([input, self.head_channels], 1).init(device),
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: LinearConfig::new(self.head_channels, classes).init(device),
+        }
+    }
+}
+
+/// A pretrained-style CNN classifier. Its body is an ordered list of named blocks — `stem`,
+/// `blocks.0` .. `blocks.N-1`, `head_conv` — the unit of freezing; `classifier` is the replaceable head.
+#[derive(Module, Debug)]
+pub struct ImageClassifier {
+    pub stem: ConvBnAct,
+    pub blocks: Vec<InvertedResidual>,
+    pub head_conv: ConvBnAct,
+    pool: AdaptiveAvgPool2d,
+    dropout: Dropout,
+    pub classifier: Linear,
+}
+
+impl ImageClassifier {
+    /// Names of the body's blocks in order: `stem`, `blocks.0`, ..., `head_conv`.
+    pub fn block_names(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(self.blocks.len() + 2);
+        names.push("stem".to_string());
+        names.extend((0..self.blocks.len()).map(|i| format!("blocks.{i}")));
+        names.push("head_conv".to_string());
+        names
+    }
+
+    /// The number of classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// The width of the pooled embedding.
+    pub fn embedding_width(&self) -> usize {
+        self.classifier.weight.dims()[0]
+    }
+
+    /// Runs body block `index` (0 = stem, last = head_conv).
+    ///
+    /// # Shapes
+    /// - `x`: the previous block's output `[batch, channels, height, width]`
+    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
+        match index {
+            0 => self.stem.forward(x),
+            i if i <= self.blocks.len() => self.blocks[i - 1].forward(x),
+            i if i == self.blocks.len() + 1 => self.head_conv.forward(x),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
+    /// The body's output feature map.
+    ///
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> `[batch, head_channels, height / 32, width / 32]`
+    pub fn feature_map(&self, images: Tensor<4>) -> Tensor<4> {
+        (0..self.blocks.len() + 2).fold(images, |x, index| self.forward_block(index, x))
+    }
+
+    /// The pooled embedding the classifier sees.
+    ///
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> `[batch, head_channels]`
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.pool.forward(self.feature_map(images)).flatten(1, 3)
+    }
+
+    /// Logits from pooled embeddings (dropout applies when training).
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, head_channels]` -> `[batch, classes]`
+    pub fn classify(&self, embeddings: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(self.dropout.forward(embeddings))
+    }
+
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> logits `[batch, classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.classify(self.features(images))
+    }
+
+    /// The same body with a new, randomly initialised head for `classes` classes.
+    pub fn with_classes(mut self, classes: usize) -> Self {
+        let device = self.classifier.weight.device();
+        self.classifier = LinearConfig::new(self.embedding_width(), classes).init(&device);
+        self
+    }
+}

@@ -1,0 +1,197 @@
+//! Image -> model input, shared by the CLI and the app: decode (honouring EXIF orientation), resize the
+//! short side to 256, centre-crop 224, normalise per model.
+
+use std::io::Cursor;
+
+use burn::prelude::*;
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+
+use crate::model::Normalisation;
+
+/// Short side after resizing, before the centre crop (the ImageNet evaluation convention).
+pub const RESIZE_SHORT_SIDE: u32 = 256;
+/// Largest width or height accepted from a file; larger images are refused before decoding.
+pub const MAX_DIMENSION: u32 = 16_384;
+/// Most memory a single decode may allocate.
+pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Why an image could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageInputError {
+    #[error("not an image in a supported format (PNG, JPEG, GIF, WebP, BMP): {0}")]
+    UnknownFormat(String),
+    #[error("the image is {width}x{height} pixels; at most {MAX_DIMENSION} per side is accepted")]
+    TooLarge { width: u32, height: u32 },
+    #[error("the image is damaged or truncated: {0}")]
+    Corrupt(String),
+    #[error("the image is empty (0 pixels wide or high)")]
+    Empty,
+}
+
+/// Decodes an encoded image into upright RGB: EXIF orientation applied, alpha dropped, any bit depth
+/// or colour type converted to 8-bit RGB. Refuses oversized images before allocating for them.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageInputError::UnknownFormat(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(ImageInputError::UnknownFormat("unrecognised file signature".into()));
+    }
+    let mut decoder = reader.into_decoder().map_err(classify_error)?;
+    let (width, height) = decoder.dimensions();
+    if width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(ImageInputError::TooLarge { width, height });
+    }
+    if width == 0 || height == 0 {
+        return Err(ImageInputError::Empty);
+    }
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.max_image_width = Some(MAX_DIMENSION);
+    limits.max_image_height = Some(MAX_DIMENSION);
+    decoder.set_limits(limits).map_err(classify_error)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(classify_error)?;
+    image.apply_orientation(orientation);
+    Ok(image.into_rgb8())
+}
+
+fn classify_error(error: image::ImageError) -> ImageInputError {
+    match error {
+        image::ImageError::Unsupported(e) => ImageInputError::UnknownFormat(e.to_string()),
+        image::ImageError::Limits(_) => ImageInputError::TooLarge { width: 0, height: 0 },
+        other => ImageInputError::Corrupt(other.to_string()),
+    }
+}
+
+/// Scales the image so that its shorter side is `short_side` (triangle filter, aspect kept).
+pub fn resize_short_side(image: &RgbImage, short_side: u32) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let scale = f64::from(short_side) / f64::from(width.min(height));
+    let long = |side: u32| ((f64::from(side) * scale).round() as u32).max(short_side);
+    let (new_width, new_height) = if width <= height {
+        (short_side, long(height))
+    } else {
+        (long(width), short_side)
+    };
+    image::imageops::resize(image, new_width, new_height, FilterType::Triangle)
+}
+
+/// The centre `size` x `size` square (the image must be at least that large on both sides).
+pub fn centre_crop(image: &RgbImage, size: u32) -> RgbImage {
+    let (width, height) = image.dimensions();
+    assert!(width >= size && height >= size, "centre_crop: {width}x{height} is smaller than {size}");
+    image::imageops::crop_imm(image, (width - size) / 2, (height - size) / 2, size, size).to_image()
+}
+
+/// The evaluation view of an upright image: short side to 256, then the centre `input_size` square.
+pub fn evaluation_view(image: &RgbImage, input_size: u32) -> RgbImage {
+    let short_side = RESIZE_SHORT_SIDE.max(input_size);
+    centre_crop(&resize_short_side(image, short_side), input_size)
+}
+
+/// Normalised CHW floats for one image: `(pixel / 255 - mean) / std` per channel.
+pub fn normalise(image: &RgbImage, normalisation: &Normalisation) -> Vec<f32> {
+    let (width, height) = image.dimensions();
+    let plane = (width * height) as usize;
+    let mut out = vec![0.0; 3 * plane];
+    for (index, pixel) in image.pixels().enumerate() {
+        for channel in 0..3 {
+            let value = f32::from(pixel[channel]) / 255.0;
+            out[channel * plane + index] = (value - normalisation.mean[channel]) / normalisation.std[channel];
+        }
+    }
+    out
+}
+
+/// A batch tensor from prepared images of equal size.
+///
+/// # Shapes
+/// - output: `[images.len(), 3, size, size]`
+pub fn batch_tensor(images: &[RgbImage], normalisation: &Normalisation, device: &Device) -> Tensor<4> {
+    let (width, height) = images.first().map_or((0, 0), |image| image.dimensions());
+    let mut data = Vec::with_capacity(images.len() * 3 * (width * height) as usize);
+    for image in images {
+        assert_eq!(image.dimensions(), (width, height), "batch_tensor: images differ in size");
+        data.extend(normalise(image, normalisation));
+    }
+    Tensor::from_data(TensorData::new(data, [images.len(), 3, height as usize, width as usize]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_side_becomes_256_and_the_aspect_is_kept() {
+        let image = RgbImage::new(640, 480);
+        assert_eq!(resize_short_side(&image, 256).dimensions(), (341, 256));
+        let image = RgbImage::new(300, 1000);
+        assert_eq!(resize_short_side(&image, 256).dimensions(), (256, 853));
+        let image = RgbImage::new(10, 10);
+        assert_eq!(resize_short_side(&image, 256).dimensions(), (256, 256));
+    }
+
+    #[test]
+    fn evaluation_view_is_the_centre_square() {
+        let mut image = RgbImage::new(512, 256);
+        // Mark the centre column red; it must stay in the middle of the crop.
+        for y in 0..256 {
+            image.put_pixel(255, y, image::Rgb([255, 0, 0]));
+            image.put_pixel(256, y, image::Rgb([255, 0, 0]));
+        }
+        let view = evaluation_view(&image, 224);
+        assert_eq!(view.dimensions(), (224, 224));
+        assert!(view.get_pixel(111, 112)[0] > 100 && view.get_pixel(112, 112)[0] > 100);
+        assert_eq!(view.get_pixel(10, 112)[0], 0);
+    }
+
+    #[test]
+    fn normalisation_is_per_channel_and_planar() {
+        let mut image = RgbImage::new(2, 1);
+        image.put_pixel(0, 0, image::Rgb([255, 0, 127]));
+        image.put_pixel(1, 0, image::Rgb([0, 255, 255]));
+        let out = normalise(&image, &Normalisation::TF_LITE);
+        let expected = [128.0 / 128.0, -127.0 / 128.0, -127.0 / 128.0, 128.0 / 128.0, 0.0, 128.0 / 128.0];
+        for (value, expected) in out.iter().zip(expected) {
+            assert!((value - expected).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn non_images_and_truncated_files_are_typed_errors() {
+        assert!(matches!(decode(b"GIF89a? not really"), Err(ImageInputError::Corrupt(_)) | Err(ImageInputError::UnknownFormat(_))));
+        assert!(matches!(decode(b"hello, world"), Err(ImageInputError::UnknownFormat(_))));
+        assert!(matches!(decode(&[]), Err(ImageInputError::UnknownFormat(_))));
+        let mut png = Vec::new();
+        RgbImage::new(64, 64).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        assert_eq!(decode(&png).unwrap().dimensions(), (64, 64));
+        assert!(matches!(decode(&png[..png.len() / 2]), Err(ImageInputError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_decoding() {
+        // A valid PNG signature and IHDR claiming 50000 x 50000 pixels, and nothing else.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(50_000u32.to_be_bytes());
+        ihdr.extend(50_000u32.to_be_bytes());
+        ihdr.extend([8, 2, 0, 0, 0]);
+        png.extend((ihdr.len() as u32 - 4).to_be_bytes());
+        png.extend(&ihdr);
+        png.extend(crc32(&ihdr).to_be_bytes());
+        assert!(matches!(decode(&png), Err(ImageInputError::TooLarge { width: 50_000, height: 50_000 })));
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+}

