@@ -43,10 +43,23 @@ impl ComputeDevice {
     }
 }
 
-/// Opens a WebGPU device, or falls back to the CPU backend and says why.
-///
-/// The wgpu runtime can be initialised once per page; call this once and keep the result.
+thread_local! {
+    /// The wgpu runtime can be initialised once per page (or worker): the first answer is kept.
+    static ACQUIRED: std::cell::RefCell<Option<ComputeDevice>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Opens a WebGPU device, or falls back to the CPU backend and says why. The first call decides; later
+/// calls on the same thread get the same device.
 pub async fn acquire() -> ComputeDevice {
+    if let Some(acquired) = ACQUIRED.with_borrow(Clone::clone) {
+        return acquired;
+    }
+    let acquired = acquire_uncached().await;
+    ACQUIRED.set(Some(acquired.clone()));
+    acquired
+}
+
+async fn acquire_uncached() -> ComputeDevice {
     let cpu = |reason: String| ComputeDevice::Cpu { device: Device::flex(), reason };
     // Ask the browser first: its answer says plainly why there is no WebGPU, where wgpu's error lists
     // every graphics API it did not try.

@@ -38,6 +38,9 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
     if reader.format().is_none() {
         return Err(ImageInputError::UnknownFormat("unrecognised file signature".into()));
     }
+    // Our own limits go on after the size check, so that an oversized image is reported with its size.
+    let mut reader = reader;
+    reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(classify_error)?;
     let (width, height) = decoder.dimensions();
     if width > MAX_DIMENSION || height > MAX_DIMENSION {
@@ -161,7 +164,8 @@ mod tests {
 
     #[test]
     fn non_images_and_truncated_files_are_typed_errors() {
-        assert!(matches!(decode(b"GIF89a? not really"), Err(ImageInputError::Corrupt(_)) | Err(ImageInputError::UnknownFormat(_))));
+        let error = decode(b"GIF89a\x01\x00\x01\x00 and then garbage").unwrap_err();
+        assert!(matches!(error, ImageInputError::Corrupt(_)), "{error:?}");
         assert!(matches!(decode(b"hello, world"), Err(ImageInputError::UnknownFormat(_))));
         assert!(matches!(decode(&[]), Err(ImageInputError::UnknownFormat(_))));
         let mut png = Vec::new();
@@ -181,7 +185,16 @@ mod tests {
         png.extend((ihdr.len() as u32 - 4).to_be_bytes());
         png.extend(&ihdr);
         png.extend(crc32(&ihdr).to_be_bytes());
-        assert!(matches!(decode(&png), Err(ImageInputError::TooLarge { width: 50_000, height: 50_000 })));
+        // An IDAT chunk (a tiny zlib stream) and IEND, as a real decompression bomb would have.
+        for (kind, data) in [(&b"IDAT"[..], &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01][..]), (b"IEND", &[])] {
+            let mut chunk = kind.to_vec();
+            chunk.extend(data);
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(&chunk);
+            png.extend(crc32(&chunk).to_be_bytes());
+        }
+        let error = decode(&png).unwrap_err();
+        assert!(matches!(error, ImageInputError::TooLarge { width: 50_000, height: 50_000 }), "{error:?}");
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

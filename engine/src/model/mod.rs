@@ -116,14 +116,16 @@ mod tests {
     #[test]
     fn architectures_have_the_published_sizes() {
         let device = Device::flex();
-        for (kind, blocks, params) in [
-            (ModelKind::EfficientNetLite0, 16, 4_652_008),
-            (ModelKind::MobileNetV2, 17, 3_504_872),
+        // Parameters as PyTorch counts them, plus BatchNorm running means and variances (which Burn's
+        // `num_params` includes): 4,652,008 + 42,016 and 3,504,872 + 34,112.
+        for (kind, blocks, params, running_stats) in [
+            (ModelKind::EfficientNetLite0, 16, 4_652_008, 42_016),
+            (ModelKind::MobileNetV2, 17, 3_504_872, 34_112),
         ] {
             let model = kind.architecture().init(1000, &device);
             assert_eq!(model.blocks.len(), blocks, "{kind}");
             assert_eq!(model.block_names().len(), blocks + 2, "{kind}");
-            assert_eq!(model.num_params(), params, "{kind}");
+            assert_eq!(model.num_params(), params + running_stats, "{kind}");
             let logits = model.forward(Tensor::zeros([1, 3, 224, 224], &device));
             assert_eq!(logits.dims(), [1, 1000], "{kind}");
         }

@@ -1,0 +1,32 @@
+//! The pretrained models on WebGPU in the browser against PyTorch's logits.
+
+use graft_app::device::{self, ComputeDevice};
+use graft_engine::model::ModelKind;
+use graft_tests::{golden, pretrained};
+use wasm_bindgen_test::{console_log, wasm_bindgen_test};
+
+async fn check_on_webgpu(kind: ModelKind) {
+    let ComputeDevice::WebGpu { device, adapter } = device::acquire().await else {
+        panic!("no WebGPU adapter in this browser");
+    };
+    console_log!("{kind} on WebGPU ({adapter})");
+    let model = pretrained::load(kind, &device).expect("weights load");
+    let comparisons = golden::compare(kind, &model, &device).await.expect("read-back");
+    for c in &comparisons {
+        console_log!(
+            "{kind} {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
+            c.image, c.max_abs_difference, c.top5, c.top1_prob
+        );
+    }
+    golden::assert_matches_reference(kind, &comparisons);
+}
+
+#[wasm_bindgen_test]
+async fn efficientnet_lite0_matches_pytorch_on_webgpu() {
+    check_on_webgpu(ModelKind::EfficientNetLite0).await;
+}
+
+#[wasm_bindgen_test]
+async fn mobilenet_v2_matches_pytorch_on_webgpu() {
+    check_on_webgpu(ModelKind::MobileNetV2).await;
+}
