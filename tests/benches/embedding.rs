@@ -1,0 +1,30 @@
+//! Embedding throughput of the pretrained models natively on the CPU backend (criterion):
+//! `features()` at 224 px, batch 1 and 16, including the read-back that waits for the result.
+//! Run with `cargo xtask bench` (or `cargo bench -p graft-tests --bench embedding`).
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use graft_engine::model::ModelKind;
+use graft_engine::readback;
+use graft_tests::pretrained;
+
+fn embedding_throughput(c: &mut Criterion) {
+    let device = Device::flex();
+    let mut group = c.benchmark_group("embedding-cpu");
+    group.sample_size(10);
+    for kind in ModelKind::ALL {
+        let model = pretrained::load(kind, &device).expect("weights: run `cargo xtask weights`");
+        for batch in [1, 16] {
+            let images = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_with_input(BenchmarkId::new(kind.card().name, batch), &images, |b, images| {
+                b.iter(|| pollster::block_on(readback::to_f32_vec(model.features(images.clone()))).expect("read-back"))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, embedding_throughput);
+criterion_main!(benches);
