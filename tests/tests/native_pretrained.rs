@@ -9,11 +9,16 @@ use graft_tests::{golden, pretrained};
 fn check(kind: ModelKind) {
     let device = Device::flex();
     let model = pretrained::load(kind, &device).expect("weights load");
-    let comparisons = pollster::block_on(golden::compare(kind, &model, &device)).expect("read-back");
-    for c in &comparisons {
-        println!("{kind} {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}", c.image, c.max_abs_difference, c.top5, c.top1_prob);
+    for (variant, model) in [("as trained", model.clone()), ("BatchNorm folded", model.folded_for_inference())] {
+        let comparisons = pollster::block_on(golden::compare(kind, &model, &device)).expect("read-back");
+        for c in &comparisons {
+            println!(
+                "{kind} ({variant}) {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
+                c.image, c.max_abs_difference, c.top5, c.top1_prob
+            );
+        }
+        golden::assert_matches_reference(kind, &comparisons);
     }
-    golden::assert_matches_reference(kind, &comparisons);
 }
 
 #[test]

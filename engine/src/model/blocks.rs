@@ -3,6 +3,7 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu6;
 use burn::tensor::ops::PadMode;
@@ -49,6 +50,8 @@ pub struct ConvBnAct {
     activation: bool,
     /// Present for TensorFlow "SAME" padding: the kernel size and stride to compute it from.
     tf_same: Option<[usize; 2]>,
+    /// The BatchNorm has been folded into the conv's weights and bias (inference only).
+    folded: bool,
 }
 
 impl ConvBnActConfig {
@@ -71,6 +74,7 @@ impl ConvBnActConfig {
             norm: BatchNormConfig::new(self.channels[1]).with_epsilon(self.bn_eps).init(device),
             activation: self.activation,
             tf_same: tf_same.then_some([self.kernel, self.stride]),
+            folded: false,
         }
     }
 }
@@ -95,8 +99,28 @@ impl ConvBnAct {
             }
             None => x,
         };
-        let x = self.norm.forward(self.conv.forward(x));
+        let x = self.conv.forward(x);
+        let x = if self.folded { x } else { self.norm.forward(x) };
         if self.activation { relu6(x) } else { x }
+    }
+
+    /// The same block with its BatchNorm (running statistics, inference mode) folded into the conv:
+    /// `w' = w * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma / sqrt(var + eps)`. One pass over
+    /// the activations instead of several; for frozen, inference-only use (the result does not train
+    /// the BatchNorm any more).
+    pub fn fold_batch_norm(&self) -> Self {
+        if self.folded {
+            return self.clone();
+        }
+        let norm = &self.norm;
+        let scale = norm.gamma.val() / (norm.running_var.value() + norm.epsilon).sqrt();
+        let [channels_out, ..] = self.conv.weight.dims();
+        let weight = self.conv.weight.val() * scale.clone().reshape([channels_out, 1, 1, 1]);
+        let bias = norm.beta.val() - norm.running_mean.value() * scale;
+        let mut conv = self.conv.clone();
+        conv.weight = Param::from_tensor(weight).set_require_grad(false);
+        conv.bias = Some(Param::from_tensor(bias).set_require_grad(false));
+        Self { conv, norm: self.norm.clone(), activation: self.activation, tf_same: self.tf_same, folded: true }
     }
 }
 
@@ -147,6 +171,16 @@ impl InvertedResidualConfig {
 }
 
 impl InvertedResidual {
+    /// The same block with every BatchNorm folded into its conv (see [`ConvBnAct::fold_batch_norm`]).
+    pub fn fold_batch_norm(&self) -> Self {
+        Self {
+            expand: self.expand.as_ref().map(ConvBnAct::fold_batch_norm),
+            depthwise: self.depthwise.fold_batch_norm(),
+            project: self.project.fold_batch_norm(),
+            residual: self.residual,
+        }
+    }
+
     /// # Shapes
     /// - `x`: `[batch, channels_in, height, width]` -> `[batch, channels_out, height / stride, width / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {

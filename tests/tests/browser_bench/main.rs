@@ -24,7 +24,8 @@ fn now_ms() -> f64 {
 /// Images per second of `features()` + read-back, after one warm-up call (shader compilation), over
 /// at least `min_iterations` calls and `min_ms` milliseconds.
 async fn throughput(kind: ModelKind, device: &Device, backend: &str, batch: usize, min_iterations: usize, min_ms: f64) {
-    let model = pretrained::load(kind, device).expect("weights load");
+    // The embedding path: the frozen base with its BatchNorms folded into the convs.
+    let model = pretrained::load(kind, device).expect("weights load").folded_for_inference();
     let images = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
     let warm_start = now_ms();
     readback::to_f32_vec(model.features(images.clone())).await.expect("read-back");
@@ -64,5 +65,46 @@ async fn embedding_throughput_on_cpu_backend() {
         for batch in [1, 16] {
             throughput(kind, &device, "cpu", batch, 2, 2000.0).await;
         }
+    }
+}
+
+/// Where the CPU backend spends its time: milliseconds per layer kind of MobileNetV2 (BatchNorm folded),
+/// batch 16, summed over the network, each layer timed to its read-back.
+#[wasm_bindgen_test]
+async fn layer_profile_on_cpu_backend() {
+    let device = Device::flex();
+    let kind = ModelKind::MobileNetV2;
+    let model = pretrained::load(kind, &device).expect("weights load").folded_for_inference();
+    let batch = 16;
+    let mut x = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
+    let mut totals = std::collections::BTreeMap::<&str, f64>::new();
+    async fn timed(layer: impl FnOnce() -> Tensor<4>) -> (Tensor<4>, f64) {
+        let start = now_ms();
+        let out = layer();
+        let _ = readback::to_f32_vec(out.clone().slice([0..1, 0..1, 0..1, 0..1])).await.expect("read-back");
+        (out, now_ms() - start)
+    }
+    let (out, ms) = timed(|| model.stem.forward(x.clone())).await;
+    *totals.entry("stem 3x3 conv").or_default() += ms;
+    x = out;
+    for block in &model.blocks {
+        let input = x.clone();
+        let mut h = x;
+        if let Some(expand) = &block.expand {
+            let (out, ms) = timed(|| expand.forward(h.clone())).await;
+            *totals.entry("1x1 expand").or_default() += ms;
+            h = out;
+        }
+        let (out, ms) = timed(|| block.depthwise.forward(h.clone())).await;
+        *totals.entry("3x3 depthwise").or_default() += ms;
+        let (out, ms) = timed(|| block.project.forward(out.clone())).await;
+        *totals.entry("1x1 project").or_default() += ms;
+        x = if out.dims() == input.dims() { out + input } else { out };
+    }
+    let (_, ms) = timed(|| model.head_conv.forward(x.clone())).await;
+    *totals.entry("1x1 head conv").or_default() += ms;
+    let total: f64 = totals.values().sum();
+    for (layer, ms) in &totals {
+        console_log!("bench: burn cpu profile mobilenet-v2 batch {batch}: {layer}: {ms:.0} ms ({:.0}%)", 100.0 * ms / total);
     }
 }
