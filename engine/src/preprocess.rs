@@ -197,6 +197,38 @@ mod tests {
         assert!(matches!(error, ImageInputError::TooLarge { width: 50_000, height: 50_000 }), "{error:?}");
     }
 
+    /// A JPEG whose pixels are stored sideways with EXIF orientation 6 ("rotate 90° clockwise to view"),
+    /// as phone cameras write them.
+    fn sideways_jpeg() -> Vec<u8> {
+        // Stored: 32x16, left half red, right half blue.
+        let stored = RgbImage::from_fn(32, 16, |x, _| if x < 16 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&stored).unwrap();
+        // APP1 "Exif": big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1, value 6.
+        let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
+        tiff.extend([0x00, 0x01, 0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00]);
+        tiff.extend([0, 0, 0, 0]);
+        let mut app1 = b"Exif\x00\x00".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend([0xff, 0xe1]);
+        out.extend(((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let upright = decode(&sideways_jpeg()).unwrap();
+        // Rotated 90° clockwise: 16 wide, 32 high, the stored left (red) half now on top.
+        assert_eq!(upright.dimensions(), (16, 32));
+        let top = upright.get_pixel(8, 4);
+        let bottom = upright.get_pixel(8, 28);
+        assert!(top[0] > 200 && top[2] < 60, "top should be red: {top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "bottom should be blue: {bottom:?}");
+    }
+
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = 0xffff_ffffu32;
         for byte in bytes {
