@@ -6,6 +6,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
+pub mod freeze;
 pub mod imagenet;
 pub mod metrics;
 pub mod model;

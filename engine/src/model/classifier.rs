@@ -3,6 +3,7 @@
 
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::module::{Flag, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use super::blocks::{ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, Padding};
@@ -118,6 +119,91 @@ impl ImageClassifier {
             i if i == self.blocks.len() + 1 => self.head_conv.forward(x),
             i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
         }
+    }
+
+    /// Freezes (`true`) or unfreezes body block `index` (0 = stem, last = head_conv). See
+    /// [`crate::freeze`] for what frozen means.
+    pub fn set_block_frozen(&mut self, index: usize, frozen: bool) {
+        fn set<M: Module>(module: &M, frozen: bool) -> M {
+            if frozen { module.clone().freeze() } else { module.clone().unfreeze() }
+        }
+        match index {
+            0 => self.stem = set(&self.stem, frozen),
+            i if i <= self.blocks.len() => self.blocks[i - 1] = set(&self.blocks[i - 1], frozen),
+            i if i == self.blocks.len() + 1 => self.head_conv = set(&self.head_conv, frozen),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
+    /// Whether body block `index` is frozen. Read from its BatchNorms' training flags, which
+    /// `freeze`/`unfreeze` set together with the gradient requirement and which, unlike that
+    /// requirement, are visible on a device without autodiff too.
+    pub fn block_is_frozen(&self, index: usize) -> bool {
+        fn frozen<M: Module>(module: &M) -> bool {
+            struct Flags { enabled: usize, total: usize }
+            impl ModuleVisitor for Flags {
+                fn visit_flag(&mut self, flag: &Param<Flag>) {
+                    self.total += 1;
+                    self.enabled += usize::from(flag.is_enabled());
+                }
+            }
+            let mut flags = Flags { enabled: 0, total: 0 };
+            module.visit(&mut flags);
+            flags.total > 0 && flags.enabled == 0
+        }
+        match index {
+            0 => frozen(&self.stem),
+            i if i <= self.blocks.len() => frozen(&self.blocks[i - 1]),
+            i if i == self.blocks.len() + 1 => frozen(&self.head_conv),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
+    /// How many leading body blocks are frozen.
+    pub fn frozen_prefix_len(&self) -> usize {
+        (0..self.blocks.len() + 2).take_while(|&index| self.block_is_frozen(index)).count()
+    }
+
+    /// Runs the leading frozen blocks without autodiff — on the plain device, BatchNorm on its running
+    /// statistics — and returns the activation at the boundary with the input's autodiff context, as a
+    /// constant: no graph is recorded through the frozen prefix, so its memory does not grow with it.
+    /// Also returns the number of blocks run.
+    ///
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> the boundary activation
+    pub fn forward_frozen_prefix(&self, images: Tensor<4>) -> (Tensor<4>, usize) {
+        let prefix = self.frozen_prefix_len();
+        if prefix == 0 {
+            return (images, 0);
+        }
+        let autodiff = images.is_autodiff();
+        let mut x = images.without_autodiff();
+        for index in 0..prefix {
+            x = match index {
+                0 => self.stem.valid().forward(x),
+                i if i <= self.blocks.len() => self.blocks[i - 1].valid().forward(x),
+                _ => self.head_conv.valid().forward(x),
+            };
+        }
+        (if autodiff { x.autodiff() } else { x }, prefix)
+    }
+
+    /// Logits from the activation after block `start - 1` (i.e. runs blocks `start..` and the head).
+    ///
+    /// # Shapes
+    /// - `x`: the activation entering block `start` -> `[batch, classes]`
+    pub fn forward_from(&self, start: usize, x: Tensor<4>) -> Tensor<2> {
+        let x = (start..self.blocks.len() + 2).fold(x, |x, index| self.forward_block(index, x));
+        self.classify(self.pool.forward(x).flatten(1, 3))
+    }
+
+    /// The training forward pass: the frozen prefix without a graph, the rest with one.
+    ///
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> logits `[batch, classes]`
+    pub fn forward_train(&self, images: Tensor<4>) -> Tensor<2> {
+        let (boundary, start) = self.forward_frozen_prefix(images);
+        self.forward_from(start, boundary)
     }
 
     /// The body's output feature map.
