@@ -9,3 +9,4 @@ pub mod frozen_prefix;
 pub mod e2e;
 pub mod golden;
 pub mod pretrained;
+pub mod freezing;

@@ -7,5 +7,6 @@
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod device;
+mod freezing;
 mod frozen_prefix;
 mod pretrained;
