@@ -12,4 +12,6 @@ pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod readback;
+pub mod schedule;
+pub mod strategy;
 pub mod weights;
