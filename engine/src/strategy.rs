@@ -145,15 +145,8 @@ impl Strategy {
                 });
                 phases
             }
-            Self::FullFineTune => vec![Phase {
-                name: "train",
-                epochs,
-                frozen_blocks: 0,
-                head_lr: base_lr,
-                block_lrs: vec![base_lr; num_blocks],
-                cache_embeddings: false,
-            }],
-            Self::FromScratch => vec![Phase {
+            // The two differ in the starting weights, not in what trains.
+            Self::FullFineTune | Self::FromScratch => vec![Phase {
                 name: "train",
                 epochs,
                 frozen_blocks: 0,

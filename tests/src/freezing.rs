@@ -1,13 +1,12 @@
 //! Freezing on MobileNetV2 (random init, 64 px) through the engine's API, as an async scenario so that it
 //! runs on WebGPU in the browser: the first blocks frozen, a few AdamW steps with `forward_train`.
 
-use burn::module::{ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use graft_engine::freeze;
-use graft_engine::model::ModelKind;
+use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::readback::{self, ReadbackError};
 
 /// What [`run`] measured.
@@ -25,20 +24,13 @@ pub struct FreezingReport {
     pub boundary_untracked: bool,
 }
 
-async fn floats<M: Module>(module: &M) -> Result<Vec<f32>, ReadbackError> {
-    struct Collect(Vec<Tensor<1>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.val().flatten(0, D - 1));
-        }
+/// Every float of the stem and the next `frozen - 1` blocks (the frozen prefix), flattened.
+async fn prefix_floats(model: &ImageClassifier, frozen: usize) -> Result<Vec<f32>, ReadbackError> {
+    let mut all: Vec<f32> = crate::module_floats(&model.stem).await?.concat();
+    for block in &model.blocks[..frozen - 1] {
+        all.extend(crate::module_floats(block).await?.concat());
     }
-    let mut collect = Collect(Vec::new());
-    module.visit(&mut collect);
-    let mut out = Vec::new();
-    for tensor in collect.0 {
-        out.extend(readback::to_f32_vec(tensor).await?);
-    }
-    Ok(out)
+    Ok(all)
 }
 
 /// Freezes the first `frozen` blocks and trains `steps` steps on `device` (an autodiff device).
@@ -50,14 +42,8 @@ pub async fn run(device: &Device, frozen: usize, steps: usize) -> Result<Freezin
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), device);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
 
-    let frozen_before = {
-        let mut all = floats(&model.stem).await?;
-        for block in &model.blocks[..frozen - 1] {
-            all.extend(floats(block).await?);
-        }
-        all
-    };
-    let trainable_before = floats(&model.blocks[frozen - 1]).await?;
+    let frozen_before = prefix_floats(&model, frozen).await?;
+    let trainable_before = crate::module_floats(&model.blocks[frozen - 1]).await?.concat();
     let (boundary, _) = model.forward_frozen_prefix(images.clone());
     let boundary_untracked = !boundary.is_tracked();
 
@@ -72,14 +58,8 @@ pub async fn run(device: &Device, frozen: usize, steps: usize) -> Result<Freezin
         let grads = GradientsParams::from_module(&mut grads, &model);
         model = optimizer.step(1e-3, model, grads);
     }
-    let frozen_after = {
-        let mut all = floats(&model.stem).await?;
-        for block in &model.blocks[..frozen - 1] {
-            all.extend(floats(block).await?);
-        }
-        all
-    };
-    let trainable_after = floats(&model.blocks[frozen - 1]).await?;
+    let frozen_after = prefix_floats(&model, frozen).await?;
+    let trainable_after = crate::module_floats(&model.blocks[frozen - 1]).await?.concat();
     Ok(FreezingReport {
         losses,
         frozen,

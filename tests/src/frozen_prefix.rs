@@ -141,22 +141,6 @@ fn trainable_param_tensors<M: Module>(module: &M) -> usize {
     count.0
 }
 
-async fn params_of<M: Module>(module: &M) -> Result<Vec<Vec<f32>>, ReadbackError> {
-    struct Collect(Vec<Tensor<1>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.val().flatten(0, D - 1));
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    module.visit(&mut collect);
-    let mut out = Vec::with_capacity(collect.0.len());
-    for tensor in collect.0 {
-        out.push(readback::to_f32_vec(tensor).await?);
-    }
-    Ok(out)
-}
-
 async fn running_stats(norm: &BatchNorm) -> Result<Vec<f32>, ReadbackError> {
     let mut stats = readback::to_f32_vec(norm.running_mean.value()).await?;
     stats.extend(readback::to_f32_vec(norm.running_var.value()).await?);
@@ -192,11 +176,11 @@ pub async fn run(device: &Device, steps: usize) -> Result<FrozenPrefixReport, Re
     model.stem = model.stem.freeze();
     let trainable_param_tensors = trainable_param_tensors(&model);
 
-    let stem_before = params_of(&model.stem).await?;
+    let stem_before = crate::module_floats(&model.stem).await?;
     let stem_stats_before = running_stats(&model.stem.norm).await?;
-    let body_before = params_of(&model.body).await?;
+    let body_before = crate::module_floats(&model.body).await?;
     let body_stats_before = running_stats(&model.body.norm).await?;
-    let head_before = params_of(&model.head).await?;
+    let head_before = crate::module_floats(&model.head).await?;
 
     let mut optimizer = AdamWConfig::new().init();
     let mut losses = Vec::with_capacity(steps + 1);
@@ -215,10 +199,10 @@ pub async fn run(device: &Device, steps: usize) -> Result<FrozenPrefixReport, Re
 
     Ok(FrozenPrefixReport {
         losses,
-        frozen_params_bit_identical: bit_identical(&stem_before, &params_of(&model.stem).await?),
+        frozen_params_bit_identical: bit_identical(&stem_before, &crate::module_floats(&model.stem).await?),
         frozen_running_stats_unchanged: stem_stats_before == running_stats(&model.stem.norm).await?,
-        head_max_change: max_change(&head_before, &params_of(&model.head).await?),
-        body_max_change: max_change(&body_before, &params_of(&model.body).await?),
+        head_max_change: max_change(&head_before, &crate::module_floats(&model.head).await?),
+        body_max_change: max_change(&body_before, &crate::module_floats(&model.body).await?),
         body_running_stats_changed: body_stats_before != running_stats(&model.body.norm).await?,
         trainable_param_tensors,
         trainable_param_tensors_unfrozen,

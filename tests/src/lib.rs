@@ -5,6 +5,28 @@
 //! backend. Scenarios return a report of what they measured; the test files assert on it.
 
 pub mod frozen_prefix;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::Tensor;
+use graft_engine::readback::{self, ReadbackError};
+
+/// Every float of a module — parameters and BatchNorm running statistics — read back (async), one
+/// vector per tensor in visiting order.
+pub async fn module_floats<M: Module>(module: &M) -> Result<Vec<Vec<f32>>, ReadbackError> {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().flatten(0, D - 1));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    let mut out = Vec::with_capacity(collect.0.len());
+    for tensor in collect.0 {
+        out.push(readback::to_f32_vec(tensor).await?);
+    }
+    Ok(out)
+}
 #[cfg(not(target_arch = "wasm32"))]
 pub mod e2e;
 pub mod golden;
