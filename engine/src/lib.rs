@@ -10,6 +10,7 @@ pub mod freeze;
 pub mod imagenet;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod preprocess;
 pub mod readback;
 pub mod schedule;

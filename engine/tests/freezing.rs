@@ -177,3 +177,45 @@ fn unfreezing_resumes_training() {
     let model = AdamWConfig::new().init().step(1e-3, model, grads);
     assert!(!identical(&before, &values(&model.head_conv)), "the unfrozen head_conv did not train");
 }
+
+#[test]
+fn each_block_moves_by_its_own_learning_rate() {
+    use graft_engine::optim::BlockwiseAdamW;
+    use graft_engine::strategy::Phase;
+
+    let device = Device::flex().autodiff();
+    device.seed(13);
+    let mut model = model(&device);
+    // The last four blocks train at 1e-5 .. 1e-2; the head at 1e-2.
+    let phase = Phase {
+        name: "joint",
+        epochs: 1,
+        frozen_blocks: 15,
+        head_lr: 1e-2,
+        block_lrs: vec![1e-5, 1e-4, 1e-3, 1e-2],
+        cache_embeddings: false,
+    };
+    freeze::freeze_to(&mut model, phase.frozen_blocks).unwrap();
+    // A conv weight of body block `index` (15..=17 are inverted residuals, 18 is head_conv).
+    let conv_weight = |model: &ImageClassifier, index: usize| {
+        let weight = match index {
+            18 => model.head_conv.conv.weight.val(),
+            i => model.blocks[i - 1].depthwise.conv.weight.val(),
+        };
+        pollster::block_on(weight.into_data_async()).unwrap().try_to_vec::<f32>().unwrap()
+    };
+    let before: Vec<Vec<f32>> = (15..19).map(|i| conv_weight(&model, i)).collect();
+    let images = Tensor::<4>::random([4, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), &device);
+    let loss = CrossEntropyLossConfig::new().init(&device).forward(model.forward_train(images), labels);
+    let mut optimizer = BlockwiseAdamW::for_phase(&phase, &AdamWConfig::new().with_weight_decay(0.0));
+    let model = optimizer.step(model, loss.backward(), 1.0);
+
+    // AdamW's first step moves each element by about its rate (m / sqrt(v) = sign of the gradient).
+    for (offset, lr) in phase.block_lrs.iter().enumerate() {
+        let after = conv_weight(&model, 15 + offset);
+        let max = before[offset].iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) as f64;
+        assert!(max > 0.5 * lr && max < 1.5 * lr, "block {}: moved {max}, rate {lr}", 15 + offset);
+    }
+    assert_eq!(optimizer.learning_rates().last(), Some(&(None, 1e-2)));
+}

@@ -159,6 +159,17 @@ impl ImageClassifier {
         }
     }
 
+    /// Takes the gradients of body block `index`'s parameters out of `grads`.
+    pub fn block_gradients(&self, index: usize, grads: &mut burn::tensor::Gradients) -> burn::optim::GradientsParams {
+        use burn::optim::GradientsParams;
+        match index {
+            0 => GradientsParams::from_module(grads, &self.stem),
+            i if i <= self.blocks.len() => GradientsParams::from_module(grads, &self.blocks[i - 1]),
+            i if i == self.blocks.len() + 1 => GradientsParams::from_module(grads, &self.head_conv),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
     /// How many leading body blocks are frozen.
     pub fn frozen_prefix_len(&self) -> usize {
         (0..self.blocks.len() + 2).take_while(|&index| self.block_is_frozen(index)).count()
