@@ -60,7 +60,10 @@ pub async fn acquire() -> ComputeDevice {
 }
 
 async fn acquire_uncached() -> ComputeDevice {
-    let cpu = |reason: String| ComputeDevice::Cpu { device: Device::flex(), reason };
+    let cpu = |reason: String| ComputeDevice::Cpu {
+        device: Device::flex(),
+        reason,
+    };
     // Ask the browser first: its answer says plainly why there is no WebGPU, where wgpu's error lists
     // every graphics API it did not try.
     let described = match browser_adapter_info().await {
@@ -71,7 +74,10 @@ async fn acquire_uncached() -> ComputeDevice {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
             let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
-            ComputeDevice::WebGpu { device, adapter: describe_adapter(&info.name, &described, software) }
+            ComputeDevice::WebGpu {
+                device,
+                adapter: describe_adapter(&info.name, &described, software),
+            }
         }
         Err(error) => cpu(format!("the WebGPU device could not be opened: {error}")),
     }
@@ -106,16 +112,24 @@ pub async fn browser_adapter_info() -> Result<AdapterInfo, NoWebGpu> {
     use wasm_bindgen::{JsCast, JsValue};
 
     let get = |object: &JsValue, key: &str| {
-        Reflect::get(object, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+        Reflect::get(object, &JsValue::from_str(key))
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
     };
     let navigator = get(&js_sys::global().into(), "navigator").ok_or(NoWebGpu::NotInBrowser)?;
     let gpu = get(&navigator, "gpu").ok_or(NoWebGpu::NotInBrowser)?;
-    let request: Function =
-        get(&gpu, "requestAdapter").and_then(|f| f.dyn_into().ok()).ok_or(NoWebGpu::NotInBrowser)?;
-    let promise: Promise =
-        request.call0(&gpu).ok().and_then(|p| p.dyn_into().ok()).ok_or(NoWebGpu::NoAdapter)?;
+    let request: Function = get(&gpu, "requestAdapter")
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or(NoWebGpu::NotInBrowser)?;
+    let promise: Promise = request
+        .call0(&gpu)
+        .ok()
+        .and_then(|p| p.dyn_into().ok())
+        .ok_or(NoWebGpu::NoAdapter)?;
     let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok();
-    let adapter = adapter.filter(|a| !a.is_null() && !a.is_undefined()).ok_or(NoWebGpu::NoAdapter)?;
+    let adapter = adapter
+        .filter(|a| !a.is_null() && !a.is_undefined())
+        .ok_or(NoWebGpu::NoAdapter)?;
     let Some(info) = get(&adapter, "info") else {
         return Ok(AdapterInfo::default());
     };

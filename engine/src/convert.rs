@@ -23,7 +23,10 @@ pub fn pypi_source(kind: ModelKind) -> (&'static str, &'static str) {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {
-    move |source| WeightsError::Io { path: path.display().to_string(), source }
+    move |source| WeightsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Reads the checkpoint at `pth`, maps its names onto the model, checks that every tensor the model
@@ -34,26 +37,44 @@ pub fn convert_pytorch(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<Ma
     let device = Device::flex();
     let mut model = kind.architecture().init(1000, &device);
 
-    let mut store = PytorchStore::from_file(pth).map_indices_contiguous(false).validate(false).allow_partial(true);
+    let mut store = PytorchStore::from_file(pth)
+        .map_indices_contiguous(false)
+        .validate(false)
+        .allow_partial(true);
     for (from, to) in kind.key_remaps() {
         store = store.with_key_remapping(from, to);
     }
     let file = pth.display().to_string();
-    let result = model
-        .load_from(&mut store)
-        .map_err(|error| WeightsError::Unreadable { file: file.clone(), reason: error.to_string() })?;
-    let unused: Vec<&String> = result.unused.iter().filter(|key| !key.ends_with("num_batches_tracked")).collect();
+    let result = model.load_from(&mut store).map_err(|error| WeightsError::Unreadable {
+        file: file.clone(),
+        reason: error.to_string(),
+    })?;
+    let unused: Vec<&String> = result
+        .unused
+        .iter()
+        .filter(|key| !key.ends_with("num_batches_tracked"))
+        .collect();
     if !unused.is_empty() {
-        return Err(WeightsError::Invalid { file, reason: format!("checkpoint tensors not mapped onto the model: {unused:?}") });
+        return Err(WeightsError::Invalid {
+            file,
+            reason: format!("checkpoint tensors not mapped onto the model: {unused:?}"),
+        });
     }
-    weights::check_applied(&file, result.missing.into_iter().map(|(path, _)| path).collect(), result.errors)?;
+    weights::check_applied(
+        &file,
+        result.missing.into_iter().map(|(path, _)| path).collect(),
+        result.errors,
+    )?;
 
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let out = out_dir.join(card.weights_file);
-    let mut writer = BurnpackStore::from_file(&out).overwrite(true).metadata("model", card.name);
-    model
-        .save_into(&mut writer)
-        .map_err(|error| WeightsError::Unreadable { file: out.display().to_string(), reason: error.to_string() })?;
+    let mut writer = BurnpackStore::from_file(&out)
+        .overwrite(true)
+        .metadata("model", card.name);
+    model.save_into(&mut writer).map_err(|error| WeightsError::Unreadable {
+        file: out.display().to_string(),
+        reason: error.to_string(),
+    })?;
     let bytes = std::fs::read(&out).map_err(io(&out))?;
 
     let (package, wheel_path) = pypi_source(kind);

@@ -27,9 +27,13 @@ pub fn indices_of_names<S: AsRef<str>>(model: &ImageClassifier, names: &[S]) -> 
     names
         .iter()
         .map(|name| {
-            available.iter().position(|candidate| candidate == name.as_ref()).ok_or_else(|| {
-                FreezeError::UnknownBlock { name: name.as_ref().to_string(), available: available.clone() }
-            })
+            available
+                .iter()
+                .position(|candidate| candidate == name.as_ref())
+                .ok_or_else(|| FreezeError::UnknownBlock {
+                    name: name.as_ref().to_string(),
+                    available: available.clone(),
+                })
         })
         .collect()
 }
@@ -95,7 +99,9 @@ pub fn freeze_to(model: &mut ImageClassifier, k: usize) -> Result<(), FreezeErro
 
 /// Whether each body block is frozen.
 pub fn frozen_blocks(model: &ImageClassifier) -> Vec<bool> {
-    (0..model.block_names().len()).map(|index| model.block_is_frozen(index)).collect()
+    (0..model.block_names().len())
+        .map(|index| model.block_is_frozen(index))
+        .collect()
 }
 
 /// Counts parameters that require a gradient.

@@ -54,7 +54,9 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
     limits.max_image_width = Some(MAX_DIMENSION);
     limits.max_image_height = Some(MAX_DIMENSION);
     decoder.set_limits(limits).map_err(classify_error)?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(classify_error)?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
@@ -84,7 +86,10 @@ pub fn resize_short_side(image: &RgbImage, short_side: u32) -> RgbImage {
 /// The centre `size` x `size` square (the image must be at least that large on both sides).
 pub fn centre_crop(image: &RgbImage, size: u32) -> RgbImage {
     let (width, height) = image.dimensions();
-    assert!(width >= size && height >= size, "centre_crop: {width}x{height} is smaller than {size}");
+    assert!(
+        width >= size && height >= size,
+        "centre_crop: {width}x{height} is smaller than {size}"
+    );
     image::imageops::crop_imm(image, (width - size) / 2, (height - size) / 2, size, size).to_image()
 }
 
@@ -116,10 +121,17 @@ pub fn batch_tensor(images: &[RgbImage], normalisation: &Normalisation, device: 
     let (width, height) = images.first().map_or((0, 0), |image| image.dimensions());
     let mut data = Vec::with_capacity(images.len() * 3 * (width * height) as usize);
     for image in images {
-        assert_eq!(image.dimensions(), (width, height), "batch_tensor: images differ in size");
+        assert_eq!(
+            image.dimensions(),
+            (width, height),
+            "batch_tensor: images differ in size"
+        );
         data.extend(normalise(image, normalisation));
     }
-    Tensor::from_data(TensorData::new(data, [images.len(), 3, height as usize, width as usize]), device)
+    Tensor::from_data(
+        TensorData::new(data, [images.len(), 3, height as usize, width as usize]),
+        device,
+    )
 }
 
 #[cfg(test)]
@@ -156,7 +168,14 @@ mod tests {
         image.put_pixel(0, 0, image::Rgb([255, 0, 127]));
         image.put_pixel(1, 0, image::Rgb([0, 255, 255]));
         let out = normalise(&image, &Normalisation::TF_LITE);
-        let expected = [128.0 / 128.0, -127.0 / 128.0, -127.0 / 128.0, 128.0 / 128.0, 0.0, 128.0 / 128.0];
+        let expected = [
+            128.0 / 128.0,
+            -127.0 / 128.0,
+            -127.0 / 128.0,
+            128.0 / 128.0,
+            0.0,
+            128.0 / 128.0,
+        ];
         for (value, expected) in out.iter().zip(expected) {
             assert!((value - expected).abs() < 1e-6, "{out:?}");
         }
@@ -166,12 +185,20 @@ mod tests {
     fn non_images_and_truncated_files_are_typed_errors() {
         let error = decode(b"GIF89a\x01\x00\x01\x00 and then garbage").unwrap_err();
         assert!(matches!(error, ImageInputError::Corrupt(_)), "{error:?}");
-        assert!(matches!(decode(b"hello, world"), Err(ImageInputError::UnknownFormat(_))));
+        assert!(matches!(
+            decode(b"hello, world"),
+            Err(ImageInputError::UnknownFormat(_))
+        ));
         assert!(matches!(decode(&[]), Err(ImageInputError::UnknownFormat(_))));
         let mut png = Vec::new();
-        RgbImage::new(64, 64).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        RgbImage::new(64, 64)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
         assert_eq!(decode(&png).unwrap().dimensions(), (64, 64));
-        assert!(matches!(decode(&png[..png.len() / 2]), Err(ImageInputError::Corrupt(_))));
+        assert!(matches!(
+            decode(&png[..png.len() / 2]),
+            Err(ImageInputError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -186,7 +213,13 @@ mod tests {
         png.extend(&ihdr);
         png.extend(crc32(&ihdr).to_be_bytes());
         // An IDAT chunk (a tiny zlib stream) and IEND, as a real decompression bomb would have.
-        for (kind, data) in [(&b"IDAT"[..], &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01][..]), (b"IEND", &[])] {
+        for (kind, data) in [
+            (
+                &b"IDAT"[..],
+                &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01][..],
+            ),
+            (b"IEND", &[]),
+        ] {
             let mut chunk = kind.to_vec();
             chunk.extend(data);
             png.extend((data.len() as u32).to_be_bytes());
@@ -194,19 +227,38 @@ mod tests {
             png.extend(crc32(&chunk).to_be_bytes());
         }
         let error = decode(&png).unwrap_err();
-        assert!(matches!(error, ImageInputError::TooLarge { width: 50_000, height: 50_000 }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                ImageInputError::TooLarge {
+                    width: 50_000,
+                    height: 50_000
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     /// A JPEG whose pixels are stored sideways with EXIF orientation 6 ("rotate 90° clockwise to view"),
     /// as phone cameras write them.
     fn sideways_jpeg() -> Vec<u8> {
         // Stored: 32x16, left half red, right half blue.
-        let stored = RgbImage::from_fn(32, 16, |x, _| if x < 16 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+        let stored = RgbImage::from_fn(32, 16, |x, _| {
+            if x < 16 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        });
         let mut jpeg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&stored).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(&stored)
+            .unwrap();
         // APP1 "Exif": big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1, value 6.
         let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
-        tiff.extend([0x00, 0x01, 0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00]);
+        tiff.extend([
+            0x00, 0x01, 0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00,
+        ]);
         tiff.extend([0, 0, 0, 0]);
         let mut app1 = b"Exif\x00\x00".to_vec();
         app1.extend(tiff);
@@ -234,7 +286,11 @@ mod tests {
         for byte in bytes {
             crc ^= u32::from(*byte);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

@@ -16,7 +16,11 @@ pub struct WarmupCosine {
 impl WarmupCosine {
     /// Warm-up over 5% of the steps (at least one), decay to 1% of the peak.
     pub fn for_steps(total_steps: usize) -> Self {
-        Self { warmup_steps: (total_steps / 20).max(1).min(total_steps), total_steps, final_fraction: 0.01 }
+        Self {
+            warmup_steps: (total_steps / 20).max(1).min(total_steps),
+            total_steps,
+            final_fraction: 0.01,
+        }
     }
 
     /// The multiplier of the peak rate at `step` (0-based), in `[0, 1]`.
@@ -41,14 +45,28 @@ mod tests {
 
     #[test]
     fn warms_up_linearly_then_decays_by_cosine() {
-        let schedule = WarmupCosine { warmup_steps: 4, total_steps: 104, final_fraction: 0.0 };
+        let schedule = WarmupCosine {
+            warmup_steps: 4,
+            total_steps: 104,
+            final_fraction: 0.0,
+        };
         assert_eq!(schedule.factor(0), 0.25);
         assert_eq!(schedule.factor(3), 1.0);
         assert_eq!(schedule.factor(4), 1.0, "the decay starts at the peak");
-        assert!((schedule.factor(54) - 0.5).abs() < 1e-12, "half-way down at the middle of the decay");
+        assert!(
+            (schedule.factor(54) - 0.5).abs() < 1e-12,
+            "half-way down at the middle of the decay"
+        );
         assert!(schedule.factor(103) < 0.001);
-        assert!((4..103).all(|s| schedule.factor(s + 1) <= schedule.factor(s)), "monotone decay");
-        assert_eq!(schedule.factor(1000), schedule.factor(103), "steps past the end stay at the end");
+        assert!(
+            (4..103).all(|s| schedule.factor(s + 1) <= schedule.factor(s)),
+            "monotone decay"
+        );
+        assert_eq!(
+            schedule.factor(1000),
+            schedule.factor(103),
+            "steps past the end stay at the end"
+        );
     }
 
     #[test]

@@ -29,7 +29,11 @@ pub enum Strategy {
     /// Head on the frozen body for `head_epochs`, then unfreeze the top `unfreeze_blocks` (all when
     /// `None`) and train them with the head at discriminative rates (`base_lr / lr_mult` ... `base_lr`).
     #[serde(rename_all = "snake_case")]
-    Staged { head_epochs: usize, unfreeze_blocks: Option<usize>, lr_mult: f64 },
+    Staged {
+        head_epochs: usize,
+        unfreeze_blocks: Option<usize>,
+        lr_mult: f64,
+    },
     /// Everything trains from the pretrained weights at the fine-tuning rate.
     FullFineTune,
     /// The same architecture from random initialisation; everything trains.
@@ -69,7 +73,11 @@ pub enum StrategyError {
 
 impl Strategy {
     /// The staged recipe with fastai's defaults.
-    pub const STAGED_DEFAULT: Strategy = Strategy::Staged { head_epochs: 1, unfreeze_blocks: None, lr_mult: 100.0 };
+    pub const STAGED_DEFAULT: Strategy = Strategy::Staged {
+        head_epochs: 1,
+        unfreeze_blocks: None,
+        lr_mult: 100.0,
+    };
 
     /// The identifier used on the command line and in the app (`strategy-<name>`).
     pub fn name(&self) -> &'static str {
@@ -108,7 +116,10 @@ impl Strategy {
                     return Err(StrategyError::NoTrainableBlocks);
                 }
                 if trainable_blocks > num_blocks {
-                    return Err(StrategyError::TooManyBlocks { requested: trainable_blocks, available: num_blocks });
+                    return Err(StrategyError::TooManyBlocks {
+                        requested: trainable_blocks,
+                        available: num_blocks,
+                    });
                 }
                 vec![Phase {
                     name: "train",
@@ -119,7 +130,11 @@ impl Strategy {
                     cache_embeddings: false,
                 }]
             }
-            Self::Staged { head_epochs, unfreeze_blocks, lr_mult } => {
+            Self::Staged {
+                head_epochs,
+                unfreeze_blocks,
+                lr_mult,
+            } => {
                 if lr_mult < 1.0 || lr_mult.is_nan() {
                     return Err(StrategyError::BadLrMult(lr_mult));
                 }
@@ -128,7 +143,10 @@ impl Strategy {
                 }
                 let trainable = unfreeze_blocks.unwrap_or(num_blocks);
                 if trainable > num_blocks {
-                    return Err(StrategyError::TooManyBlocks { requested: trainable, available: num_blocks });
+                    return Err(StrategyError::TooManyBlocks {
+                        requested: trainable,
+                        available: num_blocks,
+                    });
                 }
                 let joint_lr = base_lr / 2.0;
                 let mut phases = Vec::new();
@@ -159,13 +177,22 @@ impl Strategy {
 }
 
 fn head_phase(epochs: usize, num_blocks: usize, head_lr: f64) -> Phase {
-    Phase { name: "head", epochs, frozen_blocks: num_blocks, head_lr, block_lrs: Vec::new(), cache_embeddings: true }
+    Phase {
+        name: "head",
+        epochs,
+        frozen_blocks: num_blocks,
+        head_lr,
+        block_lrs: Vec::new(),
+        cache_embeddings: true,
+    }
 }
 
 /// `count` rates growing geometrically from `low` (earliest block) towards `high`; the head, after the
 /// last block, gets `high` itself.
 pub fn discriminative_lrs(count: usize, low: f64, high: f64) -> Vec<f64> {
-    (0..count).map(|i| low * (high / low).powf(i as f64 / count as f64)).collect()
+    (0..count)
+        .map(|i| low * (high / low).powf(i as f64 / count as f64))
+        .collect()
 }
 
 #[cfg(test)]
@@ -184,17 +211,26 @@ mod tests {
 
     #[test]
     fn partial_freeze_trains_the_last_blocks_at_a_tenth_of_the_head_rate() {
-        let phases = Strategy::PartialFreeze { trainable_blocks: 3 }.phases(BLOCKS, 5, 1e-3).unwrap();
+        let phases = Strategy::PartialFreeze { trainable_blocks: 3 }
+            .phases(BLOCKS, 5, 1e-3)
+            .unwrap();
         assert_eq!(phases[0].frozen_blocks, 16);
         assert_eq!(phases[0].block_lrs.len(), 3);
         assert!((phases[0].block_lrs[0] - 1e-4).abs() < 1e-12);
         assert_eq!(phases[0].head_lr, 1e-3);
         assert_eq!(
-            Strategy::PartialFreeze { trainable_blocks: 20 }.phases(BLOCKS, 5, 1e-3).unwrap_err(),
-            StrategyError::TooManyBlocks { requested: 20, available: BLOCKS }
+            Strategy::PartialFreeze { trainable_blocks: 20 }
+                .phases(BLOCKS, 5, 1e-3)
+                .unwrap_err(),
+            StrategyError::TooManyBlocks {
+                requested: 20,
+                available: BLOCKS
+            }
         );
         assert_eq!(
-            Strategy::PartialFreeze { trainable_blocks: 0 }.phases(BLOCKS, 5, 1e-3).unwrap_err(),
+            Strategy::PartialFreeze { trainable_blocks: 0 }
+                .phases(BLOCKS, 5, 1e-3)
+                .unwrap_err(),
             StrategyError::NoTrainableBlocks
         );
     }
@@ -202,41 +238,79 @@ mod tests {
     #[test]
     fn staged_is_head_first_then_joint_with_discriminative_rates() {
         let phases = Strategy::STAGED_DEFAULT.phases(BLOCKS, 6, 2e-3).unwrap();
-        assert_eq!(phases.iter().map(|p| (p.name, p.epochs)).collect::<Vec<_>>(), vec![("head", 1), ("joint", 5)]);
+        assert_eq!(
+            phases.iter().map(|p| (p.name, p.epochs)).collect::<Vec<_>>(),
+            vec![("head", 1), ("joint", 5)]
+        );
         let joint = &phases[1];
         assert_eq!(joint.frozen_blocks, 0);
-        assert_eq!(joint.head_lr, 1e-3, "the joint phase runs at half the head phase's rate");
-        assert!((joint.block_lrs[0] - 1e-5).abs() < 1e-15, "earliest block at base / lr_mult: {:?}", joint.block_lrs);
-        assert!(joint.block_lrs.windows(2).all(|w| w[0] < w[1]), "rates grow towards the head");
+        assert_eq!(
+            joint.head_lr, 1e-3,
+            "the joint phase runs at half the head phase's rate"
+        );
+        assert!(
+            (joint.block_lrs[0] - 1e-5).abs() < 1e-15,
+            "earliest block at base / lr_mult: {:?}",
+            joint.block_lrs
+        );
+        assert!(
+            joint.block_lrs.windows(2).all(|w| w[0] < w[1]),
+            "rates grow towards the head"
+        );
         assert!(*joint.block_lrs.last().unwrap() < joint.head_lr);
 
-        let top = Strategy::Staged { head_epochs: 2, unfreeze_blocks: Some(4), lr_mult: 10.0 };
+        let top = Strategy::Staged {
+            head_epochs: 2,
+            unfreeze_blocks: Some(4),
+            lr_mult: 10.0,
+        };
         let phases = top.phases(BLOCKS, 3, 1e-3).unwrap();
-        assert_eq!((phases[1].frozen_blocks, phases[1].block_lrs.len(), phases[1].epochs), (15, 4, 1));
+        assert_eq!(
+            (phases[1].frozen_blocks, phases[1].block_lrs.len(), phases[1].epochs),
+            (15, 4, 1)
+        );
         assert_eq!(
             top.phases(BLOCKS, 2, 1e-3).unwrap_err(),
-            StrategyError::NoJointEpochs { epochs: 2, head_epochs: 2 }
+            StrategyError::NoJointEpochs {
+                epochs: 2,
+                head_epochs: 2
+            }
         );
-        let bad = Strategy::Staged { head_epochs: 1, unfreeze_blocks: None, lr_mult: 0.5 };
+        let bad = Strategy::Staged {
+            head_epochs: 1,
+            unfreeze_blocks: None,
+            lr_mult: 0.5,
+        };
         assert_eq!(bad.phases(BLOCKS, 3, 1e-3).unwrap_err(), StrategyError::BadLrMult(0.5));
     }
 
     #[test]
     fn full_fine_tune_defaults_to_a_tenth_of_scratch() {
-        assert_eq!(Strategy::FullFineTune.default_base_lr() * 10.0, Strategy::FromScratch.default_base_lr());
+        assert_eq!(
+            Strategy::FullFineTune.default_base_lr() * 10.0,
+            Strategy::FromScratch.default_base_lr()
+        );
         let phases = Strategy::FullFineTune.phases(BLOCKS, 4, FINE_TUNE_LR).unwrap();
         assert_eq!((phases[0].frozen_blocks, phases[0].block_lrs.len()), (0, BLOCKS));
         assert!(!Strategy::FromScratch.uses_pretrained_weights());
         assert!(Strategy::FullFineTune.uses_pretrained_weights());
-        assert_eq!(Strategy::HeadOnly.phases(BLOCKS, 0, 1e-3).unwrap_err(), StrategyError::NoEpochs);
+        assert_eq!(
+            Strategy::HeadOnly.phases(BLOCKS, 0, 1e-3).unwrap_err(),
+            StrategyError::NoEpochs
+        );
     }
 
     #[test]
     fn strategies_serialise_as_tagged_json() {
         let json = serde_json::to_string(&Strategy::PartialFreeze { trainable_blocks: 4 }).unwrap();
         assert_eq!(json, r#"{"kind":"partial-freeze","trainable_blocks":4}"#);
-        let back: Strategy = serde_json::from_str(r#"{"kind":"staged","head_epochs":1,"unfreeze_blocks":null,"lr_mult":100.0}"#).unwrap();
+        let back: Strategy =
+            serde_json::from_str(r#"{"kind":"staged","head_epochs":1,"unfreeze_blocks":null,"lr_mult":100.0}"#)
+                .unwrap();
         assert_eq!(back, Strategy::STAGED_DEFAULT);
-        assert_eq!(serde_json::to_string(&Strategy::HeadOnly).unwrap(), r#"{"kind":"head-only"}"#);
+        assert_eq!(
+            serde_json::to_string(&Strategy::HeadOnly).unwrap(),
+            r#"{"kind":"head-only"}"#
+        );
     }
 }

@@ -64,13 +64,25 @@ pub enum WeightsError {
     #[error("{file} is {actual} bytes, the manifest says {expected}: the download is truncated or damaged")]
     SizeMismatch { file: String, expected: u64, actual: u64 },
     #[error("{file} has sha256 {actual}, the manifest says {expected}: the file is damaged or not the one converted")]
-    Sha256Mismatch { file: String, expected: String, actual: String },
+    Sha256Mismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{file} is not a readable weights file: {reason}")]
     Unreadable { file: String, reason: String },
     #[error("{file} lacks tensors the model needs: {missing:?}")]
     MissingTensors { file: String, missing: Vec<String> },
-    #[error("{file}: tensor {tensor} has shape {found:?}, the model expects {expected:?} ({more} more tensors do not fit): these are not this model's weights")]
-    ShapeMismatch { file: String, tensor: String, expected: Vec<usize>, found: Vec<usize>, more: usize },
+    #[error(
+        "{file}: tensor {tensor} has shape {found:?}, the model expects {expected:?} ({more} more tensors do not fit): these are not this model's weights"
+    )]
+    ShapeMismatch {
+        file: String,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        more: usize,
+    },
     #[error("{file}: {reason}")]
     Invalid { file: String, reason: String },
     #[error("{path}: {source}")]
@@ -86,11 +98,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn verify(entry: &ManifestEntry, bytes: &[u8]) -> Result<(), WeightsError> {
     let actual = bytes.len() as u64;
     if actual != entry.bytes {
-        return Err(WeightsError::SizeMismatch { file: entry.file.clone(), expected: entry.bytes, actual });
+        return Err(WeightsError::SizeMismatch {
+            file: entry.file.clone(),
+            expected: entry.bytes,
+            actual,
+        });
     }
     let actual = sha256_hex(bytes);
     if actual != entry.sha256 {
-        return Err(WeightsError::Sha256Mismatch { file: entry.file.clone(), expected: entry.sha256.clone(), actual });
+        return Err(WeightsError::Sha256Mismatch {
+            file: entry.file.clone(),
+            expected: entry.sha256.clone(),
+            actual,
+        });
     }
     Ok(())
 }
@@ -116,12 +136,18 @@ pub fn load_unverified(
 ) -> Result<ImageClassifier, WeightsError> {
     let mut model = kind.architecture().init(1000, device);
     // Validation is ours (check_applied), so that errors name the tensor instead of listing them all.
-    let mut store =
-        BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes))).validate(false).allow_partial(true);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|error| WeightsError::Unreadable { file: file.to_string(), reason: error.to_string() })?;
-    check_applied(file, result.missing.into_iter().map(|(path, _)| path).collect(), result.errors)?;
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)))
+        .validate(false)
+        .allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|error| WeightsError::Unreadable {
+        file: file.to_string(),
+        reason: error.to_string(),
+    })?;
+    check_applied(
+        file,
+        result.missing.into_iter().map(|(path, _)| path).collect(),
+        result.errors,
+    )?;
     Ok(model)
 }
 
@@ -137,11 +163,17 @@ pub(crate) fn check_applied(file: &str, missing: Vec<String>, errors: Vec<ApplyE
                 found: found.to_vec(),
                 more,
             },
-            other => WeightsError::Invalid { file: file.to_string(), reason: format!("{other:?}") },
+            other => WeightsError::Invalid {
+                file: file.to_string(),
+                reason: format!("{other:?}"),
+            },
         });
     }
     if !missing.is_empty() {
-        return Err(WeightsError::MissingTensors { file: file.to_string(), missing });
+        return Err(WeightsError::MissingTensors {
+            file: file.to_string(),
+            missing,
+        });
     }
     Ok(())
 }

@@ -29,7 +29,9 @@ fn values<M: Module>(module: &M) -> Vec<Vec<f32>> {
 
 fn identical(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
 }
 
 #[test]
@@ -56,7 +58,11 @@ fn blocks_are_addressed_by_name_index_and_prefix() {
     freeze::freeze_to(&mut model, 19).unwrap();
     let mut training = self::model(&Device::flex().autodiff());
     freeze::freeze_to(&mut training, 19).unwrap();
-    assert_eq!(freeze::trainable_params(&training), 1280 * 3 + 3, "only the head trains");
+    assert_eq!(
+        freeze::trainable_params(&training),
+        1280 * 3 + 3,
+        "only the head trains"
+    );
     freeze::freeze_to(&mut model, 0).unwrap();
     assert_eq!(freeze::frozen_blocks(&model), vec![false; 19]);
 }
@@ -66,9 +72,19 @@ fn bad_addresses_are_typed_errors_and_change_nothing() {
     let device = Device::flex();
     let mut model = model(&device);
     let error = freeze::freeze(&mut model, &["stem", "block.3"]).unwrap_err();
-    assert!(matches!(&error, FreezeError::UnknownBlock { name, .. } if name == "block.3"), "{error}");
-    assert!(error.to_string().contains("blocks.3"), "the message lists the real names: {error}");
-    assert_eq!(freeze::frozen_blocks(&model), vec![false; 19], "the valid name before the bad one was not applied");
+    assert!(
+        matches!(&error, FreezeError::UnknownBlock { name, .. } if name == "block.3"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("blocks.3"),
+        "the message lists the real names: {error}"
+    );
+    assert_eq!(
+        freeze::frozen_blocks(&model),
+        vec![false; 19],
+        "the valid name before the bad one was not applied"
+    );
 
     assert_eq!(
         freeze::freeze_idx(&mut model, &[19]).unwrap_err(),
@@ -78,8 +94,14 @@ fn bad_addresses_are_typed_errors_and_change_nothing() {
         freeze::unfreeze_idx(&mut model, &[-20]).unwrap_err(),
         FreezeError::IndexOutOfRange { index: -20, count: 19 }
     );
-    assert_eq!(freeze::freeze_to(&mut model, 20).unwrap_err(), FreezeError::TooManyBlocks { k: 20, count: 19 });
-    assert_eq!(freeze::resolve_indices(19, &[0, -1, -19, 18]).unwrap(), vec![0, 18, 0, 18]);
+    assert_eq!(
+        freeze::freeze_to(&mut model, 20).unwrap_err(),
+        FreezeError::TooManyBlocks { k: 20, count: 19 }
+    );
+    assert_eq!(
+        freeze::resolve_indices(19, &[0, -1, -19, 18]).unwrap(),
+        vec![0, 18, 0, 18]
+    );
 }
 
 #[test]
@@ -99,16 +121,33 @@ fn frozen_blocks_do_not_change_while_the_rest_trains() {
     let mut losses = Vec::new();
     for _ in 0..3 {
         let loss = loss_fn.forward(model.forward_train(images.clone()), labels.clone());
-        losses.push(pollster::block_on(loss.clone().into_data_async()).unwrap().try_to_vec::<f32>().unwrap()[0]);
+        losses.push(
+            pollster::block_on(loss.clone().into_data_async())
+                .unwrap()
+                .try_to_vec::<f32>()
+                .unwrap()[0],
+        );
         let mut grads = loss.backward();
-        assert!(model.stem.conv.weight.grad(&grads).is_none(), "a frozen block got a gradient");
-        assert!(model.blocks[10].depthwise.conv.weight.grad(&grads).is_some(), "a trainable block got none");
+        assert!(
+            model.stem.conv.weight.grad(&grads).is_none(),
+            "a frozen block got a gradient"
+        );
+        assert!(
+            model.blocks[10].depthwise.conv.weight.grad(&grads).is_some(),
+            "a trainable block got none"
+        );
         let grads = GradientsParams::from_module(&mut grads, &model);
         model = optimizer.step(1e-3, model, grads);
     }
     assert!(identical(&stem_before, &values(&model.stem)), "the frozen stem changed");
-    assert!(identical(&frozen_before, &values(&model.blocks[2])), "frozen block 2 (incl. BatchNorm stats) changed");
-    assert!(!identical(&trainable_before, &values(&model.blocks[10])), "trainable block 10 did not change");
+    assert!(
+        identical(&frozen_before, &values(&model.blocks[2])),
+        "frozen block 2 (incl. BatchNorm stats) changed"
+    );
+    assert!(
+        !identical(&trainable_before, &values(&model.blocks[10])),
+        "trainable block 10 did not change"
+    );
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 
     // AdamW keeps two moments per parameter tensor it holds: only the trainable ones.
@@ -141,13 +180,22 @@ fn the_frozen_prefix_runs_without_an_autodiff_graph_and_gives_the_same_values() 
     let (boundary, start) = model.forward_frozen_prefix(images.clone());
     assert_eq!(start, 6);
     assert!(boundary.is_autodiff(), "the boundary keeps the training context");
-    assert!(!boundary.is_tracked(), "no graph was recorded through the frozen prefix");
+    assert!(
+        !boundary.is_tracked(),
+        "no graph was recorded through the frozen prefix"
+    );
     // Even from a tracked input — through which running the frozen blocks on the training device would
     // record a graph — the prefix records none.
     let tracked = images.clone().require_grad();
-    assert!(model.stem.forward(tracked.clone()).is_tracked(), "the naive path records a graph");
+    assert!(
+        model.stem.forward(tracked.clone()).is_tracked(),
+        "the naive path records a graph"
+    );
     let (boundary, _) = model.forward_frozen_prefix(tracked);
-    assert!(!boundary.is_tracked(), "the frozen prefix recorded a graph from a tracked input");
+    assert!(
+        !boundary.is_tracked(),
+        "the frozen prefix recorded a graph from a tracked input"
+    );
 
     // With the whole body frozen, the training forward equals inference (BatchNorm on running stats);
     // only the dropout before the head differs, so compare the features.
@@ -156,8 +204,14 @@ fn the_frozen_prefix_runs_without_an_autodiff_graph_and_gives_the_same_values() 
     assert_eq!(start, 19);
     let train_features: Tensor<2> = boundary.mean_dim(2).mean_dim(3).flatten(1, 3);
     let valid_features = model.valid().features(images.without_autodiff());
-    let a = pollster::block_on(train_features.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
-    let b = pollster::block_on(valid_features.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+    let a = pollster::block_on(train_features.into_data_async())
+        .unwrap()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b = pollster::block_on(valid_features.into_data_async())
+        .unwrap()
+        .try_to_vec::<f32>()
+        .unwrap();
     let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(max < 1e-5, "frozen-prefix features differ from inference by {max}");
 }
@@ -172,10 +226,15 @@ fn unfreezing_resumes_training() {
     let before = values(&model.head_conv);
     let images = Tensor::<4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device);
-    let loss = CrossEntropyLossConfig::new().init(&device).forward(model.forward_train(images), labels);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(model.forward_train(images), labels);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = AdamWConfig::new().init().step(1e-3, model, grads);
-    assert!(!identical(&before, &values(&model.head_conv)), "the unfrozen head_conv did not train");
+    assert!(
+        !identical(&before, &values(&model.head_conv)),
+        "the unfrozen head_conv did not train"
+    );
 }
 
 #[test]
@@ -202,20 +261,33 @@ fn each_block_moves_by_its_own_learning_rate() {
             18 => model.head_conv.conv.weight.val(),
             i => model.blocks[i - 1].depthwise.conv.weight.val(),
         };
-        pollster::block_on(weight.into_data_async()).unwrap().try_to_vec::<f32>().unwrap()
+        pollster::block_on(weight.into_data_async())
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
     };
     let before: Vec<Vec<f32>> = (15..19).map(|i| conv_weight(&model, i)).collect();
     let images = Tensor::<4>::random([4, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), &device);
-    let loss = CrossEntropyLossConfig::new().init(&device).forward(model.forward_train(images), labels);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(model.forward_train(images), labels);
     let mut optimizer = BlockwiseAdamW::for_phase(&phase, &AdamWConfig::new().with_weight_decay(0.0));
     let model = optimizer.step(model, loss.backward(), 1.0);
 
     // AdamW's first step moves each element by about its rate (m / sqrt(v) = sign of the gradient).
     for (offset, lr) in phase.block_lrs.iter().enumerate() {
         let after = conv_weight(&model, 15 + offset);
-        let max = before[offset].iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) as f64;
-        assert!(max > 0.5 * lr && max < 1.5 * lr, "block {}: moved {max}, rate {lr}", 15 + offset);
+        let max = before[offset]
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max) as f64;
+        assert!(
+            max > 0.5 * lr && max < 1.5 * lr,
+            "block {}: moved {max}, rate {lr}",
+            15 + offset
+        );
     }
     assert_eq!(optimizer.learning_rates().last(), Some(&(None, 1e-2)));
 }

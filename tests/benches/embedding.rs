@@ -15,7 +15,9 @@ fn embedding_throughput(c: &mut Criterion) {
     group.sample_size(10);
     for kind in ModelKind::ALL {
         // The embedding path: the frozen base with its BatchNorms folded into the convs.
-        let model = pretrained::load(kind, &device).expect("weights: run `cargo xtask weights`").folded_for_inference();
+        let model = pretrained::load(kind, &device)
+            .expect("weights: run `cargo xtask weights`")
+            .folded_for_inference();
         for batch in [1, 16] {
             let images = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
             group.throughput(Throughput::Elements(batch as u64));

@@ -11,11 +11,26 @@ use graft_tests::e2e::{self, ChromeDriver, StaticServer};
 
 const FILES: [(&str, &str); 6] = [
     ("@tensorflow/tfjs/dist/tf.min.js", "tf.min.js"),
-    ("@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js", "tf-backend-wasm.min.js"),
-    ("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm", "tfjs-backend-wasm.wasm"),
-    ("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm", "tfjs-backend-wasm-simd.wasm"),
-    ("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm", "tfjs-backend-wasm-threaded-simd.wasm"),
-    ("@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js", "tf-backend-webgpu.min.js"),
+    (
+        "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
+        "tf-backend-wasm.min.js",
+    ),
+    (
+        "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",
+        "tfjs-backend-wasm.wasm",
+    ),
+    (
+        "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",
+        "tfjs-backend-wasm-simd.wasm",
+    ),
+    (
+        "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm",
+        "tfjs-backend-wasm-threaded-simd.wasm",
+    ),
+    (
+        "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
+        "tf-backend-webgpu.min.js",
+    ),
 ];
 
 fn stage_page(node_modules: &Path) -> PathBuf {
@@ -42,7 +57,10 @@ async fn main() {
     let server = StaticServer::start(root.clone());
     let driver = ChromeDriver::start();
     let client = driver.session().await;
-    client.goto(&server.url("/tfjs-peer.html")).await.expect("open the peer page");
+    client
+        .goto(&server.url("/tfjs-peer.html"))
+        .await
+        .expect("open the peer page");
     let status = e2e::wait_for_text(&client, "#status", Duration::from_secs(1200), |text| {
         text == "done" || text.starts_with("failed")
     })
@@ -64,7 +82,9 @@ async fn main() {
         match result.get("imagesPerSecond").and_then(|v| v.as_f64()) {
             Some(images_per_s) => println!(
                 "bench: tfjs {backend} mobilenet-v2 batch {}: {images_per_s:.2} img/s ({} iterations in {:.1} s; first call {:.1} s)",
-                result["batch"], result["iterations"], result["seconds"].as_f64().unwrap_or(0.0),
+                result["batch"],
+                result["iterations"],
+                result["seconds"].as_f64().unwrap_or(0.0),
                 result["firstCallS"].as_f64().unwrap_or(0.0)
             ),
             None => println!("bench: tfjs {backend}: {}", result["error"]),

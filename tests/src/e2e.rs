@@ -28,7 +28,10 @@ pub const CHROME_ARGS: &[&str] = &[
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The built app, or a panic saying how to build it.
@@ -67,7 +70,11 @@ impl StaticServer {
                 let _ = request.respond(response);
             }
         });
-        Self { server, thread: Some(thread), addr }
+        Self {
+            server,
+            thread: Some(thread),
+            addr,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -122,7 +129,10 @@ pub struct ChromeDriver {
 
 impl ChromeDriver {
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let child = Command::new(&binary)
             .arg(format!("--port={port}"))
@@ -132,7 +142,10 @@ impl ChromeDriver {
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e} (cargo xtask setup installs it)"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen on port {port} within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on port {port} within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Self { child, port }
@@ -140,7 +153,8 @@ impl ChromeDriver {
 
     /// A new headless Chromium session with a fresh profile and WebGPU on.
     pub async fn session(&self) -> Client {
-        self.session_with_args(CHROME_ARGS.iter().map(|s| s.to_string()).collect()).await
+        self.session_with_args(CHROME_ARGS.iter().map(|s| s.to_string()).collect())
+            .await
     }
 
     /// A session with WebGPU switched off, as in a browser that lacks it.
@@ -157,12 +171,14 @@ impl ChromeDriver {
     async fn session_with_args(&self, mut args: Vec<String>) -> Client {
         static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let profile = std::env::temp_dir()
-            .join(format!("graft-chrome-{}-{}-{session}", std::process::id(), self.port));
+        let profile = std::env::temp_dir().join(format!("graft-chrome-{}-{}-{session}", std::process::id(), self.port));
         let _ = std::fs::remove_dir_all(&profile);
         args.push(format!("--user-data-dir={}", profile.display()));
         let mut capabilities = serde_json::Map::new();
-        capabilities.insert("goog:chromeOptions".into(), serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }));
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }),
+        );
         ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{}", self.port))
@@ -188,16 +204,18 @@ pub async fn wait_for_text(
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            if let Ok(text) = element.text().await {
-                if done(&text) {
-                    return Ok(text);
-                }
-                last = text;
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if done(&text) {
+                return Ok(text);
             }
+            last = text;
         }
         if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting on {css}; last text: {last:?}"));
+            return Err(format!(
+                "timed out after {timeout:?} waiting on {css}; last text: {last:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -64,7 +64,10 @@ pub async fn run(device: &Device, frozen: usize, steps: usize) -> Result<Freezin
         losses,
         frozen,
         frozen_bit_identical: frozen_before.len() == frozen_after.len()
-            && frozen_before.iter().zip(&frozen_after).all(|(a, b)| a.to_bits() == b.to_bits()),
+            && frozen_before
+                .iter()
+                .zip(&frozen_after)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
         trainable_max_change: trainable_before
             .iter()
             .zip(&trainable_after)
@@ -78,7 +81,16 @@ pub async fn run(device: &Device, frozen: usize, steps: usize) -> Result<Freezin
 pub fn assert_freezing_behaviour(report: &FreezingReport) {
     assert!(report.losses.iter().all(|l| l.is_finite()), "{report:?}");
     assert!(report.frozen_bit_identical, "frozen blocks changed: {report:?}");
-    assert!(!report.frozen_block_got_gradient, "a frozen block got a gradient: {report:?}");
-    assert!(report.trainable_max_change > 1e-6, "the first trainable block did not train: {report:?}");
-    assert!(report.boundary_untracked, "a graph was recorded through the frozen prefix: {report:?}");
+    assert!(
+        !report.frozen_block_got_gradient,
+        "a frozen block got a gradient: {report:?}"
+    );
+    assert!(
+        report.trainable_max_change > 1e-6,
+        "the first trainable block did not train: {report:?}"
+    );
+    assert!(
+        report.boundary_untracked,
+        "a graph was recorded through the frozen prefix: {report:?}"
+    );
 }

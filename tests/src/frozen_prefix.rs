@@ -149,9 +149,9 @@ async fn running_stats(norm: &BatchNorm) -> Result<Vec<f32>, ReadbackError> {
 
 fn bit_identical(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
 }
 
 fn max_change(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -189,8 +189,8 @@ pub async fn run(device: &Device, steps: usize) -> Result<FrozenPrefixReport, Re
         let loss = loss_fn.forward(model.forward(images.clone()), labels.clone());
         losses.push(readback::scalar_f32(loss.clone()).await?);
         let mut grads = loss.backward();
-        frozen_params_got_gradients |= model.stem.conv.weight.grad(&grads).is_some()
-            || model.stem.norm.gamma.grad(&grads).is_some();
+        frozen_params_got_gradients |=
+            model.stem.conv.weight.grad(&grads).is_some() || model.stem.norm.gamma.grad(&grads).is_some();
         let grads = GradientsParams::from_module(&mut grads, &model);
         model = optimizer.step(learning_rate, model, grads);
     }
@@ -237,14 +237,32 @@ pub fn optimizer_state_sizes(device: &Device) -> OptimizerStateSizes {
 pub fn assert_frozen_prefix_behaviour(report: &FrozenPrefixReport) {
     let first = report.losses[0];
     let last = *report.losses.last().expect("losses are never empty");
-    assert!(report.losses.iter().all(|l| l.is_finite()), "non-finite loss: {report:#?}");
+    assert!(
+        report.losses.iter().all(|l| l.is_finite()),
+        "non-finite loss: {report:#?}"
+    );
     assert!(last < first * 0.9, "loss did not go down by 10%: {report:#?}");
-    assert!(report.frozen_params_bit_identical, "frozen parameters changed: {report:#?}");
-    assert!(report.frozen_running_stats_unchanged, "frozen BatchNorm running stats changed: {report:#?}");
-    assert!(!report.frozen_params_got_gradients, "a frozen parameter got a gradient: {report:#?}");
+    assert!(
+        report.frozen_params_bit_identical,
+        "frozen parameters changed: {report:#?}"
+    );
+    assert!(
+        report.frozen_running_stats_unchanged,
+        "frozen BatchNorm running stats changed: {report:#?}"
+    );
+    assert!(
+        !report.frozen_params_got_gradients,
+        "a frozen parameter got a gradient: {report:#?}"
+    );
     assert!(report.head_max_change > 1e-4, "the head did not train: {report:#?}");
-    assert!(report.body_max_change > 1e-4, "the trainable body did not train: {report:#?}");
-    assert!(report.body_running_stats_changed, "the trainable BatchNorm kept its stats: {report:#?}");
+    assert!(
+        report.body_max_change > 1e-4,
+        "the trainable body did not train: {report:#?}"
+    );
+    assert!(
+        report.body_running_stats_changed,
+        "the trainable BatchNorm kept its stats: {report:#?}"
+    );
     // The stem's conv weight + bias and BatchNorm gamma + beta are frozen; body (4) and head (2) train.
     assert_eq!(
         (report.trainable_param_tensors, report.trainable_param_tensors_unfrozen),
@@ -257,5 +275,9 @@ pub fn assert_frozen_prefix_behaviour(report: &FrozenPrefixReport) {
 /// tensors trainable its state must be exactly 6/10 of the unfrozen net's.
 pub fn assert_optimizer_holds_only_trainable(sizes: OptimizerStateSizes) {
     assert!(sizes.unfrozen > 0, "{sizes:?}");
-    assert_eq!(sizes.frozen_stem * 10, sizes.unfrozen * 6, "optimizer holds state for frozen parameters: {sizes:?}");
+    assert_eq!(
+        sizes.frozen_stem * 10,
+        sizes.unfrozen * 6,
+        "optimizer holds state for frozen parameters: {sizes:?}"
+    );
 }

@@ -56,7 +56,11 @@ pub struct Comparison {
 }
 
 /// Runs `model` on the four crops in one batch and compares each image's logits with PyTorch's.
-pub async fn compare(kind: ModelKind, model: &ImageClassifier, device: &Device) -> Result<Vec<Comparison>, ReadbackError> {
+pub async fn compare(
+    kind: ModelKind,
+    model: &ImageClassifier,
+    device: &Device,
+) -> Result<Vec<Comparison>, ReadbackError> {
     let golden: Golden = serde_json::from_str(GOLDEN_JSON).expect("golden.json is valid");
     let reference = &golden.models[kind.card().name];
     let crops: Vec<_> = CROPS
@@ -70,8 +74,11 @@ pub async fn compare(kind: ModelKind, model: &ImageClassifier, device: &Device) 
         .zip(logits.chunks(1000))
         .map(|((image, _), ours)| {
             let theirs = &reference.images[*image];
-            let max_abs_difference =
-                ours.iter().zip(&theirs.logits).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let max_abs_difference = ours
+                .iter()
+                .zip(&theirs.logits)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             let top5_with_probs = metrics::top_k(&metrics::softmax(ours), 5);
             Comparison {
                 image,
@@ -88,7 +95,10 @@ pub async fn compare(kind: ModelKind, model: &ImageClassifier, device: &Device) 
 pub fn assert_matches_reference(kind: ModelKind, comparisons: &[Comparison]) {
     assert_eq!(comparisons.len(), CROPS.len());
     for comparison in comparisons {
-        assert_eq!(comparison.top5, comparison.reference_top5, "{kind}: top-5 differs: {comparison:?}");
+        assert_eq!(
+            comparison.top5, comparison.reference_top5,
+            "{kind}: top-5 differs: {comparison:?}"
+        );
         assert!(
             comparison.max_abs_difference <= MAX_LOGIT_DIFFERENCE,
             "{kind}: logits differ from PyTorch by {} (> {MAX_LOGIT_DIFFERENCE}): {comparison:?}",
@@ -97,6 +107,13 @@ pub fn assert_matches_reference(kind: ModelKind, comparisons: &[Comparison]) {
     }
     let top1 = |image: &str| comparisons.iter().find(|c| c.image == image).map(|c| c.top5[0]);
     // 281 tabby, 282 tiger cat, 283 Persian, 284 Siamese, 285 Egyptian cat.
-    assert!(matches!(top1("chelsea"), Some(281..=285)), "{kind}: the cat is not a cat: {comparisons:?}");
-    assert_eq!(top1("coffee"), Some(967), "{kind}: the coffee is not an espresso: {comparisons:?}");
+    assert!(
+        matches!(top1("chelsea"), Some(281..=285)),
+        "{kind}: the cat is not a cat: {comparisons:?}"
+    );
+    assert_eq!(
+        top1("coffee"),
+        Some(967),
+        "{kind}: the coffee is not an espresso: {comparisons:?}"
+    );
 }

@@ -29,6 +29,6 @@ pub async fn module_floats<M: Module>(module: &M) -> Result<Vec<Vec<f32>>, Readb
 }
 #[cfg(not(target_arch = "wasm32"))]
 pub mod e2e;
+pub mod freezing;
 pub mod golden;
 pub mod pretrained;
-pub mod freezing;

@@ -9,9 +9,10 @@ use graft_engine::weights::{self, Manifest, WeightsError};
 
 #[cfg(not(target_arch = "wasm32"))]
 fn read(file: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../public/models").join(file);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask weights` first", path.display()))
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../public/models")
+        .join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask weights` first", path.display()))
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -32,9 +33,9 @@ pub fn manifest() -> Manifest {
 /// The pretrained ImageNet classifier of `kind` on `device`, verified against the manifest.
 pub fn load(kind: ModelKind, device: &Device) -> Result<ImageClassifier, WeightsError> {
     let manifest = manifest();
-    let entry = manifest
-        .entry(kind)
-        .ok_or_else(|| WeightsError::NotInManifest { model: kind.to_string() })?;
+    let entry = manifest.entry(kind).ok_or_else(|| WeightsError::NotInManifest {
+        model: kind.to_string(),
+    })?;
     weights::load_pretrained(kind, entry, read(&entry.file), device)
 }
 

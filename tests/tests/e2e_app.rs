@@ -24,7 +24,10 @@ async fn app_shows_the_webgpu_adapter() {
     client.close().await.expect("cannot close the session");
 
     let device = device.expect("the app never reported a compute device");
-    assert!(device.starts_with("WebGPU: "), "expected a WebGPU adapter, got {device:?}");
+    assert!(
+        device.starts_with("WebGPU: "),
+        "expected a WebGPU adapter, got {device:?}"
+    );
     assert!(device.len() > "WebGPU: ".len(), "empty adapter description: {device:?}");
 }
 

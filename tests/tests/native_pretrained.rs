@@ -9,7 +9,10 @@ use graft_tests::{golden, pretrained};
 fn check(kind: ModelKind) {
     let device = Device::flex();
     let model = pretrained::load(kind, &device).expect("weights load");
-    for (variant, model) in [("as trained", model.clone()), ("BatchNorm folded", model.folded_for_inference())] {
+    for (variant, model) in [
+        ("as trained", model.clone()),
+        ("BatchNorm folded", model.folded_for_inference()),
+    ] {
         let comparisons = pollster::block_on(golden::compare(kind, &model, &device)).expect("read-back");
         for c in &comparisons {
             println!(
@@ -55,14 +58,27 @@ fn a_damaged_weights_file_is_refused_naming_the_file() {
 fn weights_of_the_other_model_are_refused_with_the_tensor_and_shapes() {
     // MobileNetV2's file loaded as EfficientNet-Lite0: names overlap, shapes do not.
     let bytes = pretrained::weights_bytes(ModelKind::MobileNetV2);
-    let error =
-        graft_engine::weights::load_unverified(ModelKind::EfficientNetLite0, "mobilenet-v2.bpk", bytes, &Device::flex())
-            .unwrap_err();
+    let error = graft_engine::weights::load_unverified(
+        ModelKind::EfficientNetLite0,
+        "mobilenet-v2.bpk",
+        bytes,
+        &Device::flex(),
+    )
+    .unwrap_err();
     println!("{error}");
-    let WeightsError::ShapeMismatch { tensor, expected, found, .. } = &error else {
+    let WeightsError::ShapeMismatch {
+        tensor,
+        expected,
+        found,
+        ..
+    } = &error
+    else {
         panic!("expected a shape mismatch, got {error}");
     };
     // Block 3 is where the two tables first differ (EfficientNet's first 5x5 depthwise conv).
     assert_eq!(tensor, "blocks.3.depthwise.conv.weight");
-    assert_eq!((expected.as_slice(), found.as_slice()), ([144, 1, 5, 5].as_slice(), [144, 1, 3, 3].as_slice()));
+    assert_eq!(
+        (expected.as_slice(), found.as_slice()),
+        ([144, 1, 5, 5].as_slice(), [144, 1, 3, 3].as_slice())
+    );
 }

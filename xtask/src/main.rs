@@ -82,8 +82,24 @@ fn test(args: &[String]) -> Result<(), String> {
         tools::run(workspace.command("trunk").args(["build", "--release"]))
     })?;
 
-    let native = ["test", "--release", "--locked", "--no-fail-fast", "--workspace", "--exclude", "graft-app", "--", "--nocapture"];
-    stages.run_tests("native + end-to-end tests", &workspace, &native, &mut totals, &mut failures);
+    let native = [
+        "test",
+        "--release",
+        "--locked",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "graft-app",
+        "--",
+        "--nocapture",
+    ];
+    stages.run_tests(
+        "native + end-to-end tests",
+        &workspace,
+        &native,
+        &mut totals,
+        &mut failures,
+    );
 
     if !skip_browser {
         let browser = [
@@ -100,11 +116,20 @@ fn test(args: &[String]) -> Result<(), String> {
             "--",
             "--nocapture",
         ];
-        stages.run_tests("browser tests (headless Chrome)", &workspace, &browser, &mut totals, &mut failures);
+        stages.run_tests(
+            "browser tests (headless Chrome)",
+            &workspace,
+            &browser,
+            &mut totals,
+            &mut failures,
+        );
     }
 
     stages.print_times();
-    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     if failures.is_empty() && totals.passed > 0 {
         Ok(())
     } else if totals.passed == 0 && failures.is_empty() {
@@ -122,15 +147,27 @@ fn bench() -> Result<(), String> {
     weights(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     stages.run("native benchmarks (criterion)", || {
-        tools::cargo(&workspace, &["bench", "--locked", "-p", "graft-tests", "--bench", "embedding"])
+        tools::cargo(
+            &workspace,
+            &["bench", "--locked", "-p", "graft-tests", "--bench", "embedding"],
+        )
     })?;
     let tfjs = stages_tfjs(&mut stages, &workspace)?;
     stages.run("browser benchmarks (headless Chrome)", || {
         tools::cargo(
             &workspace,
             &[
-                "test", "--release", "--locked", "--target", "wasm32-unknown-unknown", "-p", "graft-tests", "--test",
-                "browser_bench", "--", "--nocapture",
+                "test",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-unknown-unknown",
+                "-p",
+                "graft-tests",
+                "--test",
+                "browser_bench",
+                "--",
+                "--nocapture",
             ],
         )
     })?;

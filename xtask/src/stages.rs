@@ -22,7 +22,10 @@ pub struct TestTotals {
 
 impl Stages {
     pub fn new() -> Self {
-        Self { started: Instant::now(), times: Vec::new() }
+        Self {
+            started: Instant::now(),
+            times: Vec::new(),
+        }
     }
 
     /// Runs one stage; its error stops the command.
@@ -31,7 +34,11 @@ impl Stages {
         let start = Instant::now();
         let result = stage();
         let elapsed = start.elapsed();
-        println!("xtask: {name}: {} ({:.1} s)", if result.is_ok() { "ok" } else { "FAILED" }, elapsed.as_secs_f64());
+        println!(
+            "xtask: {name}: {} ({:.1} s)",
+            if result.is_ok() { "ok" } else { "FAILED" },
+            elapsed.as_secs_f64()
+        );
         self.times.push((name.to_string(), elapsed, result.is_ok()));
         result.map_err(|error| format!("{name}: {error}"))
     }
@@ -64,7 +71,11 @@ impl Stages {
                 }
             }
             let status = child.wait().map_err(|e| format!("waiting for cargo: {e}"))?;
-            if status.success() { Ok(()) } else { Err(format!("cargo exited with {status}")) }
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("cargo exited with {status}"))
+            }
         });
         if result.is_err() {
             failures.push(name.to_string());
@@ -87,7 +98,9 @@ fn parse_test_result(line: &str) -> Option<TestTotals> {
     let mut totals = TestTotals::default();
     for part in rest.split(';') {
         let mut words = part.split_whitespace().rev();
-        let (Some(kind), Some(count)) = (words.next(), words.next()) else { continue };
+        let (Some(kind), Some(count)) = (words.next(), words.next()) else {
+            continue;
+        };
         let Ok(count) = count.parse::<u64>() else { continue };
         match kind {
             "passed" => totals.passed = count,
@@ -106,10 +119,21 @@ mod tests {
     #[test]
     fn parses_cargo_test_result_lines() {
         let line = "test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
-        assert_eq!(parse_test_result(line), Some(TestTotals { passed: 3, failed: 2, ignored: 1 }));
+        assert_eq!(
+            parse_test_result(line),
+            Some(TestTotals {
+                passed: 3,
+                failed: 2,
+                ignored: 1
+            })
+        );
         assert_eq!(
             parse_test_result("test result: ok. 12 passed; 0 failed; 0 ignored; 0 filtered out; finished in 88.2s"),
-            Some(TestTotals { passed: 12, failed: 0, ignored: 0 })
+            Some(TestTotals {
+                passed: 12,
+                failed: 0,
+                ignored: 0
+            })
         );
         assert_eq!(parse_test_result("running 3 tests"), None);
     }

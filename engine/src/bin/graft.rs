@@ -60,7 +60,12 @@ fn parse_model(name: &str) -> Result<ModelKind, String> {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Classify { model, json, weights_dir, images } => classify(model, json, &weights_dir, &images),
+        Command::Classify {
+            model,
+            json,
+            weights_dir,
+            images,
+        } => classify(model, json, &weights_dir, &images),
         Command::ImportWeights { model, pth, out_dir } => import_weights(model, &pth, &out_dir),
     };
     match result {
@@ -74,14 +79,20 @@ fn main() -> ExitCode {
 
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: {e} (run `cargo xtask weights` to fetch and convert the weights)", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (run `cargo xtask weights` to fetch and convert the weights)",
+            path.display()
+        )
+    })?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn classify(kind: ModelKind, json: bool, weights_dir: &Path, images: &[PathBuf]) -> Result<(), String> {
     let manifest = read_manifest(weights_dir)?;
-    let entry = manifest.entry(kind).ok_or_else(|| format!("{} is not in the manifest", kind))?;
+    let entry = manifest
+        .entry(kind)
+        .ok_or_else(|| format!("{} is not in the manifest", kind))?;
     let path = weights_dir.join(&entry.file);
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let device = Device::flex();
@@ -121,11 +132,19 @@ fn classify(kind: ModelKind, json: bool, weights_dir: &Path, images: &[PathBuf])
         } else {
             println!("{} ({}):", image_path.display(), card.display_name);
             for (class, prob) in top5 {
-                println!("  {:>6.2}%  {} ({class})", prob * 100.0, imagenet::class_name(class).unwrap_or("?"));
+                println!(
+                    "  {:>6.2}%  {} ({class})",
+                    prob * 100.0,
+                    imagenet::class_name(class).unwrap_or("?")
+                );
             }
         }
     }
-    if failures > 0 { Err(format!("{failures} of {} images could not be read", images.len())) } else { Ok(()) }
+    if failures > 0 {
+        Err(format!("{failures} of {} images could not be read", images.len()))
+    } else {
+        Ok(())
+    }
 }
 
 fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<(), String> {
@@ -137,6 +156,11 @@ fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<(), Str
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
     let path = out_dir.join("manifest.json");
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("graft: wrote {} ({} bytes, sha256 {})", out_dir.join(&entry.file).display(), entry.bytes, entry.sha256);
+    println!(
+        "graft: wrote {} ({} bytes, sha256 {})",
+        out_dir.join(&entry.file).display(),
+        entry.bytes,
+        entry.sha256
+    );
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! The two building blocks both architectures are made of: conv -> BatchNorm -> ReLU6, and the
 //! inverted residual (expand 1x1 -> depthwise kxk -> project 1x1, with a skip when shapes allow).
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu6;
 use burn::tensor::ops::PadMode;
@@ -71,7 +71,9 @@ impl ConvBnActConfig {
                 .with_padding(padding)
                 .with_bias(false)
                 .init(device),
-            norm: BatchNormConfig::new(self.channels[1]).with_epsilon(self.bn_eps).init(device),
+            norm: BatchNormConfig::new(self.channels[1])
+                .with_epsilon(self.bn_eps)
+                .init(device),
             activation: self.activation,
             tf_same: tf_same.then_some([self.kernel, self.stride]),
             folded: false,
@@ -120,7 +122,13 @@ impl ConvBnAct {
         let mut conv = self.conv.clone();
         conv.weight = Param::from_tensor(weight).set_require_grad(false);
         conv.bias = Some(Param::from_tensor(bias).set_require_grad(false));
-        Self { conv, norm: self.norm.clone(), activation: self.activation, tf_same: self.tf_same, folded: true }
+        Self {
+            conv,
+            norm: self.norm.clone(),
+            activation: self.activation,
+            tf_same: self.tf_same,
+            folded: true,
+        }
     }
 }
 
@@ -156,7 +164,9 @@ impl InvertedResidualConfig {
         let [input, output] = self.channels;
         let hidden = input * self.expand_ratio;
         let conv = |channels: [usize; 2], kernel: usize| {
-            ConvBnActConfig::new(channels, kernel).with_padding(self.padding).with_bn_eps(self.bn_eps)
+            ConvBnActConfig::new(channels, kernel)
+                .with_padding(self.padding)
+                .with_bn_eps(self.bn_eps)
         };
         InvertedResidual {
             expand: (self.expand_ratio != 1).then(|| conv([input, hidden], 1).init(device)),
@@ -226,9 +236,11 @@ mod tests {
         assert!(config([16, 16], 1).residual);
         assert!(!config([16, 24], 1).residual);
         assert!(!config([16, 16], 2).residual);
-        assert!(InvertedResidualConfig::new([32, 16], 1, 3, 1, Padding::Symmetric, 1e-5)
-            .init(&device)
-            .expand
-            .is_none());
+        assert!(
+            InvertedResidualConfig::new([32, 16], 1, 3, 1, Padding::Symmetric, 1e-5)
+                .init(&device)
+                .expand
+                .is_none()
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The image classifier both architectures share: stem -> inverted residual blocks -> 1x1 head conv ->
 //! global average pooling -> dropout -> linear classifier, built from an architecture table.
 
+use burn::module::{Flag, ModuleVisitor, Param};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::module::{Flag, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use super::blocks::{ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, Padding};
@@ -44,7 +44,9 @@ impl Architecture {
     /// A randomly initialised classifier with `classes` outputs.
     pub fn init(&self, classes: usize, device: &Device) -> ImageClassifier {
         let conv = |channels, kernel| {
-            ConvBnActConfig::new(channels, kernel).with_padding(self.padding).with_bn_eps(self.bn_eps)
+            ConvBnActConfig::new(channels, kernel)
+                .with_padding(self.padding)
+                .with_bn_eps(self.bn_eps)
         };
         let mut blocks = Vec::with_capacity(self.num_blocks());
         let mut input = self.stem_channels;
@@ -125,7 +127,11 @@ impl ImageClassifier {
     /// [`crate::freeze`] for what frozen means.
     pub fn set_block_frozen(&mut self, index: usize, frozen: bool) {
         fn set<M: Module>(module: &M, frozen: bool) -> M {
-            if frozen { module.clone().freeze() } else { module.clone().unfreeze() }
+            if frozen {
+                module.clone().freeze()
+            } else {
+                module.clone().unfreeze()
+            }
         }
         match index {
             0 => self.stem = set(&self.stem, frozen),
@@ -140,7 +146,10 @@ impl ImageClassifier {
     /// requirement, are visible on a device without autodiff too.
     pub fn block_is_frozen(&self, index: usize) -> bool {
         fn frozen<M: Module>(module: &M) -> bool {
-            struct Flags { enabled: usize, total: usize }
+            struct Flags {
+                enabled: usize,
+                total: usize,
+            }
             impl ModuleVisitor for Flags {
                 fn visit_flag(&mut self, flag: &Param<Flag>) {
                     self.total += 1;
@@ -172,7 +181,9 @@ impl ImageClassifier {
 
     /// How many leading body blocks are frozen.
     pub fn frozen_prefix_len(&self) -> usize {
-        (0..self.blocks.len() + 2).take_while(|&index| self.block_is_frozen(index)).count()
+        (0..self.blocks.len() + 2)
+            .take_while(|&index| self.block_is_frozen(index))
+            .count()
     }
 
     /// Runs the leading frozen blocks without autodiff — on the plain device, BatchNorm on its running

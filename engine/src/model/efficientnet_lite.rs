@@ -18,7 +18,13 @@ const STAGES: [Stage; 7] = [
 ];
 
 const fn stage(expand_ratio: usize, kernel: usize, channels: usize, repeats: usize, stride: usize) -> Stage {
-    Stage { expand_ratio, kernel, channels, repeats, stride }
+    Stage {
+        expand_ratio,
+        kernel,
+        channels,
+        repeats,
+        stride,
+    }
 }
 
 /// EfficientNet-Lite0 at 224 px: 16 blocks, 1280-wide embedding.
@@ -39,7 +45,10 @@ pub const KEY_REMAPS: &[(&str, &str)] = &[
     (r"^_bn0\.(.+)$", "stem.norm.$1"),
     (r"^_blocks\.(\d+)\._expand_conv\.(.+)$", "blocks.$1.expand.conv.$2"),
     (r"^_blocks\.(\d+)\._bn0\.(.+)$", "blocks.$1.expand.norm.$2"),
-    (r"^_blocks\.(\d+)\._depthwise_conv\.(.+)$", "blocks.$1.depthwise.conv.$2"),
+    (
+        r"^_blocks\.(\d+)\._depthwise_conv\.(.+)$",
+        "blocks.$1.depthwise.conv.$2",
+    ),
     (r"^_blocks\.(\d+)\._bn1\.(.+)$", "blocks.$1.depthwise.norm.$2"),
     (r"^_blocks\.(\d+)\._project_conv\.(.+)$", "blocks.$1.project.conv.$2"),
     (r"^_blocks\.(\d+)\._bn2\.(.+)$", "blocks.$1.project.norm.$2"),

@@ -17,7 +17,13 @@ const STAGES: [Stage; 7] = [
 ];
 
 const fn stage(expand_ratio: usize, channels: usize, repeats: usize, stride: usize) -> Stage {
-    Stage { expand_ratio, kernel: 3, channels, repeats, stride }
+    Stage {
+        expand_ratio,
+        kernel: 3,
+        channels,
+        repeats,
+        stride,
+    }
 }
 
 /// MobileNetV2 1.0 at 224 px.
@@ -38,10 +44,22 @@ pub fn key_remaps() -> Vec<(String, String)> {
         (r"^features\.0\.0\.(.+)$".to_string(), "stem.conv.$1".to_string()),
         (r"^features\.0\.1\.(.+)$".to_string(), "stem.norm.$1".to_string()),
         // Block 0 (t = 1): depthwise conv-bn-relu, then the projection conv and its BatchNorm.
-        (r"^features\.1\.conv\.0\.0\.(.+)$".to_string(), "blocks.0.depthwise.conv.$1".to_string()),
-        (r"^features\.1\.conv\.0\.1\.(.+)$".to_string(), "blocks.0.depthwise.norm.$1".to_string()),
-        (r"^features\.1\.conv\.1\.(.+)$".to_string(), "blocks.0.project.conv.$1".to_string()),
-        (r"^features\.1\.conv\.2\.(.+)$".to_string(), "blocks.0.project.norm.$1".to_string()),
+        (
+            r"^features\.1\.conv\.0\.0\.(.+)$".to_string(),
+            "blocks.0.depthwise.conv.$1".to_string(),
+        ),
+        (
+            r"^features\.1\.conv\.0\.1\.(.+)$".to_string(),
+            "blocks.0.depthwise.norm.$1".to_string(),
+        ),
+        (
+            r"^features\.1\.conv\.1\.(.+)$".to_string(),
+            "blocks.0.project.conv.$1".to_string(),
+        ),
+        (
+            r"^features\.1\.conv\.2\.(.+)$".to_string(),
+            "blocks.0.project.norm.$1".to_string(),
+        ),
         (r"^features\.18\.0\.(.+)$".to_string(), "head_conv.conv.$1".to_string()),
         (r"^features\.18\.1\.(.+)$".to_string(), "head_conv.norm.$1".to_string()),
         (r"^classifier\.1\.(.+)$".to_string(), "classifier.$1".to_string()),

@@ -19,9 +19,15 @@ pub struct Normalisation {
 
 impl Normalisation {
     /// torchvision's ImageNet statistics.
-    pub const IMAGENET: Self = Self { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    pub const IMAGENET: Self = Self {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
     /// TensorFlow EfficientNet-Lite: `(pixel - 127) / 128`.
-    pub const TF_LITE: Self = Self { mean: [127.0 / 255.0; 3], std: [128.0 / 255.0; 3] };
+    pub const TF_LITE: Self = Self {
+        mean: [127.0 / 255.0; 3],
+        std: [128.0 / 255.0; 3],
+    };
 }
 
 /// A pretrained model Graft offers.
@@ -134,7 +140,10 @@ mod tests {
     #[test]
     fn with_classes_replaces_only_the_head() {
         let device = Device::flex();
-        let model = ModelKind::MobileNetV2.architecture().init(1000, &device).with_classes(3);
+        let model = ModelKind::MobileNetV2
+            .architecture()
+            .init(1000, &device)
+            .with_classes(3);
         assert_eq!(model.num_classes(), 3);
         assert_eq!(model.embedding_width(), 1280);
         assert_eq!(model.block_names().first().map(String::as_str), Some("stem"));

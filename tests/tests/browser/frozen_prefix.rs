@@ -15,7 +15,9 @@ async fn frozen_first_block_trains_five_steps_on_webgpu() {
     };
     console_log!("WebGPU adapter: {adapter}");
     assert!(!adapter.starts_with("unnamed"), "the adapter has no name: {adapter}");
-    let report = frozen_prefix::run(&device.autodiff(), 5).await.expect("read-back failed");
+    let report = frozen_prefix::run(&device.autodiff(), 5)
+        .await
+        .expect("read-back failed");
     console_log!("webgpu: {report:?}");
     frozen_prefix::assert_frozen_prefix_behaviour(&report);
 }

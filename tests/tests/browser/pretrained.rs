@@ -11,12 +11,18 @@ async fn check_on_webgpu(kind: ModelKind) {
     };
     console_log!("{kind} on WebGPU ({adapter})");
     let model = pretrained::load(kind, &device).expect("weights load");
-    for (variant, model) in [("as trained", model.clone()), ("BatchNorm folded", model.folded_for_inference())] {
+    for (variant, model) in [
+        ("as trained", model.clone()),
+        ("BatchNorm folded", model.folded_for_inference()),
+    ] {
         let comparisons = golden::compare(kind, &model, &device).await.expect("read-back");
         for c in &comparisons {
             console_log!(
                 "{kind} ({variant}) {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
-                c.image, c.max_abs_difference, c.top5, c.top1_prob
+                c.image,
+                c.max_abs_difference,
+                c.top5,
+                c.top1_prob
             );
         }
         golden::assert_matches_reference(kind, &comparisons);

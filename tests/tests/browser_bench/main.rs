@@ -18,22 +18,31 @@ fn now_ms() -> f64 {
     let global: wasm_bindgen::JsValue = js_sys::global().into();
     let performance = js_sys::Reflect::get(&global, &"performance".into()).expect("performance");
     let now: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into()).expect("now").into();
-    now.call0(&performance).expect("performance.now()").as_f64().expect("a number")
+    now.call0(&performance)
+        .expect("performance.now()")
+        .as_f64()
+        .expect("a number")
 }
 
 /// Images per second of `features()` + read-back, after one warm-up call (shader compilation), over
 /// at least `min_iterations` calls and `min_ms` milliseconds.
 async fn throughput(kind: ModelKind, device: &Device, backend: &str, batch: usize, min_iterations: usize, min_ms: f64) {
     // The embedding path: the frozen base with its BatchNorms folded into the convs.
-    let model = pretrained::load(kind, device).expect("weights load").folded_for_inference();
+    let model = pretrained::load(kind, device)
+        .expect("weights load")
+        .folded_for_inference();
     let images = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
     let warm_start = now_ms();
-    readback::to_f32_vec(model.features(images.clone())).await.expect("read-back");
+    readback::to_f32_vec(model.features(images.clone()))
+        .await
+        .expect("read-back");
     let warm_ms = now_ms() - warm_start;
     let start = now_ms();
     let mut iterations = 0;
     while iterations < min_iterations || now_ms() - start < min_ms {
-        readback::to_f32_vec(model.features(images.clone())).await.expect("read-back");
+        readback::to_f32_vec(model.features(images.clone()))
+            .await
+            .expect("read-back");
         iterations += 1;
     }
     let elapsed_s = (now_ms() - start) / 1000.0;
@@ -74,14 +83,18 @@ async fn embedding_throughput_on_cpu_backend() {
 async fn layer_profile_on_cpu_backend() {
     let device = Device::flex();
     let kind = ModelKind::MobileNetV2;
-    let model = pretrained::load(kind, &device).expect("weights load").folded_for_inference();
+    let model = pretrained::load(kind, &device)
+        .expect("weights load")
+        .folded_for_inference();
     let batch = 16;
     let mut x = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &device);
     let mut totals = std::collections::BTreeMap::<&str, f64>::new();
     async fn timed(layer: impl FnOnce() -> Tensor<4>) -> (Tensor<4>, f64) {
         let start = now_ms();
         let out = layer();
-        let _ = readback::to_f32_vec(out.clone().slice([0..1, 0..1, 0..1, 0..1])).await.expect("read-back");
+        let _ = readback::to_f32_vec(out.clone().slice([0..1, 0..1, 0..1, 0..1]))
+            .await
+            .expect("read-back");
         (out, now_ms() - start)
     }
     let (out, ms) = timed(|| model.stem.forward(x.clone())).await;
@@ -105,6 +118,9 @@ async fn layer_profile_on_cpu_backend() {
     *totals.entry("1x1 head conv").or_default() += ms;
     let total: f64 = totals.values().sum();
     for (layer, ms) in &totals {
-        console_log!("bench: burn cpu profile mobilenet-v2 batch {batch}: {layer}: {ms:.0} ms ({:.0}%)", 100.0 * ms / total);
+        console_log!(
+            "bench: burn cpu profile mobilenet-v2 batch {batch}: {layer}: {ms:.0} ms ({:.0}%)",
+            100.0 * ms / total
+        );
     }
 }
