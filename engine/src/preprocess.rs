@@ -21,7 +21,7 @@ pub const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
 pub enum ImageInputError {
     #[error("not an image in a supported format (PNG, JPEG, GIF, WebP, BMP): {0}")]
     UnknownFormat(String),
-    #[error("the image is {width}x{height} pixels; at most {MAX_DIMENSION} per side is accepted")]
+    #[error("the image is {width}x{height} pixels: too large to decode (at most {MAX_DIMENSION} per side and {} MiB of pixels)", MAX_DECODE_BYTES >> 20)]
     TooLarge { width: u32, height: u32 },
     #[error("the image is damaged or truncated: {0}")]
     Corrupt(String),
@@ -32,14 +32,13 @@ pub enum ImageInputError {
 /// Decodes an encoded image into upright RGB: EXIF orientation applied, alpha dropped, any bit depth
 /// or colour type converted to 8-bit RGB. Refuses oversized images before allocating for them.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageInputError::UnknownFormat(e.to_string()))?;
     if reader.format().is_none() {
         return Err(ImageInputError::UnknownFormat("unrecognised file signature".into()));
     }
     // Our own limits go on after the size check, so that an oversized image is reported with its size.
-    let mut reader = reader;
     reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(classify_error)?;
     let (width, height) = decoder.dimensions();
@@ -49,15 +48,24 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
     if width == 0 || height == 0 {
         return Err(ImageInputError::Empty);
     }
+    // The decoders do not all enforce `max_alloc` before allocating the pixel buffer: check it here.
+    if decoder.total_bytes() > MAX_DECODE_BYTES {
+        return Err(ImageInputError::TooLarge { width, height });
+    }
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     limits.max_image_width = Some(MAX_DIMENSION);
     limits.max_image_height = Some(MAX_DIMENSION);
-    decoder.set_limits(limits).map_err(classify_error)?;
+    // From here on a limit error means this image, whose size is known, needs too much memory.
+    let classify = |error| match error {
+        image::ImageError::Limits(_) => ImageInputError::TooLarge { width, height },
+        other => classify_error(other),
+    };
+    decoder.set_limits(limits).map_err(classify)?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(classify_error)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(classify)?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
@@ -65,7 +73,6 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
 fn classify_error(error: image::ImageError) -> ImageInputError {
     match error {
         image::ImageError::Unsupported(e) => ImageInputError::UnknownFormat(e.to_string()),
-        image::ImageError::Limits(_) => ImageInputError::TooLarge { width: 0, height: 0 },
         other => ImageInputError::Corrupt(other.to_string()),
     }
 }
@@ -201,14 +208,14 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_huge_declared_size_is_refused_before_decoding() {
-        // A valid PNG signature and IHDR claiming 50000 x 50000 pixels, and nothing else.
+    /// A PNG whose header claims `width` x `height` pixels (`bit_depth`, `colour_type` as in IHDR), with
+    /// a tiny IDAT and IEND: what a decompression bomb looks like before it is inflated.
+    fn png_bomb(width: u32, height: u32, bit_depth: u8, colour_type: u8) -> Vec<u8> {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend(50_000u32.to_be_bytes());
-        ihdr.extend(50_000u32.to_be_bytes());
-        ihdr.extend([8, 2, 0, 0, 0]);
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([bit_depth, colour_type, 0, 0, 0]);
         png.extend((ihdr.len() as u32 - 4).to_be_bytes());
         png.extend(&ihdr);
         png.extend(crc32(&ihdr).to_be_bytes());
@@ -226,6 +233,12 @@ mod tests {
             png.extend(&chunk);
             png.extend(crc32(&chunk).to_be_bytes());
         }
+        png
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_decoding() {
+        let png = png_bomb(50_000, 50_000, 8, 2);
         let error = decode(&png).unwrap_err();
         assert!(
             matches!(
@@ -233,6 +246,22 @@ mod tests {
                 ImageInputError::TooLarge {
                     width: 50_000,
                     height: 50_000
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn an_allowed_size_that_needs_too_much_memory_is_refused_with_its_size() {
+        // 16000 x 16000 RGBA at 16 bits per channel: within the side limit, 2 GB to decode.
+        let error = decode(&png_bomb(16_000, 16_000, 16, 6)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ImageInputError::TooLarge {
+                    width: 16_000,
+                    height: 16_000
                 }
             ),
             "{error:?}"

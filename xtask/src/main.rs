@@ -102,20 +102,7 @@ fn test(args: &[String]) -> Result<(), String> {
     );
 
     if !skip_browser {
-        let browser = [
-            "test",
-            "--release",
-            "--no-fail-fast",
-            "--locked",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "graft-tests",
-            "--test",
-            "browser",
-            "--",
-            "--nocapture",
-        ];
+        let browser = browser_test_args("browser");
         stages.run_tests(
             "browser tests (headless Chrome)",
             &workspace,
@@ -154,22 +141,7 @@ fn bench() -> Result<(), String> {
     })?;
     let tfjs = stages_tfjs(&mut stages, &workspace)?;
     stages.run("browser benchmarks (headless Chrome)", || {
-        tools::cargo(
-            &workspace,
-            &[
-                "test",
-                "--release",
-                "--locked",
-                "--target",
-                "wasm32-unknown-unknown",
-                "-p",
-                "graft-tests",
-                "--test",
-                "browser_bench",
-                "--",
-                "--nocapture",
-            ],
-        )
+        tools::cargo(&workspace, &browser_test_args("browser_bench"))
     })?;
     stages.run("TensorFlow.js peer (headless Chrome)", || {
         tools::run(
@@ -199,4 +171,23 @@ fn stages_tfjs(stages: &mut Stages, workspace: &tools::Workspace) -> Result<std:
         tools::run(std::process::Command::new("npm").current_dir(&dir).args(["install", "--no-audit", "--no-fund", "--ignore-scripts"]))
     })?;
     Ok(node_modules)
+}
+
+/// `cargo test` arguments that run one browser test target of graft-tests in headless Chrome, printing
+/// what the tests log.
+fn browser_test_args(test: &str) -> Vec<&str> {
+    vec![
+        "test",
+        "--release",
+        "--no-fail-fast",
+        "--locked",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "graft-tests",
+        "--test",
+        test,
+        "--",
+        "--nocapture",
+    ]
 }

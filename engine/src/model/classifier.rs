@@ -4,7 +4,9 @@
 use burn::module::{Flag, ModuleVisitor, Param};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Gradients;
 
 use super::blocks::{ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, Padding};
 
@@ -78,6 +80,12 @@ impl Architecture {
     }
 }
 
+/// A body block by reference: the stem and head conv are conv-BN-ReLU6, the rest inverted residuals.
+enum BodyBlock<'a> {
+    Conv(&'a ConvBnAct),
+    Residual(&'a InvertedResidual),
+}
+
 /// A pretrained-style CNN classifier. Its body is an ordered list of named blocks — `stem`,
 /// `blocks.0` .. `blocks.N-1`, `head_conv` — the unit of freezing; `classifier` is the replaceable head.
 #[derive(Module, Debug)]
@@ -110,33 +118,39 @@ impl ImageClassifier {
         self.classifier.weight.dims()[0]
     }
 
+    /// Body block `index` (0 = stem, last = head_conv). Panics when out of range (a bug: callers resolve
+    /// indices through [`crate::freeze`]).
+    fn body_block(&self, index: usize) -> BodyBlock<'_> {
+        match index {
+            0 => BodyBlock::Conv(&self.stem),
+            i if i <= self.blocks.len() => BodyBlock::Residual(&self.blocks[i - 1]),
+            i if i == self.blocks.len() + 1 => BodyBlock::Conv(&self.head_conv),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
     /// Runs body block `index` (0 = stem, last = head_conv).
     ///
     /// # Shapes
     /// - `x`: the previous block's output `[batch, channels, height, width]`
     pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        match index {
-            0 => self.stem.forward(x),
-            i if i <= self.blocks.len() => self.blocks[i - 1].forward(x),
-            i if i == self.blocks.len() + 1 => self.head_conv.forward(x),
-            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        match self.body_block(index) {
+            BodyBlock::Conv(block) => block.forward(x),
+            BodyBlock::Residual(block) => block.forward(x),
         }
     }
 
     /// Freezes (`true`) or unfreezes body block `index` (0 = stem, last = head_conv). See
     /// [`crate::freeze`] for what frozen means.
     pub fn set_block_frozen(&mut self, index: usize, frozen: bool) {
-        fn set<M: Module>(module: &M, frozen: bool) -> M {
-            if frozen {
-                module.clone().freeze()
-            } else {
-                module.clone().unfreeze()
-            }
+        fn set<M: Module>(module: &mut M, frozen: bool) {
+            let current = module.clone();
+            *module = if frozen { current.freeze() } else { current.unfreeze() };
         }
         match index {
-            0 => self.stem = set(&self.stem, frozen),
-            i if i <= self.blocks.len() => self.blocks[i - 1] = set(&self.blocks[i - 1], frozen),
-            i if i == self.blocks.len() + 1 => self.head_conv = set(&self.head_conv, frozen),
+            0 => set(&mut self.stem, frozen),
+            i if i <= self.blocks.len() => set(&mut self.blocks[i - 1], frozen),
+            i if i == self.blocks.len() + 1 => set(&mut self.head_conv, frozen),
             i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
         }
     }
@@ -160,22 +174,17 @@ impl ImageClassifier {
             module.visit(&mut flags);
             flags.total > 0 && flags.enabled == 0
         }
-        match index {
-            0 => frozen(&self.stem),
-            i if i <= self.blocks.len() => frozen(&self.blocks[i - 1]),
-            i if i == self.blocks.len() + 1 => frozen(&self.head_conv),
-            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        match self.body_block(index) {
+            BodyBlock::Conv(block) => frozen(block),
+            BodyBlock::Residual(block) => frozen(block),
         }
     }
 
     /// Takes the gradients of body block `index`'s parameters out of `grads`.
-    pub fn block_gradients(&self, index: usize, grads: &mut burn::tensor::Gradients) -> burn::optim::GradientsParams {
-        use burn::optim::GradientsParams;
-        match index {
-            0 => GradientsParams::from_module(grads, &self.stem),
-            i if i <= self.blocks.len() => GradientsParams::from_module(grads, &self.blocks[i - 1]),
-            i if i == self.blocks.len() + 1 => GradientsParams::from_module(grads, &self.head_conv),
-            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+    pub fn block_gradients(&self, index: usize, grads: &mut Gradients) -> GradientsParams {
+        match self.body_block(index) {
+            BodyBlock::Conv(block) => GradientsParams::from_module(grads, block),
+            BodyBlock::Residual(block) => GradientsParams::from_module(grads, block),
         }
     }
 
@@ -201,10 +210,9 @@ impl ImageClassifier {
         let autodiff = images.is_autodiff();
         let mut x = images.without_autodiff();
         for index in 0..prefix {
-            x = match index {
-                0 => self.stem.valid().forward(x),
-                i if i <= self.blocks.len() => self.blocks[i - 1].valid().forward(x),
-                _ => self.head_conv.valid().forward(x),
+            x = match self.body_block(index) {
+                BodyBlock::Conv(block) => block.valid().forward(x),
+                BodyBlock::Residual(block) => block.valid().forward(x),
             };
         }
         (if autodiff { x.autodiff() } else { x }, prefix)
