@@ -4,8 +4,10 @@
 //! it in. Everything that reads a tensor back to the host does so through the async API, so the same
 //! code runs on WebGPU in a browser and on the CPU natively.
 
+pub mod bundle;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
+pub mod data;
 pub mod freeze;
 pub mod imagenet;
 pub mod metrics;
@@ -15,4 +17,5 @@ pub mod preprocess;
 pub mod readback;
 pub mod schedule;
 pub mod strategy;
+pub mod train;
 pub mod weights;

@@ -29,7 +29,7 @@ pub enum ImageInputError {
     Empty,
 }
 
-/// Decodes an encoded image into upright RGB: EXIF orientation applied, alpha dropped, any bit depth
+/// Decodes an encoded image into upright RGB: EXIF orientation applied, transparency composited onto white, any bit depth
 /// or colour type converted to 8-bit RGB. Refuses oversized images before allocating for them.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
@@ -67,7 +67,21 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(classify)?;
     image.apply_orientation(orientation);
+    if image.color().has_alpha() {
+        return Ok(over_white(&image.into_rgba8()));
+    }
     Ok(image.into_rgb8())
+}
+
+/// Composites a transparent image onto white, as image viewers show it (dropping alpha would expose
+/// whatever colour the transparent pixels happen to store, often black).
+fn over_white(image: &image::RgbaImage) -> RgbImage {
+    RgbImage::from_fn(image.width(), image.height(), |x, y| {
+        let [r, g, b, a] = image.get_pixel(x, y).0;
+        let a = u16::from(a);
+        let blend = |c: u8| ((u16::from(c) * a + 255 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([blend(r), blend(g), blend(b)])
+    })
 }
 
 fn classify_error(error: image::ImageError) -> ImageInputError {
@@ -80,6 +94,9 @@ fn classify_error(error: image::ImageError) -> ImageInputError {
 /// Scales the image so that its shorter side is `short_side` (triangle filter, aspect kept).
 pub fn resize_short_side(image: &RgbImage, short_side: u32) -> RgbImage {
     let (width, height) = image.dimensions();
+    if width.min(height) == short_side {
+        return image.clone();
+    }
     let scale = f64::from(short_side) / f64::from(width.min(height));
     let long = |side: u32| ((f64::from(side) * scale).round() as u32).max(short_side);
     let (new_width, new_height) = if width <= height {
@@ -308,6 +325,20 @@ mod tests {
         let bottom = upright.get_pixel(8, 28);
         assert!(top[0] > 200 && top[2] < 60, "top should be red: {top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "bottom should be blue: {bottom:?}");
+    }
+
+    #[test]
+    fn transparency_is_composited_onto_white() {
+        // Transparent black, opaque red, half-transparent blue.
+        let rgba = image::RgbaImage::from_raw(3, 1, vec![0, 0, 0, 0, 255, 0, 0, 255, 0, 0, 255, 128]).unwrap();
+        let mut png = Vec::new();
+        DynamicImage::ImageRgba8(rgba)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let rgb = decode(&png).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [255, 0, 0]);
+        assert_eq!(rgb.get_pixel(2, 0).0, [127, 127, 255]);
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

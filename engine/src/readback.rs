@@ -42,3 +42,39 @@ pub async fn scalar_f32<const D: usize>(tensor: Tensor<D>) -> Result<f32, Readba
         ))),
     }
 }
+
+/// `module` with every float (parameters and statistics) copied to `device`, reading each tensor back
+/// asynchronously: how a model trained on WebGPU reaches the CPU, whose synchronous APIs (saving a
+/// file, say) a browser cannot run on GPU tensors.
+pub async fn module_to_device<M: Module>(module: M, device: &Device) -> Result<M, ReadbackError> {
+    use burn::module::{ModuleMapper, ModuleVisitor, Param};
+
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().flatten(0, D - 1));
+        }
+    }
+    struct Replace {
+        values: std::vec::IntoIter<Vec<f32>>,
+        device: Device,
+    }
+    impl ModuleMapper for Replace {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let values = self.values.next().expect("the visit and the map see the same tensors");
+            let device = self.device.clone();
+            param.map(move |tensor| Tensor::from_data(TensorData::new(values, tensor.shape()), &device))
+        }
+    }
+
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    let mut values = Vec::with_capacity(collect.0.len());
+    for tensor in collect.0 {
+        values.push(to_f32_vec(tensor).await?);
+    }
+    Ok(module.map(&mut Replace {
+        values: values.into_iter(),
+        device: device.clone(),
+    }))
+}

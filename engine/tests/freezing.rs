@@ -239,7 +239,7 @@ fn unfreezing_resumes_training() {
 
 #[test]
 fn each_block_moves_by_its_own_learning_rate() {
-    use graft_engine::optim::BlockwiseAdamW;
+    use graft_engine::optim::{BlockwiseOptimizer, OptimizerKind};
     use graft_engine::strategy::Phase;
 
     let device = Device::flex().autodiff();
@@ -272,7 +272,7 @@ fn each_block_moves_by_its_own_learning_rate() {
     let loss = CrossEntropyLossConfig::new()
         .init(&device)
         .forward(model.forward_train(images), labels);
-    let mut optimizer = BlockwiseAdamW::for_phase(&phase, &AdamWConfig::new().with_weight_decay(0.0));
+    let mut optimizer = BlockwiseOptimizer::for_phase(&phase, &OptimizerKind::AdamW { weight_decay: 0.0 }, &model);
     let model = optimizer.step(model, loss.backward(), 1.0);
 
     // AdamW's first step moves each element by about its rate (m / sqrt(v) = sign of the gradient).

@@ -2,13 +2,22 @@
 //!
 //! - `graft classify --model M [--json] IMAGE...`: ImageNet top-5 with the pretrained weights.
 //! - `graft import-weights --model M --pth FILE`: convert a PyTorch checkpoint into `public/models/`.
+//! - `graft train DATA_DIR --model M --strategy S ...`: fine-tune on a folder of class folders.
+//! - `graft predict --model-file FILE IMAGE...`: classify with a fine-tuned model.
 
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::prelude::*;
 use clap::{Parser, Subcommand};
-use graft_engine::model::ModelKind;
+use graft_engine::bundle::{self, BundleHeader};
+use graft_engine::data;
+use graft_engine::model::{ImageClassifier, ModelKind};
+use graft_engine::optim::OptimizerKind;
+use graft_engine::strategy::Strategy;
+use graft_engine::train::{self, TrainConfig, TrainEvent};
 use graft_engine::weights::{self, Manifest};
 use graft_engine::{imagenet, metrics, preprocess, readback};
 
@@ -45,6 +54,78 @@ enum Command {
         #[arg(long, default_value = default_weights_dir())]
         out_dir: PathBuf,
     },
+    /// Fine-tune a pretrained model on DATA_DIR (one subfolder of images per class).
+    Train(TrainArgs),
+    /// Classify images with a fine-tuned model file (from `graft train --out` or the app's export).
+    Predict {
+        #[arg(long)]
+        model_file: PathBuf,
+        /// One JSON object per image instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// One subfolder per class, named after the class.
+    data_dir: PathBuf,
+    #[arg(long, value_parser = parse_model)]
+    model: ModelKind,
+    /// head-only, partial-freeze, staged, full or scratch.
+    #[arg(long, value_parser = ["head-only", "partial-freeze", "staged", "full", "scratch"])]
+    strategy: String,
+    /// partial-freeze: body blocks that train (from the top); staged: blocks unfrozen after the head
+    /// phase (default: all).
+    #[arg(long)]
+    trainable_blocks: Option<usize>,
+    /// staged: epochs of the head alone before unfreezing.
+    #[arg(long, default_value_t = 1)]
+    head_epochs: usize,
+    /// staged: the earliest unfrozen block learns at lr / lr-mult.
+    #[arg(long, default_value_t = 100.0)]
+    lr_mult: f64,
+    /// Epochs over all phases (default: the strategy's).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// The head's learning rate (default: the strategy's).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Random resized crops, flips and colour jitter (turns caching off).
+    #[arg(long)]
+    augment: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of each class held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// Input side in pixels (default: the model's, 224).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Use at most this many images per class (the first by file name).
+    #[arg(long)]
+    max_per_class: Option<usize>,
+    /// Early stopping: epochs without improvement before a phase stops (0: never).
+    #[arg(long, default_value_t = 5)]
+    patience: usize,
+    /// adamw or sgd (with momentum 0.9).
+    #[arg(long, default_value = "adamw", value_parser = ["adamw", "sgd"])]
+    optimizer: String,
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// Write the fine-tuned model (weights, class names, preprocessing) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// One JSON event per line instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = default_weights_dir())]
+    weights_dir: PathBuf,
 }
 
 fn default_weights_dir() -> &'static str {
@@ -67,6 +148,12 @@ fn main() -> ExitCode {
             images,
         } => classify(model, json, &weights_dir, &images),
         Command::ImportWeights { model, pth, out_dir } => import_weights(model, &pth, &out_dir),
+        Command::Train(args) => train(args),
+        Command::Predict {
+            model_file,
+            json,
+            images,
+        } => predict(&model_file, json, &images),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,15 +175,19 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn classify(kind: ModelKind, json: bool, weights_dir: &Path, images: &[PathBuf]) -> Result<(), String> {
+fn load_pretrained(kind: ModelKind, weights_dir: &Path, device: &Device) -> Result<ImageClassifier, String> {
     let manifest = read_manifest(weights_dir)?;
     let entry = manifest
         .entry(kind)
         .ok_or_else(|| format!("{} is not in the manifest", kind))?;
     let path = weights_dir.join(&entry.file);
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    weights::load_pretrained(kind, entry, bytes, device).map_err(|e| e.to_string())
+}
+
+fn classify(kind: ModelKind, json: bool, weights_dir: &Path, images: &[PathBuf]) -> Result<(), String> {
     let device = Device::flex();
-    let model = weights::load_pretrained(kind, entry, bytes, &device).map_err(|e| e.to_string())?;
+    let model = load_pretrained(kind, weights_dir, &device)?;
     let card = kind.card();
     let mut failures = 0;
     for image_path in images {
@@ -163,4 +254,231 @@ fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<(), Str
         entry.sha256
     );
     Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<(), String> {
+    let strategy = match args.strategy.as_str() {
+        "head-only" => Strategy::HeadOnly,
+        "partial-freeze" => Strategy::PartialFreeze {
+            trainable_blocks: args.trainable_blocks.unwrap_or(DEFAULT_TRAINABLE_BLOCKS),
+        },
+        "staged" => Strategy::Staged {
+            head_epochs: args.head_epochs,
+            unfreeze_blocks: args.trainable_blocks,
+            lr_mult: args.lr_mult,
+        },
+        "full" => Strategy::FullFineTune,
+        "scratch" => Strategy::FromScratch,
+        other => unreachable!("clap restricts --strategy, got {other}"),
+    };
+    let mut config = TrainConfig::new(strategy);
+    if let Some(epochs) = args.epochs {
+        config.epochs = epochs;
+    }
+    config.lr = args.lr;
+    config.batch_size = args.batch;
+    config.augment = args.augment;
+    config.seed = args.seed;
+    config.val_fraction = args.val_fraction;
+    config.image_size = args.image_size;
+    config.patience = (args.patience > 0).then_some(args.patience);
+    config.label_smoothing = args.label_smoothing;
+    if args.optimizer == "sgd" {
+        config.optimizer = OptimizerKind::Sgd {
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        };
+    }
+
+    let device = Device::flex();
+    let pretrained = load_pretrained(args.model, &args.weights_dir, &device)?;
+    let input_size = args.image_size.unwrap_or(args.model.card().input_size);
+    let (dataset, skipped) = data::read_folder(&args.data_dir, input_size as u32, args.max_per_class)
+        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    for file in &skipped {
+        eprintln!("graft: skipped {}: {}", file.path, file.reason);
+    }
+    let json = args.json;
+    let mut progress = Progress::new(!json && std::io::stderr().is_terminal());
+    let mut observer = |event: TrainEvent| {
+        if json {
+            println!("{}", serde_json::to_string(&event).expect("events serialise"));
+        } else {
+            progress.show(&event);
+        }
+        ControlFlow::Continue(())
+    };
+    let trained = pollster::block_on(train::train(
+        &pretrained,
+        args.model,
+        &dataset,
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .map_err(|e| e.to_string())?;
+    if let Some(out) = &args.out {
+        let mut header = BundleHeader::new(args.model, dataset.classes.clone(), input_size);
+        header.strategy = Some(strategy);
+        header.val_accuracy = trained.summary.val_accuracy;
+        let bytes = bundle::encode(header, &trained.model).map_err(|e| e.to_string())?;
+        std::fs::write(out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+        if !json {
+            println!("graft: wrote {} ({} bytes)", out.display(), bytes.len());
+        }
+    }
+    Ok(())
+}
+
+/// partial-freeze without --trainable-blocks: the last five body blocks (of 18-19) retrain, the
+/// early, generic two thirds stay frozen.
+const DEFAULT_TRAINABLE_BLOCKS: usize = 5;
+
+/// Human-readable progress: a bar redrawn in place on a terminal, one line per epoch otherwise.
+struct Progress {
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        Self { terminal }
+    }
+
+    fn show(&mut self, event: &TrainEvent) {
+        match event {
+            TrainEvent::Started {
+                strategy,
+                classes,
+                train_images,
+                val_images,
+                phases,
+            } => {
+                println!(
+                    "{} on {} classes ({train_images} training, {val_images} validation images); phases: {}",
+                    strategy.name(),
+                    classes.len(),
+                    phases
+                        .iter()
+                        .map(|p| format!("{} x{} ({} frozen)", p.name, p.epochs, p.frozen_blocks))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            TrainEvent::Notice { message } => println!("note: {message}"),
+            TrainEvent::Caching { done, total, .. } if self.terminal => {
+                eprint!("\rcaching frozen outputs {}", bar(*done, *total));
+                if done == total {
+                    eprintln!();
+                }
+            }
+            TrainEvent::Batch {
+                phase,
+                epoch,
+                batch,
+                batches,
+                loss,
+            } if self.terminal => {
+                eprint!("\r{phase} epoch {epoch} {} loss {loss:.4}   ", bar(*batch, *batches));
+                let _ = std::io::stderr().flush();
+            }
+            TrainEvent::Epoch {
+                phase,
+                epoch,
+                epochs,
+                train_loss,
+                train_accuracy,
+                val_accuracy,
+                seconds,
+                eta_seconds,
+                ..
+            } => {
+                if self.terminal {
+                    eprint!("\r\x1b[K");
+                }
+                println!(
+                    "{phase} epoch {epoch}/{epochs}: train loss {train_loss:.4} acc {:.1}%, val acc {}, {seconds:.1} s, ETA {eta_seconds:.0} s",
+                    train_accuracy * 100.0,
+                    val_accuracy.map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
+                );
+            }
+            TrainEvent::EarlyStop { epoch, best_epoch, .. } => {
+                println!("early stop after epoch {epoch}: no improvement since epoch {best_epoch}")
+            }
+            TrainEvent::Done(summary) => {
+                println!(
+                    "done in {:.1} s: {} epochs, validation accuracy {} (epoch {})",
+                    summary.seconds,
+                    summary.epochs,
+                    summary
+                        .val_accuracy
+                        .map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
+                    summary.best_epoch.map_or("-".into(), |e| e.to_string()),
+                );
+                for (class, accuracy) in &summary.per_class_accuracy {
+                    println!(
+                        "  {class}: {}",
+                        accuracy.map_or("-".into(), |a| format!("{:.1}%", a * 100.0))
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bar(done: usize, total: usize) -> String {
+    let width = 30;
+    let filled = (done * width).checked_div(total).unwrap_or(width);
+    format!("[{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+fn predict(model_file: &Path, json: bool, images: &[PathBuf]) -> Result<(), String> {
+    let name = model_file.display().to_string();
+    let bytes = std::fs::read(model_file).map_err(|e| format!("{name}: {e}"))?;
+    let device = Device::flex();
+    let (header, model) = bundle::decode(&name, &bytes, &device).map_err(|e| e.to_string())?;
+    let k = header.classes.len().min(5);
+    let mut failures = 0;
+    for image_path in images {
+        let image = match std::fs::read(image_path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| preprocess::decode(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(image) => image,
+            Err(error) => {
+                eprintln!("graft: {}: {error}", image_path.display());
+                failures += 1;
+                continue;
+            }
+        };
+        let logits = pollster::block_on(readback::to_f32_vec(model.forward(header.input(&image, &device))))
+            .map_err(|e| e.to_string())?;
+        let top = metrics::top_k(&metrics::softmax(&logits), k);
+        if json {
+            let top: Vec<_> = top
+                .iter()
+                .map(|&(class, prob)| serde_json::json!({"class": class, "label": header.classes[class], "prob": prob}))
+                .collect();
+            let line = serde_json::json!({
+                "image": image_path.display().to_string(),
+                "label": header.classes[top_class(&logits)],
+                "top": top,
+            });
+            println!("{line}");
+        } else {
+            println!("{}:", image_path.display());
+            for (class, prob) in top {
+                println!("  {:>6.2}%  {}", prob * 100.0, header.classes[class]);
+            }
+        }
+    }
+    if failures > 0 {
+        Err(format!("{failures} of {} images could not be read", images.len()))
+    } else {
+        Ok(())
+    }
+}
+
+fn top_class(logits: &[f32]) -> usize {
+    metrics::argmax(logits)
 }

@@ -180,6 +180,14 @@ impl ImageClassifier {
         }
     }
 
+    /// Visits body block `index`'s parameters and statistics.
+    pub fn visit_block<V: ModuleVisitor>(&self, index: usize, visitor: &mut V) {
+        match self.body_block(index) {
+            BodyBlock::Conv(block) => block.visit(visitor),
+            BodyBlock::Residual(block) => block.visit(visitor),
+        }
+    }
+
     /// Takes the gradients of body block `index`'s parameters out of `grads`.
     pub fn block_gradients(&self, index: usize, grads: &mut Gradients) -> GradientsParams {
         match self.body_block(index) {
@@ -225,6 +233,15 @@ impl ImageClassifier {
     pub fn forward_from(&self, start: usize, x: Tensor<4>) -> Tensor<2> {
         let x = (start..self.blocks.len() + 2).fold(x, |x, index| self.forward_block(index, x));
         self.classify(self.pool.forward(x).flatten(1, 3))
+    }
+
+    /// Runs the first `count` body blocks as they are (for a frozen prefix on a plain device: inference
+    /// mode), returning the activation entering block `count`.
+    ///
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> the activation after block `count - 1`
+    pub fn forward_prefix(&self, count: usize, images: Tensor<4>) -> Tensor<4> {
+        (0..count).fold(images, |x, index| self.forward_block(index, x))
     }
 
     /// The training forward pass: the frozen prefix without a graph, the rest with one.

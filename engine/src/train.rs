@@ -1,0 +1,763 @@
+//! The training loop: a [`Strategy`] expanded into phases, each trained with its own optimizer and
+//! warm-up + cosine schedule, evaluated every epoch on a stratified validation split, with early
+//! stopping that keeps the best model. Progress goes out as [`TrainEvent`]s; the observer can cancel
+//! between batches.
+//!
+//! What stays frozen is computed once where it can be: with the whole body frozen (head-only, or the
+//! head phase of staged) the pooled embeddings of every image are cached and the head trains on them;
+//! with a frozen prefix the activations at its boundary are cached (within a memory budget). Random
+//! augmentation changes the input every epoch, so it turns caching off, and says so.
+//!
+//! Runs on any device: readbacks are async, the clock works in wasm. Deterministic for a seed on the
+//! CPU backend.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::ControlFlow;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+use crate::data::{self, Augmentation, DataError, Dataset, Rng};
+use crate::freeze::{self, FreezeError};
+use crate::metrics::Evaluation;
+use crate::model::{ImageClassifier, ModelKind, Normalisation};
+use crate::optim::{BlockwiseOptimizer, OptimizerKind};
+use crate::preprocess;
+use crate::readback::{self, ReadbackError};
+use crate::schedule::WarmupCosine;
+use crate::strategy::{Phase, Strategy, StrategyError};
+
+/// Everything that shapes a training run. [`TrainConfig::new`] gives each strategy's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub strategy: Strategy,
+    /// Epochs over all phases.
+    pub epochs: usize,
+    /// The head's learning rate (the top of the discriminative range); `None`: the strategy's default.
+    pub lr: Option<f64>,
+    /// Images per batch when images go through trainable blocks.
+    pub batch_size: usize,
+    /// Embeddings per batch when only the head trains on cached embeddings; `None`: a tenth of the
+    /// training images, between 32 and 256. A linear layer on 1280 numbers is launch-bound, not
+    /// compute-bound, so large datasets get large batches (10k embeddings x 50 epochs in well under a
+    /// second), while small ones still get several steps per epoch.
+    pub head_batch_size: Option<usize>,
+    /// Input side in pixels; `None`: the model's (224).
+    pub image_size: Option<usize>,
+    pub optimizer: OptimizerKind,
+    /// Label smoothing of the cross-entropy (0 = off).
+    pub label_smoothing: f32,
+    /// Random resized crops, flips and colour jitter for training images (turns caching off).
+    pub augment: bool,
+    pub augmentation: Augmentation,
+    pub seed: u64,
+    /// Fraction of each class held out for validation (0 = no validation, no early stopping).
+    pub val_fraction: f64,
+    /// Stop a phase after this many epochs without a better validation result; `None`: never.
+    pub patience: Option<usize>,
+    /// Most memory the boundary-activation cache may take.
+    pub cache_budget_bytes: u64,
+}
+
+impl TrainConfig {
+    /// Defaults for `strategy`, and why:
+    /// - epochs: a head on cached embeddings costs next to nothing per epoch, so head-only gets 30
+    ///   (early stopping ends it sooner); fine-tuning pretrained layers converges in a few epochs (10);
+    ///   random weights need many more (30).
+    /// - batch 16: fits a 224 px MobileNetV2 / EfficientNet-Lite0 training step in a browser's GPU
+    ///   memory budget; BatchNorm still sees enough samples.
+    /// - label smoothing 0.1: keeps a small dataset from driving the head to over-confident logits.
+    /// - patience 5 epochs, 20% validation, seed 0.
+    pub fn new(strategy: Strategy) -> Self {
+        let epochs = match strategy {
+            Strategy::HeadOnly | Strategy::FromScratch => 30,
+            _ => 10,
+        };
+        Self {
+            strategy,
+            epochs,
+            lr: None,
+            batch_size: 16,
+            head_batch_size: None,
+            image_size: None,
+            optimizer: OptimizerKind::default(),
+            label_smoothing: 0.1,
+            augment: false,
+            augmentation: Augmentation::default(),
+            seed: 0,
+            val_fraction: 0.2,
+            patience: Some(5),
+            cache_budget_bytes: 1 << 30,
+        }
+    }
+
+    /// The head's learning rate this run uses.
+    pub fn base_lr(&self) -> f64 {
+        self.lr.unwrap_or_else(|| self.strategy.default_base_lr())
+    }
+}
+
+/// What a phase trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheKind {
+    /// Pooled embeddings of the frozen body, computed once per image.
+    Embeddings,
+    /// Activations at the frozen prefix's boundary, computed once per image.
+    Boundary,
+    /// Images through the network every epoch.
+    None,
+}
+
+/// A phase as announced to the observer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseInfo {
+    pub name: String,
+    pub epochs: usize,
+    pub frozen_blocks: usize,
+    pub trainable_blocks: usize,
+    pub head_lr: f64,
+}
+
+impl From<&Phase> for PhaseInfo {
+    fn from(phase: &Phase) -> Self {
+        Self {
+            name: phase.name.to_string(),
+            epochs: phase.epochs,
+            frozen_blocks: phase.frozen_blocks,
+            trainable_blocks: phase.block_lrs.len(),
+            head_lr: phase.head_lr,
+        }
+    }
+}
+
+/// The result of a run, also its last event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// The strategy's name (`head-only`, `partial-freeze`, `staged`, `full`, `scratch`).
+    pub strategy: String,
+    /// The strategy with its parameters.
+    pub strategy_config: Strategy,
+    /// Epochs run (fewer than planned after early stopping or a cancel).
+    pub epochs: usize,
+    /// The epoch (1-based) whose model was kept: the best on validation.
+    pub best_epoch: Option<usize>,
+    /// Validation accuracy of the kept model (`None` without a validation split).
+    pub val_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    /// Validation accuracy per class name (`None` for a class without validation images).
+    pub per_class_accuracy: BTreeMap<String, Option<f64>>,
+    /// `confusion[true][predicted]` validation counts, in `classes` order.
+    pub confusion: Vec<Vec<usize>>,
+    pub classes: Vec<String>,
+    /// Validation image indices (into the dataset) and what the kept model predicted for each, so that
+    /// a confusion cell can show its images.
+    pub val_images: Vec<usize>,
+    pub val_predictions: Vec<usize>,
+    pub train_images: usize,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    pub cancelled: bool,
+}
+
+/// Progress of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum TrainEvent {
+    Started {
+        strategy: Strategy,
+        classes: Vec<String>,
+        train_images: usize,
+        val_images: usize,
+        phases: Vec<PhaseInfo>,
+    },
+    /// Something the person should know (an adaptation, a cache turned off).
+    Notice {
+        message: String,
+    },
+    PhaseStart {
+        phase: String,
+        /// 0-based phase number.
+        index: usize,
+        epochs: usize,
+        frozen_blocks: usize,
+        /// Scalar parameters the optimizer updates.
+        trainable_params: usize,
+        cache: CacheKind,
+    },
+    /// Images through the frozen part for the cache.
+    Caching {
+        phase: String,
+        done: usize,
+        total: usize,
+    },
+    Batch {
+        phase: String,
+        /// 1-based epoch over the whole run.
+        epoch: usize,
+        /// 1-based batch within the epoch.
+        batch: usize,
+        batches: usize,
+        loss: f64,
+    },
+    Epoch {
+        phase: String,
+        epoch: usize,
+        epochs: usize,
+        train_loss: f64,
+        train_accuracy: f64,
+        val_loss: Option<f64>,
+        val_accuracy: Option<f64>,
+        /// The head's learning rate at the end of the epoch.
+        lr: f64,
+        seconds: f64,
+        eta_seconds: f64,
+    },
+    EarlyStop {
+        phase: String,
+        epoch: usize,
+        best_epoch: usize,
+    },
+    Done(TrainSummary),
+}
+
+/// Receives a run's events; may cancel it between batches.
+pub trait TrainObserver {
+    /// Handles one event; `Break` cancels the run at the next batch boundary (the best model so far
+    /// is kept).
+    fn event(&mut self, event: TrainEvent) -> ControlFlow<()>;
+
+    /// Awaited between batches. A browser worker yields to its event loop here, so that a stop request
+    /// can arrive while the CPU backend trains synchronously.
+    fn between_batches(&mut self) -> impl Future<Output = ()> {
+        async {}
+    }
+}
+
+impl<F: FnMut(TrainEvent) -> ControlFlow<()>> TrainObserver for F {
+    fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        self(event)
+    }
+}
+
+/// Why a run could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Strategy(#[from] StrategyError),
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
+    #[error(transparent)]
+    Readback(#[from] ReadbackError),
+    #[error("the loss became {0} (not a number): the learning rate is too high for this data")]
+    Diverged(f64),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+/// A finished run: the kept model (on the plain device, inference mode) and its summary.
+pub struct Trained {
+    pub model: ImageClassifier,
+    pub summary: TrainSummary,
+}
+
+/// Fine-tunes `pretrained` (any head; ignored by from-scratch except for its architecture, which
+/// `kind` names) on `dataset` with `config`, on `device` (a plain device; training uses its autodiff
+/// counterpart).
+pub async fn train<O: TrainObserver>(
+    pretrained: &ImageClassifier,
+    kind: ModelKind,
+    dataset: &Dataset,
+    config: &TrainConfig,
+    device: &Device,
+    observer: &mut O,
+) -> Result<Trained, TrainError> {
+    let started = Instant::now();
+    dataset.validate()?;
+    if config.batch_size == 0 || config.head_batch_size == Some(0) {
+        return Err(TrainError::Zero("the batch size"));
+    }
+    let classes = dataset.classes.len();
+    let split = data::stratified_split(&dataset.labels(), classes, config.val_fraction, config.seed);
+    let num_blocks = pretrained.block_names().len();
+    let phases = config.strategy.phases(num_blocks, config.epochs, config.base_lr())?;
+    let card = kind.card();
+    let input = Input {
+        size: config.image_size.unwrap_or(card.input_size) as u32,
+        normalisation: card.normalisation,
+    };
+
+    device.seed(config.seed);
+    let mut model = if config.strategy.uses_pretrained_weights() {
+        pretrained.clone().with_classes(classes)
+    } else {
+        kind.architecture().init(classes, device)
+    }
+    .train();
+
+    let mut run = Run {
+        dataset,
+        config,
+        input,
+        device: device.clone(),
+        autodiff: device.clone().autodiff(),
+        split,
+        rng: Rng::new(config.seed.wrapping_add(1)),
+        epochs_total: phases.iter().map(|p| p.epochs).sum(),
+        epochs_done: 0,
+        best: None,
+        cancelled: false,
+    };
+    let flow = observer.event(TrainEvent::Started {
+        strategy: config.strategy,
+        classes: dataset.classes.clone(),
+        train_images: run.split.train.len(),
+        val_images: run.split.val.len(),
+        phases: phases.iter().map(PhaseInfo::from).collect(),
+    });
+    run.cancelled = flow.is_break();
+    if config.augment && phases.iter().any(|p| p.frozen_blocks > 0) {
+        run.cancelled |= observer
+            .event(TrainEvent::Notice {
+                message: "Augmentation is on, so every epoch sees new crops of each image: the frozen \
+                          layers' outputs are recomputed each epoch instead of cached (slower)."
+                    .into(),
+            })
+            .is_break();
+    }
+    for (index, phase) in phases.iter().enumerate() {
+        if run.cancelled {
+            break;
+        }
+        model = run.phase(model, index, phase, observer).await?;
+    }
+
+    let kept = run.best.take();
+    let (model, eval, best_epoch) = match kept {
+        Some(best) => (best.model, Some(best.eval), Some(best.epoch)),
+        None => (model.valid(), None, None),
+    };
+    let summary = TrainSummary {
+        strategy: config.strategy.name().to_string(),
+        strategy_config: config.strategy,
+        epochs: run.epochs_done,
+        best_epoch,
+        val_accuracy: eval.as_ref().map(|e| e.accuracy),
+        val_loss: eval.as_ref().map(|e| e.loss),
+        per_class_accuracy: dataset
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(c, name)| (name.clone(), eval.as_ref().and_then(|e| e.per_class_accuracy[c])))
+            .collect(),
+        confusion: eval
+            .as_ref()
+            .map_or_else(|| vec![vec![0; classes]; classes], |e| e.confusion.clone()),
+        classes: dataset.classes.clone(),
+        val_images: run.split.val.clone(),
+        val_predictions: eval.map(|e| e.predictions).unwrap_or_default(),
+        train_images: run.split.train.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        cancelled: run.cancelled,
+    };
+    let _ = observer.event(TrainEvent::Done(summary.clone()));
+    Ok(Trained { model, summary })
+}
+
+/// How images become model inputs.
+#[derive(Debug, Clone, Copy)]
+struct Input {
+    size: u32,
+    normalisation: Normalisation,
+}
+
+/// The best model so far.
+struct Best {
+    epoch: usize,
+    eval: Evaluation,
+    model: ImageClassifier,
+}
+
+/// Cached frozen outputs of the training and validation images.
+enum Cache {
+    None,
+    /// `[n, width]` pooled embeddings (`val`: `None` without validation images).
+    Embeddings {
+        train: Tensor<2>,
+        val: Option<Tensor<2>>,
+    },
+    /// `[n, c, h, w]` activations entering block `start`.
+    Boundary {
+        start: usize,
+        train: Tensor<4>,
+        val: Option<Tensor<4>>,
+    },
+}
+
+impl Cache {
+    fn kind(&self) -> CacheKind {
+        match self {
+            Self::None => CacheKind::None,
+            Self::Embeddings { .. } => CacheKind::Embeddings,
+            Self::Boundary { .. } => CacheKind::Boundary,
+        }
+    }
+}
+
+struct Run<'a> {
+    dataset: &'a Dataset,
+    config: &'a TrainConfig,
+    input: Input,
+    device: Device,
+    autodiff: Device,
+    split: data::Split,
+    rng: Rng,
+    epochs_total: usize,
+    epochs_done: usize,
+    best: Option<Best>,
+    cancelled: bool,
+}
+
+impl Run<'_> {
+    async fn phase<O: TrainObserver>(
+        &mut self,
+        mut model: ImageClassifier,
+        index: usize,
+        phase: &Phase,
+        observer: &mut O,
+    ) -> Result<ImageClassifier, TrainError> {
+        freeze::freeze_to(&mut model, phase.frozen_blocks)?;
+        let mut optimizer = BlockwiseOptimizer::for_phase(phase, &self.config.optimizer, &model);
+        let cache = self.build_cache(&model, phase, observer).await?;
+        if self.cancelled {
+            return Ok(model);
+        }
+        self.cancelled |= observer
+            .event(TrainEvent::PhaseStart {
+                phase: phase.name.to_string(),
+                index,
+                epochs: phase.epochs,
+                frozen_blocks: phase.frozen_blocks,
+                trainable_params: optimizer.num_params(&model),
+                cache: cache.kind(),
+            })
+            .is_break();
+
+        let batch_size = match cache {
+            Cache::Embeddings { .. } => self
+                .config
+                .head_batch_size
+                .unwrap_or_else(|| (self.split.train.len() / 10).clamp(32, 256)),
+            _ => self.config.batch_size,
+        }
+        .min(self.split.train.len());
+        let batches = self.split.train.len().div_ceil(batch_size);
+        let schedule = WarmupCosine::for_steps(phase.epochs * batches);
+        let loss_fn = CrossEntropyLossConfig::new()
+            .with_smoothing((self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing))
+            .init(&self.autodiff);
+        let phase_started = Instant::now();
+        let mut since_best = 0;
+        let mut step = 0;
+        for phase_epoch in 0..phase.epochs {
+            if self.cancelled {
+                break;
+            }
+            let epoch = self.epochs_done + 1;
+            let epoch_started = Instant::now();
+            // Positions into `split.train` (which also index the cache rows).
+            let mut order: Vec<usize> = (0..self.split.train.len()).collect();
+            self.rng.shuffle(&mut order);
+            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+            for (batch, positions) in order.chunks(batch_size).enumerate() {
+                let labels: Vec<usize> = positions
+                    .iter()
+                    .map(|&p| self.dataset.examples[self.split.train[p]].label)
+                    .collect();
+                let logits = self.train_logits(&model, &cache, positions);
+                let targets = Tensor::<1, Int>::from_data(
+                    TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
+                    &self.autodiff,
+                );
+                let loss = loss_fn.forward(logits.clone(), targets);
+                // One read-back per batch: the loss and the logits together.
+                let host = readback::to_f32_vec(Tensor::cat(
+                    vec![
+                        loss.clone().without_autodiff().reshape([1]),
+                        logits.without_autodiff().flatten(0, 1),
+                    ],
+                    0,
+                ))
+                .await?;
+                let batch_loss = f64::from(host[0]);
+                if !batch_loss.is_finite() {
+                    return Err(TrainError::Diverged(batch_loss));
+                }
+                let classes = self.dataset.classes.len();
+                correct += host[1..]
+                    .chunks(classes)
+                    .zip(&labels)
+                    .filter(|(row, label)| crate::metrics::argmax(row) == **label)
+                    .count();
+                loss_sum += batch_loss * labels.len() as f64;
+                seen += labels.len();
+
+                model = optimizer.step(model, loss.backward(), schedule.factor(step));
+                step += 1;
+                self.cancelled |= observer
+                    .event(TrainEvent::Batch {
+                        phase: phase.name.to_string(),
+                        epoch,
+                        batch: batch + 1,
+                        batches,
+                        loss: batch_loss,
+                    })
+                    .is_break();
+                observer.between_batches().await;
+                if self.cancelled {
+                    break;
+                }
+            }
+            if self.cancelled && seen < self.split.train.len() {
+                // A partial epoch is not evaluated or counted.
+                break;
+            }
+            self.epochs_done += 1;
+
+            let val = self.evaluate(&model, &cache).await?;
+            let elapsed_phase = phase_started.elapsed().as_secs_f64();
+            let per_epoch = elapsed_phase / (phase_epoch + 1) as f64;
+            let remaining = self.epochs_total.saturating_sub(self.epochs_done);
+            self.cancelled |= observer
+                .event(TrainEvent::Epoch {
+                    phase: phase.name.to_string(),
+                    epoch,
+                    epochs: self.epochs_total,
+                    train_loss: loss_sum / seen.max(1) as f64,
+                    train_accuracy: correct as f64 / seen.max(1) as f64,
+                    val_loss: val.as_ref().map(|v| v.loss),
+                    val_accuracy: val.as_ref().map(|v| v.accuracy),
+                    lr: phase.head_lr * schedule.factor(step.saturating_sub(1)),
+                    seconds: epoch_started.elapsed().as_secs_f64(),
+                    eta_seconds: per_epoch * remaining as f64,
+                })
+                .is_break();
+            if let Some(val) = val {
+                let better = self.best.as_ref().is_none_or(|best| {
+                    val.accuracy > best.eval.accuracy + 1e-9
+                        || (val.accuracy > best.eval.accuracy - 1e-9 && val.loss < best.eval.loss)
+                });
+                if better {
+                    self.best = Some(Best {
+                        epoch,
+                        eval: val,
+                        model: model.valid(),
+                    });
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                    if self.config.patience.is_some_and(|p| since_best >= p) && phase_epoch + 1 < phase.epochs {
+                        let best_epoch = self.best.as_ref().map_or(epoch, |b| b.epoch);
+                        self.cancelled |= observer
+                            .event(TrainEvent::EarlyStop {
+                                phase: phase.name.to_string(),
+                                epoch,
+                                best_epoch,
+                            })
+                            .is_break();
+                        // The epochs this phase skips no longer count towards the ETA.
+                        self.epochs_total -= phase.epochs - phase_epoch - 1;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(model)
+    }
+
+    /// Logits of the training examples at `positions` (into `split.train`), with a graph through
+    /// what trains.
+    fn train_logits(&mut self, model: &ImageClassifier, cache: &Cache, positions: &[usize]) -> Tensor<2> {
+        let rows = || {
+            Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    positions.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+                    [positions.len()],
+                ),
+                &self.device,
+            )
+        };
+        match cache {
+            Cache::Embeddings { train, .. } => model.classify(train.clone().select(0, rows()).autodiff()),
+            Cache::Boundary { start, train, .. } => {
+                model.forward_from(*start, train.clone().select(0, rows()).autodiff())
+            }
+            Cache::None => {
+                let views: Vec<RgbImage> = positions
+                    .iter()
+                    .map(|&p| {
+                        let image = &self.dataset.examples[self.split.train[p]].image;
+                        if self.config.augment {
+                            data::augmented_view(image, self.input.size, &self.config.augmentation, &mut self.rng)
+                        } else {
+                            preprocess::evaluation_view(image, self.input.size)
+                        }
+                    })
+                    .collect();
+                model.forward_train(preprocess::batch_tensor(
+                    &views,
+                    &self.input.normalisation,
+                    &self.autodiff,
+                ))
+            }
+        }
+    }
+
+    /// Validation metrics of the model as it is now (`None` without validation images).
+    async fn evaluate(&self, model: &ImageClassifier, cache: &Cache) -> Result<Option<Evaluation>, TrainError> {
+        if self.split.val.is_empty() {
+            return Ok(None);
+        }
+        let model = model.valid();
+        let batch = self.config.batch_size.max(1);
+        let mut logits = Vec::new();
+        let positions: Vec<usize> = (0..self.split.val.len()).collect();
+        for chunk in positions.chunks(batch) {
+            let rows = || {
+                Tensor::<1, Int>::from_data(
+                    TensorData::new(chunk.iter().map(|&p| p as i64).collect::<Vec<_>>(), [chunk.len()]),
+                    &self.device,
+                )
+            };
+            let out = match cache {
+                Cache::Embeddings { val: Some(val), .. } => model.classify(val.clone().select(0, rows())),
+                Cache::Boundary {
+                    start, val: Some(val), ..
+                } => model.forward_from(*start, val.clone().select(0, rows())),
+                _ => model.forward(self.view_batch(chunk.iter().map(|&p| self.split.val[p]))),
+            };
+            logits.extend(readback::to_f32_vec(out).await?);
+        }
+        let labels: Vec<usize> = self.split.val.iter().map(|&i| self.dataset.examples[i].label).collect();
+        Ok(Some(Evaluation::from_logits(
+            &logits,
+            &labels,
+            self.dataset.classes.len(),
+        )))
+    }
+
+    /// Evaluation views of the given examples as an input batch on the plain device.
+    fn view_batch(&self, examples: impl Iterator<Item = usize>) -> Tensor<4> {
+        let views: Vec<RgbImage> = examples
+            .map(|i| preprocess::evaluation_view(&self.dataset.examples[i].image, self.input.size))
+            .collect();
+        preprocess::batch_tensor(&views, &self.input.normalisation, &self.device)
+    }
+
+    /// The cache for `phase`, when nothing before its trainable blocks changes between epochs.
+    async fn build_cache<O: TrainObserver>(
+        &mut self,
+        model: &ImageClassifier,
+        phase: &Phase,
+        observer: &mut O,
+    ) -> Result<Cache, TrainError> {
+        let start = phase.frozen_blocks;
+        if start == 0 || self.config.augment {
+            return Ok(Cache::None);
+        }
+        let whole_body = start == model.block_names().len();
+        if !whole_body {
+            // Budget check from one image's boundary activation.
+            let probe = model
+                .valid()
+                .forward_prefix(start, self.view_batch(self.split.train[..1].iter().copied()));
+            let per_image = probe.shape().num_elements() as u64 * 4;
+            let needed = per_image * (self.split.train.len() + self.split.val.len()) as u64;
+            if needed > self.config.cache_budget_bytes {
+                self.cancelled |= observer
+                    .event(TrainEvent::Notice {
+                        message: format!(
+                            "Caching the frozen layers' outputs would take {} MiB (more than the {} MiB budget): \
+                             they are recomputed every epoch instead.",
+                            needed >> 20,
+                            self.config.cache_budget_bytes >> 20
+                        ),
+                    })
+                    .is_break();
+                return Ok(Cache::None);
+            }
+        }
+        // BatchNorm folded into the convolutions: the same outputs with fewer passes.
+        let frozen = model.valid().folded_for_inference();
+        let total = self.split.train.len() + self.split.val.len();
+        let mut progress = Progress {
+            phase: phase.name,
+            done: 0,
+            total,
+        };
+        let train_examples = self.split.train.clone();
+        let val_examples = self.split.val.clone();
+        if whole_body {
+            let run = |x: Tensor<4>| frozen.features(x);
+            let train = self.cached(&train_examples, &run, &mut progress, observer).await?;
+            let val = self.cached(&val_examples, &run, &mut progress, observer).await?;
+            Ok(match (train, val) {
+                (Some(train), val) if !self.cancelled => Cache::Embeddings { train, val },
+                _ => Cache::None,
+            })
+        } else {
+            let run = |x: Tensor<4>| frozen.forward_prefix(start, x);
+            let train = self.cached(&train_examples, &run, &mut progress, observer).await?;
+            let val = self.cached(&val_examples, &run, &mut progress, observer).await?;
+            Ok(match (train, val) {
+                (Some(train), val) if !self.cancelled => Cache::Boundary { start, train, val },
+                _ => Cache::None,
+            })
+        }
+    }
+
+    /// `run` over the evaluation views of `examples`, batch by batch, concatenated (`None` when there
+    /// are no examples or the run was cancelled).
+    async fn cached<const D: usize, O: TrainObserver>(
+        &mut self,
+        examples: &[usize],
+        run: &impl Fn(Tensor<4>) -> Tensor<D>,
+        progress: &mut Progress,
+        observer: &mut O,
+    ) -> Result<Option<Tensor<D>>, TrainError> {
+        let mut parts = Vec::new();
+        for chunk in examples.chunks(self.config.batch_size.max(1)) {
+            let out = run(self.view_batch(chunk.iter().copied()));
+            // Reading one value back waits for the batch: the progress is real, and the browser
+            // gets a turn.
+            readback::to_f32_vec(out.clone().flatten::<1>(0, D - 1).slice([0..1])).await?;
+            parts.push(out);
+            progress.done += chunk.len();
+            self.cancelled |= observer
+                .event(TrainEvent::Caching {
+                    phase: progress.phase.to_string(),
+                    done: progress.done,
+                    total: progress.total,
+                })
+                .is_break();
+            observer.between_batches().await;
+            if self.cancelled {
+                return Ok(None);
+            }
+        }
+        Ok((!parts.is_empty()).then(|| Tensor::cat(parts, 0)))
+    }
+}
+
+/// Progress through the images of a cache.
+struct Progress {
+    phase: &'static str,
+    done: usize,
+    total: usize,
+}
