@@ -49,9 +49,9 @@ impl OptimizerKind {
     }
 }
 
-/// Parameter ids of a module, split into weights (decayed) and vectors (biases, norm scales and
-/// shifts: not decayed). BatchNorm running statistics are not parameters and get no gradient, so
-/// listing them among the vectors is harmless.
+/// Ids of a module's trainable parameters (those that require a gradient: not BatchNorm's running
+/// statistics, not frozen ones), split into weights (decayed) and vectors (biases, norm scales and
+/// shifts: not decayed).
 #[derive(Debug, Default)]
 struct ParamIds {
     decayed: Vec<ParamId>,
@@ -60,6 +60,9 @@ struct ParamIds {
 
 impl ModuleVisitor for ParamIds {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
         if D >= 2 {
             self.decayed.push(param.id);
         } else {
@@ -82,7 +85,8 @@ pub struct BlockwiseOptimizer {
 }
 
 impl BlockwiseOptimizer {
-    /// Optimizers for the blocks `phase` trains in `model`, at its rates.
+    /// Optimizers for the blocks `phase` trains in `model` (on an autodiff device, with the phase's
+    /// blocks frozen), at its rates.
     pub fn for_phase(phase: &Phase, kind: &OptimizerKind, model: &ImageClassifier) -> Self {
         let group = |block: Option<usize>, lr: f64| {
             let mut ids = ParamIds::default();

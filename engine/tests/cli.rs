@@ -88,3 +88,89 @@ fn unknown_models_are_refused_with_the_known_ones() {
         "{stderr}"
     );
 }
+
+/// A dataset built by `cargo xtask datasets` (`$GRAFT_DATASETS`, or `~/.cache/graft/datasets`).
+fn dataset(name: &str) -> std::path::PathBuf {
+    let root = std::env::var_os("GRAFT_DATASETS").map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/graft/datasets"),
+        std::path::PathBuf::from,
+    );
+    let path = root.join(name);
+    assert!(path.is_dir(), "{} is missing: run `cargo xtask datasets`", path.display());
+    path
+}
+
+#[test]
+fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
+    let data = dataset("tuxpaint-photos");
+    let out = std::env::temp_dir().join(format!("graft-cli-{}.graft", std::process::id()));
+    let output = graft(&[
+        "train",
+        data.to_str().unwrap(),
+        "--model",
+        "mobilenet-v2",
+        "--strategy",
+        "head-only",
+        "--epochs",
+        "8",
+        "--max-per-class",
+        "12",
+        "--seed",
+        "1",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+        .collect();
+    assert_eq!(events[0]["event"], "started");
+    assert!(events.iter().any(|e| e["event"] == "epoch"));
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["strategy"], "head-only");
+    let classes: Vec<&str> = done["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(classes, ["birds", "flowers", "fruit", "insects", "mammals", "vegetables"]);
+    let accuracy = done["val_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert!(done["epochs"].as_u64().unwrap() >= 1);
+    assert!(done["seconds"].as_f64().unwrap() > 0.0);
+    let per_class = done["per_class_accuracy"].as_object().unwrap();
+    assert_eq!(per_class.len(), 6);
+    let confusion = done["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 6);
+    let val_total: u64 = confusion
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    // 12 per class, 20% held out: round(2.4) = 2 per class.
+    assert_eq!(val_total, 12);
+    let correct: u64 = (0..6).map(|i| confusion[i][i].as_u64().unwrap()).sum();
+    assert!((accuracy - correct as f64 / 12.0).abs() < 1e-9, "accuracy agrees with the confusion matrix");
+
+    // A photo of the training set comes back as one of the classes, with probabilities summing to <= 1.
+    let bird = std::fs::read_dir(data.join("birds")).unwrap().next().unwrap().unwrap().path();
+    let output = graft(&["predict", "--model-file", out.to_str().unwrap(), "--json", bird.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let top = line["top"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    assert!(classes.contains(&line["label"].as_str().unwrap()));
+    assert_eq!(line["label"], top[0]["label"]);
+    let sum: f64 = top.iter().map(|p| p["prob"].as_f64().unwrap()).sum();
+    assert!(sum <= 1.0 + 1e-6);
+
+    // A damaged model file is refused with its name.
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&out, bytes).unwrap();
+    let output = graft(&["predict", "--model-file", out.to_str().unwrap(), bird.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("truncated or damaged") && error.contains(".graft"), "{error}");
+    let _ = std::fs::remove_file(&out);
+}

@@ -291,3 +291,42 @@ fn each_block_moves_by_its_own_learning_rate() {
     }
     assert_eq!(optimizer.learning_rates().last(), Some(&(None, 1e-2)));
 }
+
+#[test]
+fn weight_decay_shrinks_weights_but_not_biases_or_norms() {
+    use graft_engine::optim::{BlockwiseOptimizer, OptimizerKind};
+    use graft_engine::strategy::Phase;
+
+    let device = Device::flex().autodiff();
+    device.seed(17);
+    let mut model = model(&device);
+    let phase = Phase {
+        name: "train",
+        epochs: 1,
+        frozen_blocks: 18,
+        head_lr: 0.1,
+        block_lrs: vec![0.1],
+        cache_embeddings: false,
+    };
+    freeze::freeze_to(&mut model, phase.frozen_blocks).unwrap();
+    let read = |t: Tensor<1>| pollster::block_on(t.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+    let head_conv = |m: &ImageClassifier| {
+        (
+            read(m.head_conv.conv.weight.val().flatten(0, 3)),
+            read(m.head_conv.norm.gamma.val()),
+            read(m.classifier.bias.as_ref().unwrap().val()),
+        )
+    };
+    let (weight, gamma, bias) = head_conv(&model);
+    // A loss with zero gradient: only weight decay moves anything.
+    let images = Tensor::<4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+    let loss = model.forward_train(images).sum().mul_scalar(0.0);
+    let mut optimizer = BlockwiseOptimizer::for_phase(&phase, &OptimizerKind::AdamW { weight_decay: 0.5 }, &model);
+    let model = optimizer.step(model, loss.backward(), 1.0);
+    let (weight_after, gamma_after, bias_after) = head_conv(&model);
+    // AdamW's decoupled decay: w <- w * (1 - lr * decay) = w * 0.95.
+    let ratio = weight_after[0] / weight[0];
+    assert!((ratio - 0.95).abs() < 1e-4, "weights decay: ratio {ratio}");
+    assert_eq!(gamma, gamma_after, "BatchNorm scales are not decayed");
+    assert_eq!(bias, bias_after, "biases are not decayed");
+}

@@ -32,3 +32,6 @@ pub mod e2e;
 pub mod freezing;
 pub mod golden;
 pub mod pretrained;
+pub mod training;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod datasets;

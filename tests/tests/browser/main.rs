@@ -10,3 +10,4 @@ mod device;
 mod freezing;
 mod frozen_prefix;
 mod pretrained;
+mod training;

@@ -1,0 +1,183 @@
+//! Each strategy runs real training steps through the engine's loop — natively and on WebGPU in the
+//! browser — on a tiny dataset made from the four real photos of the golden fixture, at 64 px so that
+//! SwiftShader gets through it in seconds.
+
+use std::ops::ControlFlow;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use graft_engine::freeze;
+use burn::prelude::*;
+use graft_engine::data::{Dataset, Example};
+use graft_engine::model::{ImageClassifier, ModelKind};
+use graft_engine::preprocess;
+use graft_engine::strategy::Strategy;
+use graft_engine::train::{self, CacheKind, TrainConfig, TrainError, TrainEvent, TrainSummary};
+
+use crate::golden::CROPS;
+
+/// Two classes from the fixture photos — living things (the cat, the astronaut) and objects (the
+/// espresso, the rocket) — each photo with its mirror image and its top-left quarter enlarged: 6 per
+/// class.
+pub fn photo_dataset() -> Dataset {
+    let mut dataset = Dataset {
+        classes: vec!["living".into(), "object".into()],
+        examples: Vec::new(),
+    };
+    for (name, png) in CROPS {
+        let label = usize::from(matches!(name, "coffee" | "rocket"));
+        let image = preprocess::decode(png).expect("fixture photos decode");
+        let mirrored = image::imageops::flip_horizontal(&image);
+        let quarter = image::imageops::resize(
+            &image::imageops::crop_imm(&image, 0, 0, 112, 112).to_image(),
+            224,
+            224,
+            image::imageops::FilterType::Triangle,
+        );
+        for view in [image, mirrored, quarter] {
+            dataset.examples.push(Example { image: view, label });
+        }
+    }
+    dataset
+}
+
+/// The configuration of the few-steps runs: 64 px, batches of 4, two images per class held out.
+pub fn few_steps_config(strategy: Strategy) -> TrainConfig {
+    let mut config = TrainConfig::new(strategy);
+    config.epochs = match strategy {
+        Strategy::Staged { .. } => 2,
+        _ => 1,
+    };
+    config.batch_size = 4;
+    config.image_size = Some(64);
+    config.val_fraction = 0.34;
+    config.patience = None;
+    config.seed = 5;
+    config
+}
+
+/// What a few-steps run did.
+#[derive(Debug, Clone)]
+pub struct StepsReport {
+    pub summary: TrainSummary,
+    /// Losses of every batch, in order.
+    pub losses: Vec<f64>,
+    /// Per phase: name, cache used, parameters the optimizer updated.
+    pub phases: Vec<(String, CacheKind, usize)>,
+    /// Scalar parameters that require a gradient in each phase (body blocks from `frozen_blocks` on
+    /// plus the head), counted independently of the optimizer.
+    pub expected_trainable: Vec<usize>,
+    /// Largest change of any float (parameters and BatchNorm statistics) in the blocks every phase kept
+    /// frozen (`None` when no block stayed frozen throughout, or training started from scratch).
+    pub frozen_max_change: Option<f32>,
+    /// Largest change of any float in the last body block (`head_conv`).
+    pub last_block_max_change: f32,
+}
+
+/// Trains `strategy` for a few steps on `device` from `pretrained` (a MobileNetV2).
+pub async fn run_strategy(
+    pretrained: &ImageClassifier,
+    strategy: Strategy,
+    device: &Device,
+) -> Result<StepsReport, TrainError> {
+    let dataset = photo_dataset();
+    let config = few_steps_config(strategy);
+    let num_blocks = pretrained.block_names().len();
+    let phases = strategy.phases(num_blocks, config.epochs, config.base_lr())?;
+    let always_frozen = phases.iter().map(|p| p.frozen_blocks).min().unwrap_or(0);
+    // Counted from the parameters' gradient requirement, independently of the optimizer's groups.
+    let mut expected_trainable = Vec::new();
+    for phase in &phases {
+        let mut model = pretrained.clone().with_classes(dataset.classes.len()).train();
+        freeze::freeze_to(&mut model, phase.frozen_blocks).expect("phase within the body");
+        expected_trainable.push(freeze::trainable_params(&model));
+    }
+
+    let mut losses = Vec::new();
+    let mut phase_log = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        match event {
+            TrainEvent::Batch { loss, .. } => losses.push(loss),
+            TrainEvent::PhaseStart {
+                phase,
+                cache,
+                trainable_params,
+                ..
+            } => phase_log.push((phase, cache, trainable_params)),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    };
+    let trained = train::train(pretrained, ModelKind::MobileNetV2, &dataset, &config, device, &mut observer).await?;
+
+    let frozen_max_change = if always_frozen > 0 && strategy.uses_pretrained_weights() {
+        let mut max = 0.0f32;
+        for index in 0..always_frozen {
+            max = max.max(max_change(&block_floats(pretrained, index).await?, &block_floats(&trained.model, index).await?));
+        }
+        Some(max)
+    } else {
+        None
+    };
+    let last = num_blocks - 1;
+    let last_block_max_change = max_change(
+        &block_floats(pretrained, last).await?,
+        &block_floats(&trained.model, last).await?,
+    );
+    Ok(StepsReport {
+        summary: trained.summary,
+        losses,
+        phases: phase_log,
+        expected_trainable,
+        frozen_max_change,
+        last_block_max_change,
+    })
+}
+
+/// Every float of body block `index`, read back.
+async fn block_floats(model: &ImageClassifier, index: usize) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.val().flatten(0, D - 1));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit_block(index, &mut collect);
+    let mut all = Vec::new();
+    for tensor in collect.0 {
+        all.extend(graft_engine::readback::to_f32_vec(tensor).await?);
+    }
+    Ok(all)
+}
+
+fn max_change(before: &[f32], after: &[f32]) -> f32 {
+    assert_eq!(before.len(), after.len(), "the same block has the same size");
+    before.iter().zip(after).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+/// What every few-steps run must show, whatever the device.
+pub fn assert_few_steps(report: &StepsReport, strategy: Strategy) {
+    let config = few_steps_config(strategy);
+    assert_eq!(report.summary.epochs, config.epochs, "every planned epoch ran");
+    assert!(!report.losses.is_empty() && report.losses.iter().all(|l| l.is_finite()));
+    assert_eq!(
+        report.phases.iter().map(|p| p.2).collect::<Vec<_>>(),
+        report.expected_trainable,
+        "the optimizer updates exactly the parameters that require a gradient"
+    );
+    assert!(report.summary.val_accuracy.is_some());
+    assert_eq!(
+        report.summary.confusion.iter().flatten().sum::<usize>(),
+        4,
+        "4 validation images"
+    );
+    if let Some(change) = report.frozen_max_change {
+        assert_eq!(change, 0.0, "frozen blocks are bit-identical after training");
+    }
+    let body_trains = !matches!(strategy, Strategy::HeadOnly);
+    assert_eq!(
+        report.last_block_max_change > 0.0,
+        body_trains,
+        "head_conv trains exactly when the strategy trains body blocks"
+    );
+}

@@ -1,0 +1,288 @@
+//! The training loop natively on the CPU backend: every strategy for a few steps, then the loop's
+//! behaviours (caching, early stopping, cancelling, validation, the model file) and head-only on real
+//! photos.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::ops::ControlFlow;
+
+use burn::prelude::*;
+use graft_engine::bundle::{self, BundleError, BundleHeader};
+use graft_engine::data;
+use graft_engine::model::ModelKind;
+use graft_engine::strategy::Strategy;
+use graft_engine::train::{self, CacheKind, TrainConfig, TrainEvent};
+use graft_engine::weights::WeightsError;
+use graft_engine::readback;
+use graft_tests::{datasets, pretrained, training};
+
+fn cpu() -> Device {
+    Device::flex()
+}
+
+fn check_strategy(strategy: Strategy) {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights");
+    let report = pollster::block_on(training::run_strategy(&model, strategy, &device)).expect("training runs");
+    println!(
+        "{}: losses {:?}, phases {:?}, val accuracy {:?}, frozen change {:?}, head_conv change {:.2e}",
+        strategy.name(),
+        report.losses,
+        report.phases,
+        report.summary.val_accuracy,
+        report.frozen_max_change,
+        report.last_block_max_change
+    );
+    training::assert_few_steps(&report, strategy);
+}
+
+#[test]
+fn head_only_trains_the_head_on_cached_embeddings() {
+    check_strategy(Strategy::HeadOnly);
+}
+
+#[test]
+fn partial_freeze_trains_the_top_blocks_on_cached_boundary_activations() {
+    check_strategy(Strategy::PartialFreeze { trainable_blocks: 3 });
+}
+
+#[test]
+fn staged_trains_the_head_then_everything() {
+    check_strategy(Strategy::STAGED_DEFAULT);
+}
+
+#[test]
+fn full_fine_tune_trains_every_block() {
+    check_strategy(Strategy::FullFineTune);
+}
+
+#[test]
+fn from_scratch_trains_a_random_network() {
+    check_strategy(Strategy::FromScratch);
+}
+
+#[test]
+fn caches_are_used_where_nothing_before_them_trains() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let caches = |strategy| {
+        let report = pollster::block_on(training::run_strategy(&model, strategy, &device)).unwrap();
+        (
+            report.phases.iter().map(|p| p.1).collect::<Vec<_>>(),
+            report.last_block_max_change,
+        )
+    };
+    let (head_only, head_conv_change) = caches(Strategy::HeadOnly);
+    assert_eq!(head_only, vec![CacheKind::Embeddings]);
+    assert_eq!(head_conv_change, 0.0, "head-only leaves the whole body untouched");
+    let (partial, head_conv_change) = caches(Strategy::PartialFreeze { trainable_blocks: 3 });
+    assert_eq!(partial, vec![CacheKind::Boundary]);
+    assert!(head_conv_change > 0.0, "the top blocks train");
+    let (staged, _) = caches(Strategy::STAGED_DEFAULT);
+    assert_eq!(staged, vec![CacheKind::Embeddings, CacheKind::None]);
+}
+
+#[test]
+fn augmentation_turns_caching_off_and_says_so() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let mut config = training::few_steps_config(Strategy::HeadOnly);
+    config.augment = true;
+    let mut events = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        events.push(event);
+        ControlFlow::Continue(())
+    };
+    pollster::block_on(train::train(
+        &model,
+        ModelKind::MobileNetV2,
+        &training::photo_dataset(),
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .unwrap();
+    assert!(events.iter().any(
+        |e| matches!(e, TrainEvent::Notice { message } if message.contains("Augmentation is on"))
+    ));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        TrainEvent::PhaseStart {
+            cache: CacheKind::None,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_cancel_stops_between_batches_and_keeps_what_was_trained() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let mut config = training::few_steps_config(Strategy::FullFineTune);
+    config.epochs = 5;
+    let mut batches = 0;
+    let mut done = None;
+    let mut observer = |event: TrainEvent| match event {
+        TrainEvent::Batch { .. } => {
+            batches += 1;
+            // Epoch 1 has 2 batches (8 training images, batches of 4): cancel inside epoch 2.
+            if batches == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        }
+        TrainEvent::Done(summary) => {
+            done = Some(summary);
+            ControlFlow::Continue(())
+        }
+        _ => ControlFlow::Continue(()),
+    };
+    let trained = pollster::block_on(train::train(
+        &model,
+        ModelKind::MobileNetV2,
+        &training::photo_dataset(),
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .unwrap();
+    assert_eq!(batches, 3, "no batch runs after the cancel");
+    assert!(trained.summary.cancelled);
+    assert_eq!(trained.summary.epochs, 1, "the interrupted epoch does not count");
+    assert_eq!(trained.summary.best_epoch, Some(1), "the model of the completed epoch is kept");
+    assert_eq!(done.as_ref(), Some(&trained.summary), "the last event is the summary");
+}
+
+#[test]
+fn early_stopping_ends_a_phase_that_stopped_improving_and_keeps_the_best_model() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let mut config = training::few_steps_config(Strategy::HeadOnly);
+    config.epochs = 10;
+    config.patience = Some(2);
+    // With a zero learning rate nothing improves after the first epoch.
+    config.lr = Some(0.0);
+    let mut stops = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        if let TrainEvent::EarlyStop { epoch, best_epoch, .. } = event {
+            stops.push((epoch, best_epoch));
+        }
+        ControlFlow::Continue(())
+    };
+    let trained = pollster::block_on(train::train(
+        &model,
+        ModelKind::MobileNetV2,
+        &training::photo_dataset(),
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .unwrap();
+    assert_eq!(stops, vec![(3, 1)]);
+    assert_eq!((trained.summary.epochs, trained.summary.best_epoch), (3, Some(1)));
+}
+
+#[test]
+fn degenerate_datasets_and_settings_are_refused_with_reasons() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let run = |dataset: &data::Dataset, config: &TrainConfig| {
+        let mut observer = |_: TrainEvent| ControlFlow::Continue(());
+        pollster::block_on(train::train(&model, ModelKind::MobileNetV2, dataset, config, &device, &mut observer))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let config = training::few_steps_config(Strategy::HeadOnly);
+    let mut one_class = training::photo_dataset();
+    one_class.examples.retain(|e| e.label == 0);
+    one_class.classes.truncate(1);
+    assert_eq!(
+        run(&one_class, &config).unwrap(),
+        "there is only one class (\"living\"): a classifier needs at least two classes to tell apart"
+    );
+    let mut empty_class = training::photo_dataset();
+    empty_class.classes.push("plants".into());
+    assert_eq!(
+        run(&empty_class, &config).unwrap(),
+        "class \"plants\" has no images: add some or remove the class"
+    );
+    let too_many = training::few_steps_config(Strategy::PartialFreeze { trainable_blocks: 40 });
+    assert_eq!(
+        run(&training::photo_dataset(), &too_many).unwrap(),
+        "40 trainable blocks requested, but the model has 19"
+    );
+    let mut zero_batch = training::few_steps_config(Strategy::HeadOnly);
+    zero_batch.batch_size = 0;
+    assert_eq!(
+        run(&training::photo_dataset(), &zero_batch).unwrap(),
+        "the batch size must be at least 1"
+    );
+}
+
+#[test]
+fn a_model_file_round_trips_and_damage_is_refused() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap().with_classes(3);
+    let classes = vec!["a".to_string(), "b".into(), "c".into()];
+    let bytes = bundle::encode(BundleHeader::new(ModelKind::MobileNetV2, classes.clone(), 224), &model).unwrap();
+    let (header, loaded) = bundle::decode("model.graft", &bytes, &device).unwrap();
+    assert_eq!(header.classes, classes);
+    assert_eq!(header.resize_short_side, 256);
+    let image = preprocess_photo();
+    let logits = |m: &graft_engine::model::ImageClassifier| {
+        pollster::block_on(readback::to_f32_vec(m.forward(header.input(&image, &device)))).unwrap()
+    };
+    assert_eq!(logits(&model), logits(&loaded), "the same weights give the same logits");
+
+    let truncated = &bytes[..bytes.len() - 100];
+    assert!(matches!(
+        bundle::decode("model.graft", truncated, &device),
+        Err(BundleError::Weights(WeightsError::SizeMismatch { .. }))
+    ));
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(
+        bundle::decode("model.graft", &flipped, &device),
+        Err(BundleError::Weights(WeightsError::Sha256Mismatch { .. }))
+    ));
+    assert!(matches!(
+        bundle::decode("notes.txt", b"hello", &device),
+        Err(BundleError::NotABundle { .. })
+    ));
+    assert!(matches!(
+        bundle::decode("model.graft", &bytes[..20], &device),
+        Err(BundleError::Truncated { .. })
+    ));
+}
+
+fn preprocess_photo() -> image::RgbImage {
+    graft_engine::preprocess::decode(graft_tests::golden::CROPS[0].1).unwrap()
+}
+
+#[test]
+fn head_only_on_real_photos_reaches_high_validation_accuracy() {
+    // 209 Tux Paint photo cut-outs in 6 classes (birds, flowers, fruit, insects, mammals, vegetables).
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let (dataset, skipped) = data::read_folder(&datasets::path("tuxpaint-photos"), 224, None).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let config = TrainConfig::new(Strategy::HeadOnly);
+    let mut observer = |_: TrainEvent| ControlFlow::Continue(());
+    let trained = pollster::block_on(train::train(
+        &model,
+        ModelKind::MobileNetV2,
+        &dataset,
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .unwrap();
+    let summary = &trained.summary;
+    println!(
+        "head-only on tuxpaint-photos: val accuracy {:.3} after {} epochs (best {:?}), {:.1} s; per class {:?}",
+        summary.val_accuracy.unwrap(),
+        summary.epochs,
+        summary.best_epoch,
+        summary.seconds,
+        summary.per_class_accuracy
+    );
+    assert!(summary.val_accuracy.unwrap() >= 0.75, "{summary:?}");
+    assert_eq!(summary.val_images.len(), summary.val_predictions.len());
+}
