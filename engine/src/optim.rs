@@ -9,12 +9,12 @@
 use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use serde::{Deserialize, Serialize};
 
-use crate::model::ImageClassifier;
+use crate::model::{ImageClassifier, step_module};
 use crate::strategy::Phase;
 
 /// Which optimizer trains, and its settings.
@@ -136,7 +136,8 @@ impl BlockwiseOptimizer {
         count.1
     }
 
-    /// One step: every group's rate times `factor` (the schedule's value for this step).
+    /// One step: every group's rate times `factor` (the schedule's value for this step). Each group
+    /// updates only its own block (or the head), so a head-only step does not pass over the body.
     pub fn step(&mut self, mut model: ImageClassifier, mut grads: Gradients, factor: f64) -> ImageClassifier {
         for group in &mut self.groups {
             let lr = group.lr * factor;
@@ -144,9 +145,9 @@ impl BlockwiseOptimizer {
                 if ids.is_empty() {
                     continue;
                 }
-                let params = GradientsParams::from_params(&mut grads, &model, ids);
-                if !params.is_empty() {
-                    model = optimizer.step(lr, model, params);
+                match group.block {
+                    Some(index) => model.step_block(index, optimizer, lr, &mut grads, ids),
+                    None => step_module(&mut model.classifier, optimizer, lr, &mut grads, ids),
                 }
             }
         }

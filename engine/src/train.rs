@@ -594,7 +594,12 @@ impl Run<'_> {
             )
         };
         match cache {
-            Cache::Embeddings { train, .. } => model.classify(train.clone().select(0, rows()).autodiff()),
+            // Without dropout: with the features fixed, its noise costs more (a random mask for every
+            // embedding of every epoch, the bulk of a CPU step) than it regularises a linear layer
+            // that label smoothing and weight decay already regularise.
+            Cache::Embeddings { train, .. } => {
+                model.classify_without_dropout(train.clone().select(0, rows()).autodiff())
+            }
             Cache::Boundary { start, train, .. } => {
                 model.forward_from(*start, train.clone().select(0, rows()).autodiff())
             }

@@ -96,7 +96,11 @@ fn dataset(name: &str) -> std::path::PathBuf {
         std::path::PathBuf::from,
     );
     let path = root.join(name);
-    assert!(path.is_dir(), "{} is missing: run `cargo xtask datasets`", path.display());
+    assert!(
+        path.is_dir(),
+        "{} is missing: run `cargo xtask datasets`",
+        path.display()
+    );
     path
 }
 
@@ -132,8 +136,16 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     let done = events.last().unwrap();
     assert_eq!(done["event"], "done");
     assert_eq!(done["strategy"], "head-only");
-    let classes: Vec<&str> = done["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    assert_eq!(classes, ["birds", "flowers", "fruit", "insects", "mammals", "vegetables"]);
+    let classes: Vec<&str> = done["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        classes,
+        ["birds", "flowers", "fruit", "insects", "mammals", "vegetables"]
+    );
     let accuracy = done["val_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert!(done["epochs"].as_u64().unwrap() >= 1);
@@ -150,11 +162,25 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     // 12 per class, 20% held out: round(2.4) = 2 per class.
     assert_eq!(val_total, 12);
     let correct: u64 = (0..6).map(|i| confusion[i][i].as_u64().unwrap()).sum();
-    assert!((accuracy - correct as f64 / 12.0).abs() < 1e-9, "accuracy agrees with the confusion matrix");
+    assert!(
+        (accuracy - correct as f64 / 12.0).abs() < 1e-9,
+        "accuracy agrees with the confusion matrix"
+    );
 
     // A photo of the training set comes back as one of the classes, with probabilities summing to <= 1.
-    let bird = std::fs::read_dir(data.join("birds")).unwrap().next().unwrap().unwrap().path();
-    let output = graft(&["predict", "--model-file", out.to_str().unwrap(), "--json", bird.to_str().unwrap()]);
+    let bird = std::fs::read_dir(data.join("birds"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let output = graft(&[
+        "predict",
+        "--model-file",
+        out.to_str().unwrap(),
+        "--json",
+        bird.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let top = line["top"].as_array().unwrap();
@@ -171,6 +197,9 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     let output = graft(&["predict", "--model-file", out.to_str().unwrap(), bird.to_str().unwrap()]);
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
-    assert!(error.contains("truncated or damaged") && error.contains(".graft"), "{error}");
+    assert!(
+        error.contains("truncated or damaged") && error.contains(".graft"),
+        "{error}"
+    );
     let _ = std::fs::remove_file(&out);
 }

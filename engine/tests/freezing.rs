@@ -309,7 +309,12 @@ fn weight_decay_shrinks_weights_but_not_biases_or_norms() {
         cache_embeddings: false,
     };
     freeze::freeze_to(&mut model, phase.frozen_blocks).unwrap();
-    let read = |t: Tensor<1>| pollster::block_on(t.into_data_async()).unwrap().try_to_vec::<f32>().unwrap();
+    let read = |t: Tensor<1>| {
+        pollster::block_on(t.into_data_async())
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
     let head_conv = |m: &ImageClassifier| {
         (
             read(m.head_conv.conv.weight.val().flatten(0, 3)),

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 /// with the command to run when it is missing.
 pub fn path(name: &str) -> PathBuf {
     let root = std::env::var_os("GRAFT_DATASETS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/graft/datasets")
-        },
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/graft/datasets"),
         PathBuf::from,
     );
     let path = root.join(name);

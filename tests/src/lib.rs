@@ -28,10 +28,10 @@ pub async fn module_floats<M: Module>(module: &M) -> Result<Vec<Vec<f32>>, Readb
     Ok(out)
 }
 #[cfg(not(target_arch = "wasm32"))]
+pub mod datasets;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod e2e;
 pub mod freezing;
 pub mod golden;
 pub mod pretrained;
 pub mod training;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod datasets;

@@ -5,9 +5,9 @@
 use std::ops::ControlFlow;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use graft_engine::freeze;
 use burn::prelude::*;
 use graft_engine::data::{Dataset, Example};
+use graft_engine::freeze;
 use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::preprocess;
 use graft_engine::strategy::Strategy;
@@ -107,12 +107,23 @@ pub async fn run_strategy(
         }
         ControlFlow::Continue(())
     };
-    let trained = train::train(pretrained, ModelKind::MobileNetV2, &dataset, &config, device, &mut observer).await?;
+    let trained = train::train(
+        pretrained,
+        ModelKind::MobileNetV2,
+        &dataset,
+        &config,
+        device,
+        &mut observer,
+    )
+    .await?;
 
     let frozen_max_change = if always_frozen > 0 && strategy.uses_pretrained_weights() {
         let mut max = 0.0f32;
         for index in 0..always_frozen {
-            max = max.max(max_change(&block_floats(pretrained, index).await?, &block_floats(&trained.model, index).await?));
+            max = max.max(max_change(
+                &block_floats(pretrained, index).await?,
+                &block_floats(&trained.model, index).await?,
+            ));
         }
         Some(max)
     } else {
@@ -134,7 +145,10 @@ pub async fn run_strategy(
 }
 
 /// Every float of body block `index`, read back.
-async fn block_floats(model: &ImageClassifier, index: usize) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
+async fn block_floats(
+    model: &ImageClassifier,
+    index: usize,
+) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
     struct Collect(Vec<Tensor<1>>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -180,4 +194,51 @@ pub fn assert_few_steps(report: &StepsReport, strategy: Strategy) {
         body_trains,
         "head_conv trains exactly when the strategy trains body blocks"
     );
+}
+
+/// Wall time of each epoch of a run, by phase, as the loop reports it (`Epoch` events), plus the time
+/// spent filling caches: what the training benchmarks print.
+#[derive(Debug, Clone, Default)]
+pub struct EpochTimes {
+    /// `(phase, seconds)` per epoch.
+    pub epochs: Vec<(String, f64)>,
+    /// Seconds from the first `Caching` event to the phase start it belongs to, summed.
+    pub caching_seconds: f64,
+    pub summary: Option<TrainSummary>,
+}
+
+/// Runs `config` on `dataset` from `pretrained` (MobileNetV2) and collects the epoch times.
+pub async fn epoch_times(
+    pretrained: &ImageClassifier,
+    dataset: &Dataset,
+    config: &TrainConfig,
+    device: &Device,
+    now_seconds: impl Fn() -> f64,
+) -> Result<EpochTimes, TrainError> {
+    let mut times = EpochTimes::default();
+    let mut caching_since: Option<f64> = None;
+    let mut observer = |event: TrainEvent| {
+        match event {
+            TrainEvent::Caching { .. } if caching_since.is_none() => caching_since = Some(now_seconds()),
+            TrainEvent::PhaseStart { .. } => {
+                if let Some(since) = caching_since.take() {
+                    times.caching_seconds += now_seconds() - since;
+                }
+            }
+            TrainEvent::Epoch { phase, seconds, .. } => times.epochs.push((phase, seconds)),
+            TrainEvent::Done(summary) => times.summary = Some(summary),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    };
+    train::train(
+        pretrained,
+        ModelKind::MobileNetV2,
+        dataset,
+        config,
+        device,
+        &mut observer,
+    )
+    .await?;
+    Ok(times)
 }

@@ -9,10 +9,10 @@ use burn::prelude::*;
 use graft_engine::bundle::{self, BundleError, BundleHeader};
 use graft_engine::data;
 use graft_engine::model::ModelKind;
+use graft_engine::readback;
 use graft_engine::strategy::Strategy;
 use graft_engine::train::{self, CacheKind, TrainConfig, TrainEvent};
 use graft_engine::weights::WeightsError;
-use graft_engine::readback;
 use graft_tests::{datasets, pretrained, training};
 
 fn cpu() -> Device {
@@ -101,9 +101,11 @@ fn augmentation_turns_caching_off_and_says_so() {
         &mut observer,
     ))
     .unwrap();
-    assert!(events.iter().any(
-        |e| matches!(e, TrainEvent::Notice { message } if message.contains("Augmentation is on"))
-    ));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Notice { message } if message.contains("Augmentation is on")))
+    );
     assert!(events.iter().any(|e| matches!(
         e,
         TrainEvent::PhaseStart {
@@ -125,7 +127,11 @@ fn a_cancel_stops_between_batches_and_keeps_what_was_trained() {
         TrainEvent::Batch { .. } => {
             batches += 1;
             // Epoch 1 has 2 batches (8 training images, batches of 4): cancel inside epoch 2.
-            if batches == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if batches == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         }
         TrainEvent::Done(summary) => {
             done = Some(summary);
@@ -145,7 +151,11 @@ fn a_cancel_stops_between_batches_and_keeps_what_was_trained() {
     assert_eq!(batches, 3, "no batch runs after the cancel");
     assert!(trained.summary.cancelled);
     assert_eq!(trained.summary.epochs, 1, "the interrupted epoch does not count");
-    assert_eq!(trained.summary.best_epoch, Some(1), "the model of the completed epoch is kept");
+    assert_eq!(
+        trained.summary.best_epoch,
+        Some(1),
+        "the model of the completed epoch is kept"
+    );
     assert_eq!(done.as_ref(), Some(&trained.summary), "the last event is the summary");
 }
 
@@ -184,9 +194,16 @@ fn degenerate_datasets_and_settings_are_refused_with_reasons() {
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let run = |dataset: &data::Dataset, config: &TrainConfig| {
         let mut observer = |_: TrainEvent| ControlFlow::Continue(());
-        pollster::block_on(train::train(&model, ModelKind::MobileNetV2, dataset, config, &device, &mut observer))
-            .err()
-            .map(|e| e.to_string())
+        pollster::block_on(train::train(
+            &model,
+            ModelKind::MobileNetV2,
+            dataset,
+            config,
+            &device,
+            &mut observer,
+        ))
+        .err()
+        .map(|e| e.to_string())
     };
     let config = training::few_steps_config(Strategy::HeadOnly);
     let mut one_class = training::photo_dataset();
@@ -218,7 +235,9 @@ fn degenerate_datasets_and_settings_are_refused_with_reasons() {
 #[test]
 fn a_model_file_round_trips_and_damage_is_refused() {
     let device = cpu();
-    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap().with_classes(3);
+    let model = pretrained::load(ModelKind::MobileNetV2, &device)
+        .unwrap()
+        .with_classes(3);
     let classes = vec!["a".to_string(), "b".into(), "c".into()];
     let bytes = bundle::encode(BundleHeader::new(ModelKind::MobileNetV2, classes.clone(), 224), &model).unwrap();
     let (header, loaded) = bundle::decode("model.graft", &bytes, &device).unwrap();

@@ -48,7 +48,12 @@ fn fetch_deb(cache: &Path) -> Result<PathBuf, String> {
             break;
         }
         println!("xtask: downloading {package} (Debian)");
-        let download = || Command::new("apt-get").current_dir(cache).args(["download", package]).status();
+        let download = || {
+            Command::new("apt-get")
+                .current_dir(cache)
+                .args(["download", package])
+                .status()
+        };
         if !download().is_ok_and(|status| status.success()) {
             // A fresh machine may have no package lists yet.
             tools::run(Command::new("apt-get").args(["update", "-q"]))?;

@@ -1,10 +1,10 @@
 //! The image classifier both architectures share: stem -> inverted residual blocks -> 1x1 head conv ->
 //! global average pooling -> dropout -> linear classifier, built from an architecture table.
 
-use burn::module::{Flag, ModuleVisitor, Param};
+use burn::module::{Flag, ModuleVisitor, Param, ParamId};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
@@ -77,6 +77,20 @@ impl Architecture {
             dropout: DropoutConfig::new(self.dropout).init(),
             classifier: LinearConfig::new(self.head_channels, classes).init(device),
         }
+    }
+}
+
+/// One optimizer step on `module` with the gradients of `params` (ids within it) from `grads`.
+pub(crate) fn step_module<M: Module>(
+    module: &mut M,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    grads: &mut Gradients,
+    params: &[ParamId],
+) {
+    let params = GradientsParams::from_params(grads, module, params);
+    if !params.is_empty() {
+        *module = optimizer.step(lr, module.clone(), params);
     }
 }
 
@@ -188,6 +202,25 @@ impl ImageClassifier {
         }
     }
 
+    /// One optimizer step on body block `index` alone: takes the gradients of `params` (ids within the
+    /// block) out of `grads` and updates only that block, so that a step costs what the block costs,
+    /// not a pass over the whole model.
+    pub fn step_block(
+        &mut self,
+        index: usize,
+        optimizer: &mut ModuleOptimizer,
+        lr: f64,
+        grads: &mut Gradients,
+        params: &[ParamId],
+    ) {
+        match index {
+            0 => step_module(&mut self.stem, optimizer, lr, grads, params),
+            i if i <= self.blocks.len() => step_module(&mut self.blocks[i - 1], optimizer, lr, grads, params),
+            i if i == self.blocks.len() + 1 => step_module(&mut self.head_conv, optimizer, lr, grads, params),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
     /// Takes the gradients of body block `index`'s parameters out of `grads`.
     pub fn block_gradients(&self, index: usize, grads: &mut Gradients) -> GradientsParams {
         match self.body_block(index) {
@@ -275,6 +308,14 @@ impl ImageClassifier {
     /// - `embeddings`: `[batch, head_channels]` -> `[batch, classes]`
     pub fn classify(&self, embeddings: Tensor<2>) -> Tensor<2> {
         self.classifier.forward(self.dropout.forward(embeddings))
+    }
+
+    /// Logits from pooled embeddings without dropout, in training too.
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, head_channels]` -> `[batch, classes]`
+    pub fn classify_without_dropout(&self, embeddings: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(embeddings)
     }
 
     /// # Shapes

@@ -6,6 +6,7 @@ pub mod efficientnet_lite;
 pub mod mobilenet_v2;
 
 pub use blocks::{ConvBnAct, InvertedResidual, Padding, tf_same_padding};
+pub(crate) use classifier::step_module;
 pub use classifier::{Architecture, ImageClassifier, Stage};
 
 use serde::{Deserialize, Serialize};

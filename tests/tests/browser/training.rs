@@ -10,7 +10,9 @@ use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 async fn few_steps(strategy: Strategy, device: Device, label: &str) {
     let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights load");
-    let report = training::run_strategy(&model, strategy, &device).await.expect("training runs");
+    let report = training::run_strategy(&model, strategy, &device)
+        .await
+        .expect("training runs");
     console_log!(
         "{label} {}: {:.1} s, losses {:?}, phases {:?}, val accuracy {:?}, frozen change {:?}, head_conv change {:.2e}",
         strategy.name(),
@@ -38,7 +40,12 @@ async fn head_only_trains_on_webgpu() {
 
 #[wasm_bindgen_test]
 async fn partial_freeze_trains_on_webgpu() {
-    few_steps(Strategy::PartialFreeze { trainable_blocks: 3 }, webgpu().await, "webgpu").await;
+    few_steps(
+        Strategy::PartialFreeze { trainable_blocks: 3 },
+        webgpu().await,
+        "webgpu",
+    )
+    .await;
 }
 
 #[wasm_bindgen_test]
