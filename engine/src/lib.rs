@@ -15,6 +15,7 @@ pub mod model;
 pub mod optim;
 pub mod preprocess;
 pub mod readback;
+pub mod recommend;
 pub mod schedule;
 pub mod strategy;
 pub mod train;

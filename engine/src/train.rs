@@ -741,7 +741,7 @@ impl Run<'_> {
             let out = run(self.view_batch(chunk.iter().copied()));
             // Reading one value back waits for the batch: the progress is real, and the browser
             // gets a turn.
-            readback::to_f32_vec(out.clone().flatten::<1>(0, D - 1).slice([0..1])).await?;
+            readback::to_f32_vec(out.clone().flatten::<1>(0, D - 1).slice(0..1)).await?;
             parts.push(out);
             progress.done += chunk.len();
             self.cancelled |= observer

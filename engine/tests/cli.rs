@@ -203,3 +203,26 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     );
     let _ = std::fs::remove_file(&out);
 }
+
+#[test]
+fn recommend_json_places_the_photos_in_a_quadrant() {
+    let data = dataset("tuxpaint-photos");
+    let output = graft(&["recommend", data.to_str().unwrap(), "--model", "mobilenet-v2", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(r["images"], 209);
+    assert_eq!(r["classes"], 6);
+    assert_eq!(r["min_per_class"], 18);
+    assert_eq!(r["size"], "small");
+    assert_eq!(r["quadrant"], "small-similar");
+    assert_eq!(r["strategy"]["kind"], "head-only");
+    let similarity = r["similarity"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&similarity));
+    assert_eq!(r["signals"]["block_shift"].as_array().unwrap().len(), 19);
+    assert!(
+        r["explanation"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Similarity {similarity:.2}"))
+    );
+}

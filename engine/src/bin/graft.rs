@@ -56,6 +56,21 @@ enum Command {
     },
     /// Fine-tune a pretrained model on DATA_DIR (one subfolder of images per class).
     Train(TrainArgs),
+    /// Measure DATA_DIR (size, similarity to ImageNet) and recommend a fine-tuning strategy.
+    Recommend {
+        /// One subfolder per class, named after the class.
+        data_dir: PathBuf,
+        #[arg(long, value_parser = parse_model)]
+        model: ModelKind,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Images per class the similarity measurement looks at.
+        #[arg(long, default_value_t = graft_engine::recommend::DEFAULT_SAMPLE_PER_CLASS)]
+        sample_per_class: usize,
+        #[arg(long, default_value = default_weights_dir())]
+        weights_dir: PathBuf,
+    },
     /// Classify images with a fine-tuned model file (from `graft train --out` or the app's export).
     Predict {
         #[arg(long)]
@@ -149,6 +164,13 @@ fn main() -> ExitCode {
         } => classify(model, json, &weights_dir, &images),
         Command::ImportWeights { model, pth, out_dir } => import_weights(model, &pth, &out_dir),
         Command::Train(args) => train(args),
+        Command::Recommend {
+            data_dir,
+            model,
+            json,
+            sample_per_class,
+            weights_dir,
+        } => recommend(&data_dir, model, json, sample_per_class, &weights_dir),
         Command::Predict {
             model_file,
             json,
@@ -481,4 +503,60 @@ fn predict(model_file: &Path, json: bool, images: &[PathBuf]) -> Result<(), Stri
 
 fn top_class(logits: &[f32]) -> usize {
     metrics::argmax(logits)
+}
+
+fn recommend(
+    data_dir: &Path,
+    kind: ModelKind,
+    json: bool,
+    sample_per_class: usize,
+    weights_dir: &Path,
+) -> Result<(), String> {
+    use graft_engine::recommend;
+
+    let device = Device::flex();
+    let pretrained = load_pretrained(kind, weights_dir, &device)?;
+    let (dataset, skipped) = data::read_folder(data_dir, kind.card().input_size as u32, None)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    for file in &skipped {
+        eprintln!("graft: skipped {}: {}", file.path, file.reason);
+    }
+    let terminal = !json && std::io::stderr().is_terminal();
+    let mut progress = |done: usize, total: usize| {
+        if terminal {
+            eprint!("\rmeasuring {}", bar(done, total));
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let signals = pollster::block_on(recommend::measure(
+        &pretrained,
+        kind,
+        &dataset,
+        &device,
+        sample_per_class,
+        &mut progress,
+    ))
+    .map_err(|e| e.to_string())?;
+    let recommendation = recommend::recommend(&pretrained, &dataset.classes, &dataset.class_counts(), signals);
+    if json {
+        println!("{}", serde_json::to_string(&recommendation).expect("serialises"));
+    } else {
+        println!(
+            "{} images, {} classes ({} per class at least): {:?}; similarity {:.2}; quadrant {}",
+            recommendation.images,
+            recommendation.classes,
+            recommendation.min_per_class,
+            recommendation.size,
+            recommendation.similarity,
+            recommendation.quadrant.name()
+        );
+        println!(
+            "recommended: {}",
+            serde_json::to_string(&recommendation.strategy).expect("serialises")
+        );
+        println!("{}", recommendation.explanation);
+    }
+    Ok(())
 }

@@ -92,6 +92,13 @@ impl ConvBnAct {
     /// # Shapes
     /// - `x`: `[batch, channels_in, height, width]` -> `[batch, channels_out, height / stride, width / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv_forward(x);
+        let x = if self.folded { x } else { self.norm.forward(x) };
+        if self.activation { relu6(x) } else { x }
+    }
+
+    /// The padded convolution alone: the input the BatchNorm normalises.
+    fn conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = match self.tf_same {
             Some([kernel, stride]) => {
                 let [_, _, height, width] = x.dims();
@@ -101,9 +108,31 @@ impl ConvBnAct {
             }
             None => x,
         };
-        let x = self.conv.forward(x);
+        self.conv.forward(x)
+    }
+
+    /// [`forward`](Self::forward), also pushing onto `probes` the per-channel statistics of what the
+    /// BatchNorm receives: `[2, channels]` = (mean, mean of squares) over batch, height and width.
+    /// Compared with the BatchNorm's running statistics, they show how far these inputs are from what
+    /// the network saw in training.
+    pub fn forward_probed(&self, x: Tensor<4>, probes: &mut Vec<Tensor<2>>) -> Tensor<4> {
+        let x = self.conv_forward(x);
+        let [batch, channels, height, width] = x.dims();
+        let flat = x.clone().swap_dims(0, 1).reshape([channels, batch * height * width]);
+        let mean = flat.clone().mean_dim(1).reshape([1, channels]);
+        let mean_sq = flat.powi_scalar(2).mean_dim(1).reshape([1, channels]);
+        probes.push(Tensor::cat(vec![mean, mean_sq], 0));
         let x = if self.folded { x } else { self.norm.forward(x) };
         if self.activation { relu6(x) } else { x }
+    }
+
+    /// The BatchNorm's running mean and variance (plus epsilon): the statistics of its input over the
+    /// training data.
+    pub fn running_statistics(&self) -> (Tensor<1>, Tensor<1>) {
+        (
+            self.norm.running_mean.value(),
+            self.norm.running_var.value() + self.norm.epsilon,
+        )
     }
 
     /// The same block with its BatchNorm (running statistics, inference mode) folded into the conv:
@@ -189,6 +218,23 @@ impl InvertedResidual {
             project: self.project.fold_batch_norm(),
             residual: self.residual,
         }
+    }
+
+    /// Its convolutions in order (expand, depthwise, project).
+    pub fn convs(&self) -> Vec<&ConvBnAct> {
+        self.expand.iter().chain([&self.depthwise, &self.project]).collect()
+    }
+
+    /// [`forward`](Self::forward), probing each BatchNorm's input (see [`ConvBnAct::forward_probed`]).
+    pub fn forward_probed(&self, x: Tensor<4>, probes: &mut Vec<Tensor<2>>) -> Tensor<4> {
+        let hidden = match &self.expand {
+            Some(expand) => expand.forward_probed(x.clone(), probes),
+            None => x.clone(),
+        };
+        let out = self
+            .project
+            .forward_probed(self.depthwise.forward_probed(hidden, probes), probes);
+        if self.residual { out + x } else { out }
     }
 
     /// # Shapes

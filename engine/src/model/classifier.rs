@@ -154,6 +154,35 @@ impl ImageClassifier {
         }
     }
 
+    /// The convolutions of body block `index`, in order.
+    pub fn block_convs(&self, index: usize) -> Vec<&ConvBnAct> {
+        match self.body_block(index) {
+            BodyBlock::Conv(block) => vec![block],
+            BodyBlock::Residual(block) => block.convs(),
+        }
+    }
+
+    /// The whole forward pass, also returning the pooled embeddings and, per body block, the probes of
+    /// its BatchNorms' inputs (see [`ConvBnAct::forward_probed`]), in [`Self::block_convs`] order.
+    ///
+    /// # Shapes
+    /// - `images`: normalised `[batch, 3, height, width]` -> (logits `[batch, classes]`, embeddings
+    ///   `[batch, head_channels]`, probes)
+    pub fn forward_probed(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>, Vec<Vec<Tensor<2>>>) {
+        let mut probes = Vec::with_capacity(self.blocks.len() + 2);
+        let mut x = images;
+        for index in 0..self.blocks.len() + 2 {
+            let mut block_probes = Vec::new();
+            x = match self.body_block(index) {
+                BodyBlock::Conv(block) => block.forward_probed(x, &mut block_probes),
+                BodyBlock::Residual(block) => block.forward_probed(x, &mut block_probes),
+            };
+            probes.push(block_probes);
+        }
+        let embeddings = self.pool.forward(x).flatten(1, 3);
+        (self.classify(embeddings.clone()), embeddings, probes)
+    }
+
     /// Freezes (`true`) or unfreezes body block `index` (0 = stem, last = head_conv). See
     /// [`crate::freeze`] for what frozen means.
     pub fn set_block_frozen(&mut self, index: usize, frozen: bool) {

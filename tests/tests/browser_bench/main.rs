@@ -124,3 +124,60 @@ async fn layer_profile_on_cpu_backend() {
         );
     }
 }
+
+/// Seconds per epoch of each strategy at 224 px: MobileNetV2 on the fixture photos (8 training, 4
+/// validation images), one epoch each (staged: its head epoch and one joint epoch).
+async fn epoch_seconds(device: Device, backend: &str) {
+    use graft_engine::strategy::Strategy;
+    use graft_engine::train::TrainConfig;
+    use graft_tests::training;
+
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights load");
+    let dataset = training::photo_dataset();
+    for strategy in [
+        Strategy::HeadOnly,
+        Strategy::PartialFreeze { trainable_blocks: 5 },
+        Strategy::STAGED_DEFAULT,
+        Strategy::FullFineTune,
+        Strategy::FromScratch,
+    ] {
+        let mut config = TrainConfig::new(strategy);
+        config.epochs = if matches!(strategy, Strategy::Staged { .. }) {
+            2
+        } else {
+            1
+        };
+        config.batch_size = 4;
+        config.val_fraction = 0.34;
+        config.patience = None;
+        let start = now_ms();
+        let times = training::epoch_times(&model, &dataset, &config, &device, move || (now_ms() - start) / 1000.0)
+            .await
+            .expect("training");
+        let epochs: Vec<String> = times
+            .epochs
+            .iter()
+            .map(|(phase, s)| format!("{phase} {s:.1} s"))
+            .collect();
+        console_log!(
+            "bench: burn {backend} {} at 224 px, 8 training + 4 validation images: epochs [{}], cache {:.1} s, run {:.1} s (first run includes shader compilation)",
+            strategy.name(),
+            epochs.join(", "),
+            times.caching_seconds,
+            (now_ms() - start) / 1000.0
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn training_epoch_seconds_on_webgpu() {
+    let ComputeDevice::WebGpu { device, .. } = device::acquire().await else {
+        panic!("no WebGPU adapter");
+    };
+    epoch_seconds(device, "webgpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn training_epoch_seconds_on_cpu_backend() {
+    epoch_seconds(Device::flex(), "cpu").await;
+}
