@@ -1,37 +1,23 @@
 //! Graft's client-side app: what a person sees in the browser.
 //!
-//! The app is thin over `graft-engine`. It picks the compute device (WebGPU when the browser has an
-//! adapter, the CPU backend otherwise) and shows it; training and inference will move into a dedicated
-//! Web Worker so that this thread stays responsive.
+//! The page never runs Burn: every decode, measurement, training step and prediction happens in the
+//! training worker ([`worker`], a second wasm entry), driven through [`bridge`] with the two enums of
+//! [`protocol`]. The page keeps the view state in Leptos signals and draws it.
 
+pub mod bridge;
 pub mod device;
+pub mod protocol;
+pub mod store;
+mod studio;
+pub mod worker;
 
 use leptos::prelude::*;
 
-/// The whole page.
-#[component]
-pub fn App() -> impl IntoView {
-    view! {
-        <main class="graft">
-            <header>
-                <h1>"Graft"</h1>
-                <p class="tagline">
-                    "Fine-tune an ImageNet-pretrained CNN on your own pictures. Nothing leaves this device."
-                </p>
-            </header>
-            <DeviceBadge/>
-        </main>
-    }
-}
+pub use studio::App;
 
-/// Shows which compute device training will run on, once it is known.
+/// Shows which compute device training runs on, once the worker has opened it.
 #[component]
-pub fn DeviceBadge() -> impl IntoView {
-    let (label, set_label) = signal(None::<(String, bool)>);
-    leptos::task::spawn_local(async move {
-        let device = device::acquire().await;
-        set_label.set(Some((device.label(), device.is_gpu())));
-    });
+pub fn DeviceBadge(label: ReadSignal<Option<(String, bool)>>) -> impl IntoView {
     view! {
         <p
             class="device"

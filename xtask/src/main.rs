@@ -143,10 +143,20 @@ fn bench() -> Result<(), String> {
     setup(&mut stages)?;
     weights(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
+    datasets(&mut stages)?;
     stages.run("native benchmarks (criterion)", || {
         tools::cargo(
             &workspace,
-            &["bench", "--locked", "-p", "graft-tests", "--bench", "embedding"],
+            &[
+                "bench",
+                "--locked",
+                "-p",
+                "graft-tests",
+                "--bench",
+                "embedding",
+                "--bench",
+                "training",
+            ],
         )
     })?;
     let tfjs = stages_tfjs(&mut stages, &workspace)?;

@@ -1,0 +1,92 @@
+//! The page's side of the worker: spawns it, sends requests (queued until the worker is ready) and
+//! hands its events to a callback.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::protocol::{WorkerEvent, WorkerRequest};
+
+/// A message as the protocol lays it out: `[json, payload...]`, and the buffers to transfer.
+pub fn pack(json: &str, payloads: Vec<Vec<u8>>) -> (Array, Array) {
+    let message = Array::new();
+    let transfer = Array::new();
+    message.push(&JsValue::from_str(json));
+    for payload in payloads {
+        let bytes = Uint8Array::from(payload.as_slice());
+        transfer.push(&bytes.buffer());
+        message.push(&bytes);
+    }
+    (message, transfer)
+}
+
+/// The training worker, seen from the page.
+#[derive(Clone)]
+pub struct Bridge {
+    worker: web_sys::Worker,
+    /// Requests sent before the worker said it is ready.
+    pending: Rc<RefCell<Option<Vec<(String, Vec<Vec<u8>>)>>>>,
+}
+
+impl Bridge {
+    /// Starts the worker (`worker_loader.js`, which trunk builds from `src/bin/worker.rs`) and calls
+    /// `on_event` with each event and its payloads.
+    pub fn spawn(on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static) -> Result<Self, String> {
+        let worker =
+            web_sys::Worker::new("./worker_loader.js").map_err(|e| format!("could not start the worker: {e:?}"))?;
+        let pending: Rc<RefCell<Option<Vec<(String, Vec<Vec<u8>>)>>>> = Rc::new(RefCell::new(Some(Vec::new())));
+        let bridge = Self {
+            worker: worker.clone(),
+            pending: pending.clone(),
+        };
+        let flush = bridge.clone();
+        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let message: Array = event.data().unchecked_into();
+            let json = message.get(0).as_string().unwrap_or_default();
+            let payloads: Vec<Vec<u8>> = (1..message.length())
+                .map(|i| message.get(i).unchecked_into::<Uint8Array>().to_vec())
+                .collect();
+            match serde_json::from_str::<WorkerEvent>(&json) {
+                Ok(event) => {
+                    if matches!(event, WorkerEvent::Ready { .. }) {
+                        let queued = flush.pending.borrow_mut().take().unwrap_or_default();
+                        for (json, payloads) in queued {
+                            flush.post(&json, payloads);
+                        }
+                    }
+                    on_event(event, payloads);
+                }
+                Err(error) => on_event(
+                    WorkerEvent::Failed {
+                        request: "?".into(),
+                        message: format!("unreadable event from the worker: {error}"),
+                    },
+                    Vec::new(),
+                ),
+            }
+        });
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+        Ok(bridge)
+    }
+
+    /// Sends a request with its payloads (queued until the worker is ready).
+    pub fn send(&self, request: &WorkerRequest, payloads: Vec<Vec<u8>>) {
+        let json = serde_json::to_string(request).expect("requests serialise");
+        if let Some(queue) = self.pending.borrow_mut().as_mut() {
+            queue.push((json, payloads));
+            return;
+        }
+        self.post(&json, payloads);
+    }
+
+    fn post(&self, json: &str, payloads: Vec<Vec<u8>>) {
+        let (message, transfer) = pack(json, payloads);
+        if let Err(error) = self.worker.post_message_with_transfer(&message, &transfer) {
+            leptos::logging::error!("graft: postMessage to the worker failed: {error:?}");
+        }
+    }
+}

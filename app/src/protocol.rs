@@ -1,0 +1,117 @@
+//! What the page and the training worker say to each other: two serde enums.
+//!
+//! The tag is `type` (the engine's `TrainEvent`, carried inside, uses `event`). A message is a JS array: the JSON of the enum first, then any binary payloads (image files,
+//! thumbnails, model files) as `Uint8Array`s, whose buffers are transferred rather than copied.
+
+use graft_engine::model::ModelKind;
+use graft_engine::recommend::Recommendation;
+use graft_engine::train::{TrainConfig, TrainEvent};
+use serde::{Deserialize, Serialize};
+
+/// From the page to the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum WorkerRequest {
+    /// Open the compute device; answered by `Ready`.
+    Init,
+    /// The class list after an add, rename or delete; `removed` names the index that went, if any.
+    SetClasses {
+        names: Vec<String>,
+        removed: Option<usize>,
+    },
+    /// Image files for class `class`, one payload per name, in order.
+    AddImages {
+        class: usize,
+        names: Vec<String>,
+    },
+    RemoveImage {
+        id: u64,
+    },
+    /// Measure the dataset with `model` and recommend a strategy.
+    Recommend {
+        model: ModelKind,
+    },
+    Train {
+        model: ModelKind,
+        config: TrainConfig,
+    },
+    /// Stop training at the next batch; the best model so far is kept.
+    Stop,
+    /// Classify one image (payload) with the trained model.
+    Predict,
+    /// Serialise the trained model; answered by `Exported` with the file as payload.
+    Export,
+    /// Load a model file (payload) exported earlier.
+    Import {
+        name: String,
+    },
+}
+
+/// An image the worker took in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub id: u64,
+    pub name: String,
+}
+
+/// A file the worker could not use, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub name: String,
+    pub reason: String,
+}
+
+/// From the worker to the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum WorkerEvent {
+    /// The compute device is open: its one-line description.
+    Ready {
+        device: String,
+        gpu: bool,
+    },
+    /// The project found in the browser's storage: its classes (their images follow as `ImagesAdded`).
+    ProjectRestored {
+        classes: Vec<String>,
+    },
+    /// Images of `class` decoded, oriented and downscaled; one JPEG thumbnail payload per added image.
+    ImagesAdded {
+        class: usize,
+        added: Vec<ImageInfo>,
+        rejected: Vec<Rejected>,
+    },
+    /// Progress of the recommender's measurement.
+    Measuring {
+        done: usize,
+        total: usize,
+    },
+    Recommendation(Box<Recommendation>),
+    /// Progress of training (the engine's events as they are).
+    Train(Box<TrainEvent>),
+    /// Each validation image of the kept model: `(image id, true class, predicted class)`, for the
+    /// confusion matrix's cells.
+    Evaluated {
+        samples: Vec<(u64, usize, usize)>,
+    },
+    /// Training has a model to predict and export with.
+    ModelReady {
+        classes: Vec<String>,
+        model: ModelKind,
+    },
+    Prediction {
+        top: Vec<(String, f32)>,
+    },
+    /// The model file as payload.
+    Exported {
+        file_name: String,
+    },
+    /// Something went wrong with the request named; nothing the page had is lost.
+    Failed {
+        request: String,
+        message: String,
+    },
+    /// Something the person should know that is not a failure.
+    Notice {
+        message: String,
+    },
+}

@@ -1,0 +1,161 @@
+//! The project store: the class names, every image (as taken in: upright, downscaled, JPEG) and the
+//! trained model, in the browser's IndexedDB, written by the worker so that a reload finds the project
+//! as it was. Nothing here leaves the device.
+
+use js_sys::{Object, Reflect, Uint8Array};
+use rexie::{ObjectStore, Rexie, TransactionMode};
+use wasm_bindgen::JsValue;
+
+const DATABASE: &str = "graft-project";
+const IMAGES: &str = "images";
+const META: &str = "meta";
+
+/// An image as stored.
+pub struct StoredImage {
+    pub id: u64,
+    pub class: usize,
+    pub name: String,
+    pub jpeg: Vec<u8>,
+}
+
+/// What a reload restores.
+#[derive(Default)]
+pub struct Project {
+    pub classes: Vec<String>,
+    pub images: Vec<StoredImage>,
+    /// The trained model as a Graft model file.
+    pub model: Option<Vec<u8>>,
+}
+
+/// Why the store could not do something, in words for the person.
+pub fn describe(error: rexie::Error) -> String {
+    let text = format!("{error:?}");
+    if text.contains("QuotaExceeded") {
+        "the browser's storage for this site is full: what is already stored is kept, but this change will not survive a reload (free space or remove images)".to_string()
+    } else {
+        format!("the project could not be saved in the browser's storage ({text})")
+    }
+}
+
+/// The open project database.
+pub struct Store {
+    db: Rexie,
+}
+
+impl Store {
+    pub async fn open() -> Result<Self, rexie::Error> {
+        let db = Rexie::builder(DATABASE)
+            .version(1)
+            .add_object_store(ObjectStore::new(IMAGES).key_path("id"))
+            .add_object_store(ObjectStore::new(META))
+            .build()
+            .await?;
+        Ok(Self { db })
+    }
+
+    async fn put_meta(&self, key: &str, value: &JsValue) -> Result<(), rexie::Error> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        tx.store(META)?.put(value, Some(&JsValue::from_str(key))).await?;
+        tx.done().await?;
+        Ok(())
+    }
+
+    pub async fn save_classes(&self, names: &[String]) -> Result<(), rexie::Error> {
+        let json = serde_json::to_string(names).unwrap_or_default();
+        self.put_meta("classes", &JsValue::from_str(&json)).await
+    }
+
+    pub async fn save_model(&self, bundle: &[u8]) -> Result<(), rexie::Error> {
+        self.put_meta("model", &Uint8Array::from(bundle).into()).await
+    }
+
+    pub async fn put_images(&self, images: &[StoredImage]) -> Result<(), rexie::Error> {
+        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite)?;
+        let store = tx.store(IMAGES)?;
+        for image in images {
+            let object = Object::new();
+            let set = |key: &str, value: JsValue| {
+                let _ = Reflect::set(&object, &JsValue::from_str(key), &value);
+            };
+            set("id", JsValue::from_f64(image.id as f64));
+            set("class", JsValue::from_f64(image.class as f64));
+            set("name", JsValue::from_str(&image.name));
+            set("jpeg", Uint8Array::from(image.jpeg.as_slice()).into());
+            store.put(&object, None).await?;
+        }
+        tx.done().await?;
+        Ok(())
+    }
+
+    pub async fn delete_image(&self, id: u64) -> Result<(), rexie::Error> {
+        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite)?;
+        tx.store(IMAGES)?.delete(JsValue::from_f64(id as f64)).await?;
+        tx.done().await?;
+        Ok(())
+    }
+
+    /// Removes class `removed`'s images and renumbers the classes after it.
+    pub async fn remove_class(&self, removed: usize) -> Result<(), rexie::Error> {
+        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite)?;
+        let store = tx.store(IMAGES)?;
+        for value in store.get_all(None, None).await? {
+            let class = Reflect::get(&value, &"class".into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .unwrap_or(-1.0) as i64;
+            if class == removed as i64 {
+                store
+                    .delete(Reflect::get(&value, &"id".into()).unwrap_or(JsValue::NULL))
+                    .await?;
+            } else if class > removed as i64 {
+                let _ = Reflect::set(&value, &"class".into(), &JsValue::from_f64((class - 1) as f64));
+                store.put(&value, None).await?;
+            }
+        }
+        tx.done().await?;
+        Ok(())
+    }
+
+    /// Everything stored; records that do not read back are skipped and counted.
+    pub async fn load(&self) -> Result<(Project, usize), rexie::Error> {
+        let tx = self.db.transaction(&[IMAGES, META], TransactionMode::ReadOnly)?;
+        let meta = tx.store(META)?;
+        let classes = meta
+            .get(JsValue::from_str("classes"))
+            .await?
+            .and_then(|v| v.as_string())
+            .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
+            .unwrap_or_default();
+        let model = meta
+            .get(JsValue::from_str("model"))
+            .await?
+            .filter(|v| v.is_instance_of::<Uint8Array>())
+            .map(|v| Uint8Array::from(v).to_vec());
+        let mut images = Vec::new();
+        let mut unreadable = 0;
+        for value in tx.store(IMAGES)?.get_all(None, None).await? {
+            let number = |key: &str| Reflect::get(&value, &key.into()).ok().and_then(|v| v.as_f64());
+            let name = Reflect::get(&value, &"name".into()).ok().and_then(|v| v.as_string());
+            let jpeg = Reflect::get(&value, &"jpeg".into())
+                .ok()
+                .filter(|v| v.is_instance_of::<Uint8Array>())
+                .map(|v| Uint8Array::from(v).to_vec());
+            match (number("id"), number("class"), name, jpeg) {
+                (Some(id), Some(class), Some(name), Some(jpeg)) if (class as usize) < classes.len() => {
+                    images.push(StoredImage {
+                        id: id as u64,
+                        class: class as usize,
+                        name,
+                        jpeg,
+                    })
+                }
+                _ => unreadable += 1,
+            }
+        }
+        tx.done().await?;
+        images.sort_by_key(|image| image.id);
+        Ok((Project { classes, images, model }, unreadable))
+    }
+}
+
+use wasm_bindgen::JsCast;

@@ -1,0 +1,1223 @@
+//! The fine-tuning studio: data in, model, recommendation, training, results, try it, export.
+
+use graft_engine::model::ModelKind;
+use graft_engine::recommend::{Quadrant, Recommendation};
+use graft_engine::strategy::Strategy;
+use graft_engine::train::{TrainConfig, TrainEvent, TrainSummary};
+use js_sys::{Array, Uint8Array};
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::DeviceBadge;
+use crate::bridge::Bridge;
+use crate::protocol::{WorkerEvent, WorkerRequest};
+
+/// A thumbnail the page shows for an image the worker holds.
+#[derive(Debug, Clone, PartialEq)]
+struct Thumb {
+    id: u64,
+    name: String,
+    url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ClassView {
+    /// Stable across renames and deletes (for keyed lists).
+    key: u64,
+    name: String,
+    images: Vec<Thumb>,
+}
+
+/// One point of the training curves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EpochPoint {
+    epoch: usize,
+    train_loss: f64,
+    train_accuracy: f64,
+    val_loss: Option<f64>,
+    val_accuracy: Option<f64>,
+}
+
+/// Where training is.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct ProgressView {
+    phase: String,
+    epoch: usize,
+    epochs: usize,
+    batch: usize,
+    batches: usize,
+    eta_seconds: Option<f64>,
+    caching: Option<(usize, usize)>,
+    /// 0..=1 over the whole run.
+    fraction: f64,
+    /// `done` or `stopped` once training ended.
+    done: Option<String>,
+}
+
+/// The strategy choices the page offers, by their `strategy-<name>` hook.
+const STRATEGIES: [(&str, &str); 5] = [
+    ("head-only", "Head only"),
+    ("partial-freeze", "Partial freeze"),
+    ("staged", "Staged unfreezing"),
+    ("full", "Full fine-tune"),
+    ("scratch", "From scratch"),
+];
+
+/// All the page's state: signals are `Copy`, so the whole struct is.
+#[derive(Clone, Copy)]
+struct Studio {
+    device: RwSignal<Option<(String, bool)>>,
+    classes: RwSignal<Vec<ClassView>>,
+    next_key: RwSignal<u64>,
+    messages: RwSignal<Vec<(bool, String)>>,
+    model: RwSignal<ModelKind>,
+    measuring: RwSignal<Option<(usize, usize)>>,
+    recommendation: RwSignal<Option<Recommendation>>,
+    strategy: RwSignal<Option<String>>,
+    epochs: RwSignal<Option<usize>>,
+    lr: RwSignal<Option<f64>>,
+    batch: RwSignal<usize>,
+    trainable_blocks: RwSignal<usize>,
+    augment: RwSignal<bool>,
+    training: RwSignal<bool>,
+    progress: RwSignal<Option<ProgressView>>,
+    history: RwSignal<Vec<EpochPoint>>,
+    summary: RwSignal<Option<TrainSummary>>,
+    samples: RwSignal<Vec<(u64, usize, usize)>>,
+    selected_cell: RwSignal<Option<(usize, usize)>>,
+    model_ready: RwSignal<Option<Vec<String>>>,
+    prediction: RwSignal<Option<Vec<(String, f32)>>>,
+    predicted_image: RwSignal<Option<String>>,
+    export_url: RwSignal<Option<(String, String)>>,
+}
+
+impl Studio {
+    fn new() -> Self {
+        Self {
+            device: RwSignal::new(None),
+            classes: RwSignal::new(Vec::new()),
+            next_key: RwSignal::new(0),
+            messages: RwSignal::new(Vec::new()),
+            model: RwSignal::new(ModelKind::MobileNetV2),
+            measuring: RwSignal::new(None),
+            recommendation: RwSignal::new(None),
+            strategy: RwSignal::new(None),
+            epochs: RwSignal::new(None),
+            lr: RwSignal::new(None),
+            batch: RwSignal::new(16),
+            trainable_blocks: RwSignal::new(5),
+            augment: RwSignal::new(false),
+            training: RwSignal::new(false),
+            progress: RwSignal::new(None),
+            history: RwSignal::new(Vec::new()),
+            summary: RwSignal::new(None),
+            samples: RwSignal::new(Vec::new()),
+            selected_cell: RwSignal::new(None),
+            model_ready: RwSignal::new(None),
+            prediction: RwSignal::new(None),
+            predicted_image: RwSignal::new(None),
+            export_url: RwSignal::new(None),
+        }
+    }
+
+    fn say(&self, error: bool, message: impl Into<String>) {
+        let message = message.into();
+        self.messages.update(|messages| {
+            messages.push((error, message));
+            let excess = messages.len().saturating_sub(8);
+            messages.drain(..excess);
+        });
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        self.classes
+            .with(|classes| classes.iter().map(|c| c.name.clone()).collect())
+    }
+
+    /// The thumbnail of image `id`, wherever it is.
+    fn thumb(&self, id: u64) -> Option<Thumb> {
+        self.classes
+            .with(|classes| classes.iter().flat_map(|c| &c.images).find(|t| t.id == id).cloned())
+    }
+
+    /// The data changed: an earlier recommendation no longer describes it.
+    fn data_changed(&self) {
+        self.recommendation.set(None);
+    }
+
+    /// Adds a class named `name` (or the next free "Class N"), returning its index.
+    fn add_class(&self, name: Option<String>, bridge: &Bridge) -> usize {
+        let key = self.next_key.get_untracked();
+        self.next_key.set(key + 1);
+        let index = self.classes.with_untracked(Vec::len);
+        let name = name.unwrap_or_else(|| format!("Class {}", index + 1));
+        self.classes.update(|classes| {
+            classes.push(ClassView {
+                key,
+                name,
+                images: Vec::new(),
+            })
+        });
+        bridge.send(
+            &WorkerRequest::SetClasses {
+                names: self.class_names(),
+                removed: None,
+            },
+            Vec::new(),
+        );
+        self.data_changed();
+        index
+    }
+
+    fn handle(&self, event: WorkerEvent, payloads: Vec<Vec<u8>>) {
+        match event {
+            WorkerEvent::Ready { device, gpu } => self.device.set(Some((device, gpu))),
+            WorkerEvent::ProjectRestored { classes } => {
+                let start = self.next_key.get_untracked();
+                self.next_key.set(start + classes.len() as u64);
+                self.classes.set(
+                    classes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, name)| ClassView {
+                            key: start + i as u64,
+                            name,
+                            images: Vec::new(),
+                        })
+                        .collect(),
+                );
+                self.say(false, "Your project is back as you left it.");
+            }
+            WorkerEvent::ImagesAdded { class, added, rejected } => {
+                let thumbs: Vec<Thumb> = added
+                    .into_iter()
+                    .zip(payloads)
+                    .map(|(info, jpeg)| Thumb {
+                        id: info.id,
+                        name: info.name,
+                        url: blob_url(&jpeg, "image/jpeg"),
+                    })
+                    .collect();
+                self.classes.update(|classes| {
+                    if let Some(view) = classes.get_mut(class) {
+                        view.images.extend(thumbs);
+                    }
+                });
+                for file in rejected {
+                    self.say(true, format!("{} was not added: {}", file.name, file.reason));
+                }
+                self.data_changed();
+            }
+            WorkerEvent::Measuring { done, total } => self.measuring.set(Some((done, total))),
+            WorkerEvent::Recommendation(recommendation) => {
+                self.measuring.set(None);
+                let name = recommendation.strategy.name().to_string();
+                if let Strategy::PartialFreeze { trainable_blocks } = recommendation.strategy {
+                    self.trainable_blocks.set(trainable_blocks);
+                }
+                self.strategy.set(Some(name));
+                self.recommendation.set(Some(*recommendation));
+            }
+            WorkerEvent::Train(event) => self.on_train_event(*event),
+            WorkerEvent::Evaluated { samples } => self.samples.set(samples),
+            WorkerEvent::ModelReady { classes, .. } => self.model_ready.set(Some(classes)),
+            WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
+            WorkerEvent::Exported { file_name } => {
+                if let Some(bytes) = payloads.into_iter().next() {
+                    let url = blob_url(&bytes, "application/octet-stream");
+                    download(&url, &file_name);
+                    self.export_url.set(Some((url, file_name)));
+                }
+            }
+            WorkerEvent::Failed { request, message } => {
+                if request == "train" {
+                    self.training.set(false);
+                }
+                if request == "recommend" {
+                    self.measuring.set(None);
+                }
+                self.say(true, message);
+            }
+            WorkerEvent::Notice { message } => self.say(false, message),
+        }
+    }
+
+    fn on_train_event(&self, event: TrainEvent) {
+        match event {
+            TrainEvent::Started { phases, .. } => {
+                self.progress.set(Some(ProgressView {
+                    epochs: phases.iter().map(|p| p.epochs).sum(),
+                    ..ProgressView::default()
+                }));
+            }
+            TrainEvent::Notice { message } => self.say(false, message),
+            TrainEvent::PhaseStart { phase, .. } => self.progress.update(|p| {
+                if let Some(p) = p {
+                    p.phase = phase;
+                    p.caching = None;
+                }
+            }),
+            TrainEvent::Caching { done, total, .. } => self.progress.update(|p| {
+                if let Some(p) = p {
+                    p.caching = Some((done, total));
+                }
+            }),
+            TrainEvent::Batch {
+                phase,
+                epoch,
+                batch,
+                batches,
+                ..
+            } => self.progress.update(|p| {
+                if let Some(p) = p {
+                    p.phase = phase;
+                    p.caching = None;
+                    p.epoch = epoch;
+                    p.batch = batch;
+                    p.batches = batches;
+                    let done = (epoch - 1) as f64 + batch as f64 / batches.max(1) as f64;
+                    p.fraction = (done / p.epochs.max(1) as f64).min(1.0);
+                }
+            }),
+            TrainEvent::Epoch {
+                epoch,
+                epochs,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                eta_seconds,
+                ..
+            } => {
+                self.progress.update(|p| {
+                    if let Some(p) = p {
+                        p.epochs = epochs;
+                        p.eta_seconds = Some(eta_seconds);
+                        p.fraction = (epoch as f64 / epochs.max(1) as f64).min(1.0);
+                    }
+                });
+                self.history.update(|h| {
+                    h.push(EpochPoint {
+                        epoch,
+                        train_loss,
+                        train_accuracy,
+                        val_loss,
+                        val_accuracy,
+                    })
+                });
+            }
+            TrainEvent::EarlyStop { epoch, best_epoch, .. } => self.say(
+                false,
+                format!("Stopped early after epoch {epoch}: no better validation result since epoch {best_epoch}."),
+            ),
+            TrainEvent::Done(summary) => {
+                self.training.set(false);
+                self.progress.update(|p| {
+                    if let Some(p) = p {
+                        p.fraction = 1.0;
+                        p.eta_seconds = None;
+                        p.done = Some(if summary.cancelled { "stopped" } else { "done" }.to_string());
+                        p.epoch = summary.epochs;
+                        p.epochs = summary.epochs;
+                    }
+                });
+                if summary.cancelled {
+                    self.say(false, "Training stopped; the best model so far is kept.");
+                }
+                self.summary.set(Some(summary));
+            }
+        }
+    }
+
+    /// The training configuration from the chosen strategy and the advanced settings.
+    fn config(&self) -> Option<TrainConfig> {
+        let strategy = match self.strategy.get_untracked()?.as_str() {
+            "head-only" => Strategy::HeadOnly,
+            "partial-freeze" => Strategy::PartialFreeze {
+                trainable_blocks: self.trainable_blocks.get_untracked().max(1),
+            },
+            "staged" => Strategy::STAGED_DEFAULT,
+            "full" => Strategy::FullFineTune,
+            "scratch" => Strategy::FromScratch,
+            _ => return None,
+        };
+        let mut config = TrainConfig::new(strategy);
+        if let Some(epochs) = self.epochs.get_untracked() {
+            config.epochs = epochs.max(1);
+        }
+        config.lr = self.lr.get_untracked();
+        config.batch_size = self.batch.get_untracked().max(1);
+        config.augment = self.augment.get_untracked();
+        Some(config)
+    }
+}
+
+/// An object URL for bytes (thumbnails, the exported model).
+fn blob_url(bytes: &[u8], mime: &str) -> String {
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .and_then(|blob| web_sys::Url::create_object_url_with_blob(&blob))
+        .unwrap_or_default()
+}
+
+/// Starts a download of `url` as `file_name`.
+fn download(url: &str, file_name: &str) {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    if let Ok(anchor) = document.create_element("a") {
+        let anchor: web_sys::HtmlAnchorElement = anchor.unchecked_into();
+        anchor.set_href(url);
+        anchor.set_download(file_name);
+        anchor.click();
+    }
+}
+
+/// The bytes of every file of a file input, with their names (for a folder: `folder/class/file`).
+async fn read_files(input: &web_sys::HtmlInputElement) -> Vec<(String, Vec<u8>)> {
+    let Some(files) = input.files() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for index in 0..files.length() {
+        let Some(file) = files.get(index) else { continue };
+        let relative = js_sys::Reflect::get(&file, &"webkitRelativePath".into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| file.name());
+        let Ok(buffer) = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await else {
+            continue;
+        };
+        out.push((relative, Uint8Array::new(&buffer).to_vec()));
+    }
+    out
+}
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let studio = Studio::new();
+    let bridge = Bridge::spawn(move |event, payloads| studio.handle(event, payloads));
+    let bridge = match bridge {
+        Ok(bridge) => bridge,
+        Err(message) => {
+            return view! {
+                <main class="graft">
+                    <h1>"Graft"</h1>
+                    <p class="error">{message}</p>
+                </main>
+            }
+            .into_any();
+        }
+    };
+    provide_context(studio);
+    BRIDGE.with(|cell| {
+        let _ = cell.set(bridge);
+    });
+    let device = studio.device;
+    view! {
+        <main class="graft">
+            <header>
+                <h1>"Graft"</h1>
+                <p class="tagline">
+                    "Fine-tune an ImageNet-pretrained CNN on your own pictures. Nothing leaves this device."
+                </p>
+                <DeviceBadge label=device.read_only()/>
+            </header>
+            <Messages/>
+            <DataPanel/>
+            <ModelPicker/>
+            <RecommendationPanel/>
+            <TrainingPanel/>
+            <ResultsPanel/>
+            <TryPanel/>
+        </main>
+    }
+    .into_any()
+}
+
+fn studio() -> Studio {
+    expect_context::<Studio>()
+}
+
+thread_local! {
+    /// The page's one worker (not `Send`, so not in Leptos' context).
+    static BRIDGE: std::cell::OnceCell<Bridge> = const { std::cell::OnceCell::new() };
+}
+
+fn bridge() -> Bridge {
+    BRIDGE.with(|cell| {
+        cell.get()
+            .cloned()
+            .expect("the worker is spawned before the page renders")
+    })
+}
+
+#[component]
+fn Messages() -> impl IntoView {
+    let studio = studio();
+    view! {
+        <ul class="messages" data-testid="messages">
+            {move || {
+                studio
+                    .messages
+                    .get()
+                    .into_iter()
+                    .map(|(error, text)| view! { <li class:error=error>{text}</li> })
+                    .collect_view()
+            }}
+        </ul>
+    }
+}
+
+#[component]
+fn DataPanel() -> impl IntoView {
+    let studio = studio();
+    let bridge = bridge();
+    let add = {
+        let bridge = bridge.clone();
+        move |_| {
+            studio.add_class(None, &bridge);
+        }
+    };
+    let folder = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                let files = read_files(&input).await;
+                input.set_value("");
+                // `chosen/class/file`: the folder's subfolders are the classes.
+                let mut by_class: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+                for (path, bytes) in files {
+                    let parts: Vec<&str> = path.split('/').collect();
+                    let (class, name) = match parts.as_slice() {
+                        [.., class, name] if parts.len() >= 3 => (class.to_string(), name.to_string()),
+                        _ => continue,
+                    };
+                    match by_class.iter_mut().find(|(c, _)| *c == class) {
+                        Some((_, files)) => files.push((name, bytes)),
+                        None => by_class.push((class, vec![(name, bytes)])),
+                    }
+                }
+                by_class.sort_by(|a, b| a.0.cmp(&b.0));
+                for (class, files) in by_class {
+                    let existing = studio
+                        .classes
+                        .with_untracked(|c| c.iter().position(|v| v.name == class));
+                    let index = existing.unwrap_or_else(|| studio.add_class(Some(class), &bridge));
+                    let (names, payloads) = files.into_iter().unzip();
+                    bridge.send(&WorkerRequest::AddImages { class: index, names }, payloads);
+                }
+            });
+        }
+    };
+    // `webkitdirectory` (choose a folder) is not an attribute Leptos knows: set it once mounted.
+    let folder_input = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move |_| {
+        if let Some(input) = folder_input.get() {
+            let _ = input.set_attribute("webkitdirectory", "");
+        }
+    });
+    view! {
+        <section class="panel data">
+            <h2>"1. Your images"</h2>
+            <p class="hint">
+                "Make a class per kind of thing and add its pictures, or choose a folder whose subfolders are the classes."
+            </p>
+            <div class="toolbar">
+                <button data-testid="add-class" on:click=add>"+ Add class"</button>
+                <label class="button">
+                    "Choose a folder…"
+                    <input
+                        type="file"
+                        data-testid="folder-input"
+                        node_ref=folder_input
+                        multiple=true
+                        on:change=folder
+                    />
+                </label>
+            </div>
+            <div class="classes">
+                {move || {
+                    studio
+                        .classes
+                        .get()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, class)| view! { <ClassCard index=index class=class/> })
+                        .collect_view()
+                }}
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
+    let studio = studio();
+    let bridge = bridge();
+    let rename = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::Event| {
+            let name = event_target_value(&ev).trim().to_string();
+            if name.is_empty() {
+                return;
+            }
+            studio.classes.update(|classes| {
+                if let Some(c) = classes.get_mut(index) {
+                    c.name = name;
+                }
+            });
+            bridge.send(
+                &WorkerRequest::SetClasses {
+                    names: studio.class_names(),
+                    removed: None,
+                },
+                Vec::new(),
+            );
+        }
+    };
+    let delete = {
+        let bridge = bridge.clone();
+        move |_| {
+            studio.classes.update(|classes| {
+                if index < classes.len() {
+                    classes.remove(index);
+                }
+            });
+            bridge.send(
+                &WorkerRequest::SetClasses {
+                    names: studio.class_names(),
+                    removed: Some(index),
+                },
+                Vec::new(),
+            );
+            studio.data_changed();
+        }
+    };
+    let files = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                let files = read_files(&input).await;
+                input.set_value("");
+                let (names, payloads): (Vec<String>, Vec<Vec<u8>>) = files.into_iter().unzip();
+                if !names.is_empty() {
+                    bridge.send(&WorkerRequest::AddImages { class: index, names }, payloads);
+                }
+            });
+        }
+    };
+    let count = class.images.len();
+    view! {
+        <div class="class-card">
+            <div class="class-head">
+                <input
+                    class="class-name"
+                    data-testid=format!("class-name-{index}")
+                    prop:value=class.name.clone()
+                    on:change=rename
+                />
+                <span class="count" data-testid=format!("class-count-{index}")>
+                    {count}
+                </span>
+                <button class="delete" title="Delete this class" on:click=delete>
+                    "✕"
+                </button>
+            </div>
+            <label class="button small">
+                "Add images…"
+                <input
+                    type="file"
+                    accept="image/*"
+                    multiple=true
+                    data-testid=format!("class-files-{index}")
+                    on:change=files
+                />
+            </label>
+            <div class="thumbs">
+                {class
+                    .images
+                    .into_iter()
+                    .map(|thumb| {
+                        let bridge = bridge.clone();
+                        let id = thumb.id;
+                        let remove = move |_| {
+                            studio.classes.update(|classes| {
+                                for c in classes.iter_mut() {
+                                    c.images.retain(|t| t.id != id);
+                                }
+                            });
+                            bridge.send(&WorkerRequest::RemoveImage { id }, Vec::new());
+                            studio.data_changed();
+                        };
+                        view! {
+                            <img src=thumb.url title=thumb.name alt="" on:dblclick=remove/>
+                        }
+                    })
+                    .collect_view()}
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn ModelPicker() -> impl IntoView {
+    let studio = studio();
+    view! {
+        <section class="panel models">
+            <h2>"2. Pretrained model"</h2>
+            <div class="cards">
+                {ModelKind::ALL
+                    .into_iter()
+                    .map(|kind| {
+                        let card = kind.card();
+                        let choose = move |_| {
+                            studio.model.set(kind);
+                            studio.data_changed();
+                        };
+                        view! {
+                            <button
+                                class="model-card"
+                                class:chosen=move || studio.model.get() == kind
+                                data-testid=format!("model-{}", card.name)
+                                on:click=choose
+                            >
+                                <strong>{card.display_name}</strong>
+                                <span>{format!("ImageNet top-1 {:.1}%", card.imagenet_top1_percent)}</span>
+                                <span>{format!("{} px input · {}", card.input_size, card.licence)}</span>
+                            </button>
+                        }
+                    })
+                    .collect_view()}
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn RecommendationPanel() -> impl IntoView {
+    let studio = studio();
+    let bridge = bridge();
+    let analyse = move |_| {
+        studio.measuring.set(Some((0, 0)));
+        bridge.send(
+            &WorkerRequest::Recommend {
+                model: studio.model.get_untracked(),
+            },
+            Vec::new(),
+        );
+    };
+    view! {
+        <section class="panel recommend">
+            <h2>"3. Strategy"</h2>
+            <button data-testid="analyse-button" on:click=analyse disabled=move || studio.measuring.get().is_some()>
+                "Measure my data and recommend"
+            </button>
+            {move || {
+                studio
+                    .measuring
+                    .get()
+                    .map(|(done, total)| view! { <p class="hint">{format!("Measuring… {done}/{total} images")}</p> })
+            }}
+            {move || studio.recommendation.get().map(|r| view! { <RecommendationView recommendation=r/> })}
+            <fieldset class="strategies">
+                <legend>"Strategy (yours to override)"</legend>
+                {STRATEGIES
+                    .into_iter()
+                    .map(|(name, label)| {
+                        let recommended = move || {
+                            studio.recommendation.get().is_some_and(|r| r.strategy.name() == name)
+                        };
+                        view! {
+                            <label class="strategy">
+                                <input
+                                    type="radio"
+                                    name="strategy"
+                                    data-testid=format!("strategy-{name}")
+                                    prop:checked=move || studio.strategy.get().as_deref() == Some(name)
+                                    on:change=move |_| studio.strategy.set(Some(name.to_string()))
+                                />
+                                {label}
+                                {move || recommended().then(|| view! { <em>" (recommended)"</em> })}
+                            </label>
+                        }
+                    })
+                    .collect_view()}
+            </fieldset>
+            <details class="advanced">
+                <summary>"Advanced settings"</summary>
+                <label>
+                    "Epochs "
+                    <input
+                        type="number"
+                        min="1"
+                        data-testid="epochs-input"
+                        placeholder="strategy default"
+                        on:change=move |ev| studio.epochs.set(event_target_value(&ev).parse().ok())
+                    />
+                </label>
+                <label>
+                    "Learning rate "
+                    <input
+                        type="number"
+                        step="any"
+                        placeholder="strategy default"
+                        on:change=move |ev| studio.lr.set(event_target_value(&ev).parse().ok())
+                    />
+                </label>
+                <label>
+                    "Batch "
+                    <input
+                        type="number"
+                        min="1"
+                        prop:value=move || studio.batch.get().to_string()
+                        on:change=move |ev| {
+                            if let Ok(batch) = event_target_value(&ev).parse() {
+                                studio.batch.set(batch)
+                            }
+                        }
+                    />
+                </label>
+                <label>
+                    "Trainable blocks (partial freeze) "
+                    <input
+                        type="number"
+                        min="1"
+                        prop:value=move || studio.trainable_blocks.get().to_string()
+                        on:change=move |ev| {
+                            if let Ok(k) = event_target_value(&ev).parse() {
+                                studio.trainable_blocks.set(k)
+                            }
+                        }
+                    />
+                </label>
+                <label>
+                    <input
+                        type="checkbox"
+                        prop:checked=move || studio.augment.get()
+                        on:change=move |ev| studio.augment.set(event_target_checked(&ev))
+                    />
+                    " Augmentation (random crops, flips, colour jitter)"
+                </label>
+            </details>
+        </section>
+    }
+}
+
+#[component]
+fn RecommendationView(recommendation: Recommendation) -> impl IntoView {
+    // The quadrant chart: x = images in the smallest class against the "large" threshold (log scale,
+    // the threshold in the middle), y = similarity.
+    let threshold = recommendation.large_threshold.max(1) as f64;
+    let ratio = (recommendation.min_per_class.max(1) as f64 / threshold).log10();
+    let x = (100.0 + ratio * 60.0).clamp(8.0, 192.0);
+    let y = (200.0 - recommendation.similarity * 200.0).clamp(8.0, 192.0);
+    let label = |q: Quadrant, text: &'static str| {
+        let active = recommendation.quadrant == q;
+        (text, active)
+    };
+    let quadrants = [
+        (5.0, 18.0, label(Quadrant::SmallSimilar, "small · similar")),
+        (105.0, 18.0, label(Quadrant::LargeSimilar, "large · similar")),
+        (5.0, 190.0, label(Quadrant::SmallDissimilar, "small · dissimilar")),
+        (105.0, 190.0, label(Quadrant::LargeDissimilar, "large · dissimilar")),
+    ];
+    view! {
+        <div class="recommendation" data-testid="recommendation">
+            <svg class="quadrant" data-testid="quadrant" viewBox="0 0 200 200" width="220" height="220">
+                <rect x="0" y="0" width="200" height="200" class="frame"/>
+                <line x1="100" y1="0" x2="100" y2="200" class="axis"/>
+                <line x1="0" y1="100" x2="200" y2="100" class="axis"/>
+                {quadrants
+                    .into_iter()
+                    .map(|(x, y, (text, active))| {
+                        view! {
+                            <text x=x y=y class:active=active class="quadrant-label">
+                                {text}
+                            </text>
+                        }
+                    })
+                    .collect_view()}
+                <circle cx=x cy=y r="6" class="point"/>
+            </svg>
+            <div class="verdict">
+                <p class="quadrant-name">
+                    <strong>{recommendation.quadrant.name()}</strong>
+                    {format!(" → {}", recommendation.strategy.name())}
+                </p>
+                <p class="explanation">{recommendation.explanation.clone()}</p>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn TrainingPanel() -> impl IntoView {
+    let studio = studio();
+    let bridge = bridge();
+    let train = {
+        let bridge = bridge.clone();
+        move |_| {
+            let Some(config) = studio.config() else {
+                studio.say(
+                    true,
+                    "Choose a strategy first (or measure your data for a recommendation).",
+                );
+                return;
+            };
+            studio.training.set(true);
+            studio.history.set(Vec::new());
+            studio.summary.set(None);
+            studio.samples.set(Vec::new());
+            studio.selected_cell.set(None);
+            studio.progress.set(Some(ProgressView::default()));
+            bridge.send(
+                &WorkerRequest::Train {
+                    model: studio.model.get_untracked(),
+                    config,
+                },
+                Vec::new(),
+            );
+        }
+    };
+    let stop = move |_| bridge.send(&WorkerRequest::Stop, Vec::new());
+    view! {
+        <section class="panel training">
+            <h2>"4. Train"</h2>
+            <div class="toolbar">
+                <button data-testid="train-button" on:click=train disabled=move || studio.training.get()>
+                    "Train"
+                </button>
+                <button data-testid="stop-button" on:click=stop disabled=move || !studio.training.get()>
+                    "Stop"
+                </button>
+            </div>
+            {move || studio.progress.get().map(|p| view! { <ProgressBar progress=p/> })}
+            <Curves/>
+        </section>
+    }
+}
+
+#[component]
+fn ProgressBar(progress: ProgressView) -> impl IntoView {
+    let text = match (&progress.done, progress.caching) {
+        (Some(done), _) => format!(
+            "Training {done} after {} epochs ({} phase last)",
+            progress.epochs, progress.phase
+        ),
+        (None, caching) => match caching {
+            Some((done, total)) => format!(
+                "{}: computing the frozen layers once, {done}/{total} images",
+                progress.phase
+            ),
+            None if progress.epochs == 0 => "Starting…".to_string(),
+            None => format!(
+                "{} · epoch {}/{} · batch {}/{}{}",
+                progress.phase,
+                progress.epoch,
+                progress.epochs,
+                progress.batch,
+                progress.batches,
+                progress
+                    .eta_seconds
+                    .map(|eta| format!(" · {eta:.0} s left"))
+                    .unwrap_or_default()
+            ),
+        },
+    };
+    view! {
+        <div class="progress" data-testid="progress">
+            <progress max="1" value=progress.fraction></progress>
+            <span>{text}</span>
+        </div>
+    }
+}
+
+/// Loss and accuracy per epoch, train and validation, as SVG polylines.
+#[component]
+fn Curves() -> impl IntoView {
+    let studio = studio();
+    let chart = move |title: &'static str, pick: fn(&EpochPoint) -> (Option<f64>, Option<f64>)| {
+        let history = studio.history.get();
+        if history.is_empty() {
+            return None;
+        }
+        let values: Vec<(Option<f64>, Option<f64>)> = history.iter().map(pick).collect();
+        let max = values
+            .iter()
+            .flat_map(|(a, b)| [*a, *b])
+            .flatten()
+            .fold(f64::MIN_POSITIVE, f64::max);
+        let n = history.len().max(2) - 1;
+        let line = |select: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| {
+            values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    select(v).map(|y| {
+                        format!(
+                            "{:.1},{:.1}",
+                            10.0 + 280.0 * i as f64 / n as f64,
+                            110.0 - 100.0 * y / max
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        Some(view! {
+            <figure class="chart">
+                <svg viewBox="0 0 300 120" width="300" height="120">
+                    <line x1="10" y1="110" x2="290" y2="110" class="axis"/>
+                    <polyline points=line(|v| v.0) class="train"/>
+                    <polyline points=line(|v| v.1) class="val"/>
+                </svg>
+                <figcaption>{format!("{title} (max {max:.2}) — train, validation")}</figcaption>
+            </figure>
+        })
+    };
+    view! {
+        <div class="curves">
+            {move || chart("Loss", |p| (Some(p.train_loss), p.val_loss))}
+            {move || chart("Accuracy", |p| (Some(p.train_accuracy), p.val_accuracy))}
+        </div>
+    }
+}
+
+#[component]
+fn ResultsPanel() -> impl IntoView {
+    let studio = studio();
+    view! {
+        {move || {
+            studio
+                .summary
+                .get()
+                .map(|summary| {
+                    let accuracy = summary
+                        .val_accuracy
+                        .map_or("no validation images".to_string(), |a| format!("{:.1}%", a * 100.0));
+                    let classes = summary.classes.clone();
+                    let per_class: Vec<String> = classes
+                        .iter()
+                        .map(|c| {
+                            let a = summary.per_class_accuracy.get(c).copied().flatten();
+                            format!("{c}: {}", a.map_or("–".into(), |a| format!("{:.0}%", a * 100.0)))
+                        })
+                        .collect();
+                    view! {
+                        <section class="panel results">
+                            <h2>"5. Results"</h2>
+                            <p>
+                                "Validation accuracy "
+                                <strong data-testid="val-accuracy">{accuracy}</strong>
+                                {format!(
+                                    " after {} epochs (kept epoch {}), {:.1} s",
+                                    summary.epochs,
+                                    summary.best_epoch.map_or("–".into(), |e| e.to_string()),
+                                    summary.seconds
+                                )}
+                            </p>
+                            <p class="per-class">{per_class.join(" · ")}</p>
+                            <ConfusionMatrix classes=classes confusion=summary.confusion.clone()/>
+                            <CellImages/>
+                        </section>
+                    }
+                })
+        }}
+    }
+}
+
+#[component]
+fn ConfusionMatrix(classes: Vec<String>, confusion: Vec<Vec<usize>>) -> impl IntoView {
+    let studio = studio();
+    let header = classes.clone();
+    view! {
+        <table class="confusion" data-testid="confusion-matrix">
+            <caption>"Rows: true class · columns: predicted · click a cell to see its images"</caption>
+            <thead>
+                <tr>
+                    <th></th>
+                    {header.into_iter().map(|c| view! { <th>{c}</th> }).collect_view()}
+                </tr>
+            </thead>
+            <tbody>
+                {confusion
+                    .into_iter()
+                    .enumerate()
+                    .map(|(t, row)| {
+                        let name = classes.get(t).cloned().unwrap_or_default();
+                        view! {
+                            <tr>
+                                <th>{name}</th>
+                                {row
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(p, count)| {
+                                        view! {
+                                            <td
+                                                class:diagonal={t == p}
+                                                class:miss={t != p && count > 0}
+                                                class:selected=move || studio.selected_cell.get() == Some((t, p))
+                                                data-testid=format!("confusion-cell-{t}-{p}")
+                                                on:click=move |_| studio.selected_cell.set(Some((t, p)))
+                                            >
+                                                {count}
+                                            </td>
+                                        }
+                                    })
+                                    .collect_view()}
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+#[component]
+fn CellImages() -> impl IntoView {
+    let studio = studio();
+    view! {
+        {move || {
+            studio
+                .selected_cell
+                .get()
+                .map(|(t, p)| {
+                    let thumbs: Vec<Thumb> = studio
+                        .samples
+                        .get()
+                        .into_iter()
+                        .filter(|&(_, truth, predicted)| truth == t && predicted == p)
+                        .filter_map(|(id, _, _)| studio.thumb(id))
+                        .collect();
+                    let names = studio.class_names();
+                    let title = format!(
+                        "{} validation images of {} predicted as {}",
+                        thumbs.len(),
+                        names.get(t).cloned().unwrap_or_default(),
+                        names.get(p).cloned().unwrap_or_default()
+                    );
+                    view! {
+                        <div class="cell-images" data-testid="cell-images">
+                            <p>{title}</p>
+                            {thumbs
+                                .into_iter()
+                                .map(|thumb| view! { <img src=thumb.url title=thumb.name alt=""/> })
+                                .collect_view()}
+                        </div>
+                    }
+                })
+        }}
+    }
+}
+
+#[component]
+fn TryPanel() -> impl IntoView {
+    let studio = studio();
+    let bridge = bridge();
+    let predict = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                let files = read_files(&input).await;
+                input.set_value("");
+                if let Some((_, bytes)) = files.into_iter().next() {
+                    studio.predicted_image.set(Some(blob_url(&bytes, "")));
+                    studio.prediction.set(None);
+                    bridge.send(&WorkerRequest::Predict, vec![bytes]);
+                }
+            });
+        }
+    };
+    let export = {
+        let bridge = bridge.clone();
+        move |_| bridge.send(&WorkerRequest::Export, Vec::new())
+    };
+    let import = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let bridge = bridge.clone();
+        leptos::task::spawn_local(async move {
+            let files = read_files(&input).await;
+            input.set_value("");
+            if let Some((name, bytes)) = files.into_iter().next() {
+                bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
+            }
+        });
+    };
+    let ready = move || studio.model_ready.get().is_some();
+    view! {
+        <section class="panel try">
+            <h2>"6. Try it, export it"</h2>
+            <p class="hint">
+                {move || match studio.model_ready.get() {
+                    Some(classes) => format!("The model knows: {}.", classes.join(", ")),
+                    None => "Train a model (or import one) to try it.".to_string(),
+                }}
+            </p>
+            <div class="toolbar">
+                <label class="button" class:disabled=move || !ready()>
+                    "Classify an image…"
+                    <input type="file" accept="image/*" data-testid="predict-input" on:change=predict/>
+                </label>
+                <button data-testid="export-button" on:click=export disabled=move || !ready()>
+                    "Export model"
+                </button>
+                <label class="button">
+                    "Import a model…"
+                    <input type="file" accept=".graft" data-testid="import-input" on:change=import/>
+                </label>
+            </div>
+            {move || {
+                studio
+                    .export_url
+                    .get()
+                    .map(|(url, name)| {
+                        view! {
+                            <p>
+                                <a href=url download=name.clone() data-testid="export-link">
+                                    {format!("Download {name} again")}
+                                </a>
+                            </p>
+                        }
+                    })
+            }}
+            <div class="prediction-row">
+                {move || studio.predicted_image.get().map(|url| view! { <img class="predicted" src=url alt=""/> })}
+                {move || {
+                    studio
+                        .prediction
+                        .get()
+                        .map(|top| {
+                            view! {
+                                <ol class="prediction" data-testid="prediction">
+                                    {top
+                                        .into_iter()
+                                        .map(|(label, prob)| {
+                                            view! {
+                                                <li>
+                                                    <span class="label">{label}</span>
+                                                    <meter min="0" max="1" value=prob></meter>
+                                                    <span>{format!("{:.1}%", prob * 100.0)}</span>
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ol>
+                            }
+                        })
+                }}
+            </div>
+        </section>
+    }
+}

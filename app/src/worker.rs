@@ -1,0 +1,605 @@
+//! The training worker: owns the compute device, the images, the pretrained and the trained models,
+//! and answers [`WorkerRequest`]s with [`WorkerEvent`]s. Runs in a dedicated Web Worker, so that
+//! decoding, measuring, training and predicting never block the page.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::rc::Rc;
+
+use burn::prelude::*;
+use graft_engine::bundle::{self, BundleHeader};
+use graft_engine::data::{self, Dataset, Example};
+use graft_engine::model::{ImageClassifier, ModelKind};
+use graft_engine::train::{self, TrainConfig, TrainEvent, TrainObserver};
+use graft_engine::weights::{self, Manifest};
+use graft_engine::{metrics, preprocess, readback, recommend};
+use image::RgbImage;
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::device::{self, ComputeDevice};
+use crate::protocol::{ImageInfo, Rejected, WorkerEvent, WorkerRequest};
+use crate::store::{self, Store, StoredImage};
+
+/// Side of the square JPEG thumbnails sent to the page.
+const THUMBNAIL: u32 = 96;
+
+#[derive(Default)]
+struct State {
+    device: Option<ComputeDevice>,
+    /// Shared with a running measurement or training; edits copy on write.
+    dataset: Rc<Dataset>,
+    /// `ids[i]` names `dataset.examples[i]`.
+    ids: Vec<u64>,
+    next_id: u64,
+    pretrained: HashMap<ModelKind, ImageClassifier>,
+    trained: Option<Trained>,
+    busy: bool,
+    /// The project in IndexedDB (`None` when the browser refuses storage).
+    store: Option<Rc<Store>>,
+}
+
+struct Trained {
+    kind: ModelKind,
+    classes: Vec<String>,
+    input_size: usize,
+    model: ImageClassifier,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+    static STOP: Rc<Cell<bool>> = Rc::new(Cell::new(false));
+}
+
+/// Sets up the worker: opens the device (reporting `Ready`) and handles every message after that.
+pub fn start() {
+    let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(|event: web_sys::MessageEvent| {
+        let message: Array = event.data().unchecked_into();
+        let json = message.get(0).as_string().unwrap_or_default();
+        let payloads: Vec<Vec<u8>> = (1..message.length())
+            .map(|i| message.get(i).unchecked_into::<Uint8Array>().to_vec())
+            .collect();
+        match serde_json::from_str::<WorkerRequest>(&json) {
+            // Stop must act while a training task is suspended between batches.
+            Ok(WorkerRequest::Stop) => STOP.with(|stop| stop.set(true)),
+            Ok(request) => wasm_bindgen_futures::spawn_local(handle(request, payloads)),
+            Err(error) => post(
+                &WorkerEvent::Failed {
+                    request: "?".into(),
+                    message: format!("unreadable request: {error}"),
+                },
+                Vec::new(),
+            ),
+        }
+    });
+    scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    wasm_bindgen_futures::spawn_local(handle(WorkerRequest::Init, Vec::new()));
+}
+
+/// Sends an event with its payloads (their buffers transferred).
+pub fn post(event: &WorkerEvent, payloads: Vec<Vec<u8>>) {
+    let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let (message, transfer) = crate::bridge::pack(&serde_json::to_string(event).expect("events serialise"), payloads);
+    if let Err(error) = scope.post_message_with_transfer(&message, &transfer) {
+        leptos::logging::error!("graft worker: postMessage failed: {error:?}");
+    }
+}
+
+fn fail(request: &str, message: impl ToString) {
+    post(
+        &WorkerEvent::Failed {
+            request: request.into(),
+            message: message.to_string(),
+        },
+        Vec::new(),
+    );
+}
+
+async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
+    match request {
+        WorkerRequest::Init => {
+            let device = device::acquire().await;
+            let (label, gpu) = (device.label(), device.is_gpu());
+            STATE.with_borrow_mut(|state| state.device = Some(device));
+            restore().await;
+            post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
+        }
+        WorkerRequest::SetClasses { names, removed } => {
+            if let Some(store) = store() {
+                let result = async {
+                    if let Some(gone) = removed {
+                        store.remove_class(gone).await?;
+                    }
+                    store.save_classes(&names).await
+                }
+                .await;
+                if let Err(error) = result {
+                    fail("store", store::describe(error));
+                }
+            }
+            set_classes(names, removed);
+        }
+        WorkerRequest::AddImages { class, names } => add_images(class, names, payloads).await,
+        WorkerRequest::RemoveImage { id } => {
+            if let Some(store) = store()
+                && let Err(error) = store.delete_image(id).await
+            {
+                fail("store", store::describe(error));
+            }
+            remove_image(id);
+        }
+        WorkerRequest::Recommend { model } => {
+            if let Err(message) = run_recommend(model).await {
+                fail("recommend", message);
+            }
+        }
+        WorkerRequest::Train { model, config } => {
+            let busy = STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true));
+            if busy {
+                return fail("train", "training is already running");
+            }
+            let result = run_train(model, config).await;
+            STATE.with_borrow_mut(|state| state.busy = false);
+            if let Err(message) = result {
+                fail("train", message);
+            }
+        }
+        WorkerRequest::Stop => STOP.with(|stop| stop.set(true)),
+        WorkerRequest::Predict => match predict(payloads.first().map(Vec::as_slice).unwrap_or(&[])).await {
+            Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
+            Err(message) => fail("predict", message),
+        },
+        WorkerRequest::Export => match export().await {
+            Ok((file_name, bytes)) => post(&WorkerEvent::Exported { file_name }, vec![bytes]),
+            Err(message) => fail("export", message),
+        },
+        WorkerRequest::Import { name } => {
+            let bytes = payloads.into_iter().next().unwrap_or_default();
+            match import(&name, &bytes) {
+                Ok((classes, model)) => {
+                    if let Some(store) = store()
+                        && let Err(error) = store.save_model(&bytes).await
+                    {
+                        fail("store", store::describe(error));
+                    }
+                    post(&WorkerEvent::ModelReady { classes, model }, Vec::new())
+                }
+                Err(message) => fail("import", message),
+            }
+        }
+    }
+}
+
+fn store() -> Option<Rc<Store>> {
+    STATE.with_borrow(|state| state.store.clone())
+}
+
+/// The class list changed; `removed` names the class that went.
+fn set_classes(names: Vec<String>, removed: Option<usize>) {
+    STATE.with_borrow_mut(|state| {
+        let mut ids = std::mem::take(&mut state.ids);
+        let dataset = Rc::make_mut(&mut state.dataset);
+        if let Some(gone) = removed {
+            let mut keep = dataset.examples.iter().map(|e| e.label != gone);
+            ids.retain(|_| keep.next().unwrap_or(true));
+            dataset.examples.retain(|e| e.label != gone);
+            for example in &mut dataset.examples {
+                if example.label > gone {
+                    example.label -= 1;
+                }
+            }
+        }
+        dataset.classes = names;
+        state.ids = ids;
+    });
+}
+
+fn remove_image(id: u64) {
+    STATE.with_borrow_mut(|state| {
+        if let Some(position) = state.ids.iter().position(|&i| i == id) {
+            state.ids.remove(position);
+            Rc::make_mut(&mut state.dataset).examples.remove(position);
+        }
+    });
+}
+
+/// Opens the project store and brings back what it holds: classes, images, the trained model.
+async fn restore() {
+    let store = match Store::open().await {
+        Ok(store) => Rc::new(store),
+        Err(error) => {
+            post(
+                &WorkerEvent::Notice {
+                    message: format!(
+                        "This browser does not let Graft keep the project ({error:?}): it works, but a reload starts afresh."
+                    ),
+                },
+                Vec::new(),
+            );
+            return;
+        }
+    };
+    STATE.with_borrow_mut(|state| state.store = Some(store.clone()));
+    let (project, unreadable) = match store.load().await {
+        Ok(loaded) => loaded,
+        Err(error) => return fail("restore", format!("the stored project could not be read: {error:?}")),
+    };
+    if project.classes.is_empty() {
+        return;
+    }
+    post(
+        &WorkerEvent::ProjectRestored {
+            classes: project.classes.clone(),
+        },
+        Vec::new(),
+    );
+    set_classes(project.classes.clone(), None);
+    let mut damaged = unreadable;
+    let mut by_class: Vec<(Vec<ImageInfo>, Vec<Vec<u8>>)> = vec![(Vec::new(), Vec::new()); project.classes.len()];
+    for stored in project.images {
+        let decoded = preprocess::decode(&stored.jpeg).map_err(|e| e.to_string());
+        let Ok(image) = decoded.and_then(|image| thumbnail(&image).map(|thumb| (image, thumb))) else {
+            damaged += 1;
+            continue;
+        };
+        STATE.with_borrow_mut(|state| {
+            state.next_id = state.next_id.max(stored.id + 1);
+            state.ids.push(stored.id);
+            Rc::make_mut(&mut state.dataset).examples.push(Example {
+                image: image.0,
+                label: stored.class,
+            });
+        });
+        by_class[stored.class].0.push(ImageInfo {
+            id: stored.id,
+            name: stored.name,
+        });
+        by_class[stored.class].1.push(image.1);
+    }
+    for (class, (added, thumbnails)) in by_class.into_iter().enumerate() {
+        if !added.is_empty() {
+            post(
+                &WorkerEvent::ImagesAdded {
+                    class,
+                    added,
+                    rejected: Vec::new(),
+                },
+                thumbnails,
+            );
+        }
+    }
+    if damaged > 0 {
+        fail(
+            "restore",
+            format!("{damaged} stored images were damaged and have been dropped; the rest of the project is back."),
+        );
+    }
+    if let Some(bytes) = project.model {
+        match import("the stored model", &bytes) {
+            Ok((classes, model)) => post(&WorkerEvent::ModelReady { classes, model }, Vec::new()),
+            Err(message) => fail("restore", format!("the stored model was dropped: {message}")),
+        }
+    }
+}
+
+/// Decodes, orients and downscales each file once; stores it; answers with thumbnails and per-file
+/// reasons.
+async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
+    let mut added = Vec::new();
+    let mut rejected = Vec::new();
+    let mut thumbnails = Vec::new();
+    let mut stored = Vec::new();
+    STATE.with_borrow_mut(|state| {
+        if class >= state.dataset.classes.len() {
+            rejected.extend(names.iter().map(|name| Rejected {
+                name: name.clone(),
+                reason: "the class no longer exists".into(),
+            }));
+            return;
+        }
+        for (name, bytes) in names.into_iter().zip(payloads) {
+            let image = match preprocess::decode(&bytes) {
+                Ok(image) => image,
+                Err(error) => {
+                    rejected.push(Rejected {
+                        name,
+                        reason: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let prepared = data::prepare(&image, 224);
+            let encoded = thumbnail(&prepared).and_then(|thumb| jpeg(&prepared, 90).map(|full| (thumb, full)));
+            let (thumb, full) = match encoded {
+                Ok(pair) => pair,
+                Err(reason) => {
+                    rejected.push(Rejected { name, reason });
+                    continue;
+                }
+            };
+            thumbnails.push(thumb);
+            let id = state.next_id;
+            state.next_id += 1;
+            state.ids.push(id);
+            Rc::make_mut(&mut state.dataset).examples.push(Example {
+                image: prepared,
+                label: class,
+            });
+            stored.push(StoredImage {
+                id,
+                class,
+                name: name.clone(),
+                jpeg: full,
+            });
+            added.push(ImageInfo { id, name });
+        }
+    });
+    post(&WorkerEvent::ImagesAdded { class, added, rejected }, thumbnails);
+    if let Some(store) = store()
+        && !stored.is_empty()
+        && let Err(error) = store.put_images(&stored).await
+    {
+        fail("store", store::describe(error));
+    }
+}
+
+fn jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(image)
+        .map_err(|e| format!("could not encode the image: {e}"))?;
+    Ok(out)
+}
+
+/// A centre-square JPEG thumbnail.
+fn thumbnail(image: &RgbImage) -> Result<Vec<u8>, String> {
+    let side = image.width().min(image.height());
+    let square = image::imageops::crop_imm(
+        image,
+        (image.width() - side) / 2,
+        (image.height() - side) / 2,
+        side,
+        side,
+    )
+    .to_image();
+    let small = image::imageops::resize(&square, THUMBNAIL, THUMBNAIL, image::imageops::FilterType::Triangle);
+    jpeg(&small, 80)
+}
+
+fn device() -> Result<Device, String> {
+    STATE
+        .with_borrow(|state| state.device.as_ref().map(|d| d.device().clone()))
+        .ok_or_else(|| "the compute device is not ready yet".to_string())
+}
+
+/// Fetches a file the app serves (the worker's URL is the app's root).
+async fn fetch(path: &str) -> Result<Vec<u8>, String> {
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let response = wasm_bindgen_futures::JsFuture::from(scope.fetch_with_str(path))
+        .await
+        .map_err(|e| format!("{path}: could not be fetched ({e:?})"))?;
+    let response: web_sys::Response = response.unchecked_into();
+    if !response.ok() {
+        return Err(format!("{path}: HTTP {}", response.status()));
+    }
+    let buffer = response.array_buffer().map_err(|e| format!("{path}: {e:?}"))?;
+    let buffer = wasm_bindgen_futures::JsFuture::from(buffer)
+        .await
+        .map_err(|e| format!("{path}: the download broke off ({e:?})"))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// The pretrained ImageNet model of `kind`, fetched and verified once.
+async fn pretrained(kind: ModelKind) -> Result<ImageClassifier, String> {
+    if let Some(model) = STATE.with_borrow(|state| state.pretrained.get(&kind).cloned()) {
+        return Ok(model);
+    }
+    let manifest: Manifest = serde_json::from_slice(&fetch("models/manifest.json").await?)
+        .map_err(|e| format!("models/manifest.json: {e}"))?;
+    let entry = manifest
+        .entry(kind)
+        .ok_or_else(|| format!("{kind} is not among the served models"))?
+        .clone();
+    post(
+        &WorkerEvent::Notice {
+            message: format!(
+                "Loading the pretrained {} weights ({:.1} MB)…",
+                kind.card().display_name,
+                entry.bytes as f64 / 1e6
+            ),
+        },
+        Vec::new(),
+    );
+    let bytes = fetch(&format!("models/{}", entry.file)).await?;
+    let model = weights::load_pretrained(kind, &entry, bytes, &device()?).map_err(|e| e.to_string())?;
+    STATE.with_borrow_mut(|state| state.pretrained.insert(kind, model.clone()));
+    Ok(model)
+}
+
+fn dataset() -> Rc<Dataset> {
+    STATE.with_borrow(|state| state.dataset.clone())
+}
+
+async fn run_recommend(kind: ModelKind) -> Result<(), String> {
+    let dataset = dataset();
+    dataset.validate().map_err(|e| e.to_string())?;
+    let model = pretrained(kind).await?;
+    let device = device()?;
+    let mut progress = Progress;
+    let signals = recommend::measure(
+        &model,
+        kind,
+        &dataset,
+        &device,
+        recommend::DEFAULT_SAMPLE_PER_CLASS,
+        &mut progress,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let recommendation = recommend::recommend(&model, &dataset.classes, &dataset.class_counts(), signals);
+    post(&WorkerEvent::Recommendation(Box::new(recommendation)), Vec::new());
+    Ok(())
+}
+
+/// Reports the measurement's progress and lets the worker breathe between batches.
+struct Progress;
+
+impl recommend::MeasureProgress for Progress {
+    async fn progress(&mut self, done: usize, total: usize) {
+        post(&WorkerEvent::Measuring { done, total }, Vec::new());
+        yield_now().await;
+    }
+}
+
+/// Relays training events to the page; cancels when a `Stop` arrived.
+struct Relay {
+    stop: Rc<Cell<bool>>,
+}
+
+impl TrainObserver for Relay {
+    fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        post(&WorkerEvent::Train(Box::new(event)), Vec::new());
+        if self.stop.get() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    async fn between_batches(&mut self) {
+        yield_now().await;
+    }
+}
+
+async fn run_train(kind: ModelKind, config: TrainConfig) -> Result<(), String> {
+    let dataset = dataset();
+    let ids = STATE.with_borrow(|state| state.ids.clone());
+    dataset.validate().map_err(|e| e.to_string())?;
+    let model = pretrained(kind).await?;
+    let device = device()?;
+    let stop = STOP.with(Rc::clone);
+    stop.set(false);
+    let mut relay = Relay { stop };
+    let trained = train::train(&model, kind, &dataset, &config, &device, &mut relay)
+        .await
+        .map_err(|e| e.to_string())?;
+    let input_size = config.image_size.unwrap_or(kind.card().input_size);
+    let samples = trained
+        .summary
+        .val_images
+        .iter()
+        .zip(&trained.summary.val_predictions)
+        .map(|(&i, &predicted)| (ids[i], dataset.examples[i].label, predicted))
+        .collect();
+    post(&WorkerEvent::Evaluated { samples }, Vec::new());
+    STATE.with_borrow_mut(|state| {
+        state.trained = Some(Trained {
+            kind,
+            classes: dataset.classes.clone(),
+            input_size,
+            model: trained.model,
+        })
+    });
+    post(
+        &WorkerEvent::ModelReady {
+            classes: dataset.classes.clone(),
+            model: kind,
+        },
+        Vec::new(),
+    );
+    // Keep the model for the next visit.
+    if let Some(store) = store() {
+        match export().await {
+            Ok((_, bytes)) => {
+                if let Err(error) = store.save_model(&bytes).await {
+                    fail("store", store::describe(error));
+                }
+            }
+            Err(message) => fail(
+                "store",
+                format!("the model could not be kept for the next visit: {message}"),
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
+    let image = preprocess::decode(bytes).map_err(|e| e.to_string())?;
+    let (model, classes, input_size, normalisation) = STATE
+        .with_borrow(|state| {
+            state.trained.as_ref().map(|t| {
+                (
+                    t.model.clone(),
+                    t.classes.clone(),
+                    t.input_size,
+                    t.kind.card().normalisation,
+                )
+            })
+        })
+        .ok_or("train or import a model first")?;
+    let device = model.classifier.weight.device();
+    let view = preprocess::evaluation_view(&image, input_size as u32);
+    let input = preprocess::batch_tensor(&[view], &normalisation, &device);
+    let logits = readback::to_f32_vec(model.forward(input))
+        .await
+        .map_err(|e| e.to_string())?;
+    let probs = metrics::softmax(&logits);
+    Ok(metrics::top_k(&probs, classes.len().min(5))
+        .into_iter()
+        .map(|(class, prob)| (classes[class].clone(), prob))
+        .collect())
+}
+
+async fn export() -> Result<(String, Vec<u8>), String> {
+    let (model, kind, classes, input_size) = STATE
+        .with_borrow(|state| {
+            state
+                .trained
+                .as_ref()
+                .map(|t| (t.model.clone(), t.kind, t.classes.clone(), t.input_size))
+        })
+        .ok_or("train or import a model first")?;
+    // Saving reads tensors synchronously: copy the model to the CPU with async read-backs first.
+    let cpu = readback::module_to_device(model, &Device::flex())
+        .await
+        .map_err(|e| e.to_string())?;
+    let header = BundleHeader::new(kind, classes, input_size);
+    let bytes = bundle::encode(header, &cpu).map_err(|e| e.to_string())?;
+    Ok((format!("graft-{}.{}", kind.card().name, bundle::EXTENSION), bytes))
+}
+
+fn import(name: &str, bytes: &[u8]) -> Result<(Vec<String>, ModelKind), String> {
+    let (header, model) = bundle::decode(name, bytes, &Device::flex()).map_err(|e| e.to_string())?;
+    let device = device()?;
+    let model = model.to_device(&device);
+    STATE.with_borrow_mut(|state| {
+        state.trained = Some(Trained {
+            kind: header.model,
+            classes: header.classes.clone(),
+            input_size: header.input_size,
+            model,
+        })
+    });
+    Ok((header.classes, header.model))
+}
+
+/// Gives the event loop a turn (a zero-delay timeout), so that messages such as `Stop` are handled
+/// while a long computation is in progress.
+pub async fn yield_now() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        if let Ok(set_timeout) = js_sys::Reflect::get(&global, &"setTimeout".into())
+            .and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+        {
+            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}

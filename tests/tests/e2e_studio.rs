@@ -1,0 +1,219 @@
+//! End-to-end: a person's whole path through the trunk-built app in headless Chromium, with real
+//! photos (Tux Paint's bird and mammal cut-outs): two classes, images in, a recommendation, head-only
+//! training to the end, the validation accuracy and confusion matrix, a prediction, an export, and a
+//! model file made by the engine imported and used. Screenshots of each screen go to `screenshots/`.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fantoccini::{Client, Locator};
+use graft_tests::datasets;
+use graft_tests::e2e::{self, ChromeDriver, StaticServer};
+
+/// The first `n` images of a class folder, as absolute paths.
+fn images(class: &str, n: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(datasets::path("tuxpaint-photos").join(class))
+        .expect("class folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files.truncate(n);
+    files
+}
+
+async fn by_id(client: &Client, id: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css(&format!("[data-testid='{id}']")))
+        .await
+        .unwrap_or_else(|e| panic!("no element {id}: {e}"))
+}
+
+async fn text_of(client: &Client, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    match e2e::wait_for_text(client, &format!("[data-testid='{id}']"), timeout, done).await {
+        Ok(text) => text,
+        Err(error) => {
+            let shot = e2e::screenshot(client, &format!("failed-{id}")).await;
+            let messages = client.find(Locator::Css("[data-testid=messages]")).await.ok();
+            let messages = match messages {
+                Some(m) => m.text().await.unwrap_or_default(),
+                None => String::new(),
+            };
+            panic!("{error}; messages: {messages:?}; screenshot {}", shot.display());
+        }
+    }
+}
+
+/// Scrolls the element into view (screenshots show the viewport).
+async fn show(client: &Client, id: &str) {
+    let script = format!("document.querySelector(\"[data-testid='{id}']\").scrollIntoView({{block: 'center'}});");
+    client.execute(&script, Vec::new()).await.expect("scroll");
+}
+
+async fn upload(client: &Client, id: &str, files: &[PathBuf]) {
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    by_id(client, id)
+        .await
+        .send_keys(&paths.join("\n"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot choose files in {id}: {e}"));
+}
+
+async fn rename(client: &Client, id: &str, name: &str) {
+    let input = by_id(client, id).await;
+    input.clear().await.expect("clear");
+    // Enter commits the change (fires `change`).
+    input.send_keys(&format!("{name}\u{E007}")).await.expect("type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_trains_predicts_exports_and_imports() {
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    // The CPU backend: in this headless Chromium WebGPU runs on SwiftShader (a software rasteriser),
+    // 20x slower than the CPU backend for training (see the browser benchmarks).
+    let client = driver.session_without_webgpu().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    text_of(&client, "device", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await;
+
+    // Two classes with 8 photos each.
+    by_id(&client, "add-class").await.click().await.expect("add class");
+    by_id(&client, "add-class").await.click().await.expect("add class");
+    rename(&client, "class-name-0", "birds").await;
+    rename(&client, "class-name-1", "mammals").await;
+    upload(&client, "class-files-0", &images("birds", 8)).await;
+    upload(&client, "class-files-1", &images("mammals", 8)).await;
+    text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "8").await;
+    text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "8").await;
+    let shot = e2e::screenshot(&client, "studio-1-data").await;
+    println!("data: {}", shot.display());
+
+    // The recommendation: small and similar -> head only, with the quadrant chart.
+    by_id(&client, "model-mobilenet-v2").await.click().await.expect("model");
+    by_id(&client, "analyse-button").await.click().await.expect("analyse");
+    let recommendation = text_of(&client, "recommendation", Duration::from_secs(240), |t| !t.is_empty()).await;
+    println!("recommendation: {recommendation}");
+    assert!(recommendation.contains("small-similar"), "{recommendation}");
+    assert!(
+        recommendation.contains("16 images in 2 classes, 8 in the smallest: small"),
+        "{recommendation}"
+    );
+    by_id(&client, "quadrant").await;
+    let head_only = by_id(&client, "strategy-head-only").await;
+    assert_eq!(
+        head_only.prop("checked").await.expect("checked").as_deref(),
+        Some("true")
+    );
+    show(&client, "recommendation").await;
+    let shot = e2e::screenshot(&client, "studio-2-recommendation").await;
+    println!("recommendation screen: {}", shot.display());
+
+    // Train head-only to the end.
+    by_id(&client, "train-button").await.click().await.expect("train");
+    let accuracy = text_of(&client, "val-accuracy", Duration::from_secs(300), |t| t.ends_with('%')).await;
+    println!("validation accuracy: {accuracy}");
+    let value: f64 = accuracy.trim_end_matches('%').parse().expect("a percentage");
+    assert!((0.0..=100.0).contains(&value));
+    let progress = text_of(&client, "progress", Duration::from_secs(10), |t| {
+        t.contains("Training done")
+    })
+    .await;
+    println!("progress: {progress}");
+    let matrix = by_id(&client, "confusion-matrix")
+        .await
+        .text()
+        .await
+        .expect("matrix text");
+    assert!(matrix.contains("birds") && matrix.contains("mammals"), "{matrix}");
+    // 8 per class, 20% held out: 2 validation images per class, 4 in the matrix.
+    let mut total = 0;
+    for t in 0..2 {
+        for p in 0..2 {
+            let cell = by_id(&client, &format!("confusion-cell-{t}-{p}")).await;
+            total += cell
+                .text()
+                .await
+                .expect("cell")
+                .trim()
+                .parse::<usize>()
+                .expect("a count");
+        }
+    }
+    assert_eq!(total, 4);
+    by_id(&client, "confusion-cell-0-0").await.click().await.expect("cell");
+    let cell = text_of(&client, "cell-images", Duration::from_secs(10), |t| {
+        t.contains("predicted as")
+    })
+    .await;
+    println!("cell: {cell}");
+    show(&client, "confusion-matrix").await;
+    let shot = e2e::screenshot(&client, "studio-3-results").await;
+    println!("results screen: {}", shot.display());
+
+    // Try it with a bird the model has not seen.
+    let unseen = images("birds", 20).pop().expect("a 20th bird");
+    upload(&client, "predict-input", &[unseen]).await;
+    let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
+    println!("prediction: {prediction:?}");
+    assert!(
+        prediction.contains("birds") && prediction.contains("mammals"),
+        "{prediction}"
+    );
+    show(&client, "prediction").await;
+    let shot = e2e::screenshot(&client, "studio-4-prediction").await;
+    println!("prediction screen: {}", shot.display());
+
+    // Export: the model file is offered for download.
+    by_id(&client, "export-button").await.click().await.expect("export");
+    let link = by_id(&client, "export-link").await;
+    let href = link.attr("href").await.expect("href").unwrap_or_default();
+    assert!(href.starts_with("blob:"), "{href}");
+    assert_eq!(
+        link.attr("download").await.expect("download").as_deref(),
+        Some("graft-mobilenet-v2.graft")
+    );
+
+    // Import a model file the engine wrote (the format `graft train --out` writes) and use it.
+    let file = std::env::temp_dir().join(format!("graft-e2e-{}.graft", std::process::id()));
+    std::fs::write(&file, engine_model_file(&["cats", "espresso", "rockets"])).expect("write model file");
+    upload(&client, "import-input", std::slice::from_ref(&file)).await;
+    let knows = client
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::XPath(
+            "//*[contains(text(), 'The model knows: cats, espresso, rockets')]",
+        ))
+        .await;
+    assert!(knows.is_ok(), "the imported model's classes are shown");
+    upload(&client, "predict-input", &[images("birds", 1).remove(0)]).await;
+    let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| {
+        t.contains("espresso")
+    })
+    .await;
+    println!("prediction with the imported model: {prediction:?}");
+    let _ = std::fs::remove_file(&file);
+    client.close().await.expect("close");
+}
+
+/// A MobileNetV2 with a new head for `classes`, as a Graft model file.
+fn engine_model_file(classes: &[&str]) -> Vec<u8> {
+    use burn::prelude::*;
+    use graft_engine::bundle::{self, BundleHeader};
+    use graft_engine::model::ModelKind;
+
+    let device = Device::flex();
+    let model = graft_tests::pretrained::load(ModelKind::MobileNetV2, &device)
+        .expect("weights")
+        .with_classes(classes.len());
+    let header = BundleHeader::new(
+        ModelKind::MobileNetV2,
+        classes.iter().map(|c| c.to_string()).collect(),
+        224,
+    );
+    bundle::encode(header, &model).expect("encode")
+}
