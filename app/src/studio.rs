@@ -628,7 +628,12 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                 <span class="count" data-testid=format!("class-count-{index}")>
                     {count}
                 </span>
-                <button class="delete" title="Delete this class" on:click=delete>
+                <button
+                    class="delete"
+                    title="Delete this class"
+                    data-testid=format!("class-delete-{index}")
+                    on:click=delete
+                >
                     "✕"
                 </button>
             </div>

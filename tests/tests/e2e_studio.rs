@@ -178,6 +178,80 @@ async fn a_person_trains_predicts_exports_and_imports() {
         Some("graft-mobilenet-v2.graft")
     );
 
+    // The page stays responsive while the worker trains: a full fine-tune runs, a class is added and
+    // removed meanwhile, then Stop ends the run between batches and keeps the best model so far.
+    by_id(&client, "strategy-full").await.click().await.expect("full");
+    by_id(&client, "train-button").await.click().await.expect("train");
+    text_of(&client, "progress", Duration::from_secs(120), |t| {
+        t.contains("batch 1/")
+    })
+    .await;
+    let clicked = std::time::Instant::now();
+    by_id(&client, "add-class")
+        .await
+        .click()
+        .await
+        .expect("add class while training");
+    let added = client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("[data-testid='class-name-2']"))
+        .await;
+    let reaction = clicked.elapsed();
+    let progress = by_id(&client, "progress").await.text().await.expect("progress");
+    println!("added a class {reaction:?} after the click, while training: {progress}");
+    assert!(added.is_ok(), "the page did not react while training");
+    assert!(
+        !progress.contains("Training done"),
+        "training was still running: {progress}"
+    );
+    by_id(&client, "class-delete-2")
+        .await
+        .click()
+        .await
+        .expect("delete class");
+    by_id(&client, "stop-button").await.click().await.expect("stop");
+    let stopped = text_of(&client, "progress", Duration::from_secs(120), |t| {
+        t.contains("Training stopped")
+    })
+    .await;
+    println!("after stop: {stopped}");
+    text_of(&client, "val-accuracy", Duration::from_secs(30), |t| t.ends_with('%')).await;
+
+    // A reload finds the project as it was: classes, images, the trained model.
+    client.refresh().await.expect("reload");
+    text_of(&client, "device", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await;
+    text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "8").await;
+    text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "8").await;
+    assert!(
+        client.find(Locator::Css("[data-testid='class-name-2']")).await.is_err(),
+        "the deleted class stays deleted"
+    );
+    let name = by_id(&client, "class-name-0").await.prop("value").await.expect("value");
+    assert_eq!(name.as_deref(), Some("birds"));
+    let knows = client
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::XPath(
+            "//*[contains(text(), 'The model knows: birds, mammals')]",
+        ))
+        .await;
+    assert!(knows.is_ok(), "the trained model came back");
+    upload(
+        &client,
+        "predict-input",
+        &[images("mammals", 12).pop().expect("a 12th mammal")],
+    )
+    .await;
+    let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
+    println!("prediction after the reload: {prediction:?}");
+    show(&client, "class-count-0").await;
+    let shot = e2e::screenshot(&client, "studio-5-after-reload").await;
+    println!("after reload: {}", shot.display());
+
     // Import a model file the engine wrote (the format `graft train --out` writes) and use it.
     let file = std::env::temp_dir().join(format!("graft-e2e-{}.graft", std::process::id()));
     std::fs::write(&file, engine_model_file(&["cats", "espresso", "rockets"])).expect("write model file");
@@ -197,6 +271,32 @@ async fn a_person_trains_predicts_exports_and_imports() {
     .await;
     println!("prediction with the imported model: {prediction:?}");
     let _ = std::fs::remove_file(&file);
+
+    // Privacy: every resource the page loaded came from its own origin, and the CSP says so.
+    let origin = server.url("");
+    let urls = client
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name);",
+            Vec::new(),
+        )
+        .await
+        .expect("resource timing");
+    let urls: Vec<String> = serde_json::from_value(urls).expect("a list of URLs");
+    assert!(!urls.is_empty());
+    for url in &urls {
+        assert!(
+            url.starts_with(&origin) || url.starts_with("blob:"),
+            "{url} left the origin"
+        );
+    }
+    let csp = client
+        .execute(
+            "return document.querySelector('meta[http-equiv=\"Content-Security-Policy\"]').content;",
+            Vec::new(),
+        )
+        .await
+        .expect("csp");
+    assert!(csp.as_str().unwrap_or_default().contains("default-src 'self'"), "{csp}");
     client.close().await.expect("close");
 }
 
