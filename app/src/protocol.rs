@@ -86,6 +86,11 @@ pub enum WorkerEvent {
         total: usize,
     },
     Recommendation(Box<Recommendation>),
+    /// How fast `model` computed embeddings on this device, measured while recommending.
+    ModelSpeed {
+        model: ModelKind,
+        images_per_second: f64,
+    },
     /// Progress of training (the engine's events as they are).
     Train(Box<TrainEvent>),
     /// Each validation image of the kept model: `(image id, true class, predicted class)`, for the

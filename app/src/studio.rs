@@ -71,6 +71,8 @@ struct Studio {
     next_key: RwSignal<u64>,
     messages: RwSignal<Vec<(bool, String)>>,
     model: RwSignal<ModelKind>,
+    /// Embedding speed measured here, per model.
+    speeds: RwSignal<Vec<(ModelKind, f64)>>,
     measuring: RwSignal<Option<(usize, usize)>>,
     recommendation: RwSignal<Option<Recommendation>>,
     strategy: RwSignal<Option<String>>,
@@ -99,6 +101,7 @@ impl Studio {
             next_key: RwSignal::new(0),
             messages: RwSignal::new(Vec::new()),
             model: RwSignal::new(ModelKind::MobileNetV2),
+            speeds: RwSignal::new(Vec::new()),
             measuring: RwSignal::new(None),
             recommendation: RwSignal::new(None),
             strategy: RwSignal::new(None),
@@ -218,6 +221,13 @@ impl Studio {
                 self.strategy.set(Some(name));
                 self.recommendation.set(Some(*recommendation));
             }
+            WorkerEvent::ModelSpeed {
+                model,
+                images_per_second,
+            } => self.speeds.update(|speeds| {
+                speeds.retain(|(m, _)| *m != model);
+                speeds.push((model, images_per_second));
+            }),
             WorkerEvent::Train(event) => self.on_train_event(*event),
             WorkerEvent::Evaluated { samples } => self.samples.set(samples),
             WorkerEvent::ModelReady { classes, .. } => self.model_ready.set(Some(classes)),
@@ -377,9 +387,14 @@ fn download(url: &str, file_name: &str) {
 
 /// The bytes of every file of a file input, with their names (for a folder: `folder/class/file`).
 async fn read_files(input: &web_sys::HtmlInputElement) -> Vec<(String, Vec<u8>)> {
-    let Some(files) = input.files() else {
-        return Vec::new();
-    };
+    match input.files() {
+        Some(files) => read_file_list(&files).await,
+        None => Vec::new(),
+    }
+}
+
+/// The bytes of every file of a list (from an input or a drop).
+async fn read_file_list(files: &web_sys::FileList) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for index in 0..files.length() {
         let Some(file) = files.get(index) else { continue };
@@ -527,7 +542,7 @@ fn DataPanel() -> impl IntoView {
         <section class="panel data">
             <h2>"1. Your images"</h2>
             <p class="hint">
-                "Make a class per kind of thing and add its pictures, or choose a folder whose subfolders are the classes."
+                "Make a class per kind of thing and add or drop its pictures, or choose a folder whose subfolders are the classes. Double-click a picture to remove it."
             </p>
             <div class="toolbar">
                 <button data-testid="add-class" on:click=add>"+ Add class"</button>
@@ -615,9 +630,39 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             });
         }
     };
+    // Files dropped onto the card join this class.
+    let dragging = RwSignal::new(false);
+    let drop = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::DragEvent| {
+            ev.prevent_default();
+            dragging.set(false);
+            let Some(files) = ev.data_transfer().and_then(|t| t.files()) else {
+                return;
+            };
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                let files = read_file_list(&files).await;
+                let (names, payloads): (Vec<String>, Vec<Vec<u8>>) = files.into_iter().unzip();
+                if !names.is_empty() {
+                    bridge.send(&WorkerRequest::AddImages { class: index, names }, payloads);
+                }
+            });
+        }
+    };
     let count = class.images.len();
     view! {
-        <div class="class-card">
+        <div
+            class="class-card"
+            class:dragging=move || dragging.get()
+            data-testid=format!("class-drop-{index}")
+            on:dragover=move |ev: leptos::ev::DragEvent| {
+                ev.prevent_default();
+                dragging.set(true);
+            }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=drop
+        >
             <div class="class-head">
                 <input
                     class="class-name"
@@ -698,6 +743,19 @@ fn ModelPicker() -> impl IntoView {
                                 <strong>{card.display_name}</strong>
                                 <span>{format!("ImageNet top-1 {:.1}%", card.imagenet_top1_percent)}</span>
                                 <span>{format!("{} px input · {}", card.input_size, card.licence)}</span>
+                                <span class="speed">
+                                    {move || {
+                                        studio
+                                            .speeds
+                                            .get()
+                                            .iter()
+                                            .find(|(m, _)| *m == kind)
+                                            .map_or(
+                                                "speed here: measured when you ask for a recommendation".to_string(),
+                                                |(_, speed)| format!("{speed:.1} images/s here (measured)"),
+                                            )
+                                    }}
+                                </span>
                             </button>
                         }
                     })
@@ -852,6 +910,10 @@ fn RecommendationView(recommendation: Recommendation) -> impl IntoView {
                     })
                     .collect_view()}
                 <circle cx=x cy=y r="6" class="point"/>
+                <text x="100" y="112" class="axis-label" text-anchor="middle">
+                    {format!("{} images per class →", recommendation.large_threshold)}
+                </text>
+                <text x="196" y="96" class="axis-label" text-anchor="end">"similarity ↑"</text>
             </svg>
             <div class="verdict">
                 <p class="quadrant-name">

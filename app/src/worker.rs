@@ -51,6 +51,25 @@ struct Trained {
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
     static STOP: Rc<Cell<bool>> = Rc::new(Cell::new(false));
+    /// Store writes in flight. Training waits for them between batches: IndexedDB's callbacks only run
+    /// when the worker's event loop gets a turn, and a reload must not lose what the person did.
+    static STORE_WRITES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts a store write in flight for as long as it lives.
+struct Writing;
+
+impl Writing {
+    fn start() -> Self {
+        STORE_WRITES.with(|n| n.set(n.get() + 1));
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        STORE_WRITES.with(|n| n.set(n.get().saturating_sub(1)));
+    }
 }
 
 /// Sets up the worker: opens the device (reporting `Ready`) and handles every message after that.
@@ -109,6 +128,7 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
         }
         WorkerRequest::SetClasses { names, removed } => {
+            let _writing = Writing::start();
             if let Some(store) = store() {
                 let result = async {
                     if let Some(gone) = removed {
@@ -125,6 +145,7 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
         }
         WorkerRequest::AddImages { class, names } => add_images(class, names, payloads).await,
         WorkerRequest::RemoveImage { id } => {
+            let _writing = Writing::start();
             if let Some(store) = store()
                 && let Err(error) = store.delete_image(id).await
             {
@@ -289,6 +310,7 @@ async fn restore() {
 /// Decodes, orients and downscales each file once; stores it; answers with thumbnails and per-file
 /// reasons.
 async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
+    let _writing = Writing::start();
     let mut added = Vec::new();
     let mut rejected = Vec::new();
     let mut thumbnails = Vec::new();
@@ -430,6 +452,7 @@ async fn run_recommend(kind: ModelKind) -> Result<(), String> {
     let model = pretrained(kind).await?;
     let device = device()?;
     let mut progress = Progress;
+    let started = js_sys::Date::now();
     let signals = recommend::measure(
         &model,
         kind,
@@ -440,6 +463,14 @@ async fn run_recommend(kind: ModelKind) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    let seconds = (js_sys::Date::now() - started) / 1000.0;
+    post(
+        &WorkerEvent::ModelSpeed {
+            model: kind,
+            images_per_second: signals.sampled_images as f64 / seconds.max(1e-3),
+        },
+        Vec::new(),
+    );
     let recommendation = recommend::recommend(&model, &dataset.classes, &dataset.class_counts(), signals);
     post(&WorkerEvent::Recommendation(Box::new(recommendation)), Vec::new());
     Ok(())
@@ -472,6 +503,10 @@ impl TrainObserver for Relay {
 
     async fn between_batches(&mut self) {
         yield_now().await;
+        // Let the person's edits reach storage before the next batch.
+        while STORE_WRITES.with(Cell::get) > 0 {
+            yield_now().await;
+        }
     }
 }
 

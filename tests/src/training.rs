@@ -73,6 +73,35 @@ pub struct StepsReport {
     pub last_block_max_change: f32,
 }
 
+/// Records batch losses and phase starts; in the browser, gives the event loop a turn between batches
+/// (as the app's worker does), so that the page stays responsive to the test runner.
+#[derive(Default)]
+struct Recorder {
+    losses: Vec<f64>,
+    phases: Vec<(String, CacheKind, usize)>,
+}
+
+impl train::TrainObserver for Recorder {
+    fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        match event {
+            TrainEvent::Batch { loss, .. } => self.losses.push(loss),
+            TrainEvent::PhaseStart {
+                phase,
+                cache,
+                trainable_params,
+                ..
+            } => self.phases.push((phase, cache, trainable_params)),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn between_batches(&mut self) {
+        #[cfg(target_arch = "wasm32")]
+        graft_app::worker::yield_now().await;
+    }
+}
+
 /// Trains `strategy` for a few steps on `device` from `pretrained` (a MobileNetV2).
 pub async fn run_strategy(
     pretrained: &ImageClassifier,
@@ -92,21 +121,7 @@ pub async fn run_strategy(
         expected_trainable.push(freeze::trainable_params(&model));
     }
 
-    let mut losses = Vec::new();
-    let mut phase_log = Vec::new();
-    let mut observer = |event: TrainEvent| {
-        match event {
-            TrainEvent::Batch { loss, .. } => losses.push(loss),
-            TrainEvent::PhaseStart {
-                phase,
-                cache,
-                trainable_params,
-                ..
-            } => phase_log.push((phase, cache, trainable_params)),
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    };
+    let mut observer = Recorder::default();
     let trained = train::train(
         pretrained,
         ModelKind::MobileNetV2,
@@ -116,6 +131,10 @@ pub async fn run_strategy(
         &mut observer,
     )
     .await?;
+    let Recorder {
+        losses,
+        phases: phase_log,
+    } = observer;
 
     let frozen_max_change = if always_frozen > 0 && strategy.uses_pretrained_weights() {
         let mut max = 0.0f32;

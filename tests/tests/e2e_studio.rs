@@ -272,6 +272,28 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("prediction with the imported model: {prediction:?}");
     let _ = std::fs::remove_file(&file);
 
+    // A picture dropped onto a class card joins it; a file that is not an image is refused by name and
+    // nothing else changes.
+    let png = std::fs::read(images("mammals", 9).pop().expect("a 9th mammal")).expect("read");
+    let drop = format!(
+        "const bytes = Uint8Array.from(atob('{}'), c => c.charCodeAt(0));
+         const transfer = new DataTransfer();
+         transfer.items.add(new File([bytes], 'dropped.png', {{type: 'image/png'}}));
+         document.querySelector(\"[data-testid='class-drop-1']\")
+             .dispatchEvent(new DragEvent('drop', {{dataTransfer: transfer, bubbles: true, cancelable: true}}));",
+        base64(&png)
+    );
+    client.execute(&drop, Vec::new()).await.expect("drop");
+    text_of(&client, "class-count-1", Duration::from_secs(30), |t| t == "9").await;
+    let not_an_image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/imagenet/golden.json");
+    upload(&client, "class-files-0", &[not_an_image]).await;
+    let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
+        t.contains("golden.json was not added")
+    })
+    .await;
+    println!("messages: {messages}");
+    assert_eq!(by_id(&client, "class-count-0").await.text().await.expect("count"), "8");
+
     // Privacy: every resource the page loaded came from its own origin, and the CSP says so.
     let origin = server.url("");
     let urls = client
@@ -316,4 +338,22 @@ fn engine_model_file(classes: &[&str]) -> Vec<u8> {
         224,
     );
     bundle::encode(header, &model).expect("encode")
+}
+
+/// Standard base64 (for handing bytes to the page's JavaScript).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
