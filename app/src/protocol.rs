@@ -27,6 +27,12 @@ pub enum WorkerRequest {
     RemoveImage {
         id: u64,
     },
+    /// Webcam frames for class `class`: one payload of `width x height` RGBA pixels per frame.
+    AddFrames {
+        class: usize,
+        width: u32,
+        height: u32,
+    },
     /// Measure the dataset with `model` and recommend a strategy.
     Recommend {
         model: ModelKind,
@@ -39,6 +45,11 @@ pub enum WorkerRequest {
     Stop,
     /// Classify one image (payload) with the trained model.
     Predict,
+    /// Classify one webcam frame (payload: `width x height` RGBA pixels).
+    PredictFrame {
+        width: u32,
+        height: u32,
+    },
     /// Serialise the trained model; answered by `Exported` with the file as payload.
     Export,
     /// Load a model file (payload) exported earlier.

@@ -144,6 +144,16 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             set_classes(names, removed);
         }
         WorkerRequest::AddImages { class, names } => add_images(class, names, payloads).await,
+        WorkerRequest::AddFrames { class, width, height } => {
+            let count = payloads.len();
+            let stamp = js_sys::Date::now() as u64;
+            let names = (0..count).map(|i| format!("webcam-{stamp}-{i}.png")).collect();
+            let frames = payloads
+                .into_iter()
+                .map(|rgba| frame_png(&rgba, width, height))
+                .collect();
+            add_images(class, names, frames).await
+        }
         WorkerRequest::RemoveImage { id } => {
             let _writing = Writing::start();
             if let Some(store) = store()
@@ -174,6 +184,13 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
             Err(message) => fail("predict", message),
         },
+        WorkerRequest::PredictFrame { width, height } => {
+            let png = frame_png(payloads.first().map(Vec::as_slice).unwrap_or(&[]), width, height);
+            match predict(&png).await {
+                Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
+                Err(message) => fail("predict", message),
+            }
+        }
         WorkerRequest::Export => match export().await {
             Ok((file_name, bytes)) => post(&WorkerEvent::Exported { file_name }, vec![bytes]),
             Err(message) => fail("export", message),
@@ -367,6 +384,18 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
     {
         fail("store", store::describe(error));
     }
+}
+
+/// A webcam frame (RGBA pixels) as a PNG file, so that it goes through the same intake as a dropped
+/// file; empty (and so refused with a reason) when the pixels do not match the size.
+fn frame_png(rgba: &[u8], width: u32, height: u32) -> Vec<u8> {
+    let Some(frame) = image::RgbaImage::from_raw(width, height, rgba.to_vec()) else {
+        return Vec::new();
+    };
+    let mut png = Vec::new();
+    let _ =
+        image::DynamicImage::ImageRgba8(frame).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png);
+    png
 }
 
 fn jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {

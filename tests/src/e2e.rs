@@ -24,6 +24,9 @@ pub const CHROME_ARGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1280,900",
+    // A synthetic camera (a moving test pattern) and no permission prompt, for the webcam features.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ];
 
 /// The workspace root.

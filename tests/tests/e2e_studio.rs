@@ -294,6 +294,50 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("messages: {messages}");
     assert_eq!(by_id(&client, "class-count-0").await.text().await.expect("count"), "8");
 
+    // The webcam (Chromium's synthetic camera): hold to record frames into a class, then live
+    // predictions from it.
+    by_id(&client, "class-webcam-0").await.click().await.expect("webcam");
+    let mut ready = false;
+    for _ in 0..40 {
+        let state = client
+            .execute(
+                "return document.querySelector('[data-testid=webcam] video').readyState;",
+                Vec::new(),
+            )
+            .await
+            .expect("readyState");
+        if state.as_u64().unwrap_or(0) >= 2 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ready, "the webcam preview never played");
+    let press = |kind: &str| {
+        format!(
+            "document.querySelector(\"[data-testid='webcam-record']\").dispatchEvent(new PointerEvent('{kind}', {{bubbles: true}}));"
+        )
+    };
+    client.execute(&press("pointerdown"), Vec::new()).await.expect("press");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    show(&client, "webcam").await;
+    let shot = e2e::screenshot(&client, "studio-6-webcam").await;
+    println!("webcam: {}", shot.display());
+    client.execute(&press("pointerup"), Vec::new()).await.expect("release");
+    let count = text_of(&client, "class-count-0", Duration::from_secs(30), |t| {
+        t.parse::<usize>().is_ok_and(|n| n > 8)
+    })
+    .await;
+    println!("class 0 after holding record for 1.5 s: {count} images");
+    by_id(&client, "predict-webcam").await.click().await.expect("live");
+    let live = text_of(&client, "prediction", Duration::from_secs(30), |t| t.contains('%')).await;
+    println!("live webcam prediction: {live:?}");
+    by_id(&client, "webcam-close")
+        .await
+        .click()
+        .await
+        .expect("close webcam");
+
     // Privacy: every resource the page loaded came from its own origin, and the CSP says so.
     let origin = server.url("");
     let urls = client
