@@ -421,10 +421,39 @@ async fn read_file_list(files: &web_sys::FileList) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Registers the service worker (`sw.js`) that keeps the app usable offline once loaded. Through
+/// `Reflect`: web-sys's service worker types would add features, and with them a rebuild of wgpu.
+fn register_service_worker(studio: Studio) {
+    use js_sys::{Function, Promise, Reflect};
+    let Some(navigator) = web_sys::window().map(|w| w.navigator()) else {
+        return;
+    };
+    let Ok(container) = Reflect::get(&navigator, &"serviceWorker".into()) else {
+        return;
+    };
+    if container.is_undefined() {
+        return;
+    }
+    let Ok(register) =
+        Reflect::get(&container, &"register".into()).and_then(|f| f.dyn_into::<Function>().map_err(Into::into))
+    else {
+        return;
+    };
+    if let Ok(promise) = register.call1(&container, &"./sw.js".into()) {
+        let promise: Promise = promise.unchecked_into();
+        leptos::task::spawn_local(async move {
+            if let Err(error) = wasm_bindgen_futures::JsFuture::from(promise).await {
+                studio.say(false, format!("Offline use is not available here: {error:?}"));
+            }
+        });
+    }
+}
+
 /// The whole page.
 #[component]
 pub fn App() -> impl IntoView {
     let studio = Studio::new();
+    register_service_worker(studio);
     let bridge = Bridge::spawn(move |event, payloads| studio.handle(event, payloads));
     let bridge = match bridge {
         Ok(bridge) => bridge,

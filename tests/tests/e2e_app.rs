@@ -49,3 +49,99 @@ async fn app_falls_back_to_the_cpu_without_webgpu() {
     let device = device.expect("the app never reported a compute device");
     assert_eq!(device, "CPU fallback: no WebGPU (the browser found no WebGPU adapter)");
 }
+
+/// Once loaded, the app works without the server: its service worker answers from the cache, including
+/// the training worker and the pretrained weights (a recommendation is computed offline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_works_offline_once_loaded() {
+    use fantoccini::Locator;
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session_without_webgpu().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("device");
+    // Wait until the service worker has installed (precached everything) and controls the page.
+    let mut controlled = false;
+    for _ in 0..240 {
+        let state = client
+            .execute(
+                "return navigator.serviceWorker.controller ? navigator.serviceWorker.controller.state : null;",
+                Vec::new(),
+            )
+            .await
+            .expect("service worker state");
+        if state.as_str() == Some("activated") {
+            controlled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(controlled, "the service worker never took control");
+    drop(server);
+
+    client.refresh().await.expect("reload without the server");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await;
+    assert!(device.is_ok(), "the page and its worker loaded offline: {device:?}");
+    // Two classes from the fixture photos, then a recommendation: the weights come from the cache.
+    let fixture = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/imagenet")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    for _ in 0..2 {
+        client
+            .find(Locator::Css("[data-testid=add-class]"))
+            .await
+            .expect("add-class")
+            .click()
+            .await
+            .expect("click");
+    }
+    for (index, files) in [
+        (0, ["chelsea-224.png", "astronaut-224.png"]),
+        (1, ["coffee-224.png", "rocket-224.png"]),
+    ] {
+        let paths: Vec<String> = files.iter().map(|f| fixture(f)).collect();
+        client
+            .wait()
+            .for_element(Locator::Css(&format!("[data-testid=class-files-{index}]")))
+            .await
+            .expect("file input")
+            .send_keys(&paths.join("\n"))
+            .await
+            .expect("choose files");
+    }
+    e2e::wait_for_text(&client, "[data-testid=class-count-1]", Duration::from_secs(30), |t| {
+        t == "2"
+    })
+    .await
+    .expect("images added offline");
+    client
+        .find(Locator::Css("[data-testid=analyse-button]"))
+        .await
+        .expect("analyse")
+        .click()
+        .await
+        .expect("click");
+    let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(120), |t| {
+        !t.is_empty()
+    })
+    .await;
+    let shot = e2e::screenshot(&client, "offline").await;
+    println!(
+        "offline recommendation: {recommendation:?}; screenshot {}",
+        shot.display()
+    );
+    assert!(recommendation.expect("a recommendation offline").contains("small-"));
+    client.close().await.expect("close");
+}

@@ -1,0 +1,52 @@
+// Graft's service worker: keeps the app working offline once it has been loaded.
+//
+// On install it caches the page, every asset the page names (hashed wasm/js/css) and the files the
+// training worker loads (worker scripts, model manifest and weights). Only this origin is ever fetched.
+const CACHE = "graft-v1";
+
+async function precache() {
+  const cache = await caches.open(CACHE);
+  const index = await fetch("./", { cache: "no-store" });
+  const html = await index.clone().text();
+  await cache.put("./", index);
+  const assets = [...html.matchAll(/(?:href|src)="([^"]+)"/g)]
+    .map((m) => m[1])
+    .filter((url) => !url.startsWith("http") && !url.startsWith("data:"));
+  const fixed = ["./worker_loader.js", "./worker.js", "./worker_bg.wasm", "./models/manifest.json"];
+  const manifest = await fetch("./models/manifest.json").then((r) => r.json()).catch(() => ({ models: [] }));
+  const weights = manifest.models.map((m) => "./models/" + m.file);
+  await cache.addAll([...new Set([...assets, ...fixed, ...weights])]);
+}
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(precache().then(() => self.skipWaiting()));
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(self.clients.claim());
+});
+
+// Network first (a new build is picked up), but never waiting more than 3 s on it when a cached copy
+// exists: an unreachable server can hang rather than fail.
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  if (request.method !== "GET" || new URL(request.url).origin !== self.location.origin) {
+    return;
+  }
+  event.respondWith(
+    caches.match(request, { ignoreSearch: true }).then((cached) => {
+      const network = fetch(request).then((response) => {
+        if (response.ok) {
+          const copy = response.clone();
+          caches.open(CACHE).then((cache) => cache.put(request, copy));
+        }
+        return response;
+      });
+      if (!cached) {
+        return network.catch(() => caches.match("./"));
+      }
+      const timeout = new Promise((resolve) => setTimeout(() => resolve(cached), 3000));
+      return Promise.race([network.catch(() => cached), timeout]);
+    })
+  );
+});
