@@ -16,6 +16,8 @@ pub struct StoredImage {
     pub class: usize,
     pub name: String,
     pub jpeg: Vec<u8>,
+    /// sha256 of the file as it was added (to refuse the same picture twice after a reload too).
+    pub hash: String,
 }
 
 /// What a reload restores.
@@ -81,6 +83,7 @@ impl Store {
             set("class", JsValue::from_f64(image.class as f64));
             set("name", JsValue::from_str(&image.name));
             set("jpeg", Uint8Array::from(image.jpeg.as_slice()).into());
+            set("hash", JsValue::from_str(&image.hash));
             store.put(&object, None).await?;
         }
         tx.done().await?;
@@ -140,6 +143,10 @@ impl Store {
                 .ok()
                 .filter(|v| v.is_instance_of::<Uint8Array>())
                 .map(|v| Uint8Array::from(v).to_vec());
+            let hash = Reflect::get(&value, &"hash".into())
+                .ok()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default();
             match (number("id"), number("class"), name, jpeg) {
                 (Some(id), Some(class), Some(name), Some(jpeg)) if (class as usize) < classes.len() => {
                     images.push(StoredImage {
@@ -147,6 +154,7 @@ impl Store {
                         class: class as usize,
                         name,
                         jpeg,
+                        hash,
                     })
                 }
                 _ => unreadable += 1,

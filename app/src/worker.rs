@@ -39,6 +39,22 @@ struct State {
     busy: bool,
     /// The project in IndexedDB (`None` when the browser refuses storage).
     store: Option<Rc<Store>>,
+    /// sha256 of each image file taken in -> (image id, file name): the same picture twice is refused.
+    by_hash: HashMap<String, (u64, String)>,
+    hash_of: HashMap<u64, String>,
+}
+
+impl State {
+    fn forget_hash(&mut self, id: u64) {
+        if let Some(hash) = self.hash_of.remove(&id) {
+            self.by_hash.remove(&hash);
+        }
+    }
+
+    fn remember_hash(&mut self, id: u64, hash: String, name: String) {
+        self.hash_of.insert(id, hash.clone());
+        self.by_hash.insert(hash, (id, name));
+    }
 }
 
 struct Trained {
@@ -221,9 +237,16 @@ fn set_classes(names: Vec<String>, removed: Option<usize>) {
     STATE.with_borrow_mut(|state| {
         let mut ids = std::mem::take(&mut state.ids);
         let dataset = Rc::make_mut(&mut state.dataset);
+        let mut dropped = Vec::new();
         if let Some(gone) = removed {
             let mut keep = dataset.examples.iter().map(|e| e.label != gone);
-            ids.retain(|_| keep.next().unwrap_or(true));
+            ids.retain(|&id| {
+                let kept = keep.next().unwrap_or(true);
+                if !kept {
+                    dropped.push(id);
+                }
+                kept
+            });
             dataset.examples.retain(|e| e.label != gone);
             for example in &mut dataset.examples {
                 if example.label > gone {
@@ -233,6 +256,9 @@ fn set_classes(names: Vec<String>, removed: Option<usize>) {
         }
         dataset.classes = names;
         state.ids = ids;
+        for id in dropped {
+            state.forget_hash(id);
+        }
     });
 }
 
@@ -242,6 +268,7 @@ fn remove_image(id: u64) {
             state.ids.remove(position);
             Rc::make_mut(&mut state.dataset).examples.remove(position);
         }
+        state.forget_hash(id);
     });
 }
 
@@ -286,6 +313,9 @@ async fn restore() {
         };
         STATE.with_borrow_mut(|state| {
             state.next_id = state.next_id.max(stored.id + 1);
+            if !stored.hash.is_empty() {
+                state.remember_hash(stored.id, stored.hash.clone(), stored.name.clone());
+            }
             state.ids.push(stored.id);
             Rc::make_mut(&mut state.dataset).examples.push(Example {
                 image: image.0,
@@ -341,6 +371,18 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
             return;
         }
         for (name, bytes) in names.into_iter().zip(payloads) {
+            let hash = weights::sha256_hex(&bytes);
+            if let Some((existing, existing_name)) = state.by_hash.get(&hash) {
+                let position = state.ids.iter().position(|i| i == existing);
+                let class_name = position
+                    .map(|p| state.dataset.classes[state.dataset.examples[p].label].clone())
+                    .unwrap_or_default();
+                rejected.push(Rejected {
+                    name,
+                    reason: format!("the same picture is already in {class_name:?} (as {existing_name})"),
+                });
+                continue;
+            }
             let image = match preprocess::decode(&bytes) {
                 Ok(image) => image,
                 Err(error) => {
@@ -368,11 +410,13 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
                 image: prepared,
                 label: class,
             });
+            state.remember_hash(id, hash.clone(), name.clone());
             stored.push(StoredImage {
                 id,
                 class,
                 name: name.clone(),
                 jpeg: full,
+                hash,
             });
             added.push(ImageInfo { id, name });
         }

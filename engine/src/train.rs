@@ -322,6 +322,9 @@ pub async fn train<O: TrainObserver>(
         phases: phases.iter().map(PhaseInfo::from).collect(),
     });
     run.cancelled = flow.is_break();
+    if let Some(message) = imbalance_notice(dataset) {
+        run.cancelled |= observer.event(TrainEvent::Notice { message }).is_break();
+    }
     if config.augment && phases.iter().any(|p| p.frozen_blocks > 0) {
         run.cancelled |= observer
             .event(TrainEvent::Notice {
@@ -368,6 +371,24 @@ pub async fn train<O: TrainObserver>(
     };
     let _ = observer.event(TrainEvent::Done(summary.clone()));
     Ok(Trained { model, summary })
+}
+
+/// Classes this many times larger than the smallest are called out.
+pub const IMBALANCE_RATIO: usize = 5;
+
+/// A notice when the largest class has at least [`IMBALANCE_RATIO`] times the images of the smallest:
+/// the model will favour the large class, and overall accuracy hides it.
+pub fn imbalance_notice(dataset: &Dataset) -> Option<String> {
+    let counts = dataset.class_counts();
+    let (small, &fewest) = counts.iter().enumerate().min_by_key(|(_, c)| **c)?;
+    let (large, &most) = counts.iter().enumerate().max_by_key(|(_, c)| **c)?;
+    (fewest > 0 && most >= IMBALANCE_RATIO * fewest).then(|| {
+        format!(
+            "The classes are unbalanced: {:?} has {most} images, {:?} only {fewest}. The model will lean \
+             towards the larger class; judge it by the per-class accuracy, and add images to {:?} if you can.",
+            dataset.classes[large], dataset.classes[small], dataset.classes[small]
+        )
+    })
 }
 
 /// How images become model inputs.

@@ -293,6 +293,17 @@ async fn a_person_trains_predicts_exports_and_imports() {
     .await;
     println!("messages: {messages}");
     assert_eq!(by_id(&client, "class-count-0").await.text().await.expect("count"), "8");
+    // The same picture twice (here: a bird offered to mammals) is refused, saying where it already is.
+    upload(&client, "class-files-1", &[images("birds", 1).remove(0)]).await;
+    let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
+        t.contains("already in")
+    })
+    .await;
+    assert!(
+        messages.contains("the same picture is already in \"birds\""),
+        "{messages}"
+    );
+    assert_eq!(by_id(&client, "class-count-1").await.text().await.expect("count"), "9");
 
     // The webcam (Chromium's synthetic camera): hold to record frames into a class, then live
     // predictions from it.

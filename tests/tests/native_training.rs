@@ -305,3 +305,31 @@ fn head_only_on_real_photos_reaches_high_validation_accuracy() {
     assert!(summary.val_accuracy.unwrap() >= 0.75, "{summary:?}");
     assert_eq!(summary.val_images.len(), summary.val_predictions.len());
 }
+
+#[test]
+fn an_unbalanced_dataset_is_called_out() {
+    use graft_engine::train::imbalance_notice;
+    let mut dataset = training::photo_dataset();
+    assert_eq!(imbalance_notice(&dataset), None, "6 and 6 are balanced");
+    let extra: Vec<_> = dataset.examples.iter().filter(|e| e.label == 0).cloned().collect();
+    for _ in 0..4 {
+        dataset.examples.extend(extra.iter().cloned());
+    }
+    dataset.examples.retain({
+        let mut kept_objects = 0;
+        move |e| {
+            if e.label == 1 {
+                kept_objects += 1;
+                kept_objects <= 5
+            } else {
+                true
+            }
+        }
+    });
+    // 30 living things, 5 objects.
+    let notice = imbalance_notice(&dataset).expect("30 vs 5 is called out");
+    assert!(
+        notice.contains("\"living\" has 30 images, \"object\" only 5"),
+        "{notice}"
+    );
+}

@@ -163,6 +163,15 @@ fn bench() -> Result<(), String> {
     stages.run("browser benchmarks (headless Chrome)", || {
         tools::cargo(&workspace, &browser_test_args("browser_bench"))
     })?;
+    stages.run("build app (trunk)", || {
+        tools::run(workspace.command("trunk").args(["build", "--release"]))
+    })?;
+    stages.run("app on 200 images (headless Chrome)", || {
+        tools::cargo(
+            &workspace,
+            &["bench", "--locked", "-p", "graft-tests", "--bench", "app_training"],
+        )
+    })?;
     stages.run("TensorFlow.js peer (headless Chrome)", || {
         tools::run(
             workspace
