@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod device;
+pub mod folders;
 pub mod protocol;
 pub mod store;
 mod studio;

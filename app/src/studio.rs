@@ -547,19 +547,29 @@ fn DataPanel() -> impl IntoView {
                 let files = read_files(&input).await;
                 input.set_value("");
                 // `chosen/class/file`: the folder's subfolders are the classes.
-                let mut by_class: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
-                for (path, bytes) in files {
-                    let parts: Vec<&str> = path.split('/').collect();
-                    let (class, name) = match parts.as_slice() {
-                        [.., class, name] if parts.len() >= 3 => (class.to_string(), name.to_string()),
-                        _ => continue,
-                    };
-                    match by_class.iter_mut().find(|(c, _)| *c == class) {
-                        Some((_, files)) => files.push((name, bytes)),
-                        None => by_class.push((class, vec![(name, bytes)])),
-                    }
+                let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
+                let (groups, loose) = crate::folders::group_by_class(&paths);
+                if !loose.is_empty() {
+                    studio.say(
+                        false,
+                        format!(
+                            "{} files directly in the chosen folder belong to no class and were left out: put each class's pictures in a subfolder named after it.",
+                            loose.len()
+                        ),
+                    );
                 }
-                by_class.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut files: Vec<Option<(String, Vec<u8>)>> = files.into_iter().map(Some).collect();
+                let by_class: Vec<(String, Vec<(String, Vec<u8>)>)> = groups
+                    .into_iter()
+                    .map(|(class, indices)| {
+                        let members = indices
+                            .into_iter()
+                            .filter_map(|i| files[i].take())
+                            .map(|(path, bytes)| (path.rsplit('/').next().unwrap_or(&path).to_string(), bytes))
+                            .collect();
+                        (class, members)
+                    })
+                    .collect();
                 for (class, files) in by_class {
                     let existing = studio
                         .classes
