@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use burn::prelude::*;
 use graft_engine::bundle::{self, BundleHeader};
+use graft_engine::cache::EmbeddingCache;
 use graft_engine::data::{self, Dataset, Example};
 use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::train::{self, TrainConfig, TrainEvent, TrainObserver};
@@ -42,6 +43,8 @@ struct State {
     /// sha256 of each image file taken in -> (image id, file name): the same picture twice is refused.
     by_hash: HashMap<String, (u64, String)>,
     hash_of: HashMap<u64, String>,
+    /// The frozen body's embeddings by image: the recommender fills it, head-only training reuses it.
+    embeddings: EmbeddingCache,
 }
 
 impl State {
@@ -526,16 +529,19 @@ async fn run_recommend(kind: ModelKind) -> Result<(), String> {
     let device = device()?;
     let mut progress = Progress;
     let started = js_sys::Date::now();
-    let signals = recommend::measure(
+    let mut embeddings = STATE.with_borrow_mut(|state| std::mem::take(&mut state.embeddings));
+    let signals = recommend::measure_with_cache(
         &model,
         kind,
         &dataset,
         &device,
         recommend::DEFAULT_SAMPLE_PER_CLASS,
         &mut progress,
+        &mut embeddings,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await;
+    STATE.with_borrow_mut(|state| state.embeddings = embeddings);
+    let signals = signals.map_err(|e| e.to_string())?;
     let seconds = (js_sys::Date::now() - started) / 1000.0;
     post(
         &WorkerEvent::ModelSpeed {
@@ -592,9 +598,10 @@ async fn run_train(kind: ModelKind, config: TrainConfig) -> Result<(), String> {
     let stop = STOP.with(Rc::clone);
     stop.set(false);
     let mut relay = Relay { stop };
-    let trained = train::train(&model, kind, &dataset, &config, &device, &mut relay)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut embeddings = STATE.with_borrow_mut(|state| std::mem::take(&mut state.embeddings));
+    let trained = train::train_with_cache(&model, kind, &dataset, &config, &device, &mut relay, &mut embeddings).await;
+    STATE.with_borrow_mut(|state| state.embeddings = embeddings);
+    let trained = trained.map_err(|e| e.to_string())?;
     let input_size = config.image_size.unwrap_or(kind.card().input_size);
     let samples = trained
         .summary

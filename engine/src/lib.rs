@@ -5,6 +5,7 @@
 //! code runs on WebGPU in a browser and on the CPU natively.
 
 pub mod bundle;
+pub mod cache;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod data;

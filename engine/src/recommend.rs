@@ -20,6 +20,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::EmbeddingCache;
 use crate::data::{Dataset, Rng};
 use crate::metrics;
 use crate::model::{ImageClassifier, ModelKind};
@@ -177,6 +178,30 @@ pub async fn measure<P: MeasureProgress>(
     sample_per_class: usize,
     progress: &mut P,
 ) -> Result<Signals, RecommendError> {
+    let mut embeddings = EmbeddingCache::new();
+    measure_with_cache(
+        pretrained,
+        kind,
+        dataset,
+        device,
+        sample_per_class,
+        progress,
+        &mut embeddings,
+    )
+    .await
+}
+
+/// [`measure`], keeping the sample's embeddings in `embeddings` for training to reuse.
+pub async fn measure_with_cache<P: MeasureProgress>(
+    pretrained: &ImageClassifier,
+    kind: ModelKind,
+    dataset: &Dataset,
+    device: &Device,
+    sample_per_class: usize,
+    progress: &mut P,
+    embeddings: &mut EmbeddingCache,
+) -> Result<Signals, RecommendError> {
+    embeddings.use_model(kind, kind.card().input_size as u32);
     let classes = dataset.classes.len();
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (index, example) in dataset.examples.iter().enumerate() {
@@ -200,7 +225,7 @@ pub async fn measure<P: MeasureProgress>(
     // Per block, per conv: running sums of (mean, mean of squares) weighted by pixels.
     let mut sums: Vec<Vec<(Vec<f64>, Vec<f64>)>> = Vec::new();
     let mut pixels = 0f64;
-    let mut embeddings: Vec<Vec<f32>> = Vec::with_capacity(sample.len());
+    let mut sample_embeddings: Vec<Vec<f32>> = Vec::with_capacity(sample.len());
     let (mut confidence, mut entropy) = (0.0f64, 0.0f64);
     let mut done = 0;
     for chunk in sample.chunks(16) {
@@ -232,7 +257,10 @@ pub async fn measure<P: MeasureProgress>(
         }
         let width = model.embedding_width();
         let values = readback::to_f32_vec(batch_embeddings).await?;
-        embeddings.extend(values.chunks(width).map(<[f32]>::to_vec));
+        for (&i, row) in chunk.iter().zip(values.chunks(width)) {
+            embeddings.insert(&dataset.examples[i].image, row.to_vec());
+            sample_embeddings.push(row.to_vec());
+        }
         let logits = readback::to_f32_vec(logits).await?;
         for row in logits.chunks(logits.len() / chunk.len()) {
             let probs = metrics::softmax(row);
@@ -267,7 +295,7 @@ pub async fn measure<P: MeasureProgress>(
     }
     let mean_shift = block_shift.iter().sum::<f64>() / block_shift.len().max(1) as f64;
     let labels: Vec<usize> = sample.iter().map(|&i| dataset.examples[i].label).collect();
-    let separability = loo_nearest_centroid(&embeddings, &labels, classes);
+    let separability = loo_nearest_centroid(&sample_embeddings, &labels, classes);
     let chance = 1.0 / classes.max(1) as f64;
     let n = sample.len() as f64;
     Ok(Signals {

@@ -21,6 +21,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use crate::cache::EmbeddingCache;
 use crate::data::{self, Augmentation, DataError, Dataset, Rng};
 use crate::freeze::{self, FreezeError};
 use crate::metrics::Evaluation;
@@ -278,6 +279,21 @@ pub async fn train<O: TrainObserver>(
     device: &Device,
     observer: &mut O,
 ) -> Result<Trained, TrainError> {
+    let mut embeddings = EmbeddingCache::new();
+    train_with_cache(pretrained, kind, dataset, config, device, observer, &mut embeddings).await
+}
+
+/// [`train`], taking the frozen body's embeddings from `embeddings` where it has them (the
+/// recommender's, an earlier run's) and adding the ones it computes.
+pub async fn train_with_cache<O: TrainObserver>(
+    pretrained: &ImageClassifier,
+    kind: ModelKind,
+    dataset: &Dataset,
+    config: &TrainConfig,
+    device: &Device,
+    observer: &mut O,
+    embeddings: &mut EmbeddingCache,
+) -> Result<Trained, TrainError> {
     let started = Instant::now();
     dataset.validate()?;
     if config.batch_size == 0 || config.head_batch_size == Some(0) {
@@ -292,6 +308,7 @@ pub async fn train<O: TrainObserver>(
         size: config.image_size.unwrap_or(card.input_size) as u32,
         normalisation: card.normalisation,
     };
+    embeddings.use_model(kind, input.size);
 
     device.seed(config.seed);
     let mut model = if config.strategy.uses_pretrained_weights() {
@@ -313,6 +330,7 @@ pub async fn train<O: TrainObserver>(
         epochs_done: 0,
         best: None,
         cancelled: false,
+        embeddings,
     };
     let flow = observer.event(TrainEvent::Started {
         strategy: config.strategy,
@@ -443,6 +461,7 @@ struct Run<'a> {
     epochs_done: usize,
     best: Option<Best>,
     cancelled: bool,
+    embeddings: &'a mut EmbeddingCache,
 }
 
 impl Run<'_> {
@@ -730,9 +749,22 @@ impl Run<'_> {
         let train_examples = self.split.train.clone();
         let val_examples = self.split.val.clone();
         if whole_body {
-            let run = |x: Tensor<4>| frozen.features(x);
-            let train = self.cached(&train_examples, &run, &mut progress, observer).await?;
-            let val = self.cached(&val_examples, &run, &mut progress, observer).await?;
+            let reused = train_examples
+                .iter()
+                .chain(&val_examples)
+                .filter(|&&i| self.embeddings.get(&self.dataset.examples[i].image).is_some())
+                .count();
+            if reused > 0 {
+                self.cancelled |= observer
+                    .event(TrainEvent::Notice {
+                        message: format!(
+                            "Reusing {reused} of {total} embeddings computed earlier (while measuring your data): only the rest go through the network."
+                        ),
+                    })
+                    .is_break();
+            }
+            let train = self.embedded(&frozen, &train_examples, &mut progress, observer).await?;
+            let val = self.embedded(&frozen, &val_examples, &mut progress, observer).await?;
             Ok(match (train, val) {
                 (Some(train), val) if !self.cancelled => Cache::Embeddings { train, val },
                 _ => Cache::None,
@@ -746,6 +778,55 @@ impl Run<'_> {
                 _ => Cache::None,
             })
         }
+    }
+
+    /// The pooled embeddings of `examples` as `[n, width]`: from the embedding cache where it has them,
+    /// computed by `frozen` (and cached) where not (`None` when there are no examples or the run was
+    /// cancelled).
+    async fn embedded<O: TrainObserver>(
+        &mut self,
+        frozen: &ImageClassifier,
+        examples: &[usize],
+        progress: &mut Progress,
+        observer: &mut O,
+    ) -> Result<Option<Tensor<2>>, TrainError> {
+        if examples.is_empty() {
+            return Ok(None);
+        }
+        let width = frozen.embedding_width();
+        let mut rows: Vec<Option<Vec<f32>>> = examples
+            .iter()
+            .map(|&i| self.embeddings.get(&self.dataset.examples[i].image).cloned())
+            .collect();
+        let missing: Vec<usize> = (0..examples.len()).filter(|&p| rows[p].is_none()).collect();
+        progress.done += examples.len() - missing.len();
+        for chunk in missing.chunks(self.config.batch_size.max(1)) {
+            let out = frozen.features(self.view_batch(chunk.iter().map(|&p| examples[p])));
+            let values = readback::to_f32_vec(out).await?;
+            for (k, &p) in chunk.iter().enumerate() {
+                let row = values[k * width..(k + 1) * width].to_vec();
+                self.embeddings
+                    .insert(&self.dataset.examples[examples[p]].image, row.clone());
+                rows[p] = Some(row);
+            }
+            progress.done += chunk.len();
+            self.cancelled |= observer
+                .event(TrainEvent::Caching {
+                    phase: progress.phase.to_string(),
+                    done: progress.done,
+                    total: progress.total,
+                })
+                .is_break();
+            observer.between_batches().await;
+            if self.cancelled {
+                return Ok(None);
+            }
+        }
+        let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+        Ok(Some(Tensor::from_data(
+            TensorData::new(flat, [examples.len(), width]),
+            &self.device,
+        )))
     }
 
     /// `run` over the evaluation views of `examples`, batch by batch, concatenated (`None` when there

@@ -117,6 +117,11 @@ async fn a_person_trains_predicts_exports_and_imports() {
     by_id(&client, "train-button").await.click().await.expect("train");
     let accuracy = text_of(&client, "val-accuracy", Duration::from_secs(300), |t| t.ends_with('%')).await;
     println!("validation accuracy: {accuracy}");
+    let messages = by_id(&client, "messages").await.text().await.expect("messages");
+    assert!(
+        messages.contains("Reusing 16 of 16 embeddings"),
+        "head-only reuses what the recommendation computed: {messages}"
+    );
     let value: f64 = accuracy.trim_end_matches('%').parse().expect("a percentage");
     assert!((0.0..=100.0).contains(&value));
     let progress = text_of(&client, "progress", Duration::from_secs(10), |t| {

@@ -113,3 +113,64 @@ fn silhouettes_are_dissimilar_and_large_or_small_by_the_models_size() {
     assert_eq!(lite.large_threshold, 1348);
     assert_eq!((lite.size, lite.quadrant), (Size::Small, Quadrant::SmallDissimilar));
 }
+
+#[test]
+fn head_only_training_reuses_the_recommenders_embeddings() {
+    use graft_engine::cache::EmbeddingCache;
+    use graft_engine::train::{self, TrainConfig, TrainEvent};
+    use std::ops::ControlFlow;
+
+    let device = Device::flex();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights");
+    let dataset = training::photo_dataset();
+    let mut cache = EmbeddingCache::new();
+    let mut progress = |_, _| {};
+    pollster::block_on(recommend::measure_with_cache(
+        &model,
+        ModelKind::MobileNetV2,
+        &dataset,
+        &device,
+        recommend::DEFAULT_SAMPLE_PER_CLASS,
+        &mut progress,
+        &mut cache,
+    ))
+    .expect("measurement");
+    assert_eq!(cache.len(), dataset.examples.len(), "12 images, all sampled");
+
+    let config = TrainConfig::new(Strategy::HeadOnly);
+    let run = |cache: &mut EmbeddingCache| {
+        let mut notices = Vec::new();
+        let mut computed = 0;
+        let mut observer = |event: TrainEvent| {
+            match event {
+                TrainEvent::Notice { message } => notices.push(message),
+                TrainEvent::Caching { .. } => computed += 1,
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        };
+        let trained = pollster::block_on(train::train_with_cache(
+            &model,
+            ModelKind::MobileNetV2,
+            &dataset,
+            &config,
+            &device,
+            &mut observer,
+            cache,
+        ))
+        .expect("training");
+        (trained.summary, notices, computed)
+    };
+    let (reused, notices, computed) = run(&mut cache);
+    assert_eq!(computed, 0, "no batch went through the body");
+    assert!(
+        notices.iter().any(|n| n.starts_with("Reusing 12 of 12 embeddings")),
+        "{notices:?}"
+    );
+    let (fresh, _, computed) = run(&mut EmbeddingCache::new());
+    assert!(computed > 0);
+    assert_eq!(
+        reused.val_predictions, fresh.val_predictions,
+        "the same predictions either way"
+    );
+}
