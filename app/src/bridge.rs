@@ -23,12 +23,15 @@ pub fn pack(json: &str, payloads: Vec<Vec<u8>>) -> (Array, Array) {
     (message, transfer)
 }
 
+/// Requests waiting for the worker: JSON and payloads.
+type Queue = Vec<(String, Vec<Vec<u8>>)>;
+
 /// The training worker, seen from the page.
 #[derive(Clone)]
 pub struct Bridge {
     worker: web_sys::Worker,
     /// Requests sent before the worker said it is ready.
-    pending: Rc<RefCell<Option<Vec<(String, Vec<Vec<u8>>)>>>>,
+    pending: Rc<RefCell<Option<Queue>>>,
 }
 
 impl Bridge {
@@ -37,7 +40,7 @@ impl Bridge {
     pub fn spawn(on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static) -> Result<Self, String> {
         let worker =
             web_sys::Worker::new("./worker_loader.js").map_err(|e| format!("could not start the worker: {e:?}"))?;
-        let pending: Rc<RefCell<Option<Vec<(String, Vec<Vec<u8>>)>>>> = Rc::new(RefCell::new(Some(Vec::new())));
+        let pending: Rc<RefCell<Option<Queue>>> = Rc::new(RefCell::new(Some(Vec::new())));
         let bridge = Self {
             worker: worker.clone(),
             pending: pending.clone(),

@@ -372,6 +372,12 @@ impl Studio {
     }
 }
 
+/// Files as (name, bytes).
+type NamedFiles = Vec<(String, Vec<u8>)>;
+
+/// A train and a validation value of one epoch.
+type CurvePoint = (Option<f64>, Option<f64>);
+
 /// An object URL for bytes (thumbnails, the exported model).
 fn blob_url(bytes: &[u8], mime: &str) -> String {
     let parts = Array::of1(&Uint8Array::from(bytes));
@@ -434,9 +440,7 @@ fn register_service_worker(studio: Studio) {
     if container.is_undefined() {
         return;
     }
-    let Ok(register) =
-        Reflect::get(&container, &"register".into()).and_then(|f| f.dyn_into::<Function>().map_err(Into::into))
-    else {
+    let Ok(register) = Reflect::get(&container, &"register".into()).and_then(|f| f.dyn_into::<Function>()) else {
         return;
     };
     if let Ok(promise) = register.call1(&container, &"./sw.js".into()) {
@@ -559,7 +563,7 @@ fn DataPanel() -> impl IntoView {
                     );
                 }
                 let mut files: Vec<Option<(String, Vec<u8>)>> = files.into_iter().map(Some).collect();
-                let by_class: Vec<(String, Vec<(String, Vec<u8>)>)> = groups
+                let by_class: Vec<(String, NamedFiles)> = groups
                     .into_iter()
                     .map(|(class, indices)| {
                         let members = indices
@@ -1081,7 +1085,7 @@ fn Curves() -> impl IntoView {
             .flatten()
             .fold(f64::MIN_POSITIVE, f64::max);
         let n = history.len().max(2) - 1;
-        let line = |select: fn(&(Option<f64>, Option<f64>)) -> Option<f64>| {
+        let line = |select: fn(&CurvePoint) -> Option<f64>| {
             values
                 .iter()
                 .enumerate()

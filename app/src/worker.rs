@@ -708,8 +708,8 @@ fn import(name: &str, bytes: &[u8]) -> Result<(Vec<String>, ModelKind), String> 
 pub async fn yield_now() {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
-        if let Ok(set_timeout) = js_sys::Reflect::get(&global, &"setTimeout".into())
-            .and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+        if let Ok(set_timeout) =
+            js_sys::Reflect::get(&global, &"setTimeout".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
         {
             let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
         } else {

@@ -341,6 +341,75 @@ mod tests {
         assert_eq!(rgb.get_pixel(2, 0).0, [127, 127, 255]);
     }
 
+    #[test]
+    fn assorted_inputs_decode_to_upright_rgb_or_are_refused_with_a_reason() {
+        let encode = |image: DynamicImage, format: image::ImageFormat| {
+            let mut bytes = Vec::new();
+            image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            bytes
+        };
+        // 16-bit RGB PNG: scaled down to 8 bits.
+        let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(5, 3, image::Rgb([65535u16, 32768, 0]));
+        let rgb = decode(&encode(DynamicImage::ImageRgb16(deep), image::ImageFormat::Png)).unwrap();
+        assert_eq!((rgb.dimensions(), rgb.get_pixel(0, 0).0), ((5, 3), [255, 128, 0]));
+        // Grey with alpha: grey channels, transparency onto white.
+        let grey = image::GrayAlphaImage::from_raw(2, 1, vec![10, 255, 10, 0]).unwrap();
+        let rgb = decode(&encode(DynamicImage::ImageLumaA8(grey), image::ImageFormat::Png)).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [10, 10, 10]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [255, 255, 255]);
+        // BMP and WebP (lossless) go in.
+        let small = DynamicImage::ImageRgb8(RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3])));
+        assert_eq!(
+            decode(&encode(small.clone(), image::ImageFormat::Bmp))
+                .unwrap()
+                .get_pixel(3, 3)
+                .0,
+            [1, 2, 3]
+        );
+        assert_eq!(
+            decode(&encode(small, image::ImageFormat::WebP))
+                .unwrap()
+                .get_pixel(0, 0)
+                .0,
+            [1, 2, 3]
+        );
+        // An animated GIF: its first frame.
+        let mut gif = Vec::new();
+        {
+            let mut encoder = image::codecs::gif::GifEncoder::new(&mut gif);
+            for colour in [[200u8, 0, 0, 255], [0, 0, 200, 255]] {
+                let frame = image::RgbaImage::from_pixel(6, 6, image::Rgba(colour));
+                encoder.encode_frame(image::Frame::new(frame)).unwrap();
+            }
+        }
+        let first = decode(&gif).unwrap();
+        assert!(
+            first.get_pixel(2, 2)[0] > 150 && first.get_pixel(2, 2)[2] < 50,
+            "{:?}",
+            first.get_pixel(2, 2)
+        );
+        // SVG (text), a PDF header and a renamed text file: refused as unknown formats.
+        for bytes in [
+            &b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>"[..],
+            b"%PDF-1.7\n",
+            b"just some notes, saved as photo.jpg",
+        ] {
+            assert!(
+                matches!(decode(bytes), Err(ImageInputError::UnknownFormat(_))),
+                "{bytes:?}"
+            );
+        }
+        // A JPEG cut short: damaged.
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&RgbImage::from_pixel(64, 64, image::Rgb([9, 9, 9])))
+            .unwrap();
+        assert!(matches!(
+            decode(&jpeg[..jpeg.len() / 3]),
+            Err(ImageInputError::Corrupt(_))
+        ));
+    }
+
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = 0xffff_ffffu32;
         for byte in bytes {
