@@ -145,3 +145,105 @@ async fn app_works_offline_once_loaded() {
     assert!(recommendation.expect("a recommendation offline").contains("small-"));
     client.close().await.expect("close");
 }
+
+/// The app trains on WebGPU (SwiftShader here): two classes of two fixture photos, a recommendation,
+/// head-only training to the end and a prediction, all on the GPU device the badge names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_trains_on_webgpu() {
+    use fantoccini::Locator;
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("device");
+    assert!(device.starts_with("WebGPU: "), "{device}");
+    let fixture = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/imagenet")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    for _ in 0..2 {
+        client
+            .find(Locator::Css("[data-testid=add-class]"))
+            .await
+            .expect("add-class")
+            .click()
+            .await
+            .expect("click");
+    }
+    for (index, files) in [
+        (0, ["chelsea-224.png", "astronaut-224.png"]),
+        (1, ["coffee-224.png", "rocket-224.png"]),
+    ] {
+        let paths: Vec<String> = files.iter().map(|f| fixture(f)).collect();
+        client
+            .wait()
+            .for_element(Locator::Css(&format!("[data-testid=class-files-{index}]")))
+            .await
+            .expect("file input")
+            .send_keys(&paths.join("\n"))
+            .await
+            .expect("choose files");
+    }
+    e2e::wait_for_text(&client, "[data-testid=class-count-1]", Duration::from_secs(60), |t| {
+        t == "2"
+    })
+    .await
+    .expect("images in");
+    let click = |id: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .find(Locator::Css(&format!("[data-testid={id}]")))
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"))
+                .click()
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+        }
+    };
+    click("analyse-button").await;
+    let started = std::time::Instant::now();
+    let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
+        !t.is_empty()
+    })
+    .await
+    .expect("a recommendation on WebGPU");
+    println!("webgpu recommendation after {:?}: {recommendation}", started.elapsed());
+    click("strategy-head-only").await;
+    click("train-button").await;
+    let started = std::time::Instant::now();
+    let accuracy = e2e::wait_for_text(&client, "[data-testid=val-accuracy]", Duration::from_secs(300), |t| {
+        t.ends_with('%')
+    })
+    .await
+    .expect("head-only training finished on WebGPU");
+    println!(
+        "webgpu head-only: validation accuracy {accuracy} after {:?}",
+        started.elapsed()
+    );
+    client
+        .wait()
+        .for_element(Locator::Css("[data-testid=predict-input]"))
+        .await
+        .expect("predict input")
+        .send_keys(&fixture("chelsea-224.png"))
+        .await
+        .expect("predict");
+    let prediction = e2e::wait_for_text(&client, "[data-testid=prediction]", Duration::from_secs(120), |t| {
+        t.contains('%')
+    })
+    .await
+    .expect("a prediction on WebGPU");
+    println!("webgpu prediction: {prediction:?}");
+    let shot = e2e::screenshot(&client, "webgpu-trained").await;
+    println!("screenshot {}", shot.display());
+    client.close().await.expect("close");
+}
