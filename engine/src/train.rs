@@ -809,16 +809,7 @@ impl Run<'_> {
                     .insert(&self.dataset.examples[examples[p]].image, row.clone());
                 rows[p] = Some(row);
             }
-            progress.done += chunk.len();
-            self.cancelled |= observer
-                .event(TrainEvent::Caching {
-                    phase: progress.phase.to_string(),
-                    done: progress.done,
-                    total: progress.total,
-                })
-                .is_break();
-            observer.between_batches().await;
-            if self.cancelled {
+            if self.cached_batch(chunk.len(), progress, observer).await {
                 return Ok(None);
             }
         }
@@ -827,6 +818,26 @@ impl Run<'_> {
             TensorData::new(flat, [examples.len(), width]),
             &self.device,
         )))
+    }
+
+    /// Counts `images` more as cached, reports it and gives the event loop a turn; true when the run
+    /// was cancelled.
+    async fn cached_batch<O: TrainObserver>(
+        &mut self,
+        images: usize,
+        progress: &mut Progress,
+        observer: &mut O,
+    ) -> bool {
+        progress.done += images;
+        self.cancelled |= observer
+            .event(TrainEvent::Caching {
+                phase: progress.phase.to_string(),
+                done: progress.done,
+                total: progress.total,
+            })
+            .is_break();
+        observer.between_batches().await;
+        self.cancelled
     }
 
     /// `run` over the evaluation views of `examples`, batch by batch, concatenated (`None` when there
@@ -845,16 +856,7 @@ impl Run<'_> {
             // gets a turn.
             readback::to_f32_vec(out.clone().flatten::<1>(0, D - 1).slice(0..1)).await?;
             parts.push(out);
-            progress.done += chunk.len();
-            self.cancelled |= observer
-                .event(TrainEvent::Caching {
-                    phase: progress.phase.to_string(),
-                    done: progress.done,
-                    total: progress.total,
-                })
-                .is_break();
-            observer.between_batches().await;
-            if self.cancelled {
+            if self.cached_batch(chunk.len(), progress, observer).await {
                 return Ok(None);
             }
         }

@@ -62,13 +62,7 @@ fn seconds_per_epoch_per_strategy(_: &mut Criterion) {
     let device = Device::flex();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights");
     let (dataset, _) = data::read_folder(&datasets::path("tuxpaint-photos"), 224, Some(8)).expect("dataset");
-    for strategy in [
-        Strategy::HeadOnly,
-        Strategy::PartialFreeze { trainable_blocks: 5 },
-        Strategy::STAGED_DEFAULT,
-        Strategy::FullFineTune,
-        Strategy::FromScratch,
-    ] {
+    for strategy in training::BENCH_STRATEGIES {
         let mut config = TrainConfig::new(strategy);
         config.epochs = 2;
         config.patience = None;

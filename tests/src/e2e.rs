@@ -231,3 +231,54 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     std::fs::write(&path, png).expect("cannot write the screenshot");
     path
 }
+
+/// Clicks the element with `data-testid` = `id`.
+pub async fn click(client: &Client, id: &str) {
+    client
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css(&format!("[data-testid='{id}']")))
+        .await
+        .unwrap_or_else(|e| panic!("no element {id}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot click {id}: {e}"));
+}
+
+/// In the app: two classes from the fixture photos — the cat and the astronaut, the espresso and the
+/// rocket — waiting until both counts show 2.
+pub async fn add_two_fixture_classes(client: &Client) {
+    let fixture = |name: &str| {
+        workspace_root()
+            .join("tests/fixtures/imagenet")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    click(client, "add-class").await;
+    click(client, "add-class").await;
+    for (index, files) in [
+        (0, ["chelsea-224.png", "astronaut-224.png"]),
+        (1, ["coffee-224.png", "rocket-224.png"]),
+    ] {
+        let paths: Vec<String> = files.iter().map(|f| fixture(f)).collect();
+        client
+            .wait()
+            .for_element(Locator::Css(&format!("[data-testid=class-files-{index}]")))
+            .await
+            .expect("file input")
+            .send_keys(&paths.join("\n"))
+            .await
+            .expect("choose files");
+    }
+    for index in 0..2 {
+        wait_for_text(
+            client,
+            &format!("[data-testid=class-count-{index}]"),
+            Duration::from_secs(60),
+            |t| t == "2",
+        )
+        .await
+        .expect("images added");
+    }
+}

@@ -40,6 +40,15 @@ pub fn photo_dataset() -> Dataset {
     dataset
 }
 
+/// One of each strategy, as the benchmarks time them (partial freeze with its CLI default of 5 blocks).
+pub const BENCH_STRATEGIES: [Strategy; 5] = [
+    Strategy::HeadOnly,
+    Strategy::PartialFreeze { trainable_blocks: 5 },
+    Strategy::STAGED_DEFAULT,
+    Strategy::FullFineTune,
+    Strategy::FromScratch,
+];
+
 /// The configuration of the few-steps runs: 64 px, batches of 4, two images per class held out.
 pub fn few_steps_config(strategy: Strategy) -> TrainConfig {
     let mut config = TrainConfig::new(strategy);

@@ -54,7 +54,6 @@ async fn app_falls_back_to_the_cpu_without_webgpu() {
 /// the training worker and the pretrained weights (a recommendation is computed offline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_works_offline_once_loaded() {
-    use fantoccini::Locator;
 
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
@@ -91,48 +90,8 @@ async fn app_works_offline_once_loaded() {
     .await;
     assert!(device.is_ok(), "the page and its worker loaded offline: {device:?}");
     // Two classes from the fixture photos, then a recommendation: the weights come from the cache.
-    let fixture = |name: &str| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/imagenet")
-            .join(name)
-            .display()
-            .to_string()
-    };
-    for _ in 0..2 {
-        client
-            .find(Locator::Css("[data-testid=add-class]"))
-            .await
-            .expect("add-class")
-            .click()
-            .await
-            .expect("click");
-    }
-    for (index, files) in [
-        (0, ["chelsea-224.png", "astronaut-224.png"]),
-        (1, ["coffee-224.png", "rocket-224.png"]),
-    ] {
-        let paths: Vec<String> = files.iter().map(|f| fixture(f)).collect();
-        client
-            .wait()
-            .for_element(Locator::Css(&format!("[data-testid=class-files-{index}]")))
-            .await
-            .expect("file input")
-            .send_keys(&paths.join("\n"))
-            .await
-            .expect("choose files");
-    }
-    e2e::wait_for_text(&client, "[data-testid=class-count-1]", Duration::from_secs(30), |t| {
-        t == "2"
-    })
-    .await
-    .expect("images added offline");
-    client
-        .find(Locator::Css("[data-testid=analyse-button]"))
-        .await
-        .expect("analyse")
-        .click()
-        .await
-        .expect("click");
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
     let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(120), |t| {
         !t.is_empty()
     })
@@ -162,54 +121,8 @@ async fn app_trains_on_webgpu() {
     .await
     .expect("device");
     assert!(device.starts_with("WebGPU: "), "{device}");
-    let fixture = |name: &str| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/imagenet")
-            .join(name)
-            .display()
-            .to_string()
-    };
-    for _ in 0..2 {
-        client
-            .find(Locator::Css("[data-testid=add-class]"))
-            .await
-            .expect("add-class")
-            .click()
-            .await
-            .expect("click");
-    }
-    for (index, files) in [
-        (0, ["chelsea-224.png", "astronaut-224.png"]),
-        (1, ["coffee-224.png", "rocket-224.png"]),
-    ] {
-        let paths: Vec<String> = files.iter().map(|f| fixture(f)).collect();
-        client
-            .wait()
-            .for_element(Locator::Css(&format!("[data-testid=class-files-{index}]")))
-            .await
-            .expect("file input")
-            .send_keys(&paths.join("\n"))
-            .await
-            .expect("choose files");
-    }
-    e2e::wait_for_text(&client, "[data-testid=class-count-1]", Duration::from_secs(60), |t| {
-        t == "2"
-    })
-    .await
-    .expect("images in");
-    let click = |id: &'static str| {
-        let client = client.clone();
-        async move {
-            client
-                .find(Locator::Css(&format!("[data-testid={id}]")))
-                .await
-                .unwrap_or_else(|e| panic!("{id}: {e}"))
-                .click()
-                .await
-                .unwrap_or_else(|e| panic!("{id}: {e}"));
-        }
-    };
-    click("analyse-button").await;
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
     let started = std::time::Instant::now();
     let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
@@ -217,8 +130,8 @@ async fn app_trains_on_webgpu() {
     .await
     .expect("a recommendation on WebGPU");
     println!("webgpu recommendation after {:?}: {recommendation}", started.elapsed());
-    click("strategy-head-only").await;
-    click("train-button").await;
+    e2e::click(&client, "strategy-head-only").await;
+    e2e::click(&client, "train-button").await;
     let started = std::time::Instant::now();
     let accuracy = e2e::wait_for_text(&client, "[data-testid=val-accuracy]", Duration::from_secs(300), |t| {
         t.ends_with('%')
@@ -234,7 +147,12 @@ async fn app_trains_on_webgpu() {
         .for_element(Locator::Css("[data-testid=predict-input]"))
         .await
         .expect("predict input")
-        .send_keys(&fixture("chelsea-224.png"))
+        .send_keys(
+            &e2e::workspace_root()
+                .join("tests/fixtures/imagenet/chelsea-224.png")
+                .display()
+                .to_string(),
+        )
         .await
         .expect("predict");
     let prediction = e2e::wait_for_text(&client, "[data-testid=prediction]", Duration::from_secs(120), |t| {

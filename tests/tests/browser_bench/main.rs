@@ -134,13 +134,7 @@ async fn epoch_seconds(device: Device, backend: &str) {
 
     let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights load");
     let dataset = training::photo_dataset();
-    for strategy in [
-        Strategy::HeadOnly,
-        Strategy::PartialFreeze { trainable_blocks: 5 },
-        Strategy::STAGED_DEFAULT,
-        Strategy::FullFineTune,
-        Strategy::FromScratch,
-    ] {
+    for strategy in training::BENCH_STRATEGIES {
         let mut config = TrainConfig::new(strategy);
         config.epochs = if matches!(strategy, Strategy::Staged { .. }) {
             2
