@@ -12,6 +12,10 @@ pub enum ReadbackError {
     /// The device failed to run the work that produces the tensor, or to copy it back.
     #[error("the device failed to read back a tensor: {0}")]
     Execution(String),
+    /// The device is gone (a GPU reset, a crashed GPU process, a destroyed device): nothing on it
+    /// can be read any more.
+    #[error("the device was lost: {0}")]
+    DeviceLost(String),
     /// The tensor's data did not convert to `f32`.
     #[error("tensor data is not convertible to f32: {0}")]
     Conversion(String),
@@ -19,8 +23,27 @@ pub enum ReadbackError {
 
 impl From<ExecutionError> for ReadbackError {
     fn from(error: ExecutionError) -> Self {
-        Self::Execution(format!("{error:?}"))
+        match error {
+            ExecutionError::DevicePoisoned { reason } => Self::DeviceLost(first_line(&reason)),
+            ExecutionError::WithContext { reason } | ExecutionError::Generic { reason, .. } => {
+                Self::Execution(first_line(&reason))
+            }
+        }
     }
+}
+
+impl ReadbackError {
+    /// Whether the device itself failed (lost, or could not run the work), as opposed to data that did
+    /// not convert: the cases where the same work may succeed on another device.
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, Self::Execution(_) | Self::DeviceLost(_))
+    }
+}
+
+/// The message without the backtrace the runtime appends: the cause, on one line.
+fn first_line(reason: &str) -> String {
+    let cause = reason.split("Backtrace").next().unwrap_or(reason);
+    cause.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// All values of a float tensor, in row-major order.
@@ -69,10 +92,18 @@ pub async fn module_to_device<M: Module>(module: M, device: &Device) -> Result<M
 
     let mut collect = Collect(Vec::new());
     module.visit(&mut collect);
-    let mut values = Vec::with_capacity(collect.0.len());
-    for tensor in collect.0 {
-        values.push(to_f32_vec(tensor).await?);
+    // One read-back for the whole module: a sync point per tensor would cost a round trip each.
+    let sizes: Vec<usize> = collect.0.iter().map(|t| t.shape().num_elements()).collect();
+    let mut flat = if collect.0.is_empty() {
+        Vec::new()
+    } else {
+        to_f32_vec(Tensor::cat(collect.0, 0)).await?
+    };
+    let mut values = Vec::with_capacity(sizes.len());
+    for size in sizes.iter().rev() {
+        values.push(flat.split_off(flat.len() - size));
     }
+    values.reverse();
     Ok(module.map(&mut Replace {
         values: values.into_iter(),
         device: device.clone(),

@@ -260,12 +260,123 @@ pub enum TrainError {
     Diverged(f64),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// The device failed mid-run (lost, or could not run the work). With host checkpoints on, the run
+    /// can go on elsewhere from `checkpoint` (see [`resume`]).
+    #[error("training stopped because the compute device failed ({error})")]
+    Device {
+        error: ReadbackError,
+        checkpoint: Option<Box<Checkpoint>>,
+    },
+    #[error("this checkpoint belongs to a different dataset or settings: {0}")]
+    CheckpointMismatch(String),
 }
 
 /// A finished run: the kept model (on the plain device, inference mode) and its summary.
 pub struct Trained {
     pub model: ImageClassifier,
     pub summary: TrainSummary,
+    /// Where a cancelled run with host checkpoints stopped: [`resume`] continues it.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A run's state on the host after its last completed batch: the weights (frozen blocks included),
+/// the best model so far, where in which epoch of which phase it was, the shuffled order of that
+/// epoch, the random state and the running sums. [`resume`] continues from it on any device, so a
+/// lost GPU costs at most the batch that was running.
+///
+/// The optimizer's moments are not in it (a browser cannot read them back asynchronously): a resumed
+/// run starts them afresh, which AdamW's bias correction makes a gentle restart. Plain SGD without
+/// momentum resumes exactly.
+#[derive(Clone)]
+pub struct Checkpoint {
+    model: ImageClassifier,
+    best: Option<Best>,
+    at: Position,
+    rng: Rng,
+    epochs_done: usize,
+    epochs_total: usize,
+    seconds: f64,
+    examples: usize,
+    config: TrainConfig,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("phase", &self.at.phase)
+            .field("epoch", &self.epoch())
+            .field("batches_done", &self.batches_done())
+            .field("best_epoch", &self.best.as_ref().map(|b| b.epoch))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoint {
+    /// The 1-based epoch (over the whole run) the run goes on in.
+    pub fn epoch(&self) -> usize {
+        self.epochs_done + 1
+    }
+
+    /// Batches of that epoch already done.
+    pub fn batches_done(&self) -> usize {
+        self.at.epoch.as_ref().map_or(0, |e| e.batches_done)
+    }
+
+    /// The 0-based phase the run goes on in.
+    pub fn phase(&self) -> usize {
+        self.at.phase
+    }
+
+    /// The weights after the last completed batch (on the host device).
+    pub fn model(&self) -> &ImageClassifier {
+        &self.model
+    }
+
+    /// "epoch 3, batch 5" (the next batch to run), for messages.
+    pub fn describe(&self) -> String {
+        format!("epoch {}, batch {}", self.epoch(), self.batches_done() + 1)
+    }
+}
+
+/// Where a run is: a phase, an epoch within it, and how far through that epoch.
+#[derive(Debug, Clone)]
+struct Position {
+    phase: usize,
+    /// 0-based epoch within the phase.
+    phase_epoch: usize,
+    /// Optimizer steps taken in the phase (the schedule's clock).
+    step: usize,
+    /// Epochs since the best validation result (early stopping).
+    since_best: usize,
+    /// Seconds of this phase's completed epochs (for the ETA).
+    phase_seconds: f64,
+    /// The epoch in progress, if one is.
+    epoch: Option<EpochProgress>,
+}
+
+impl Position {
+    fn phase_start(phase: usize) -> Self {
+        Self {
+            phase,
+            phase_epoch: 0,
+            step: 0,
+            since_best: 0,
+            phase_seconds: 0.0,
+            epoch: None,
+        }
+    }
+}
+
+/// An epoch partly done.
+#[derive(Debug, Clone)]
+struct EpochProgress {
+    /// This epoch's order of positions into the training split.
+    order: std::sync::Arc<[usize]>,
+    batches_done: usize,
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    seconds: f64,
 }
 
 /// Fine-tunes `pretrained` (any head; ignored by from-scratch except for its architecture, which
@@ -294,101 +405,241 @@ pub async fn train_with_cache<O: TrainObserver>(
     observer: &mut O,
     embeddings: &mut EmbeddingCache,
 ) -> Result<Trained, TrainError> {
-    let started = Instant::now();
-    dataset.validate()?;
-    if config.batch_size == 0 || config.head_batch_size == Some(0) {
-        return Err(TrainError::Zero("the batch size"));
-    }
-    let classes = dataset.classes.len();
-    let split = data::stratified_split(&dataset.labels(), classes, config.val_fraction, config.seed);
-    let num_blocks = pretrained.block_names().len();
-    let phases = config.strategy.phases(num_blocks, config.epochs, config.base_lr())?;
-    let card = kind.card();
-    let input = Input {
-        size: config.image_size.unwrap_or(card.input_size) as u32,
-        normalisation: card.normalisation,
-    };
-    embeddings.use_model(kind, input.size);
+    Session::new(kind, dataset, config, device, embeddings)
+        .run(Start::Fresh(pretrained), observer)
+        .await
+}
 
-    device.seed(config.seed);
-    let mut model = if config.strategy.uses_pretrained_weights() {
-        pretrained.clone().with_classes(classes)
-    } else {
-        kind.architecture().init(classes, device)
-    }
-    .train();
+/// [`train_with_cache`], keeping a [`Checkpoint`] on `host` after every batch: when the device fails
+/// mid-run the error carries it ([`TrainError::Device`]) and [`resume`] goes on from there. Each
+/// checkpoint reads back only what the batch changed (the trainable blocks and the head). For GPU
+/// devices; a CPU device cannot be lost.
+pub async fn train_checkpointed<O: TrainObserver>(
+    pretrained: &ImageClassifier,
+    kind: ModelKind,
+    dataset: &Dataset,
+    config: &TrainConfig,
+    device: &Device,
+    host: &Device,
+    observer: &mut O,
+    embeddings: &mut EmbeddingCache,
+) -> Result<Trained, TrainError> {
+    let mut session = Session::new(kind, dataset, config, device, embeddings);
+    session.host = Some(host.clone());
+    session.run(Start::Fresh(pretrained), observer).await
+}
 
-    let mut run = Run {
-        dataset,
-        config,
-        input,
-        device: device.clone(),
-        autodiff: device.clone().autodiff(),
-        split,
-        rng: Rng::new(config.seed.wrapping_add(1)),
-        epochs_total: phases.iter().map(|p| p.epochs).sum(),
-        epochs_done: 0,
-        best: None,
-        cancelled: false,
-        embeddings,
-    };
-    let flow = observer.event(TrainEvent::Started {
-        strategy: config.strategy,
-        classes: dataset.classes.clone(),
-        train_images: run.split.train.len(),
-        val_images: run.split.val.len(),
-        phases: phases.iter().map(PhaseInfo::from).collect(),
-    });
-    run.cancelled = flow.is_break();
-    if let Some(message) = imbalance_notice(dataset) {
-        run.cancelled |= observer.event(TrainEvent::Notice { message }).is_break();
+/// Continues the run `checkpoint` was taken from, on `device`, from its last completed batch: the
+/// same dataset and settings, the same split, the rest of the epoch in the same order. No `Started`
+/// event (the run started before); its phase starts again (`PhaseStart`, the cache rebuilt on the new
+/// device). With `host`, it keeps checkpoints again.
+#[allow(clippy::too_many_arguments)]
+pub async fn resume<O: TrainObserver>(
+    checkpoint: Checkpoint,
+    kind: ModelKind,
+    dataset: &Dataset,
+    device: &Device,
+    host: Option<&Device>,
+    observer: &mut O,
+    embeddings: &mut EmbeddingCache,
+) -> Result<Trained, TrainError> {
+    if checkpoint.examples != dataset.examples.len() {
+        return Err(TrainError::CheckpointMismatch(format!(
+            "it was taken with {} images, the dataset has {}",
+            checkpoint.examples,
+            dataset.examples.len()
+        )));
     }
-    if config.augment && phases.iter().any(|p| p.frozen_blocks > 0) {
-        run.cancelled |= observer
-            .event(TrainEvent::Notice {
-                message: "Augmentation is on, so every epoch sees new crops of each image: the frozen \
-                          layers' outputs are recomputed each epoch instead of cached (slower)."
-                    .into(),
-            })
-            .is_break();
-    }
-    for (index, phase) in phases.iter().enumerate() {
-        if run.cancelled {
-            break;
+    let config = checkpoint.config.clone();
+    let mut session = Session::new(kind, dataset, &config, device, embeddings);
+    session.host = host.cloned();
+    session.run(Start::From(checkpoint), observer).await
+}
+
+/// How a run begins.
+enum Start<'a> {
+    Fresh(&'a ImageClassifier),
+    From(Checkpoint),
+}
+
+/// What a run needs besides its state.
+struct Session<'a> {
+    kind: ModelKind,
+    dataset: &'a Dataset,
+    config: &'a TrainConfig,
+    device: &'a Device,
+    embeddings: &'a mut EmbeddingCache,
+    host: Option<Device>,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        kind: ModelKind,
+        dataset: &'a Dataset,
+        config: &'a TrainConfig,
+        device: &'a Device,
+        embeddings: &'a mut EmbeddingCache,
+    ) -> Self {
+        Self {
+            kind,
+            dataset,
+            config,
+            device,
+            embeddings,
+            host: None,
         }
-        model = run.phase(model, index, phase, observer).await?;
     }
 
-    let kept = run.best.take();
-    let (model, eval, best_epoch) = match kept {
-        Some(best) => (best.model, Some(best.eval), Some(best.epoch)),
-        None => (model.valid(), None, None),
-    };
-    let summary = TrainSummary {
-        strategy: config.strategy.name().to_string(),
-        strategy_config: config.strategy,
-        epochs: run.epochs_done,
-        best_epoch,
-        val_accuracy: eval.as_ref().map(|e| e.accuracy),
-        val_loss: eval.as_ref().map(|e| e.loss),
-        per_class_accuracy: dataset
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(c, name)| (name.clone(), eval.as_ref().and_then(|e| e.per_class_accuracy[c])))
-            .collect(),
-        confusion: eval
-            .as_ref()
-            .map_or_else(|| vec![vec![0; classes]; classes], |e| e.confusion.clone()),
-        classes: dataset.classes.clone(),
-        val_images: run.split.val.clone(),
-        val_predictions: eval.map(|e| e.predictions).unwrap_or_default(),
-        train_images: run.split.train.len(),
-        seconds: started.elapsed().as_secs_f64(),
-        cancelled: run.cancelled,
-    };
-    let _ = observer.event(TrainEvent::Done(summary.clone()));
-    Ok(Trained { model, summary })
+    async fn run<O: TrainObserver>(self, start: Start<'_>, observer: &mut O) -> Result<Trained, TrainError> {
+        let started = Instant::now();
+        let Self {
+            kind,
+            dataset,
+            config,
+            device,
+            embeddings,
+            host,
+        } = self;
+        dataset.validate()?;
+        if config.batch_size == 0 || config.head_batch_size == Some(0) {
+            return Err(TrainError::Zero("the batch size"));
+        }
+        let classes = dataset.classes.len();
+        let split = data::stratified_split(&dataset.labels(), classes, config.val_fraction, config.seed);
+        let architecture = kind.architecture();
+        let phases = config
+            .strategy
+            .phases(architecture.num_body_blocks(), config.epochs, config.base_lr())?;
+        let card = kind.card();
+        let input = Input {
+            size: config.image_size.unwrap_or(card.input_size) as u32,
+            normalisation: card.normalisation,
+        };
+        embeddings.use_model(kind, input.size);
+
+        let mut run = Run {
+            dataset,
+            config,
+            input,
+            device: device.clone(),
+            autodiff: device.clone().autodiff(),
+            split,
+            rng: Rng::new(config.seed.wrapping_add(1)),
+            epochs_total: phases.iter().map(|p| p.epochs).sum(),
+            epochs_done: 0,
+            best: None,
+            cancelled: false,
+            embeddings,
+            host,
+            last: None,
+            seconds_before: 0.0,
+            started,
+        };
+        let (mut model, position) = match start {
+            Start::Fresh(pretrained) => {
+                device.seed(config.seed);
+                let model = if config.strategy.uses_pretrained_weights() {
+                    pretrained.clone().with_classes(classes)
+                } else {
+                    architecture.init(classes, device)
+                };
+                run.cancelled = observer
+                    .event(TrainEvent::Started {
+                        strategy: config.strategy,
+                        classes: dataset.classes.clone(),
+                        train_images: run.split.train.len(),
+                        val_images: run.split.val.len(),
+                        phases: phases.iter().map(PhaseInfo::from).collect(),
+                    })
+                    .is_break();
+                if let Some(message) = imbalance_notice(dataset) {
+                    run.cancelled |= observer.event(TrainEvent::Notice { message }).is_break();
+                }
+                if config.augment && phases.iter().any(|p| p.frozen_blocks > 0) {
+                    run.cancelled |= observer
+                        .event(TrainEvent::Notice {
+                            message: "Augmentation is on, so every epoch sees new crops of each image: the frozen \
+                                      layers' outputs are recomputed each epoch instead of cached (slower)."
+                                .into(),
+                        })
+                        .is_break();
+                }
+                (model, Position::phase_start(0))
+            }
+            Start::From(checkpoint) => {
+                // Dropout draws differ from the lost device's anyway; seed from the position.
+                device.seed(config.seed ^ ((checkpoint.epochs_done as u64) << 32 | checkpoint.batches_done() as u64));
+                run.rng = checkpoint.rng.clone();
+                run.epochs_done = checkpoint.epochs_done;
+                run.epochs_total = checkpoint.epochs_total;
+                run.seconds_before = checkpoint.seconds;
+                run.best = checkpoint.best.as_ref().map(|best| Best {
+                    model: best.model.clone().to_device(device),
+                    ..best.clone()
+                });
+                let model = checkpoint.model.clone().to_device(device);
+                let position = checkpoint.at.clone();
+                run.last = Some(checkpoint);
+                (model, position)
+            }
+        };
+        model = model.train();
+
+        let first = position.phase;
+        let mut position = Some(position);
+        for (index, phase) in phases.iter().enumerate().skip(first) {
+            if run.cancelled {
+                break;
+            }
+            let at = position.take().unwrap_or_else(|| Position::phase_start(index));
+            model = match run.phase(model, phase, at, observer).await {
+                Ok(model) => model,
+                Err(TrainError::Readback(error)) if error.is_device_failure() && run.host.is_some() => {
+                    return Err(TrainError::Device {
+                        error,
+                        checkpoint: run.last.take().map(Box::new),
+                    });
+                }
+                Err(error) => return Err(error),
+            };
+        }
+
+        let kept = run.best.take();
+        let (model, eval, best_epoch) = match kept {
+            Some(best) => (best.model, Some(best.eval), Some(best.epoch)),
+            None => (model.valid(), None, None),
+        };
+        let summary = TrainSummary {
+            strategy: config.strategy.name().to_string(),
+            strategy_config: config.strategy,
+            epochs: run.epochs_done,
+            best_epoch,
+            val_accuracy: eval.as_ref().map(|e| e.accuracy),
+            val_loss: eval.as_ref().map(|e| e.loss),
+            per_class_accuracy: dataset
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(c, name)| (name.clone(), eval.as_ref().and_then(|e| e.per_class_accuracy[c])))
+                .collect(),
+            confusion: eval
+                .as_ref()
+                .map_or_else(|| vec![vec![0; classes]; classes], |e| e.confusion.clone()),
+            classes: dataset.classes.clone(),
+            val_images: run.split.val.clone(),
+            val_predictions: eval.map(|e| e.predictions).unwrap_or_default(),
+            train_images: run.split.train.len(),
+            seconds: run.seconds_before + started.elapsed().as_secs_f64(),
+            cancelled: run.cancelled,
+        };
+        let _ = observer.event(TrainEvent::Done(summary.clone()));
+        let checkpoint = if run.cancelled { run.last.take() } else { None };
+        Ok(Trained {
+            model,
+            summary,
+            checkpoint,
+        })
+    }
 }
 
 /// Classes this many times larger than the smallest are called out.
@@ -417,6 +668,7 @@ struct Input {
 }
 
 /// The best model so far.
+#[derive(Clone)]
 struct Best {
     epoch: usize,
     eval: Evaluation,
@@ -462,18 +714,72 @@ struct Run<'a> {
     best: Option<Best>,
     cancelled: bool,
     embeddings: &'a mut EmbeddingCache,
+    /// Where checkpoints go (`None`: no checkpoints).
+    host: Option<Device>,
+    /// The last checkpoint taken.
+    last: Option<Checkpoint>,
+    /// Seconds the run took before it was resumed here.
+    seconds_before: f64,
+    started: Instant,
 }
 
 impl Run<'_> {
+    /// Takes a checkpoint at `at`. `changed`: the model and the first body block that changed since
+    /// the last checkpoint (0: all; the head always), whose weights are read back into a copy of the
+    /// last checkpoint's host model, so that a batch costs only what it changed; `None`: the weights
+    /// are the last checkpoint's. `best_changed` copies the best model too.
+    async fn checkpoint(
+        &mut self,
+        changed: Option<(&ImageClassifier, usize)>,
+        at: &Position,
+        best_changed: bool,
+    ) -> Result<(), TrainError> {
+        let Some(host) = self.host.clone() else {
+            return Ok(());
+        };
+        let copy = match (changed, self.last.as_ref()) {
+            (None, Some(last)) => last.model.clone(),
+            (Some((model, first)), Some(last)) if first > 0 => {
+                let mut copy = last.model.clone();
+                copy_blocks(&model.valid(), first, &mut copy, &host).await?;
+                copy
+            }
+            (Some((model, _)), _) => readback::module_to_device(model.valid(), &host).await?,
+            (None, None) => unreachable!("the first checkpoint of a run copies the whole model"),
+        };
+        let best = match &self.best {
+            Some(best) if best_changed => Some(Best {
+                model: readback::module_to_device(best.model.clone(), &host).await?,
+                ..best.clone()
+            }),
+            _ => self.last.as_ref().and_then(|last| last.best.clone()),
+        };
+        self.last = Some(Checkpoint {
+            model: copy,
+            best,
+            at: at.clone(),
+            rng: self.rng.clone(),
+            epochs_done: self.epochs_done,
+            epochs_total: self.epochs_total,
+            seconds: self.seconds_before + self.started.elapsed().as_secs_f64(),
+            examples: self.dataset.examples.len(),
+            config: self.config.clone(),
+        });
+        Ok(())
+    }
+
     async fn phase<O: TrainObserver>(
         &mut self,
         mut model: ImageClassifier,
-        index: usize,
         phase: &Phase,
+        mut at: Position,
         observer: &mut O,
     ) -> Result<ImageClassifier, TrainError> {
         freeze::freeze_to(&mut model, phase.frozen_blocks)?;
         let mut optimizer = BlockwiseOptimizer::for_phase(phase, &self.config.optimizer, &model);
+        if self.last.is_none() || (at.phase_epoch == 0 && at.epoch.is_none()) {
+            self.checkpoint(Some((&model, 0)), &at, false).await?;
+        }
         let cache = self.build_cache(&model, phase, observer).await?;
         if self.cancelled {
             return Ok(model);
@@ -481,7 +787,7 @@ impl Run<'_> {
         self.cancelled |= observer
             .event(TrainEvent::PhaseStart {
                 phase: phase.name.to_string(),
-                index,
+                index: at.phase,
                 epochs: phase.epochs,
                 frozen_blocks: phase.frozen_blocks,
                 trainable_params: optimizer.num_params(&model),
@@ -502,20 +808,32 @@ impl Run<'_> {
         let loss_fn = CrossEntropyLossConfig::new()
             .with_smoothing((self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing))
             .init(&self.autodiff);
-        let phase_started = Instant::now();
-        let mut since_best = 0;
-        let mut step = 0;
-        for phase_epoch in 0..phase.epochs {
+        while at.phase_epoch < phase.epochs {
             if self.cancelled {
                 break;
             }
             let epoch = self.epochs_done + 1;
             let epoch_started = Instant::now();
-            // Positions into `split.train` (which also index the cache rows).
-            let mut order: Vec<usize> = (0..self.split.train.len()).collect();
-            self.rng.shuffle(&mut order);
-            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-            for (batch, positions) in order.chunks(batch_size).enumerate() {
+            let mut progress = match at.epoch.take() {
+                Some(progress) => progress,
+                None => {
+                    // Positions into `split.train` (which also index the cache rows).
+                    let mut order: Vec<usize> = (0..self.split.train.len()).collect();
+                    self.rng.shuffle(&mut order);
+                    EpochProgress {
+                        order: order.into(),
+                        batches_done: 0,
+                        loss_sum: 0.0,
+                        correct: 0,
+                        seen: 0,
+                        seconds: 0.0,
+                    }
+                }
+            };
+            let seconds_before = progress.seconds;
+            while progress.batches_done < batches {
+                let first = progress.batches_done * batch_size;
+                let positions = &progress.order[first..(first + batch_size).min(progress.order.len())];
                 let labels: Vec<usize> = positions
                     .iter()
                     .map(|&p| self.dataset.examples[self.split.train[p]].label)
@@ -540,21 +858,27 @@ impl Run<'_> {
                     return Err(TrainError::Diverged(batch_loss));
                 }
                 let classes = self.dataset.classes.len();
-                correct += host[1..]
+                progress.correct += host[1..]
                     .chunks(classes)
                     .zip(&labels)
                     .filter(|(row, label)| crate::metrics::argmax(row) == **label)
                     .count();
-                loss_sum += batch_loss * labels.len() as f64;
-                seen += labels.len();
+                progress.loss_sum += batch_loss * labels.len() as f64;
+                progress.seen += labels.len();
 
-                model = optimizer.step(model, loss.backward(), schedule.factor(step));
-                step += 1;
+                model = optimizer.step(model, loss.backward(), schedule.factor(at.step));
+                at.step += 1;
+                progress.batches_done += 1;
+                progress.seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
+                let batch = progress.batches_done;
+                at.epoch = Some(progress);
+                self.checkpoint(Some((&model, phase.frozen_blocks)), &at, false).await?;
+                progress = at.epoch.take().expect("just put");
                 self.cancelled |= observer
                     .event(TrainEvent::Batch {
                         phase: phase.name.to_string(),
                         epoch,
-                        batch: batch + 1,
+                        batch,
                         batches,
                         loss: batch_loss,
                     })
@@ -564,30 +888,34 @@ impl Run<'_> {
                     break;
                 }
             }
-            if self.cancelled && seen < self.split.train.len() {
-                // A partial epoch is not evaluated or counted.
+            if self.cancelled && progress.seen < self.split.train.len() {
+                // A partial epoch is not evaluated or counted; the checkpoint keeps it.
                 break;
             }
             self.epochs_done += 1;
 
             let val = self.evaluate(&model, &cache).await?;
-            let elapsed_phase = phase_started.elapsed().as_secs_f64();
-            let per_epoch = elapsed_phase / (phase_epoch + 1) as f64;
+            let seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
+            at.phase_seconds += seconds;
+            let per_epoch = at.phase_seconds / (at.phase_epoch + 1) as f64;
             let remaining = self.epochs_total.saturating_sub(self.epochs_done);
             self.cancelled |= observer
                 .event(TrainEvent::Epoch {
                     phase: phase.name.to_string(),
                     epoch,
                     epochs: self.epochs_total,
-                    train_loss: loss_sum / seen.max(1) as f64,
-                    train_accuracy: correct as f64 / seen.max(1) as f64,
+                    train_loss: progress.loss_sum / progress.seen.max(1) as f64,
+                    train_accuracy: progress.correct as f64 / progress.seen.max(1) as f64,
                     val_loss: val.as_ref().map(|v| v.loss),
                     val_accuracy: val.as_ref().map(|v| v.accuracy),
-                    lr: phase.head_lr * schedule.factor(step.saturating_sub(1)),
-                    seconds: epoch_started.elapsed().as_secs_f64(),
+                    lr: phase.head_lr * schedule.factor(at.step.saturating_sub(1)),
+                    seconds,
                     eta_seconds: per_epoch * remaining as f64,
                 })
                 .is_break();
+            at.phase_epoch += 1;
+            let mut best_changed = false;
+            let mut stop = false;
             if let Some(val) = val {
                 let better = self.best.as_ref().is_none_or(|best| {
                     val.accuracy > best.eval.accuracy + 1e-9
@@ -599,10 +927,11 @@ impl Run<'_> {
                         eval: val,
                         model: model.valid(),
                     });
-                    since_best = 0;
+                    at.since_best = 0;
+                    best_changed = true;
                 } else {
-                    since_best += 1;
-                    if self.config.patience.is_some_and(|p| since_best >= p) && phase_epoch + 1 < phase.epochs {
+                    at.since_best += 1;
+                    if self.config.patience.is_some_and(|p| at.since_best >= p) && at.phase_epoch < phase.epochs {
                         let best_epoch = self.best.as_ref().map_or(epoch, |b| b.epoch);
                         self.cancelled |= observer
                             .event(TrainEvent::EarlyStop {
@@ -612,10 +941,20 @@ impl Run<'_> {
                             })
                             .is_break();
                         // The epochs this phase skips no longer count towards the ETA.
-                        self.epochs_total -= phase.epochs - phase_epoch - 1;
-                        break;
+                        self.epochs_total -= phase.epochs - at.phase_epoch;
+                        stop = true;
                     }
                 }
+            }
+            // The epoch is done: a resumed run starts the next one (or the next phase).
+            let next = if stop || at.phase_epoch == phase.epochs {
+                Position::phase_start(at.phase + 1)
+            } else {
+                at.clone()
+            };
+            self.checkpoint(None, &next, best_changed).await?;
+            if stop {
+                break;
             }
         }
         Ok(model)
@@ -862,6 +1201,28 @@ impl Run<'_> {
         }
         Ok((!parts.is_empty()).then(|| Tensor::cat(parts, 0)))
     }
+}
+
+/// Copies body blocks `first..` (0 = stem, last = head_conv) and the head of `from` into `into` (the
+/// same architecture), on `host`.
+async fn copy_blocks(
+    from: &ImageClassifier,
+    first: usize,
+    into: &mut ImageClassifier,
+    host: &Device,
+) -> Result<(), ReadbackError> {
+    let residual = from.blocks.len();
+    if first == 0 {
+        into.stem = readback::module_to_device(from.stem.clone(), host).await?;
+    }
+    for index in first.max(1)..=residual {
+        into.blocks[index - 1] = readback::module_to_device(from.blocks[index - 1].clone(), host).await?;
+    }
+    if first <= residual + 1 {
+        into.head_conv = readback::module_to_device(from.head_conv.clone(), host).await?;
+    }
+    into.classifier = readback::module_to_device(from.classifier.clone(), host).await?;
+    Ok(())
 }
 
 /// Progress through the images of a cache.

@@ -43,6 +43,12 @@ impl Architecture {
         self.stages.iter().map(|stage| stage.repeats).sum()
     }
 
+    /// The number of body blocks, the units of freezing: the stem, the inverted residual blocks and
+    /// the head convolution.
+    pub fn num_body_blocks(&self) -> usize {
+        self.num_blocks() + 2
+    }
+
     /// A randomly initialised classifier with `classes` outputs.
     pub fn init(&self, classes: usize, device: &Device) -> ImageClassifier {
         let conv = |channels, kernel| {
