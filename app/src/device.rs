@@ -19,13 +19,19 @@ pub enum ComputeDevice {
         /// Why WebGPU could not be used.
         reason: String,
     },
+    /// WebGPU was in use and failed (the device was lost): the CPU backend took over.
+    CpuAfterGpuLoss {
+        device: Device,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl ComputeDevice {
     /// The Burn device to compute on.
     pub fn device(&self) -> &Device {
         match self {
-            Self::WebGpu { device, .. } | Self::Cpu { device, .. } => device,
+            Self::WebGpu { device, .. } | Self::Cpu { device, .. } | Self::CpuAfterGpuLoss { device, .. } => device,
         }
     }
 
@@ -39,6 +45,7 @@ impl ComputeDevice {
         match self {
             Self::WebGpu { adapter, .. } => format!("WebGPU: {adapter}"),
             Self::Cpu { reason, .. } => format!("CPU fallback: no WebGPU ({reason})"),
+            Self::CpuAfterGpuLoss { reason, .. } => format!("CPU fallback: the GPU was lost ({reason})"),
         }
     }
 }
@@ -57,6 +64,17 @@ pub async fn acquire() -> ComputeDevice {
     let acquired = acquire_uncached().await;
     ACQUIRED.set(Some(acquired.clone()));
     acquired
+}
+
+/// Gives up on the GPU after it failed (`reason`): from now on this thread computes on the CPU
+/// backend, and [`acquire`] says so.
+pub fn fall_back_to_cpu(reason: &str) -> ComputeDevice {
+    let cpu = ComputeDevice::CpuAfterGpuLoss {
+        device: Device::flex(),
+        reason: reason.to_string(),
+    };
+    ACQUIRED.set(Some(cpu.clone()));
+    cpu
 }
 
 async fn acquire_uncached() -> ComputeDevice {

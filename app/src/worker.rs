@@ -12,7 +12,7 @@ use graft_engine::bundle::{self, BundleHeader};
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::data::{self, Dataset, Example};
 use graft_engine::model::{ImageClassifier, ModelKind};
-use graft_engine::train::{self, TrainConfig, TrainEvent, TrainObserver};
+use graft_engine::train::{self, TrainConfig, TrainError, TrainEvent, TrainObserver};
 use graft_engine::weights::{self, Manifest};
 use graft_engine::{metrics, preprocess, readback, recommend};
 use image::RgbImage;
@@ -518,6 +518,26 @@ async fn pretrained(kind: ModelKind) -> Result<ImageClassifier, String> {
     Ok(model)
 }
 
+/// Switches this worker to the CPU backend after the GPU failed (`reason`): the badge says so, and
+/// what lived on the GPU (the pretrained models, a trained model) is dropped, to be loaded again on
+/// the CPU when needed (a trained model from the project's storage).
+fn fall_back_to_cpu(reason: &str) -> ComputeDevice {
+    let cpu = device::fall_back_to_cpu(reason);
+    STATE.with_borrow_mut(|state| {
+        state.device = Some(cpu.clone());
+        state.pretrained.clear();
+        state.trained = None;
+    });
+    post(
+        &WorkerEvent::Ready {
+            device: cpu.label(),
+            gpu: false,
+        },
+        Vec::new(),
+    );
+    cpu
+}
+
 fn dataset() -> Rc<Dataset> {
     STATE.with_borrow(|state| state.dataset.clone())
 }
@@ -595,11 +615,52 @@ async fn run_train(kind: ModelKind, config: TrainConfig) -> Result<(), String> {
     dataset.validate().map_err(|e| e.to_string())?;
     let model = pretrained(kind).await?;
     let device = device()?;
+    let gpu = STATE.with_borrow(|state| state.device.as_ref().is_some_and(ComputeDevice::is_gpu));
     let stop = STOP.with(Rc::clone);
     stop.set(false);
     let mut relay = Relay { stop };
     let mut embeddings = STATE.with_borrow_mut(|state| std::mem::take(&mut state.embeddings));
-    let trained = train::train_with_cache(&model, kind, &dataset, &config, &device, &mut relay, &mut embeddings).await;
+    // On a GPU, a checkpoint on the CPU after every batch: a lost device costs one batch, not the run.
+    let host = Device::flex();
+    let mut trained = if gpu {
+        train::train_checkpointed(&model, kind, &dataset, &config, &device, &host, &mut relay, &mut embeddings).await
+    } else {
+        train::train_with_cache(&model, kind, &dataset, &config, &device, &mut relay, &mut embeddings).await
+    };
+    if let Err(TrainError::Device { error, checkpoint }) = trained {
+        let reason = match error {
+            readback::ReadbackError::DeviceLost(cause) => cause,
+            other => other.to_string(),
+        };
+        let cpu = fall_back_to_cpu(&reason);
+        let message = match &checkpoint {
+            Some(checkpoint) => format!(
+                "The GPU failed during training ({reason}). Training goes on on the CPU, {}: what it \
+                 learnt so far is kept, but the rest will be slower.",
+                checkpoint.describe()
+            ),
+            None => format!(
+                "The GPU failed before training got going ({reason}). Training starts again on the CPU \
+                 (slower)."
+            ),
+        };
+        post(&WorkerEvent::Notice { message }, Vec::new());
+        trained = match checkpoint {
+            Some(checkpoint) => {
+                train::resume(*checkpoint, kind, &dataset, cpu.device(), None, &mut relay, &mut embeddings).await
+            }
+            None => match pretrained(kind).await {
+                Ok(model) => {
+                    train::train_with_cache(&model, kind, &dataset, &config, cpu.device(), &mut relay, &mut embeddings)
+                        .await
+                }
+                Err(message) => {
+                    STATE.with_borrow_mut(|state| state.embeddings = embeddings);
+                    return Err(message);
+                }
+            },
+        };
+    }
     STATE.with_borrow_mut(|state| state.embeddings = embeddings);
     let trained = trained.map_err(|e| e.to_string())?;
     let input_size = config.image_size.unwrap_or(kind.card().input_size);

@@ -24,7 +24,12 @@ pub enum ReadbackError {
 impl From<ExecutionError> for ReadbackError {
     fn from(error: ExecutionError) -> Self {
         match error {
-            ExecutionError::DevicePoisoned { reason } => Self::DeviceLost(first_line(&reason)),
+            ExecutionError::DevicePoisoned { reason } => {
+                // "The device is poisoned / Caused by: / Unknown: <what the driver said>": keep the last.
+                let cause = first_line(&reason);
+                let cause = cause.rsplit("Caused by:").next().unwrap_or(&cause).trim();
+                Self::DeviceLost(cause.strip_prefix("Unknown:").unwrap_or(cause).trim().to_string())
+            }
             ExecutionError::WithContext { reason } | ExecutionError::Generic { reason, .. } => {
                 Self::Execution(first_line(&reason))
             }

@@ -332,9 +332,12 @@ impl Checkpoint {
         &self.model
     }
 
-    /// "epoch 3, batch 5" (the next batch to run), for messages.
+    /// Where the run goes on, for messages: "after batch 5 of epoch 3" or "the start of epoch 4".
     pub fn describe(&self) -> String {
-        format!("epoch {}, batch {}", self.epoch(), self.batches_done() + 1)
+        match self.batches_done() {
+            0 => format!("the start of epoch {}", self.epoch()),
+            done => format!("after batch {done} of epoch {}", self.epoch()),
+        }
     }
 }
 

@@ -282,3 +282,31 @@ pub async fn add_two_fixture_classes(client: &Client) {
         .expect("images added");
     }
 }
+
+/// A Chrome DevTools Protocol command sent through ChromeDriver (`goog/cdp/execute`).
+#[derive(Debug)]
+struct DevTools {
+    method: &'static str,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        let body = serde_json::json!({ "cmd": self.method, "params": {} });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Crashes the browser's GPU process (`Browser.crashGpuProcess`), as a driver reset or a GPU that
+/// went away would: every WebGPU device of every page is lost.
+pub async fn crash_gpu_process(client: &Client) {
+    client
+        .issue_cmd(DevTools {
+            method: "Browser.crashGpuProcess",
+        })
+        .await
+        .expect("Browser.crashGpuProcess");
+}

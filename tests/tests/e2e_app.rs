@@ -165,3 +165,114 @@ async fn app_trains_on_webgpu() {
     println!("screenshot {}", shot.display());
     client.close().await.expect("close");
 }
+
+/// The GPU goes away mid-training — Chromium's GPU process is crashed (DevTools `Browser.crashGpuProcess`),
+/// as a driver reset would take it — and training goes on on the CPU from the last completed batch:
+/// the badge says so, a message says from where, the run ends with a model that predicts, and the
+/// images are all still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
+    use fantoccini::Locator;
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("device");
+    assert!(device.starts_with("WebGPU: "), "{device}");
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
+    e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
+        !t.is_empty()
+    })
+    .await
+    .expect("a recommendation on WebGPU");
+    // Full fine-tuning: every batch runs the whole network on the GPU, so the loss lands mid-batch.
+    e2e::click(&client, "strategy-full").await;
+    client
+        .find(Locator::Css("details.advanced summary"))
+        .await
+        .expect("advanced settings")
+        .click()
+        .await
+        .expect("open advanced settings");
+    let epochs = client
+        .find(Locator::Css("[data-testid=epochs-input]"))
+        .await
+        .expect("epochs input");
+    epochs.send_keys("3").await.expect("type epochs");
+    e2e::click(&client, "train-button").await;
+    let started = std::time::Instant::now();
+    // After the first batch, so that there is a checkpoint to go on from.
+    e2e::wait_for_text(&client, "[data-testid=progress]", Duration::from_secs(300), |t| {
+        t.contains("batch 1/")
+    })
+    .await
+    .expect("a first batch on the GPU");
+
+    e2e::crash_gpu_process(&client).await;
+    println!("GPU process crashed {:?} after Train", started.elapsed());
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("the badge says the CPU took over");
+    println!("badge: {device}");
+    assert!(device.contains("GPU was lost"), "{device}");
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
+        t.contains("Training goes on on the CPU, after batch") || t.contains("Training goes on on the CPU, the start of epoch")
+    })
+    .await
+    .expect("the person is told");
+    println!("messages: {messages}");
+    let progress = e2e::wait_for_text(&client, "[data-testid=progress]", Duration::from_secs(600), |t| {
+        t.starts_with("Training done")
+    })
+    .await
+    .expect("training finished on the CPU");
+    println!("progress: {progress} ({:?} after Train)", started.elapsed());
+    assert!(progress.contains("after 3 epochs"), "every epoch ran: {progress}");
+    let accuracy = e2e::wait_for_text(&client, "[data-testid=val-accuracy]", Duration::from_secs(30), |t| {
+        t.ends_with('%')
+    })
+    .await
+    .expect("an accuracy");
+    println!("validation accuracy {accuracy}");
+    for index in 0..2 {
+        let count = client
+            .find(Locator::Css(&format!("[data-testid=class-count-{index}]")))
+            .await
+            .expect("count")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(count, "2", "class {index} keeps its images");
+    }
+    client
+        .find(Locator::Css("[data-testid=predict-input]"))
+        .await
+        .expect("predict input")
+        .send_keys(
+            &e2e::workspace_root()
+                .join("tests/fixtures/imagenet/chelsea-224.png")
+                .display()
+                .to_string(),
+        )
+        .await
+        .expect("predict");
+    let prediction = e2e::wait_for_text(&client, "[data-testid=prediction]", Duration::from_secs(120), |t| {
+        t.contains('%')
+    })
+    .await
+    .expect("the model trained across the loss predicts");
+    println!("prediction after the loss: {prediction:?}");
+    // The top of the page: the badge and the messages.
+    client.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
+    let shot = e2e::screenshot(&client, "gpu-lost").await;
+    println!("screenshot {}", shot.display());
+    client.close().await.expect("close");
+}
