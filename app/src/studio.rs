@@ -12,6 +12,10 @@ use crate::DeviceBadge;
 use crate::bridge::Bridge;
 use crate::protocol::{WorkerEvent, WorkerRequest};
 
+/// Thumbnails shown per class card: a class of thousands shows these and a count of the rest, so
+/// the page stays light.
+const SHOWN_THUMBNAILS: usize = 48;
+
 /// A thumbnail the page shows for an image the worker holds.
 #[derive(Debug, Clone, PartialEq)]
 struct Thumb {
@@ -373,7 +377,6 @@ impl Studio {
 }
 
 /// Files as (name, bytes).
-type NamedFiles = Vec<(String, Vec<u8>)>;
 
 /// A train and a validation value of one epoch.
 type CurvePoint = (Option<f64>, Option<f64>);
@@ -401,30 +404,54 @@ fn download(url: &str, file_name: &str) {
     }
 }
 
-/// The bytes of every file of a file input, with their names (for a folder: `folder/class/file`).
-async fn read_files(input: &web_sys::HtmlInputElement) -> Vec<(String, Vec<u8>)> {
-    match input.files() {
-        Some(files) => read_file_list(&files).await,
-        None => Vec::new(),
-    }
+/// Pictures per `AddImages` message: thousands of files go to the worker a few at a time, so that
+/// neither the page nor one message holds them all, and the counts grow as they go in.
+const FILES_PER_MESSAGE: usize = 32;
+
+/// The files of a list (from an input or a drop), each with its path (for a folder:
+/// `folder/class/file`). `File`s are handles: nothing is read yet.
+fn file_list(files: &web_sys::FileList) -> Vec<(String, web_sys::File)> {
+    (0..files.length())
+        .filter_map(|index| files.get(index))
+        .map(|file| {
+            let relative = js_sys::Reflect::get(&file, &"webkitRelativePath".into())
+                .ok()
+                .and_then(|v| v.as_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| file.name());
+            (relative, file)
+        })
+        .collect()
 }
 
-/// The bytes of every file of a list (from an input or a drop).
-async fn read_file_list(files: &web_sys::FileList) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for index in 0..files.length() {
-        let Some(file) = files.get(index) else { continue };
-        let relative = js_sys::Reflect::get(&file, &"webkitRelativePath".into())
-            .ok()
-            .and_then(|v| v.as_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| file.name());
-        let Ok(buffer) = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await else {
-            continue;
-        };
-        out.push((relative, Uint8Array::new(&buffer).to_vec()));
+/// The name and bytes of the first file chosen in `input` (emptying it), if the browser can read it.
+async fn read_first_file(input: &web_sys::HtmlInputElement) -> Option<(String, Vec<u8>)> {
+    let (path, file) = input.files().map(|list| file_list(&list))?.into_iter().next()?;
+    input.set_value("");
+    let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await.ok()?;
+    Some((path, Uint8Array::new(&buffer).to_vec()))
+}
+
+/// Reads `files` and sends them to the worker for class `class`, [`FILES_PER_MESSAGE`] at a time. A
+/// file the browser cannot read is reported by name.
+async fn send_files(studio: Studio, bridge: &Bridge, class: usize, files: Vec<(String, web_sys::File)>) {
+    for chunk in files.chunks(FILES_PER_MESSAGE) {
+        let mut names = Vec::with_capacity(chunk.len());
+        let mut payloads = Vec::with_capacity(chunk.len());
+        for (path, file) in chunk {
+            let name = path.rsplit('/').next().unwrap_or(path).to_string();
+            match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+                Ok(buffer) => {
+                    names.push(name);
+                    payloads.push(Uint8Array::new(&buffer).to_vec());
+                }
+                Err(_) => studio.say(true, format!("{name} was not added: the browser could not read the file")),
+            }
+        }
+        if !names.is_empty() {
+            bridge.send(&WorkerRequest::AddImages { class, names }, payloads);
+        }
     }
-    out
 }
 
 /// Registers the service worker (`sw.js`) that keeps the app usable offline once loaded. Through
@@ -548,7 +575,7 @@ fn DataPanel() -> impl IntoView {
             let input: web_sys::HtmlInputElement = event_target(&ev);
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
-                let files = read_files(&input).await;
+                let files = input.files().map(|list| file_list(&list)).unwrap_or_default();
                 input.set_value("");
                 // `chosen/class/file`: the folder's subfolders are the classes.
                 let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
@@ -562,25 +589,14 @@ fn DataPanel() -> impl IntoView {
                         ),
                     );
                 }
-                let mut files: Vec<Option<(String, Vec<u8>)>> = files.into_iter().map(Some).collect();
-                let by_class: Vec<(String, NamedFiles)> = groups
-                    .into_iter()
-                    .map(|(class, indices)| {
-                        let members = indices
-                            .into_iter()
-                            .filter_map(|i| files[i].take())
-                            .map(|(path, bytes)| (path.rsplit('/').next().unwrap_or(&path).to_string(), bytes))
-                            .collect();
-                        (class, members)
-                    })
-                    .collect();
-                for (class, files) in by_class {
+                let mut files: Vec<Option<(String, web_sys::File)>> = files.into_iter().map(Some).collect();
+                for (class, indices) in groups {
+                    let members: Vec<_> = indices.into_iter().filter_map(|i| files[i].take()).collect();
                     let existing = studio
                         .classes
                         .with_untracked(|c| c.iter().position(|v| v.name == class));
                     let index = existing.unwrap_or_else(|| studio.add_class(Some(class), &bridge));
-                    let (names, payloads) = files.into_iter().unzip();
-                    bridge.send(&WorkerRequest::AddImages { class: index, names }, payloads);
+                    send_files(studio, &bridge, index, members).await;
                 }
             });
         }
@@ -675,12 +691,9 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             let input: web_sys::HtmlInputElement = event_target(&ev);
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
-                let files = read_files(&input).await;
+                let files = input.files().map(|list| file_list(&list)).unwrap_or_default();
                 input.set_value("");
-                let (names, payloads): (Vec<String>, Vec<Vec<u8>>) = files.into_iter().unzip();
-                if !names.is_empty() {
-                    bridge.send(&WorkerRequest::AddImages { class: index, names }, payloads);
-                }
+                send_files(studio, &bridge, index, files).await;
             });
         }
     };
@@ -696,11 +709,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             };
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
-                let files = read_file_list(&files).await;
-                let (names, payloads): (Vec<String>, Vec<Vec<u8>>) = files.into_iter().unzip();
-                if !names.is_empty() {
-                    bridge.send(&WorkerRequest::AddImages { class: index, names }, payloads);
-                }
+                send_files(studio, &bridge, index, file_list(&files)).await;
             });
         }
     };
@@ -754,9 +763,11 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                 />
             </label>
             <div class="thumbs">
-                {class
+                {let hidden = class.images.len().saturating_sub(SHOWN_THUMBNAILS);
+                let shown = class
                     .images
                     .into_iter()
+                    .take(SHOWN_THUMBNAILS)
                     .map(|thumb| {
                         let bridge = bridge.clone();
                         let id = thumb.id;
@@ -773,7 +784,13 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                             <img src=thumb.url title=thumb.name alt="" on:dblclick=remove/>
                         }
                     })
-                    .collect_view()}
+                    .collect_view();
+                let more = (hidden > 0).then(|| {
+                    view! {
+                        <span class="more" data-testid=format!("class-more-{index}")>{format!("+ {hidden} more")}</span>
+                    }
+                });
+                (shown, more)}
             </div>
         </div>
     }
@@ -1258,9 +1275,7 @@ fn TryPanel() -> impl IntoView {
             let input: web_sys::HtmlInputElement = event_target(&ev);
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
-                let files = read_files(&input).await;
-                input.set_value("");
-                if let Some((_, bytes)) = files.into_iter().next() {
+                if let Some((_, bytes)) = read_first_file(&input).await {
                     studio.predicted_image.set(Some(blob_url(&bytes, "")));
                     studio.prediction.set(None);
                     bridge.send(&WorkerRequest::Predict, vec![bytes]);
@@ -1276,9 +1291,7 @@ fn TryPanel() -> impl IntoView {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let bridge = bridge.clone();
         leptos::task::spawn_local(async move {
-            let files = read_files(&input).await;
-            input.set_value("");
-            if let Some((name, bytes)) = files.into_iter().next() {
+            if let Some((name, bytes)) = read_first_file(&input).await {
                 bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
             }
         });

@@ -321,7 +321,8 @@ async fn restore() {
             }
             state.ids.push(stored.id);
             Rc::make_mut(&mut state.dataset).examples.push(Example {
-                image: image.0,
+                // Kept compressed, as stored: a project of thousands of pictures fits the tab.
+                image: data::Picture::compressed_decoded(stored.jpeg, &image.0),
                 label: stored.class,
             });
         });
@@ -410,7 +411,9 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
             state.next_id += 1;
             state.ids.push(id);
             Rc::make_mut(&mut state.dataset).examples.push(Example {
-                image: prepared,
+                // Kept compressed, the same bytes as stored: training sees the same pixels after a
+                // reload, and thousands of pictures fit the tab.
+                image: data::Picture::compressed_decoded(full.clone(), &prepared),
                 label: class,
             });
             state.remember_hash(id, hash.clone(), name.clone());

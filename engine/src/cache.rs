@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 
-use image::RgbImage;
-
+use crate::data::Picture;
 use crate::model::ModelKind;
 
 /// Pooled embeddings by image content, for one model and input size.
@@ -28,12 +27,12 @@ impl EmbeddingCache {
         }
     }
 
-    pub fn get(&self, image: &RgbImage) -> Option<&Vec<f32>> {
-        self.entries.get(&key(image))
+    pub fn get(&self, image: &Picture) -> Option<&Vec<f32>> {
+        self.entries.get(&image.key())
     }
 
-    pub fn insert(&mut self, image: &RgbImage, embedding: Vec<f32>) {
-        self.entries.insert(key(image), embedding);
+    pub fn insert(&mut self, image: &Picture, embedding: Vec<f32>) {
+        self.entries.insert(image.key(), embedding);
     }
 
     pub fn len(&self) -> usize {
@@ -45,26 +44,6 @@ impl EmbeddingCache {
     }
 }
 
-/// A 64-bit hash of the image's size and every pixel (FNV-1a over 8-byte words: fast enough for
-/// thousands of images, and any changed pixel changes it).
-fn key(image: &RgbImage) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |word: u64| {
-        hash ^= word;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    };
-    mix((u64::from(image.width()) << 32) | u64::from(image.height()));
-    let raw = image.as_raw();
-    let mut words = raw.chunks_exact(8);
-    for word in &mut words {
-        mix(u64::from_le_bytes(word.try_into().expect("8 bytes")));
-    }
-    let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    mix(u64::from_le_bytes(tail));
-    hash
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,9 +52,10 @@ mod tests {
     fn entries_follow_the_pixels_and_the_model() {
         let mut cache = EmbeddingCache::new();
         cache.use_model(ModelKind::MobileNetV2, 224);
-        let a = RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8, y as u8, 3]));
-        let mut b = a.clone();
-        b.put_pixel(8, 6, image::Rgb([0, 0, 0]));
+        let pixels = image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([x as u8, y as u8, 3]));
+        let mut changed = pixels.clone();
+        changed.put_pixel(8, 6, image::Rgb([0, 0, 0]));
+        let (a, b) = (Picture::from(pixels), Picture::from(changed));
         cache.insert(&a, vec![1.0]);
         assert_eq!(cache.get(&a), Some(&vec![1.0]));
         assert_eq!(cache.get(&b), None, "one pixel differs");

@@ -231,7 +231,7 @@ pub async fn measure_with_cache<P: MeasureProgress>(
     for chunk in sample.chunks(16) {
         let views: Vec<_> = chunk
             .iter()
-            .map(|&i| preprocess::evaluation_view(&dataset.examples[i].image, card.input_size as u32))
+            .map(|&i| preprocess::evaluation_view(&dataset.examples[i].image.pixels(), card.input_size as u32))
             .collect();
         let input = preprocess::batch_tensor(&views, &card.normalisation, device);
         let (logits, batch_embeddings, probes) = model.forward_probed(input);

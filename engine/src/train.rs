@@ -989,7 +989,7 @@ impl Run<'_> {
                 let views: Vec<RgbImage> = positions
                     .iter()
                     .map(|&p| {
-                        let image = &self.dataset.examples[self.split.train[p]].image;
+                        let image = &self.dataset.examples[self.split.train[p]].image.pixels();
                         if self.config.augment {
                             data::augmented_view(image, self.input.size, &self.config.augmentation, &mut self.rng)
                         } else {
@@ -1042,7 +1042,7 @@ impl Run<'_> {
     /// Evaluation views of the given examples as an input batch on the plain device.
     fn view_batch(&self, examples: impl Iterator<Item = usize>) -> Tensor<4> {
         let views: Vec<RgbImage> = examples
-            .map(|i| preprocess::evaluation_view(&self.dataset.examples[i].image, self.input.size))
+            .map(|i| preprocess::evaluation_view(&self.dataset.examples[i].image.pixels(), self.input.size))
             .collect();
         preprocess::batch_tensor(&views, &self.input.normalisation, &self.device)
     }

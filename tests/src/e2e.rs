@@ -190,6 +190,110 @@ impl ChromeDriver {
     }
 }
 
+impl ChromeDriver {
+    /// The chromedriver process id: the browsers of its sessions are its descendants.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Peak resident memory of a browser's processes, sampled from `/proc` twice a second while it lives,
+/// and the kernel's own high-water marks (`VmHWM`) at the end.
+pub struct MemoryWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<MemoryPeaks>>,
+}
+
+/// Peak resident bytes, by kind of browser process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPeaks {
+    /// The largest renderer (a tab: its page and its workers).
+    pub renderer: u64,
+    pub gpu_process: u64,
+    /// The largest sum over all the browser's processes at one sample.
+    pub all_processes: u64,
+}
+
+impl MemoryWatch {
+    /// Watches every process descended from `root`.
+    pub fn start(root: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = MemoryPeaks::default();
+            let mut seen = std::collections::BTreeSet::new();
+            loop {
+                let done = stopping.load(std::sync::atomic::Ordering::Relaxed);
+                let mut total = 0;
+                for pid in descendants(root) {
+                    seen.insert(pid);
+                    let (rss, hwm) = (status_kib(pid, "VmRSS:") * 1024, status_kib(pid, "VmHWM:") * 1024);
+                    total += rss;
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let cmdline = String::from_utf8_lossy(&cmdline);
+                    let peak = rss.max(hwm);
+                    if cmdline.contains("--type=renderer") {
+                        peaks.renderer = peaks.renderer.max(peak);
+                    } else if cmdline.contains("--type=gpu-process") {
+                        peaks.gpu_process = peaks.gpu_process.max(peak);
+                    }
+                }
+                peaks.all_processes = peaks.all_processes.max(total);
+                if done {
+                    return peaks;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops watching (while the browser still runs) and returns the peaks.
+    pub fn finish(mut self) -> MemoryPeaks {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("once").join().expect("the watcher")
+    }
+}
+
+/// `key` of `/proc/<pid>/status` in KiB (0 when gone).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every live process whose parent chain reaches `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    // `pid (name) state ppid ...`: the name may hold spaces, so split after ')'.
+                    let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+                    Some((pid, ppid))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
         let _ = self.child.kill();

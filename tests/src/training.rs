@@ -34,7 +34,10 @@ pub fn photo_dataset() -> Dataset {
             image::imageops::FilterType::Triangle,
         );
         for view in [image, mirrored, quarter] {
-            dataset.examples.push(Example { image: view, label });
+            dataset.examples.push(Example {
+                image: view.into(),
+                label,
+            });
         }
     }
     dataset
