@@ -308,6 +308,34 @@ mod tests {
         assert_eq!(evaluation_view(&decoded, 224).dimensions(), (224, 224));
     }
 
+    /// A 16 x 8 CMYK JPEG (as print workflows write them): left half red (C 0, M 100%, Y 100%,
+    /// K 0), right half blue (C 100%, M 100%, Y 0, K 0), in the encoding `color` (plain CMYK or YCCK).
+    fn cmyk_jpeg(color: jpeg_encoder::ColorType) -> Vec<u8> {
+        let mut pixels = Vec::new();
+        for _y in 0..8 {
+            for x in 0..16 {
+                pixels.extend_from_slice(if x < 8 { &[0, 255, 255, 0] } else { &[255, 255, 0, 0] });
+            }
+        }
+        let mut bytes = Vec::new();
+        jpeg_encoder::Encoder::new(&mut bytes, 95)
+            .encode(&pixels, 16, 8, color)
+            .expect("encode CMYK");
+        bytes
+    }
+
+    #[test]
+    fn cmyk_jpegs_decode_to_the_right_colours() {
+        for color in [jpeg_encoder::ColorType::Cmyk, jpeg_encoder::ColorType::CmykAsYcck] {
+            let image = decode(&cmyk_jpeg(color)).unwrap_or_else(|e| panic!("{color:?}: {e}"));
+            assert_eq!(image.dimensions(), (16, 8));
+            let [r, g, b] = image.get_pixel(2, 4).0;
+            assert!(r > 180 && g < 90 && b < 90, "{color:?}: red came out as {:?}", [r, g, b]);
+            let [r, g, b] = image.get_pixel(13, 4).0;
+            assert!(b > 120 && r < 90 && g < 90, "{color:?}: blue came out as {:?}", [r, g, b]);
+        }
+    }
+
     #[test]
     fn exif_orientation_is_applied() {
         let upright = decode(&sideways_jpeg()).unwrap();
