@@ -128,6 +128,8 @@ fn content_type(path: &str) -> &'static str {
 pub struct ChromeDriver {
     child: Child,
     pub port: u16,
+    /// The sessions' profile folders, removed with the driver.
+    profiles: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl ChromeDriver {
@@ -151,7 +153,11 @@ impl ChromeDriver {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, port }
+        Self {
+            child,
+            port,
+            profiles: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// A new headless Chromium session with a fresh profile and WebGPU on.
@@ -177,6 +183,7 @@ impl ChromeDriver {
         let profile = std::env::temp_dir().join(format!("graft-chrome-{}-{}-{session}", std::process::id(), self.port));
         let _ = std::fs::remove_dir_all(&profile);
         args.push(format!("--user-data-dir={}", profile.display()));
+        self.profiles.lock().unwrap_or_else(|p| p.into_inner()).push(profile);
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -304,6 +311,10 @@ impl Drop for ChromeDriver {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The profiles hold the app's offline cache and IndexedDB: hundreds of MB each.
+        for profile in self.profiles.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = std::fs::remove_dir_all(profile);
+        }
     }
 }
 
@@ -397,6 +408,7 @@ pub async fn add_two_fixture_classes(client: &Client) {
 #[derive(Debug)]
 struct DevTools {
     method: &'static str,
+    params: serde_json::Value,
 }
 
 impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
@@ -405,7 +417,7 @@ impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
     }
 
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
-        let body = serde_json::json!({ "cmd": self.method, "params": {} });
+        let body = serde_json::json!({ "cmd": self.method, "params": self.params });
         (http::Method::POST, Some(body.to_string()))
     }
 }
@@ -416,6 +428,7 @@ pub async fn crash_gpu_process(client: &Client) {
     client
         .issue_cmd(DevTools {
             method: "Browser.crashGpuProcess",
+            params: serde_json::json!({}),
         })
         .await
         .expect("Browser.crashGpuProcess");
