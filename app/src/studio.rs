@@ -220,8 +220,26 @@ impl Studio {
                         view.images.extend(thumbs);
                     }
                 });
-                for file in rejected {
-                    self.say(true, format!("{} was not added: {}", file.name, file.reason));
+                // A few refusals one by one; many (a folder of thousands) in one message.
+                if rejected.len() <= 3 {
+                    for file in rejected {
+                        self.say(true, format!("{} was not added: {}", file.name, file.reason));
+                    }
+                } else {
+                    let listed: Vec<String> = rejected
+                        .iter()
+                        .take(3)
+                        .map(|file| format!("{} ({})", file.name, file.reason))
+                        .collect();
+                    self.say(
+                        true,
+                        format!(
+                            "{} files were not added: {}, and {} more.",
+                            rejected.len(),
+                            listed.join("; "),
+                            rejected.len() - 3
+                        ),
+                    );
                 }
                 self.data_changed();
             }

@@ -82,9 +82,15 @@ fn main() {
             let started = Instant::now();
             for (index, (name, files)) in classes.iter().enumerate() {
                 element(&client, "add-class").await.click().await.expect("add class");
-                let input = element(&client, &format!("class-name-{index}")).await;
-                input.clear().await.expect("clear name");
-                input.send_keys(&format!("{name}\n")).await.expect("name");
+                element(&client, &format!("class-name-{index}")).await;
+                client
+                    .execute(
+                        "const e = document.querySelector(`[data-testid=class-name-${arguments[0]}]`); \
+                         e.value = arguments[1]; e.dispatchEvent(new Event('change', {bubbles: true}));",
+                        vec![index.into(), name.as_str().into()],
+                    )
+                    .await
+                    .expect("name the class");
                 element(&client, &format!("class-files-{index}"))
                     .await
                     .send_keys(&files.join("\n"))

@@ -28,10 +28,11 @@ pub fn scale_photos(total: usize) -> PathBuf {
 
     let source = path("tuxpaint-photos");
     let out = source.with_file_name(format!("scale-photos-{total}"));
-    let done = out.join(".complete");
+    let done = out.join(".complete-v2");
     if done.exists() {
         return out;
     }
+    let _ = std::fs::remove_dir_all(&out);
     let mut classes: Vec<PathBuf> = std::fs::read_dir(&source)
         .expect("tuxpaint-photos")
         .map(|e| e.expect("entry").path())
@@ -75,6 +76,11 @@ pub fn scale_photos(total: usize) -> PathBuf {
                 ((f64::from(ch) * scale) as u32).max(1),
                 FilterType::Triangle,
             );
+            // Crops of a small photo can coincide: nudge one pixel by the picture's number so that no
+            // two files are the same picture (the app refuses duplicates).
+            let mut view = view;
+            let pixel = view.get_pixel_mut(0, 0);
+            pixel.0 = [(n % 256) as u8, (n / 256 % 256) as u8, index as u8 * 40];
             let mut bytes = Vec::new();
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
                 .encode_image(&view)
