@@ -11,6 +11,9 @@ pub enum ComputeDevice {
         device: Device,
         /// The adapter's description as the browser reports it.
         adapter: String,
+        /// The largest buffer a shader can use on this device (`maxStorageBufferBindingSize`, at most
+        /// `maxBufferSize`): training batches are sized to fit it.
+        max_buffer_bytes: u64,
     },
     /// No usable WebGPU adapter: Burn's CPU backend (Flex) runs everything.
     Cpu {
@@ -32,6 +35,14 @@ impl ComputeDevice {
     pub fn device(&self) -> &Device {
         match self {
             Self::WebGpu { device, .. } | Self::Cpu { device, .. } | Self::CpuAfterGpuLoss { device, .. } => device,
+        }
+    }
+
+    /// The largest buffer the device allows, when it has such a limit (GPUs).
+    pub fn max_buffer_bytes(&self) -> Option<u64> {
+        match self {
+            Self::WebGpu { max_buffer_bytes, .. } => Some(*max_buffer_bytes),
+            _ => None,
         }
     }
 
@@ -92,9 +103,11 @@ async fn acquire_uncached() -> ComputeDevice {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
             let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+            let limits = setup.device.limits();
             ComputeDevice::WebGpu {
                 device,
                 adapter: describe_adapter(&info.name, &described, software),
+                max_buffer_bytes: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
             }
         }
         Err(error) => cpu(format!("the WebGPU device could not be opened: {error}")),

@@ -612,13 +612,14 @@ impl TrainObserver for Relay {
     }
 }
 
-async fn run_train(kind: ModelKind, config: TrainConfig) -> Result<(), String> {
+async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), String> {
     let dataset = dataset();
     let ids = STATE.with_borrow(|state| state.ids.clone());
     dataset.validate().map_err(|e| e.to_string())?;
     let model = pretrained(kind).await?;
     let device = device()?;
     let gpu = STATE.with_borrow(|state| state.device.as_ref().is_some_and(ComputeDevice::is_gpu));
+    config.max_buffer_bytes = STATE.with_borrow(|state| state.device.as_ref().and_then(ComputeDevice::max_buffer_bytes));
     let stop = STOP.with(Rc::clone);
     stop.set(false);
     let mut relay = Relay { stop };

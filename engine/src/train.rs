@@ -62,6 +62,11 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
     /// Most memory the boundary-activation cache may take.
     pub cache_budget_bytes: u64,
+    /// The largest buffer the device can allocate (a WebGPU device's `maxStorageBufferBindingSize`),
+    /// if it has such a limit: batches whose activations would not fit are made smaller, and the run
+    /// says so. `None`: no limit (the CPU).
+    #[serde(default)]
+    pub max_buffer_bytes: Option<u64>,
 }
 
 impl TrainConfig {
@@ -93,6 +98,7 @@ impl TrainConfig {
             val_fraction: 0.2,
             patience: Some(5),
             cache_budget_bytes: 1 << 30,
+            max_buffer_bytes: None,
         }
     }
 
@@ -521,6 +527,8 @@ impl<'a> Session<'a> {
         embeddings.use_model(kind, input.size);
 
         let mut run = Run {
+            kind,
+            batch_size: config.batch_size,
             dataset,
             config,
             input,
@@ -587,6 +595,7 @@ impl<'a> Session<'a> {
             }
         };
         model = model.train();
+        run.batch_size = run.fitting_batch(observer);
 
         let first = position.phase;
         let mut position = Some(position);
@@ -705,6 +714,9 @@ impl Cache {
 }
 
 struct Run<'a> {
+    kind: ModelKind,
+    /// Images per batch through the network: the configured size, or what fits the device.
+    batch_size: usize,
     dataset: &'a Dataset,
     config: &'a TrainConfig,
     input: Input,
@@ -803,7 +815,7 @@ impl Run<'_> {
                 .config
                 .head_batch_size
                 .unwrap_or_else(|| (self.split.train.len() / 10).clamp(32, 256)),
-            _ => self.config.batch_size,
+            _ => self.batch_size,
         }
         .min(self.split.train.len());
         let batches = self.split.train.len().div_ceil(batch_size);
@@ -963,6 +975,31 @@ impl Run<'_> {
         Ok(model)
     }
 
+    /// The configured batch size, made smaller when a batch of images through the network would need a
+    /// larger buffer than the device allows (said as a notice).
+    fn fitting_batch<O: TrainObserver>(&mut self, observer: &mut O) -> usize {
+        let wanted = self.config.batch_size;
+        let Some(limit) = self.config.max_buffer_bytes else {
+            return wanted;
+        };
+        let per_image = 4 * self.kind.architecture().largest_activation(self.input.size as usize) as u64;
+        let fits = (limit / per_image.max(1)).max(1) as usize;
+        if wanted <= fits {
+            return wanted;
+        }
+        self.cancelled |= observer
+            .event(TrainEvent::Notice {
+                message: format!(
+                    "A batch of {wanted} images would need {:.1} MiB buffers, more than this GPU allows ({:.1} MiB): \
+                     images go through the network in batches of {fits} instead.",
+                    (per_image * wanted as u64) as f64 / f64::from(1 << 20),
+                    limit as f64 / f64::from(1 << 20),
+                ),
+            })
+            .is_break();
+        fits
+    }
+
     /// Logits of the training examples at `positions` (into `split.train`), with a graph through
     /// what trains.
     fn train_logits(&mut self, model: &ImageClassifier, cache: &Cache, positions: &[usize]) -> Tensor<2> {
@@ -1012,7 +1049,7 @@ impl Run<'_> {
             return Ok(None);
         }
         let model = model.valid();
-        let batch = self.config.batch_size.max(1);
+        let batch = self.batch_size.max(1);
         let mut logits = Vec::new();
         let positions: Vec<usize> = (0..self.split.val.len()).collect();
         for chunk in positions.chunks(batch) {
@@ -1142,7 +1179,7 @@ impl Run<'_> {
             .collect();
         let missing: Vec<usize> = (0..examples.len()).filter(|&p| rows[p].is_none()).collect();
         progress.done += examples.len() - missing.len();
-        for chunk in missing.chunks(self.config.batch_size.max(1)) {
+        for chunk in missing.chunks(self.batch_size.max(1)) {
             let out = frozen.features(self.view_batch(chunk.iter().map(|&p| examples[p])));
             let values = readback::to_f32_vec(out).await?;
             for (k, &p) in chunk.iter().enumerate() {
@@ -1192,7 +1229,7 @@ impl Run<'_> {
         observer: &mut O,
     ) -> Result<Option<Tensor<D>>, TrainError> {
         let mut parts = Vec::new();
-        for chunk in examples.chunks(self.config.batch_size.max(1)) {
+        for chunk in examples.chunks(self.batch_size.max(1)) {
             let out = run(self.view_batch(chunk.iter().copied()));
             // Reading one value back waits for the batch: the progress is real, and the browser
             // gets a turn.

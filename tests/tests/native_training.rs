@@ -333,3 +333,43 @@ fn an_unbalanced_dataset_is_called_out() {
         "{notice}"
     );
 }
+
+#[test]
+fn batches_too_large_for_the_device_are_made_smaller_and_said() {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let architecture = ModelKind::MobileNetV2.architecture();
+    // The widest tensor of MobileNetV2: block 1's expansion, 16 x 6 = 96 channels at 112 x 112.
+    assert_eq!(architecture.largest_activation(224), 96 * 112 * 112);
+    assert_eq!(architecture.largest_activation(64), 96 * 32 * 32);
+    let mut config = training::few_steps_config(Strategy::FullFineTune);
+    // A device whose buffers hold 3 images' activations at 64 px; 4 were asked for.
+    config.max_buffer_bytes = Some(3 * 4 * 96 * 32 * 32 + 100);
+    let mut notices = Vec::new();
+    let mut batches = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        match event {
+            TrainEvent::Notice { message } => notices.push(message),
+            TrainEvent::Batch { batches: n, .. } => batches.push(n),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    };
+    pollster::block_on(train::train(
+        &model,
+        ModelKind::MobileNetV2,
+        &training::photo_dataset(),
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .unwrap();
+    println!("notices: {notices:?}");
+    assert!(
+        notices
+            .iter()
+            .any(|m| m.contains("A batch of 4 images") && m.contains("batches of 3 instead")),
+        "{notices:?}"
+    );
+    assert_eq!(batches, vec![3, 3, 3], "8 training images in batches of 3");
+}

@@ -49,6 +49,27 @@ impl Architecture {
         self.num_blocks() + 2
     }
 
+    /// Floats in the largest activation one image makes at `input_size` px: the widest tensor any layer
+    /// writes (an inverted residual's expansion at its input resolution, usually). A GPU buffer holds
+    /// a whole batch of it, so a batch larger than `buffer limit / (4 x this)` cannot run there.
+    pub fn largest_activation(&self, input_size: usize) -> usize {
+        let mut side = input_size.div_ceil(2);
+        let mut largest = self.stem_channels * side * side;
+        let mut input = self.stem_channels;
+        for stage in self.stages {
+            for repeat in 0..stage.repeats {
+                let expanded = input * stage.expand_ratio;
+                largest = largest.max(expanded * side * side);
+                if repeat == 0 && stage.stride > 1 {
+                    side = side.div_ceil(stage.stride);
+                }
+                largest = largest.max(expanded * side * side).max(stage.channels * side * side);
+                input = stage.channels;
+            }
+        }
+        largest.max(self.head_channels * side * side)
+    }
+
     /// A randomly initialised classifier with `classes` outputs.
     pub fn init(&self, classes: usize, device: &Device) -> ImageClassifier {
         let conv = |channels, kernel| {
