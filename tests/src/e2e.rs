@@ -166,6 +166,20 @@ impl ChromeDriver {
             .await
     }
 
+    /// A session without WebGPU whose every request off the loopback interface goes to `watch`, a
+    /// proxy that answers nothing and records what was asked: a test can then assert that nothing left
+    /// the machine (page, worker, service worker, the browser itself).
+    pub async fn session_watched(&self, watch: &OutboundWatch) -> Client {
+        let mut args: Vec<String> = CHROME_ARGS
+            .iter()
+            .filter(|arg| **arg != "--enable-unsafe-webgpu")
+            .map(|s| s.to_string())
+            .collect();
+        args.push("--disable-features=WebGPU".into());
+        args.push(format!("--proxy-server=http://127.0.0.1:{}", watch.port));
+        self.session_with_args(args).await
+    }
+
     /// A session with WebGPU switched off, as in a browser that lacks it.
     pub async fn session_without_webgpu(&self) -> Client {
         let mut args: Vec<String> = CHROME_ARGS
@@ -201,6 +215,66 @@ impl ChromeDriver {
     /// The chromedriver process id: the browsers of its sessions are its descendants.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// A proxy that refuses every request and remembers its first line (`CONNECT host:443 HTTP/1.1`,
+/// `GET http://host/path HTTP/1.1`): Chromium sends through it whatever is not for the loopback
+/// interface, which it never proxies.
+pub struct OutboundWatch {
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl OutboundWatch {
+    pub fn start() -> Self {
+        use std::io::{BufRead, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("address").port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+                record.lock().unwrap_or_else(|p| p.into_inner()).push(line.trim().to_string());
+                let _ = (&stream).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        Self { port, seen }
+    }
+
+    /// The requests that tried to leave, so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The requests that tried to leave, but for Chromium's own background services (time, updates,
+    /// accounts, autofill, optimisation hints, the default search engine's preconnect), which no page
+    /// can cause or stop: what is left came from a page, a worker or a service worker.
+    pub fn requests_not_from_the_browser(&self) -> Vec<String> {
+        const BROWSER_SERVICES: &[&str] = &[
+            "clients2.google.com",
+            "accounts.google.com",
+            "update.googleapis.com",
+            "content-autofill.googleapis.com",
+            "optimizationguide-pa.googleapis.com",
+            "safebrowsingohttpgateway.googleapis.com",
+            "start.duckduckgo.com",
+        ];
+        self.requests()
+            .into_iter()
+            .filter(|request| {
+                let target = request.split_whitespace().nth(1).unwrap_or_default();
+                let host = target
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .split(['/', ':'])
+                    .next()
+                    .unwrap_or_default();
+                !BROWSER_SERVICES.contains(&host)
+            })
+            .collect()
     }
 }
 

@@ -74,7 +74,9 @@ async fn a_person_trains_predicts_exports_and_imports() {
     let driver = ChromeDriver::start();
     // The CPU backend: in this headless Chromium WebGPU runs on SwiftShader (a software rasteriser),
     // 20x slower than the CPU backend for training (see the browser benchmarks).
-    let client = driver.session_without_webgpu().await;
+    // Whatever tries to leave the machine goes to this proxy, which refuses it and tells the test.
+    let outbound = e2e::OutboundWatch::start();
+    let client = driver.session_watched(&outbound).await;
     client.goto(&server.url("/")).await.expect("cannot open the app");
     text_of(&client, "device", Duration::from_secs(120), |t| {
         t.starts_with("CPU fallback")
@@ -354,7 +356,27 @@ async fn a_person_trains_predicts_exports_and_imports() {
         .await
         .expect("close webcam");
 
-    // Privacy: every resource the page loaded came from its own origin, and the CSP says so.
+    // Privacy: nothing tried to leave the machine during the whole session (add, recommend, train,
+    // predict, export, import, reload, webcam) — not the page, the worker or the service worker.
+    println!(
+        "requests that tried to leave the machine (Chromium's own services included): {:?}",
+        outbound.requests()
+    );
+    let left = outbound.requests_not_from_the_browser();
+    assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
+    // The watch itself sees a request that does leave: a page elsewhere, opened in another tab.
+    let app = client.window().await.expect("window");
+    let other = client.new_window(true).await.expect("a tab").handle;
+    client.switch_to_window(other).await.expect("switch");
+    let _ = client.goto("http://graft-privacy-check.example/").await;
+    client.close_window().await.expect("close the tab");
+    client.switch_to_window(app).await.expect("back");
+    let caught = outbound.requests_not_from_the_browser();
+    assert!(
+        caught.iter().any(|r| r.contains("graft-privacy-check.example")),
+        "the watch missed a request that left: {caught:?}"
+    );
+    // Every resource the page loaded came from its own origin, and the CSP says so.
     let origin = server.url("");
     let urls = client
         .execute(
