@@ -394,8 +394,6 @@ impl Studio {
     }
 }
 
-/// Files as (name, bytes).
-
 /// A train and a validation value of one epoch.
 type CurvePoint = (Option<f64>, Option<f64>);
 
@@ -463,7 +461,10 @@ async fn send_files(studio: Studio, bridge: &Bridge, class: usize, files: Vec<(S
                     names.push(name);
                     payloads.push(Uint8Array::new(&buffer).to_vec());
                 }
-                Err(_) => studio.say(true, format!("{name} was not added: the browser could not read the file")),
+                Err(_) => studio.say(
+                    true,
+                    format!("{name} was not added: the browser could not read the file"),
+                ),
             }
         }
         if !names.is_empty() {

@@ -619,7 +619,8 @@ async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), Strin
     let model = pretrained(kind).await?;
     let device = device()?;
     let gpu = STATE.with_borrow(|state| state.device.as_ref().is_some_and(ComputeDevice::is_gpu));
-    config.max_buffer_bytes = STATE.with_borrow(|state| state.device.as_ref().and_then(ComputeDevice::max_buffer_bytes));
+    config.max_buffer_bytes =
+        STATE.with_borrow(|state| state.device.as_ref().and_then(ComputeDevice::max_buffer_bytes));
     let stop = STOP.with(Rc::clone);
     stop.set(false);
     let mut relay = Relay { stop };
@@ -627,7 +628,17 @@ async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), Strin
     // On a GPU, a checkpoint on the CPU after every batch: a lost device costs one batch, not the run.
     let host = Device::flex();
     let mut trained = if gpu {
-        train::train_checkpointed(&model, kind, &dataset, &config, &device, &host, &mut relay, &mut embeddings).await
+        train::train_checkpointed(
+            &model,
+            kind,
+            &dataset,
+            &config,
+            &device,
+            &host,
+            &mut relay,
+            &mut embeddings,
+        )
+        .await
     } else {
         train::train_with_cache(&model, kind, &dataset, &config, &device, &mut relay, &mut embeddings).await
     };
@@ -651,12 +662,29 @@ async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), Strin
         post(&WorkerEvent::Notice { message }, Vec::new());
         trained = match checkpoint {
             Some(checkpoint) => {
-                train::resume(*checkpoint, kind, &dataset, cpu.device(), None, &mut relay, &mut embeddings).await
+                train::resume(
+                    *checkpoint,
+                    kind,
+                    &dataset,
+                    cpu.device(),
+                    None,
+                    &mut relay,
+                    &mut embeddings,
+                )
+                .await
             }
             None => match pretrained(kind).await {
                 Ok(model) => {
-                    train::train_with_cache(&model, kind, &dataset, &config, cpu.device(), &mut relay, &mut embeddings)
-                        .await
+                    train::train_with_cache(
+                        &model,
+                        kind,
+                        &dataset,
+                        &config,
+                        cpu.device(),
+                        &mut relay,
+                        &mut embeddings,
+                    )
+                    .await
                 }
                 Err(message) => {
                     STATE.with_borrow_mut(|state| state.embeddings = embeddings);

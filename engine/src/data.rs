@@ -148,8 +148,18 @@ impl From<RgbImage> for Picture {
 
 impl std::fmt::Debug for Picture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let form = if self.0.pixels.is_some() { "pixels" } else { "compressed" };
-        write!(f, "Picture({}x{}, {form}, {} bytes)", self.0.width, self.0.height, self.heap_bytes())
+        let form = if self.0.pixels.is_some() {
+            "pixels"
+        } else {
+            "compressed"
+        };
+        write!(
+            f,
+            "Picture({}x{}, {form}, {} bytes)",
+            self.0.width,
+            self.0.height,
+            self.heap_bytes()
+        )
     }
 }
 

@@ -423,6 +423,7 @@ pub async fn train_with_cache<O: TrainObserver>(
 /// mid-run the error carries it ([`TrainError::Device`]) and [`resume`] goes on from there. Each
 /// checkpoint reads back only what the batch changed (the trainable blocks and the head). For GPU
 /// devices; a CPU device cannot be lost.
+#[allow(clippy::too_many_arguments)] // train_with_cache's arguments and the host
 pub async fn train_checkpointed<O: TrainObserver>(
     pretrained: &ImageClassifier,
     kind: ModelKind,
@@ -462,13 +463,13 @@ pub async fn resume<O: TrainObserver>(
     let config = checkpoint.config.clone();
     let mut session = Session::new(kind, dataset, &config, device, embeddings);
     session.host = host.cloned();
-    session.run(Start::From(checkpoint), observer).await
+    session.run(Start::From(Box::new(checkpoint)), observer).await
 }
 
 /// How a run begins.
 enum Start<'a> {
     Fresh(&'a ImageClassifier),
-    From(Checkpoint),
+    From(Box<Checkpoint>),
 }
 
 /// What a run needs besides its state.
@@ -590,7 +591,7 @@ impl<'a> Session<'a> {
                 });
                 let model = checkpoint.model.clone().to_device(device);
                 let position = checkpoint.at.clone();
-                run.last = Some(checkpoint);
+                run.last = Some(*checkpoint);
                 (model, position)
             }
         };

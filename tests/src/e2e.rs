@@ -237,7 +237,10 @@ impl OutboundWatch {
             for stream in listener.incoming().flatten() {
                 let mut line = String::new();
                 let _ = std::io::BufReader::new(&stream).read_line(&mut line);
-                record.lock().unwrap_or_else(|p| p.into_inner()).push(line.trim().to_string());
+                record
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.trim().to_string());
                 let _ = (&stream).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
             }
         });

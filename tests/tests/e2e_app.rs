@@ -54,7 +54,6 @@ async fn app_falls_back_to_the_cpu_without_webgpu() {
 /// the training worker and the pretrained weights (a recommendation is computed offline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_works_offline_once_loaded() {
-
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
     let client = driver.session_without_webgpu().await;
@@ -224,7 +223,8 @@ async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
     println!("badge: {device}");
     assert!(device.contains("GPU was lost"), "{device}");
     let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
-        t.contains("Training goes on on the CPU, after batch") || t.contains("Training goes on on the CPU, the start of epoch")
+        t.contains("Training goes on on the CPU, after batch")
+            || t.contains("Training goes on on the CPU, the start of epoch")
     })
     .await
     .expect("the person is told");

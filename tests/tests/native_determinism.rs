@@ -112,8 +112,14 @@ fn a_stopped_run_resumes_from_its_checkpoint_exactly() {
     let (first_losses, stopped) = checkpointed(&model, &config, Some(3));
     assert!(stopped.summary.cancelled);
     assert_eq!(first_losses, all_losses[..3]);
-    let checkpoint = stopped.checkpoint.expect("a cancelled checkpointed run keeps its checkpoint");
-    assert_eq!((checkpoint.epoch(), checkpoint.batches_done()), (2, 1), "{checkpoint:?}");
+    let checkpoint = stopped
+        .checkpoint
+        .expect("a cancelled checkpointed run keeps its checkpoint");
+    assert_eq!(
+        (checkpoint.epoch(), checkpoint.batches_done()),
+        (2, 1),
+        "{checkpoint:?}"
+    );
 
     let mut rest = Vec::new();
     let mut started = 0;
@@ -238,7 +244,10 @@ fn a_stopped_run_resumes_in_the_right_phase_with_frozen_blocks_untouched() {
                 floats(&model, 0..frozen),
                 "frozen blocks are the pretrained ones bit for bit"
             );
-            assert_ne!(floats(&resumed.model, frozen..frozen + 3), floats(&model, frozen..frozen + 3));
+            assert_ne!(
+                floats(&resumed.model, frozen..frozen + 3),
+                floats(&model, frozen..frozen + 3)
+            );
         }
     }
 }

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
         Some("serve") => serve(),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
-        Some("fuzz") => fuzz(args.get(1).map_or(Ok(300), |s| s.parse().map_err(|_| format!("not a number of seconds: {s}")))),
+        Some("fuzz") => fuzz(args.get(1).map_or(Ok(300), |s| {
+            s.parse().map_err(|_| format!("not a number of seconds: {s}"))
+        })),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -125,7 +127,9 @@ fn test(args: &[String]) -> Result<(), String> {
     }
 
     // A bounded fuzz run of the image intake: one test, passed when no input crashed it.
-    match stages.run("fuzz the image intake (60 s)", || fuzz_for(&workspace, FUZZ_SECONDS_IN_TEST)) {
+    match stages.run("fuzz the image intake (60 s)", || {
+        fuzz_for(&workspace, FUZZ_SECONDS_IN_TEST)
+    }) {
         Ok(()) => totals.passed += 1,
         Err(_) => {
             totals.failed += 1;

@@ -123,7 +123,10 @@ fn ensure_cargo_fuzz() -> Result<(), String> {
         return Ok(());
     }
     println!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install --locked)");
-    cargo_install(&["cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"], &[])
+    cargo_install(
+        &["cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"],
+        &[],
+    )
 }
 
 fn ensure_wasm_target() -> Result<(), String> {

@@ -140,7 +140,6 @@ pub fn within_aspect(image: &RgbImage) -> std::borrow::Cow<'_, RgbImage> {
     std::borrow::Cow::Owned(image::imageops::crop_imm(image, (width - w) / 2, (height - h) / 2, w, h).to_image())
 }
 
-
 /// Downscales an upright image once on its way into a dataset: the short side to what the evaluation
 /// view of `input_size` needs (256 for 224), never upscaling; a picture longer than [`MAX_ASPECT`]
 /// keeps its centre part.
@@ -304,7 +303,11 @@ mod tests {
         strip.write_to(&mut png, image::ImageFormat::Png).expect("encode");
         let decoded = decode(png.get_ref()).expect("a valid picture");
         assert_eq!(decoded.dimensions(), (1, MAX_DIMENSION));
-        assert_eq!(prepare(&decoded, 224).dimensions(), (1, 4), "the centre 1:4 part is kept");
+        assert_eq!(
+            prepare(&decoded, 224).dimensions(),
+            (1, 4),
+            "the centre 1:4 part is kept"
+        );
         assert_eq!(evaluation_view(&decoded, 224).dimensions(), (224, 224));
     }
 
@@ -330,9 +333,17 @@ mod tests {
             let image = decode(&cmyk_jpeg(color)).unwrap_or_else(|e| panic!("{color:?}: {e}"));
             assert_eq!(image.dimensions(), (16, 8));
             let [r, g, b] = image.get_pixel(2, 4).0;
-            assert!(r > 180 && g < 90 && b < 90, "{color:?}: red came out as {:?}", [r, g, b]);
+            assert!(
+                r > 180 && g < 90 && b < 90,
+                "{color:?}: red came out as {:?}",
+                [r, g, b]
+            );
             let [r, g, b] = image.get_pixel(13, 4).0;
-            assert!(b > 120 && r < 90 && g < 90, "{color:?}: blue came out as {:?}", [r, g, b]);
+            assert!(
+                b > 120 && r < 90 && g < 90,
+                "{color:?}: blue came out as {:?}",
+                [r, g, b]
+            );
         }
     }
 
