@@ -126,7 +126,7 @@ fn main() {
             println!(
                 "bench: scale recommend: {:.0} s: {}",
                 started.elapsed().as_secs_f64(),
-                recommendation.lines().next().unwrap_or_default()
+                recommendation.lines().find(|l| l.contains('→')).unwrap_or_default()
             );
 
             element(&client, "strategy-head-only").await.click().await.expect("head-only");
