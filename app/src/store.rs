@@ -119,6 +119,19 @@ impl Store {
         Ok(())
     }
 
+    /// The stored trained model (a Graft model file), if there is one.
+    pub async fn load_model(&self) -> Result<Option<Vec<u8>>, rexie::Error> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
+        let model = tx
+            .store(META)?
+            .get(JsValue::from_str("model"))
+            .await?
+            .filter(|v| v.is_instance_of::<Uint8Array>())
+            .map(|v| Uint8Array::from(v).to_vec());
+        tx.done().await?;
+        Ok(model)
+    }
+
     /// Everything stored; records that do not read back are skipped and counted.
     pub async fn load(&self) -> Result<(Project, usize), rexie::Error> {
         let tx = self.db.transaction(&[IMAGES, META], TransactionMode::ReadOnly)?;

@@ -183,7 +183,11 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             remove_image(id);
         }
         WorkerRequest::Recommend { model } => {
-            if let Err(message) = run_recommend(model).await {
+            let mut result = run_recommend(model).await;
+            if result.is_err() && recovered_from_gpu_loss("Measuring your pictures").await {
+                result = run_recommend(model).await;
+            }
+            if let Err(message) = result {
                 fail("recommend", message);
             }
         }
@@ -199,10 +203,17 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             }
         }
         WorkerRequest::Stop => STOP.with(|stop| stop.set(true)),
-        WorkerRequest::Predict => match predict(payloads.first().map(Vec::as_slice).unwrap_or(&[])).await {
-            Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
-            Err(message) => fail("predict", message),
-        },
+        WorkerRequest::Predict => {
+            let bytes = payloads.first().map(Vec::as_slice).unwrap_or(&[]);
+            let mut result = predict(bytes).await;
+            if result.is_err() && recovered_from_gpu_loss("Classifying your picture").await {
+                result = predict(bytes).await;
+            }
+            match result {
+                Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
+                Err(message) => fail("predict", message),
+            }
+        }
         WorkerRequest::PredictFrame { width, height } => {
             let png = frame_png(payloads.first().map(Vec::as_slice).unwrap_or(&[]), width, height);
             match predict(&png).await {
@@ -210,10 +221,16 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 Err(message) => fail("predict", message),
             }
         }
-        WorkerRequest::Export => match export().await {
-            Ok((file_name, bytes)) => post(&WorkerEvent::Exported { file_name }, vec![bytes]),
-            Err(message) => fail("export", message),
-        },
+        WorkerRequest::Export => {
+            let mut result = export().await;
+            if result.is_err() && recovered_from_gpu_loss("Exporting the model").await {
+                result = export().await;
+            }
+            match result {
+                Ok((file_name, bytes)) => post(&WorkerEvent::Exported { file_name }, vec![bytes]),
+                Err(message) => fail("export", message),
+            }
+        }
         WorkerRequest::Import { name } => {
             let bytes = payloads.into_iter().next().unwrap_or_default();
             match import(&name, &bytes) {
@@ -539,6 +556,35 @@ fn fall_back_to_cpu(reason: &str) -> ComputeDevice {
         Vec::new(),
     );
     cpu
+}
+
+/// After work on the GPU failed: whether the GPU is gone (a one-value read-back says so), and if it is,
+/// the switch to the CPU — the trained model reloaded there from the project's storage, the person
+/// told that `what` runs again on the CPU. True when the work should be tried again.
+async fn recovered_from_gpu_loss(what: &str) -> bool {
+    let device = STATE.with_borrow(|state| state.device.clone());
+    let Some(ComputeDevice::WebGpu { device, .. }) = device else {
+        return false;
+    };
+    let cause = match readback::to_f32_vec(Tensor::<1>::zeros([1], &device)).await {
+        Ok(_) | Err(readback::ReadbackError::Conversion(_)) => return false,
+        Err(readback::ReadbackError::DeviceLost(cause)) => cause,
+        Err(other) => other.to_string(),
+    };
+    fall_back_to_cpu(&cause);
+    post(
+        &WorkerEvent::Notice {
+            message: format!("The GPU was lost ({cause}). {what} again on the CPU (slower)."),
+        },
+        Vec::new(),
+    );
+    if let Some(store) = store()
+        && let Ok(Some(bytes)) = store.load_model().await
+        && let Err(message) = import("the stored model", &bytes)
+    {
+        fail("restore", format!("the trained model could not be moved to the CPU: {message}"));
+    }
+    true
 }
 
 fn dataset() -> Rc<Dataset> {

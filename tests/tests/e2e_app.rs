@@ -276,3 +276,46 @@ async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
     println!("screenshot {}", shot.display());
     client.close().await.expect("close");
 }
+
+/// The GPU goes away while the recommender measures the pictures: the worker notices, moves to the
+/// CPU and measures again there; the person gets the recommendation and is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_lost_while_recommending_is_survived_on_the_cpu() {
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("device");
+    assert!(device.starts_with("WebGPU: "), "{device}");
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
+    // Once the pretrained weights are on the GPU and the measuring has begun.
+    e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(120), |t| {
+        t.contains("Loading the pretrained")
+    })
+    .await
+    .expect("the measuring started");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    e2e::crash_gpu_process(&client).await;
+    let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
+        !t.is_empty()
+    })
+    .await
+    .expect("a recommendation after the loss");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(30), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("the badge says the CPU took over");
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(30), |t| {
+        t.contains("again on the CPU")
+    })
+    .await
+    .expect("the person is told");
+    println!("badge: {device}\nmessages: {messages}\nrecommendation: {recommendation}");
+    client.close().await.expect("close");
+}
