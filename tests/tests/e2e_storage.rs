@@ -1,7 +1,8 @@
 //! End-to-end: what the app does when the browser's storage fails it: damaged records are dropped on
 //! reload with a message and the rest of the project comes back. (A full storage could not be made
-//! here: Chromium 156 accepts DevTools' `Storage.overrideQuotaForOrigin` but IndexedDB writes still
-//! succeed past the quota it sets.)
+//! here: through ChromeDriver, Chromium 156 reports DevTools' `Storage.overrideQuotaForOrigin` as
+//! active — `Storage.getUsageAndQuota` says quota 1000 — yet the page's `navigator.storage.estimate()`
+//! still reports the disk-based quota and IndexedDB writes past the override succeed.)
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::time::Duration;
