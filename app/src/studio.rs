@@ -299,8 +299,10 @@ impl Studio {
                     p.caching = None;
                 }
             }),
-            TrainEvent::Caching { done, total, .. } => self.progress.update(|p| {
+            TrainEvent::Caching { phase, done, total } => self.progress.update(|p| {
                 if let Some(p) = p {
+                    // The cache is built before its phase starts: name the phase here already.
+                    p.phase = phase;
                     p.caching = Some((done, total));
                 }
             }),
