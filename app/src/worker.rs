@@ -582,7 +582,10 @@ async fn recovered_from_gpu_loss(what: &str) -> bool {
         && let Ok(Some(bytes)) = store.load_model().await
         && let Err(message) = import("the stored model", &bytes)
     {
-        fail("restore", format!("the trained model could not be moved to the CPU: {message}"));
+        fail(
+            "restore",
+            format!("the trained model could not be moved to the CPU: {message}"),
+        );
     }
     true
 }

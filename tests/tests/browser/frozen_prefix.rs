@@ -10,10 +10,19 @@ use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 async fn frozen_first_block_trains_five_steps_on_webgpu() {
     let compute = device::acquire().await;
     console_log!("compute device: {}", compute.label());
-    let ComputeDevice::WebGpu { device, adapter } = compute else {
+    let ComputeDevice::WebGpu {
+        device,
+        adapter,
+        max_buffer_bytes,
+    } = compute
+    else {
         panic!("no WebGPU adapter in this browser: {}", compute.label());
     };
-    console_log!("WebGPU adapter: {adapter}");
+    console_log!("WebGPU adapter: {adapter}; largest buffer {max_buffer_bytes} bytes");
+    assert!(
+        max_buffer_bytes >= 128 << 20,
+        "WebGPU guarantees 128 MiB bindings: {max_buffer_bytes}"
+    );
     assert!(!adapter.starts_with("unnamed"), "the adapter has no name: {adapter}");
     let report = frozen_prefix::run(&device.autodiff(), 5)
         .await

@@ -6,7 +6,7 @@ use graft_tests::{golden, pretrained};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 async fn check_on_webgpu(kind: ModelKind) {
-    let ComputeDevice::WebGpu { device, adapter } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, adapter, .. } = device::acquire().await else {
         panic!("no WebGPU adapter in this browser");
     };
     console_log!("{kind} on WebGPU ({adapter})");

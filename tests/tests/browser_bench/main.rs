@@ -56,7 +56,7 @@ async fn throughput(kind: ModelKind, device: &Device, backend: &str, batch: usiz
 
 #[wasm_bindgen_test]
 async fn embedding_throughput_on_webgpu() {
-    let ComputeDevice::WebGpu { device, adapter } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, adapter, .. } = device::acquire().await else {
         panic!("no WebGPU adapter");
     };
     console_log!("bench: adapter {adapter}");
