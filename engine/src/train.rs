@@ -1256,8 +1256,14 @@ async fn copy_blocks(
     if first == 0 {
         into.stem = readback::module_to_device(from.stem.clone(), host).await?;
     }
-    for index in first.max(1)..=residual {
-        into.blocks[index - 1] = readback::module_to_device(from.blocks[index - 1].clone(), host).await?;
+    // The trainable residual blocks in one read-back (a `Vec` of modules is a module): a round trip
+    // per block would cost a sync point each, every batch.
+    let start = first.max(1) - 1;
+    if start < residual {
+        let copied = readback::module_to_device(from.blocks[start..].to_vec(), host).await?;
+        for (slot, block) in into.blocks[start..].iter_mut().zip(copied) {
+            *slot = block;
+        }
     }
     if first <= residual + 1 {
         into.head_conv = readback::module_to_device(from.head_conv.clone(), host).await?;
