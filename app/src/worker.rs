@@ -339,7 +339,7 @@ async fn restore() {
             state.ids.push(stored.id);
             Rc::make_mut(&mut state.dataset).examples.push(Example {
                 // Kept compressed, as stored: a project of thousands of pictures fits the tab.
-                image: data::Picture::compressed_decoded(stored.jpeg, &image.0),
+                image: data::Picture::compressed(stored.jpeg, &image.0),
                 label: stored.class,
             });
         });
@@ -430,7 +430,7 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
             Rc::make_mut(&mut state.dataset).examples.push(Example {
                 // Kept compressed, the same bytes as stored: training sees the same pixels after a
                 // reload, and thousands of pictures fit the tab.
-                image: data::Picture::compressed_decoded(full.clone(), &prepared),
+                image: data::Picture::compressed(full.clone(), &prepared),
                 label: class,
             });
             state.remember_hash(id, hash.clone(), name.clone());

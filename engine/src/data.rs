@@ -86,24 +86,9 @@ impl Picture {
         }))
     }
 
-    /// Keeps `bytes` (a JPEG or PNG of an upright, prepared image) compressed; they are decoded once
-    /// here to check them.
-    pub fn compressed(bytes: Vec<u8>) -> Result<Self, preprocess::ImageInputError> {
-        let image = preprocess::decode(&bytes)?;
-        let mut hash = Fnv::new();
-        hash.bytes(&bytes);
-        Ok(Self(Arc::new(Kept {
-            key: hash.0,
-            width: image.width(),
-            height: image.height(),
-            pixels: None,
-            compressed: bytes,
-        })))
-    }
-
-    /// [`Picture::compressed`] for bytes the caller has just decoded to `decoded` (so they are not
-    /// decoded twice).
-    pub fn compressed_decoded(bytes: Vec<u8>, decoded: &RgbImage) -> Self {
+    /// Keeps `bytes` (a JPEG or PNG of an upright, prepared image) compressed, to be decoded when used.
+    /// `decoded` is what the caller got decoding them (which checked them and gives the size).
+    pub fn compressed(bytes: Vec<u8>, decoded: &RgbImage) -> Self {
         let mut hash = Fnv::new();
         hash.bytes(&bytes);
         Self(Arc::new(Kept {
