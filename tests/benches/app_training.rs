@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, Locator};
 use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, StaticServer};
 
@@ -20,15 +19,6 @@ fn images(class: &str, n: usize) -> Vec<String> {
     files.sort();
     files.truncate(n);
     files.iter().map(|p| p.display().to_string()).collect()
-}
-
-async fn element(client: &Client, id: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(Duration::from_secs(120))
-        .for_element(Locator::Css(&format!("[data-testid='{id}']")))
-        .await
-        .unwrap_or_else(|e| panic!("no {id}: {e}"))
 }
 
 fn main() {
@@ -52,10 +42,10 @@ fn main() {
             .await
             .expect("device");
             for (index, class) in ["cat", "dog"].into_iter().enumerate() {
-                element(&client, "add-class").await.click().await.expect("add class");
+                e2e::by_id(&client, "add-class").await.click().await.expect("add class");
                 let files = images(class, 100);
                 let started = Instant::now();
-                element(&client, &format!("class-files-{index}"))
+                e2e::by_id(&client, &format!("class-files-{index}"))
                     .await
                     .send_keys(&files.join("\n"))
                     .await
@@ -74,7 +64,7 @@ fn main() {
                     100.0 / started.elapsed().as_secs_f64()
                 );
             }
-            let epochs_input = element(&client, "epochs-input").await;
+            let epochs_input = e2e::by_id(&client, "epochs-input").await;
             client
                 .execute("document.querySelector('details.advanced').open = true;", Vec::new())
                 .await
@@ -88,9 +78,9 @@ fn main() {
                 .await
                 .expect("commit epochs");
             for strategy in ["head-only", "partial-freeze", "staged", "full", "scratch"] {
-                element(&client, &format!("strategy-{strategy}")).await.click().await.expect("strategy");
+                e2e::by_id(&client, &format!("strategy-{strategy}")).await.click().await.expect("strategy");
                 let started = Instant::now();
-                element(&client, "train-button").await.click().await.expect("train");
+                e2e::by_id(&client, "train-button").await.click().await.expect("train");
                 // The previous result disappears when training starts; wait for the new one.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let accuracy = e2e::wait_for_text(&client, "[data-testid=val-accuracy]", Duration::from_secs(3600), |t| {

@@ -9,21 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, Locator};
 use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, MemoryWatch, StaticServer};
 
 /// The tab may not exceed this.
 const TAB_LIMIT: u64 = 2 << 30;
-
-async fn element(client: &Client, id: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(Duration::from_secs(120))
-        .for_element(Locator::Css(&format!("[data-testid='{id}']")))
-        .await
-        .unwrap_or_else(|e| panic!("no {id}: {e}"))
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
@@ -81,8 +71,8 @@ fn main() {
 
             let started = Instant::now();
             for (index, (name, files)) in classes.iter().enumerate() {
-                element(&client, "add-class").await.click().await.expect("add class");
-                element(&client, &format!("class-name-{index}")).await;
+                e2e::by_id(&client, "add-class").await.click().await.expect("add class");
+                e2e::by_id(&client, &format!("class-name-{index}")).await;
                 client
                     .execute(
                         "const e = document.querySelector(`[data-testid=class-name-${arguments[0]}]`); \
@@ -91,7 +81,7 @@ fn main() {
                     )
                     .await
                     .expect("name the class");
-                element(&client, &format!("class-files-{index}"))
+                e2e::by_id(&client, &format!("class-files-{index}"))
                     .await
                     .send_keys(&files.join("\n"))
                     .await
@@ -115,7 +105,7 @@ fn main() {
             );
             e2e::screenshot(&client, "scale-ingested").await;
 
-            element(&client, "analyse-button").await.click().await.expect("analyse");
+            e2e::by_id(&client, "analyse-button").await.click().await.expect("analyse");
             let started = Instant::now();
             let recommendation =
                 e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(3600), |t| {
@@ -129,8 +119,8 @@ fn main() {
                 recommendation.lines().find(|l| l.contains('→')).unwrap_or_default()
             );
 
-            element(&client, "strategy-head-only").await.click().await.expect("head-only");
-            element(&client, "train-button").await.click().await.expect("train");
+            e2e::by_id(&client, "strategy-head-only").await.click().await.expect("head-only");
+            e2e::by_id(&client, "train-button").await.click().await.expect("train");
             let started = Instant::now();
             let accuracy = e2e::wait_for_text(&client, "[data-testid=val-accuracy]", Duration::from_secs(4 * 3600), |t| {
                 t.ends_with('%')

@@ -29,6 +29,17 @@ pub const CHROME_ARGS: &[&str] = &[
     "--use-fake-ui-for-media-stream",
 ];
 
+/// [`CHROME_ARGS`] with WebGPU switched off.
+fn args_without_webgpu() -> Vec<String> {
+    let mut args: Vec<String> = CHROME_ARGS
+        .iter()
+        .filter(|arg| **arg != "--enable-unsafe-webgpu")
+        .map(|s| s.to_string())
+        .collect();
+    args.push("--disable-features=WebGPU".into());
+    args
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -170,25 +181,14 @@ impl ChromeDriver {
     /// proxy that answers nothing and records what was asked: a test can then assert that nothing left
     /// the machine (page, worker, service worker, the browser itself).
     pub async fn session_watched(&self, watch: &OutboundWatch) -> Client {
-        let mut args: Vec<String> = CHROME_ARGS
-            .iter()
-            .filter(|arg| **arg != "--enable-unsafe-webgpu")
-            .map(|s| s.to_string())
-            .collect();
-        args.push("--disable-features=WebGPU".into());
+        let mut args = args_without_webgpu();
         args.push(format!("--proxy-server=http://127.0.0.1:{}", watch.port));
         self.session_with_args(args).await
     }
 
     /// A session with WebGPU switched off, as in a browser that lacks it.
     pub async fn session_without_webgpu(&self) -> Client {
-        let mut args: Vec<String> = CHROME_ARGS
-            .iter()
-            .filter(|arg| **arg != "--enable-unsafe-webgpu")
-            .map(|s| s.to_string())
-            .collect();
-        args.push("--disable-features=WebGPU".into());
-        self.session_with_args(args).await
+        self.session_with_args(args_without_webgpu()).await
     }
 
     async fn session_with_args(&self, mut args: Vec<String>) -> Client {
@@ -430,14 +430,20 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     path
 }
 
-/// Clicks the element with `data-testid` = `id`.
-pub async fn click(client: &Client, id: &str) {
+/// The element with `data-testid` = `id`, once it exists (within 2 minutes).
+pub async fn by_id(client: &Client, id: &str) -> fantoccini::elements::Element {
     client
         .wait()
-        .at_most(Duration::from_secs(60))
+        .at_most(Duration::from_secs(120))
         .for_element(Locator::Css(&format!("[data-testid='{id}']")))
         .await
         .unwrap_or_else(|e| panic!("no element {id}: {e}"))
+}
+
+/// Clicks the element with `data-testid` = `id`.
+pub async fn click(client: &Client, id: &str) {
+    by_id(client, id)
+        .await
         .click()
         .await
         .unwrap_or_else(|e| panic!("cannot click {id}: {e}"));
@@ -509,4 +515,24 @@ pub async fn crash_gpu_process(client: &Client) {
         })
         .await
         .expect("Browser.crashGpuProcess");
+}
+
+/// Classifies the fixture photo `name` (in `tests/fixtures/imagenet/`) through the try-it input and
+/// returns the prediction's text once it shows a probability.
+pub async fn predict_fixture(client: &Client, name: &str) -> Result<String, String> {
+    by_id(client, "predict-input")
+        .await
+        .send_keys(
+            &workspace_root()
+                .join("tests/fixtures/imagenet")
+                .join(name)
+                .display()
+                .to_string(),
+        )
+        .await
+        .map_err(|e| format!("choose the picture: {e}"))?;
+    wait_for_text(client, "[data-testid=prediction]", Duration::from_secs(120), |t| {
+        t.contains('%')
+    })
+    .await
 }

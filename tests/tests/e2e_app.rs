@@ -5,6 +5,22 @@ use std::time::Duration;
 
 use graft_tests::e2e::{self, ChromeDriver, StaticServer};
 
+/// The app open in a WebGPU session (the badge must name an adapter), two classes of two fixture
+/// photos added, and "measure and recommend" clicked.
+async fn webgpu_app_analysing_two_classes(server: &StaticServer, driver: &ChromeDriver) -> fantoccini::Client {
+    let client = driver.session().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("device");
+    assert!(device.starts_with("WebGPU: "), "{device}");
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_shows_the_webgpu_adapter() {
     let server = StaticServer::start(e2e::dist_dir());
@@ -108,20 +124,9 @@ async fn app_works_offline_once_loaded() {
 /// head-only training to the end and a prediction, all on the GPU device the badge names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_trains_on_webgpu() {
-    use fantoccini::Locator;
-
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
-    let client = driver.session().await;
-    client.goto(&server.url("/")).await.expect("cannot open the app");
-    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
-        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
-    })
-    .await
-    .expect("device");
-    assert!(device.starts_with("WebGPU: "), "{device}");
-    e2e::add_two_fixture_classes(&client).await;
-    e2e::click(&client, "analyse-button").await;
+    let client = webgpu_app_analysing_two_classes(&server, &driver).await;
     let started = std::time::Instant::now();
     let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
@@ -141,24 +146,9 @@ async fn app_trains_on_webgpu() {
         "webgpu head-only: validation accuracy {accuracy} after {:?}",
         started.elapsed()
     );
-    client
-        .wait()
-        .for_element(Locator::Css("[data-testid=predict-input]"))
+    let prediction = e2e::predict_fixture(&client, "chelsea-224.png")
         .await
-        .expect("predict input")
-        .send_keys(
-            &e2e::workspace_root()
-                .join("tests/fixtures/imagenet/chelsea-224.png")
-                .display()
-                .to_string(),
-        )
-        .await
-        .expect("predict");
-    let prediction = e2e::wait_for_text(&client, "[data-testid=prediction]", Duration::from_secs(120), |t| {
-        t.contains('%')
-    })
-    .await
-    .expect("a prediction on WebGPU");
+        .expect("a prediction on WebGPU");
     println!("webgpu prediction: {prediction:?}");
     let shot = e2e::screenshot(&client, "webgpu-trained").await;
     println!("screenshot {}", shot.display());
@@ -175,16 +165,7 @@ async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
 
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
-    let client = driver.session().await;
-    client.goto(&server.url("/")).await.expect("cannot open the app");
-    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
-        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
-    })
-    .await
-    .expect("device");
-    assert!(device.starts_with("WebGPU: "), "{device}");
-    e2e::add_two_fixture_classes(&client).await;
-    e2e::click(&client, "analyse-button").await;
+    let client = webgpu_app_analysing_two_classes(&server, &driver).await;
     e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
     })
@@ -252,23 +233,9 @@ async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
             .expect("text");
         assert_eq!(count, "2", "class {index} keeps its images");
     }
-    client
-        .find(Locator::Css("[data-testid=predict-input]"))
+    let prediction = e2e::predict_fixture(&client, "chelsea-224.png")
         .await
-        .expect("predict input")
-        .send_keys(
-            &e2e::workspace_root()
-                .join("tests/fixtures/imagenet/chelsea-224.png")
-                .display()
-                .to_string(),
-        )
-        .await
-        .expect("predict");
-    let prediction = e2e::wait_for_text(&client, "[data-testid=prediction]", Duration::from_secs(120), |t| {
-        t.contains('%')
-    })
-    .await
-    .expect("the model trained across the loss predicts");
+        .expect("the model trained across the loss predicts");
     println!("prediction after the loss: {prediction:?}");
     // The top of the page: the badge and the messages.
     client.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
@@ -283,16 +250,7 @@ async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
 async fn a_gpu_lost_while_recommending_is_survived_on_the_cpu() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
-    let client = driver.session().await;
-    client.goto(&server.url("/")).await.expect("cannot open the app");
-    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
-        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
-    })
-    .await
-    .expect("device");
-    assert!(device.starts_with("WebGPU: "), "{device}");
-    e2e::add_two_fixture_classes(&client).await;
-    e2e::click(&client, "analyse-button").await;
+    let client = webgpu_app_analysing_two_classes(&server, &driver).await;
     // Once the pretrained weights are on the GPU and the measuring has begun.
     e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(120), |t| {
         t.contains("Loading the pretrained")

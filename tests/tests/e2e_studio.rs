@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use graft_tests::datasets;
-use graft_tests::e2e::{self, ChromeDriver, StaticServer};
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id};
 
 /// The first `n` images of a class folder, as absolute paths.
 fn images(class: &str, n: usize) -> Vec<PathBuf> {
@@ -20,15 +20,6 @@ fn images(class: &str, n: usize) -> Vec<PathBuf> {
     files.sort();
     files.truncate(n);
     files
-}
-
-async fn by_id(client: &Client, id: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(Duration::from_secs(60))
-        .for_element(Locator::Css(&format!("[data-testid='{id}']")))
-        .await
-        .unwrap_or_else(|e| panic!("no element {id}: {e}"))
 }
 
 async fn text_of(client: &Client, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
