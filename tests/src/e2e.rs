@@ -235,13 +235,25 @@ impl OutboundWatch {
         let record = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let mut line = String::new();
-                let _ = std::io::BufReader::new(&stream).read_line(&mut line);
-                record
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(line.trim().to_string());
-                let _ = (&stream).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+                // One thread per connection: Chromium opens idle connections to its proxy ahead of
+                // need (preconnect) and may close them unused; one of those must not hold up the
+                // requests behind it. A connection closed before it sent a byte carried nothing off
+                // the machine, so it is not a request.
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+                    let line = line.trim();
+                    if line.is_empty() {
+                        return;
+                    }
+                    record
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(line.to_string());
+                    let _ = (&stream)
+                        .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+                });
             }
         });
         Self { port, seen }
