@@ -130,4 +130,9 @@ pub enum WorkerEvent {
     Notice {
         message: String,
     },
+    /// What is in this session but not in the browser's storage (it was full): a reload would lose it.
+    Unsaved {
+        pictures: usize,
+        model: bool,
+    },
 }

@@ -1,9 +1,14 @@
 //! The project store: the class names, every image (as taken in: upright, downscaled, JPEG) and the
 //! trained model, in the browser's IndexedDB, written by the worker so that a reload finds the project
 //! as it was. Nothing here leaves the device.
+//!
+//! Every write waits for its transaction to commit and reports an abort as an error with the
+//! browser's reason: a write refused because the site's storage is full aborts the transaction at
+//! commit (each `put` itself succeeded), and must not pass for a saved change.
 
+use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
+use idb::{Database, KeyPath, ObjectStore, Transaction, TransactionMode, TransactionResult};
 use js_sys::{Object, Reflect, Uint8Array};
-use rexie::{ObjectStore, Rexie, TransactionMode};
 use wasm_bindgen::JsValue;
 
 const DATABASE: &str = "graft-project";
@@ -29,51 +34,95 @@ pub struct Project {
     pub model: Option<Vec<u8>>,
 }
 
+/// Why the store could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The site's storage quota is used up (`QuotaExceededError`): the write was undone whole.
+    #[error("the browser's storage for this site is full")]
+    Full,
+    /// The transaction was aborted for another reason (the browser's own words).
+    #[error("the browser's storage gave up on the change ({0})")]
+    Aborted(String),
+    #[error("the browser's storage failed ({0})")]
+    Failed(String),
+}
+
+impl StoreError {
+    fn from_exception(name: &str, message: &str) -> Self {
+        if name == "QuotaExceededError" {
+            Self::Full
+        } else {
+            Self::Aborted(format!("{name}: {message}"))
+        }
+    }
+}
+
+impl From<idb::Error> for StoreError {
+    fn from(error: idb::Error) -> Self {
+        let text = error.to_string();
+        if text.contains("QuotaExceeded") { Self::Full } else { Self::Failed(text) }
+    }
+}
+
 /// Why the store could not do something, in words for the person.
-pub fn describe(error: rexie::Error) -> String {
-    let text = format!("{error:?}");
-    if text.contains("QuotaExceeded") {
-        "the browser's storage for this site is full: what is already stored is kept, but this change will not survive a reload (free space or remove images)".to_string()
-    } else {
-        format!("the project could not be saved in the browser's storage ({text})")
+pub fn describe(error: StoreError) -> String {
+    match error {
+        StoreError::Full => "the browser's storage for this site is full: what is already stored is kept, but this change will not survive a reload (free space or remove images)".to_string(),
+        other => format!("the project could not be saved: {other}"),
+    }
+}
+
+/// Waits for `tx` to commit; an abort is an error carrying the transaction's reason.
+async fn committed(tx: Transaction) -> Result<(), StoreError> {
+    let raw: web_sys::IdbTransaction = tx.into();
+    match Transaction::from(raw.clone()).await? {
+        TransactionResult::Committed => Ok(()),
+        TransactionResult::Aborted => Err(match raw.error() {
+            Some(exception) => StoreError::from_exception(&exception.name(), &exception.message()),
+            None => StoreError::Aborted("no reason given".into()),
+        }),
     }
 }
 
 /// The open project database.
 pub struct Store {
-    db: Rexie,
+    db: Database,
 }
 
 impl Store {
-    pub async fn open() -> Result<Self, rexie::Error> {
-        let db = Rexie::builder(DATABASE)
+    pub async fn open() -> Result<Self, StoreError> {
+        let db = DatabaseBuilder::new(DATABASE)
             .version(1)
-            .add_object_store(ObjectStore::new(IMAGES).key_path("id"))
-            .add_object_store(ObjectStore::new(META))
+            .add_object_store(ObjectStoreBuilder::new(IMAGES).key_path(Some(KeyPath::new_single("id"))))
+            .add_object_store(ObjectStoreBuilder::new(META))
             .build()
             .await?;
         Ok(Self { db })
     }
 
-    async fn put_meta(&self, key: &str, value: &JsValue) -> Result<(), rexie::Error> {
-        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
-        tx.store(META)?.put(value, Some(&JsValue::from_str(key))).await?;
-        tx.done().await?;
-        Ok(())
+    fn write(&self, store: &str) -> Result<(Transaction, ObjectStore), StoreError> {
+        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite)?;
+        let object_store = tx.object_store(store)?;
+        Ok((tx, object_store))
     }
 
-    pub async fn save_classes(&self, names: &[String]) -> Result<(), rexie::Error> {
+    async fn put_meta(&self, key: &str, value: &JsValue) -> Result<(), StoreError> {
+        let (tx, store) = self.write(META)?;
+        store.put(value, Some(&JsValue::from_str(key)))?.await?;
+        committed(tx).await
+    }
+
+    pub async fn save_classes(&self, names: &[String]) -> Result<(), StoreError> {
         let json = serde_json::to_string(names).unwrap_or_default();
         self.put_meta("classes", &JsValue::from_str(&json)).await
     }
 
-    pub async fn save_model(&self, bundle: &[u8]) -> Result<(), rexie::Error> {
+    pub async fn save_model(&self, bundle: &[u8]) -> Result<(), StoreError> {
         self.put_meta("model", &Uint8Array::from(bundle).into()).await
     }
 
-    pub async fn put_images(&self, images: &[StoredImage]) -> Result<(), rexie::Error> {
-        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite)?;
-        let store = tx.store(IMAGES)?;
+    pub async fn put_images(&self, images: &[StoredImage]) -> Result<(), StoreError> {
+        let (tx, store) = self.write(IMAGES)?;
         for image in images {
             let object = Object::new();
             let set = |key: &str, value: JsValue| {
@@ -84,72 +133,68 @@ impl Store {
             set("name", JsValue::from_str(&image.name));
             set("jpeg", Uint8Array::from(image.jpeg.as_slice()).into());
             set("hash", JsValue::from_str(&image.hash));
-            store.put(&object, None).await?;
+            store.put(&object, None)?.await?;
         }
-        tx.done().await?;
-        Ok(())
+        committed(tx).await
     }
 
-    pub async fn delete_image(&self, id: u64) -> Result<(), rexie::Error> {
-        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite)?;
-        tx.store(IMAGES)?.delete(JsValue::from_f64(id as f64)).await?;
-        tx.done().await?;
-        Ok(())
+    pub async fn delete_image(&self, id: u64) -> Result<(), StoreError> {
+        let (tx, store) = self.write(IMAGES)?;
+        store.delete(JsValue::from_f64(id as f64))?.await?;
+        committed(tx).await
     }
 
     /// Removes class `removed`'s images and renumbers the classes after it.
-    pub async fn remove_class(&self, removed: usize) -> Result<(), rexie::Error> {
-        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite)?;
-        let store = tx.store(IMAGES)?;
-        for value in store.get_all(None, None).await? {
+    pub async fn remove_class(&self, removed: usize) -> Result<(), StoreError> {
+        let (tx, store) = self.write(IMAGES)?;
+        for value in store.get_all(None, None)?.await? {
             let class = Reflect::get(&value, &"class".into())
                 .ok()
                 .and_then(|v| v.as_f64())
                 .unwrap_or(-1.0) as i64;
             if class == removed as i64 {
                 store
-                    .delete(Reflect::get(&value, &"id".into()).unwrap_or(JsValue::NULL))
+                    .delete(Reflect::get(&value, &"id".into()).unwrap_or(JsValue::NULL))?
                     .await?;
             } else if class > removed as i64 {
                 let _ = Reflect::set(&value, &"class".into(), &JsValue::from_f64((class - 1) as f64));
-                store.put(&value, None).await?;
+                store.put(&value, None)?.await?;
             }
         }
-        tx.done().await?;
-        Ok(())
+        committed(tx).await
     }
 
     /// The stored trained model (a Graft model file), if there is one.
-    pub async fn load_model(&self) -> Result<Option<Vec<u8>>, rexie::Error> {
+    pub async fn load_model(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
         let model = tx
-            .store(META)?
-            .get(JsValue::from_str("model"))
+            .object_store(META)?
+            .get(JsValue::from_str("model"))?
             .await?
             .filter(|v| v.is_instance_of::<Uint8Array>())
             .map(|v| Uint8Array::from(v).to_vec());
-        tx.done().await?;
+        tx.await?;
         Ok(model)
     }
 
     /// Everything stored; records that do not read back are skipped and counted.
-    pub async fn load(&self) -> Result<(Project, usize), rexie::Error> {
+    pub async fn load(&self) -> Result<(Project, usize), StoreError> {
         let tx = self.db.transaction(&[IMAGES, META], TransactionMode::ReadOnly)?;
-        let meta = tx.store(META)?;
+        let meta = tx.object_store(META)?;
         let classes = meta
-            .get(JsValue::from_str("classes"))
+            .get(JsValue::from_str("classes"))?
             .await?
             .and_then(|v| v.as_string())
             .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
             .unwrap_or_default();
         let model = meta
-            .get(JsValue::from_str("model"))
+            .get(JsValue::from_str("model"))?
             .await?
             .filter(|v| v.is_instance_of::<Uint8Array>())
             .map(|v| Uint8Array::from(v).to_vec());
         let mut images = Vec::new();
         let mut unreadable = 0;
-        for value in tx.store(IMAGES)?.get_all(None, None).await? {
+        for value in tx.object_store(IMAGES)?.get_all(None, None)?.await? {
             let number = |key: &str| Reflect::get(&value, &key.into()).ok().and_then(|v| v.as_f64());
             let name = Reflect::get(&value, &"name".into()).ok().and_then(|v| v.as_string());
             let jpeg = Reflect::get(&value, &"jpeg".into())
@@ -173,7 +218,7 @@ impl Store {
                 _ => unreadable += 1,
             }
         }
-        tx.done().await?;
+        tx.await?;
         images.sort_by_key(|image| image.id);
         Ok((Project { classes, images, model }, unreadable))
     }

@@ -97,6 +97,8 @@ struct Studio {
     export_url: RwSignal<Option<(String, String)>>,
     /// What the webcam feeds: a class (hold to record) or the try-it predictions.
     camera: RwSignal<Option<CameraTarget>>,
+    /// Pictures (count) and whether the trained model are in this session only: the storage was full.
+    unsaved: RwSignal<(usize, bool)>,
 }
 
 /// Where webcam frames go.
@@ -134,6 +136,7 @@ impl Studio {
             predicted_image: RwSignal::new(None),
             export_url: RwSignal::new(None),
             camera: RwSignal::new(None),
+            unsaved: RwSignal::new((0, false)),
         }
     }
 
@@ -281,6 +284,7 @@ impl Studio {
                 self.say(true, message);
             }
             WorkerEvent::Notice { message } => self.say(false, message),
+            WorkerEvent::Unsaved { pictures, model } => self.unsaved.set((pictures, model)),
         }
     }
 
@@ -566,7 +570,31 @@ fn bridge() -> Bridge {
 #[component]
 fn Messages() -> impl IntoView {
     let studio = studio();
+    // What a reload would lose stays in sight until it is saved, not only in a message that scrolls.
+    let unsaved = move || {
+        let (pictures, model) = studio.unsaved.get();
+        let mut parts = Vec::new();
+        if pictures > 0 {
+            parts.push(if pictures == 1 { "1 picture".to_string() } else { format!("{pictures} pictures") });
+        }
+        if model {
+            parts.push("the trained model".to_string());
+        }
+        let advice = match (pictures > 0, model) {
+            (true, false) => "A reload would lose them: remove pictures you do not need to make room.",
+            (false, true) => "A reload would lose it: export it to keep it, or remove pictures to make room.",
+            _ => "A reload would lose them: export the model, or remove pictures to make room.",
+        };
+        (!parts.is_empty()).then(|| {
+            view! {
+                <p class="unsaved" data-testid="unsaved" role="status">
+                    "Not saved in this browser (its storage is full): " {parts.join(" and ")} ". " {advice}
+                </p>
+            }
+        })
+    };
     view! {
+        {unsaved}
         <ul class="messages" data-testid="messages">
             {move || {
                 studio
@@ -633,7 +661,7 @@ fn DataPanel() -> impl IntoView {
         <section class="panel data">
             <h2>"1. Your images"</h2>
             <p class="hint">
-                "Make a class per kind of thing and add or drop its pictures, or choose a folder whose subfolders are the classes. Double-click a picture to remove it."
+                "Make a class per kind of thing and add or drop its pictures, or choose a folder whose subfolders are the classes. The × on a picture removes it."
             </p>
             <div class="toolbar">
                 <button data-testid="add-class" on:click=add>"+ Add class"</button>
@@ -767,7 +795,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                 </button>
             </div>
             <button
-                class="small"
+                class="button small"
                 data-testid=format!("class-webcam-{index}")
                 on:click=move |_| studio.camera.set(Some(CameraTarget::Class(index)))
             >
@@ -789,10 +817,11 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                     .images
                     .into_iter()
                     .take(SHOWN_THUMBNAILS)
-                    .map(|thumb| {
+                    .enumerate()
+                    .map(|(position, thumb)| {
                         let bridge = bridge.clone();
                         let id = thumb.id;
-                        let remove = move |_| {
+                        let remove = move || {
                             studio.classes.update(|classes| {
                                 for c in classes.iter_mut() {
                                     c.images.retain(|t| t.id != id);
@@ -801,8 +830,20 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                             bridge.send(&WorkerRequest::RemoveImage { id }, Vec::new());
                             studio.data_changed();
                         };
+                        let label = format!("Remove {}", thumb.name);
                         view! {
-                            <img src=thumb.url title=thumb.name alt="" on:dblclick=remove/>
+                            <span class="thumb">
+                                <img src=thumb.url title=thumb.name.clone() alt=thumb.name.clone()/>
+                                <button
+                                    class="thumb-remove"
+                                    title=label.clone()
+                                    aria-label=label
+                                    data-testid=format!("image-remove-{index}-{position}")
+                                    on:click=move |_| remove()
+                                >
+                                    "×"
+                                </button>
+                            </span>
                         }
                     })
                     .collect_view();

@@ -22,7 +22,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::device::{self, ComputeDevice};
 use crate::protocol::{ImageInfo, Rejected, WorkerEvent, WorkerRequest};
-use crate::store::{self, Store, StoredImage};
+use crate::store::{self, Store, StoreError, StoredImage};
 
 /// Side of the square JPEG thumbnails sent to the page.
 const THUMBNAIL: u32 = 96;
@@ -45,6 +45,11 @@ struct State {
     hash_of: HashMap<u64, String>,
     /// The frozen body's embeddings by image: the recommender fills it, head-only training reuses it.
     embeddings: EmbeddingCache,
+    /// Pictures taken in that the store refused (a full storage): they are in this session and are
+    /// stored with the next write that succeeds.
+    unsaved: Vec<StoredImage>,
+    /// The trained model's file when the store refused it; stored again when there is room.
+    unsaved_model: Option<Vec<u8>>,
 }
 
 impl State {
@@ -57,6 +62,13 @@ impl State {
     fn remember_hash(&mut self, id: u64, hash: String, name: String) {
         self.hash_of.insert(id, hash.clone());
         self.by_hash.insert(hash, (id, name));
+    }
+
+    fn unsaved_event(&self) -> WorkerEvent {
+        WorkerEvent::Unsaved {
+            pictures: self.unsaved.len(),
+            model: self.unsaved_model.is_some(),
+        }
     }
 }
 
@@ -161,6 +173,9 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 }
             }
             set_classes(names, removed);
+            if removed.is_some() {
+                save_unsaved().await;
+            }
         }
         WorkerRequest::AddImages { class, names } => add_images(class, names, payloads).await,
         WorkerRequest::AddFrames { class, width, height } => {
@@ -181,6 +196,7 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 fail("store", store::describe(error));
             }
             remove_image(id);
+            save_unsaved().await;
         }
         WorkerRequest::Recommend { model } => {
             let mut result = run_recommend(model).await;
@@ -235,12 +251,8 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             let bytes = payloads.into_iter().next().unwrap_or_default();
             match import(&name, &bytes) {
                 Ok((classes, model)) => {
-                    if let Some(store) = store()
-                        && let Err(error) = store.save_model(&bytes).await
-                    {
-                        fail("store", store::describe(error));
-                    }
-                    post(&WorkerEvent::ModelReady { classes, model }, Vec::new())
+                    post(&WorkerEvent::ModelReady { classes, model }, Vec::new());
+                    keep_model(bytes).await;
                 }
                 Err(message) => fail("import", message),
             }
@@ -273,6 +285,13 @@ fn set_classes(names: Vec<String>, removed: Option<usize>) {
                     example.label -= 1;
                 }
             }
+            // Pictures waiting for room follow their classes, as the stored ones do.
+            state.unsaved.retain(|image| image.class != gone);
+            for image in &mut state.unsaved {
+                if image.class > gone {
+                    image.class -= 1;
+                }
+            }
         }
         dataset.classes = names;
         state.ids = ids;
@@ -289,6 +308,7 @@ fn remove_image(id: u64) {
             Rc::make_mut(&mut state.dataset).examples.remove(position);
         }
         state.forget_hash(id);
+        state.unsaved.retain(|image| image.id != id);
     });
 }
 
@@ -300,7 +320,7 @@ async fn restore() {
             post(
                 &WorkerEvent::Notice {
                     message: format!(
-                        "This browser does not let Graft keep the project ({error:?}): it works, but a reload starts afresh."
+                        "This browser does not let Graft keep the project ({error}): it works, but a reload starts afresh."
                     ),
                 },
                 Vec::new(),
@@ -311,7 +331,7 @@ async fn restore() {
     STATE.with_borrow_mut(|state| state.store = Some(store.clone()));
     let (project, unreadable) = match store.load().await {
         Ok(loaded) => loaded,
-        Err(error) => return fail("restore", format!("the stored project could not be read: {error:?}")),
+        Err(error) => return fail("restore", format!("the stored project could not be read: {error}")),
     };
     if project.classes.is_empty() {
         return;
@@ -445,12 +465,100 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
         }
     });
     post(&WorkerEvent::ImagesAdded { class, added, rejected }, thumbnails);
-    if let Some(store) = store()
-        && !stored.is_empty()
-        && let Err(error) = store.put_images(&stored).await
-    {
-        fail("store", store::describe(error));
+    if !stored.is_empty() {
+        keep_images(stored).await;
     }
+}
+
+/// "1 picture", "3 pictures".
+fn pictures(count: usize) -> String {
+    if count == 1 { "1 picture".into() } else { format!("{count} pictures") }
+}
+
+/// Stores `new` pictures together with any the store refused before. What the store refuses again
+/// stays in this session (and is said so); nothing stored before is touched, as a refused
+/// transaction writes nothing.
+async fn keep_images(new: Vec<StoredImage>) {
+    let Some(store) = store() else { return };
+    let mut pending = STATE.with_borrow_mut(|state| std::mem::take(&mut state.unsaved));
+    let earlier = pending.len();
+    pending.extend(new);
+    if pending.is_empty() {
+        return;
+    }
+    match store.put_images(&pending).await {
+        Ok(()) if earlier > 0 => notice(format!(
+            "There is room in the browser's storage again: the {} that did not fit {} saved now.",
+            pictures(earlier),
+            if earlier == 1 { "is" } else { "are" }
+        )),
+        Ok(()) => {}
+        Err(error) => {
+            let count = pending.len();
+            STATE.with_borrow_mut(|state| state.unsaved = pending);
+            let cause = match error {
+                StoreError::Full => "The browser's storage for this site is full".to_string(),
+                other => format!("The pictures could not be saved: {other}"),
+            };
+            fail(
+                "store",
+                format!(
+                    "{cause}: {} {} in this session but would be gone after a reload; everything saved before is kept. \
+                     Remove pictures you do not need (what did not fit is saved as soon as there is room), or free space in the browser's settings for this site.",
+                    pictures(count),
+                    if count == 1 { "is" } else { "are" },
+                ),
+            );
+        }
+    }
+    post_unsaved();
+}
+
+/// Stores the trained model's file for the next visit; when the store refuses it, the model stays
+/// usable in this session, can be exported, and is stored again when there is room.
+async fn keep_model(bytes: Vec<u8>) {
+    let Some(store) = store() else { return };
+    match store.save_model(&bytes).await {
+        Ok(()) => STATE.with_borrow_mut(|state| state.unsaved_model = None),
+        Err(error) => {
+            let cause = error.to_string();
+            STATE.with_borrow_mut(|state| state.unsaved_model = Some(bytes));
+            fail(
+                "store",
+                format!(
+                    "The trained model could not be saved for the next visit ({cause}). It works until the page is reloaded: Export keeps it as a file. It is saved as soon as there is room."
+                ),
+            );
+        }
+    }
+    post_unsaved();
+}
+
+/// After a removal made room: stores what did not fit before.
+async fn save_unsaved() {
+    let (pictures, model) = STATE.with_borrow(|state| (!state.unsaved.is_empty(), state.unsaved_model.clone()));
+    if pictures {
+        keep_images(Vec::new()).await;
+    }
+    if let Some(bytes) = model {
+        keep_model(bytes).await;
+        if STATE.with_borrow(|state| state.unsaved_model.is_none()) {
+            notice("There is room in the browser's storage again: the trained model is saved now.");
+        }
+    }
+}
+
+fn post_unsaved() {
+    post(&STATE.with_borrow(State::unsaved_event), Vec::new());
+}
+
+fn notice(message: impl ToString) {
+    post(
+        &WorkerEvent::Notice {
+            message: message.to_string(),
+        },
+        Vec::new(),
+    );
 }
 
 /// A webcam frame (RGBA pixels) as a PNG file, so that it goes through the same intake as a dropped
@@ -769,13 +877,9 @@ async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), Strin
         Vec::new(),
     );
     // Keep the model for the next visit.
-    if let Some(store) = store() {
+    if store().is_some() {
         match export().await {
-            Ok((_, bytes)) => {
-                if let Err(error) = store.save_model(&bytes).await {
-                    fail("store", store::describe(error));
-                }
-            }
+            Ok((_, bytes)) => keep_model(bytes).await,
             Err(message) => fail(
                 "store",
                 format!("the model could not be kept for the next visit: {message}"),

@@ -517,6 +517,14 @@ impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
     }
 }
 
+/// Sends a Chrome DevTools Protocol command to the current page's target and returns its result.
+pub async fn devtools(client: &Client, method: &'static str, params: serde_json::Value) -> serde_json::Value {
+    client
+        .issue_cmd(DevTools { method, params })
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
 /// Crashes the browser's GPU process (`Browser.crashGpuProcess`), as a driver reset or a GPU that
 /// went away would: every WebGPU device of every page is lost.
 pub async fn crash_gpu_process(client: &Client) {
@@ -547,4 +555,29 @@ pub async fn predict_fixture(client: &Client, name: &str) -> Result<String, Stri
         t.contains('%')
     })
     .await
+}
+
+/// Chooses `files` in the file input `data-testid=id`, as a person picking them would.
+pub async fn upload(client: &Client, id: &str, files: &[PathBuf]) {
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    by_id(client, id)
+        .await
+        .send_keys(&paths.join("\n"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot choose files in {id}: {e}"));
+}
+
+/// A MobileNetV2 with a new head for `classes`, as a Graft model file (what `graft train --out` and
+/// the app's export write).
+pub fn engine_model_file(classes: &[&str]) -> Vec<u8> {
+    use burn::prelude::*;
+    use graft_engine::bundle::{self, BundleHeader};
+    use graft_engine::model::ModelKind;
+
+    let device = Device::flex();
+    let model = crate::pretrained::load(ModelKind::MobileNetV2, &device)
+        .expect("weights")
+        .with_classes(classes.len());
+    let header = BundleHeader::new(ModelKind::MobileNetV2, classes.iter().map(|c| c.to_string()).collect(), 224);
+    bundle::encode(header, &model).expect("encode")
 }

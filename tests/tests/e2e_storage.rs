@@ -1,14 +1,18 @@
 //! End-to-end: what the app does when the browser's storage fails it: damaged records are dropped on
-//! reload with a message and the rest of the project comes back. (A full storage could not be made
-//! here: through ChromeDriver, Chromium 156 reports DevTools' `Storage.overrideQuotaForOrigin` as
-//! active — `Storage.getUsageAndQuota` says quota 1000 — yet the page's `navigator.storage.estimate()`
-//! still reports the disk-based quota and IndexedDB writes past the override succeed.)
+//! reload with a message and the rest of the project comes back; a full storage is reported, loses
+//! nothing already stored (pictures and a model), and what did not fit is saved once there is room. (The full storage is made
+//! with DevTools' `Storage.overrideQuotaForOrigin`: `navigator.storage.estimate()` keeps reporting the
+//! disk-based quota under it, but IndexedDB writes past the override fail with `QuotaExceededError`,
+//! exactly as on a full disk.)
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use fantoccini::{Client, Locator};
-use graft_tests::e2e::{self, ChromeDriver, StaticServer};
+use graft_tests::datasets;
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id};
 
 /// Records in the project's `images` store (once `expected` are there, or after 30 s).
 async fn stored_images(client: &Client, expected: u64) -> u64 {
@@ -104,5 +108,153 @@ async fn damaged_stored_pictures_are_dropped_with_a_message_and_the_rest_comes_b
     assert_eq!(total, 2, "the two sound pictures are back: {counts:?}");
     let shot = e2e::screenshot(&client, "storage-damaged").await;
     println!("screenshot {}", shot.display());
+    client.close().await.expect("close");
+}
+
+/// The first `n` Tux Paint bird photos, as absolute paths.
+fn birds(n: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(datasets::path("tuxpaint-photos").join("birds"))
+        .expect("class folder")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files.truncate(n);
+    files
+}
+
+/// Bytes this origin uses in the browser's storage, as the quota manager counts them.
+async fn usage(client: &Client, origin: &str) -> u64 {
+    let reply = e2e::devtools(client, "Storage.getUsageAndQuota", serde_json::json!({ "origin": origin })).await;
+    reply["usage"].as_u64().expect("usage")
+}
+
+/// Makes the origin's storage full: its quota becomes what it uses now (`false` lifts the limit).
+async fn storage_full(client: &Client, origin: &str, full: bool) {
+    let params = if full {
+        serde_json::json!({ "origin": origin, "quotaSize": usage(client, origin).await })
+    } else {
+        serde_json::json!({ "origin": origin })
+    };
+    e2e::devtools(client, "Storage.overrideQuotaForOrigin", params).await;
+}
+
+async fn unsaved_banner(client: &Client) -> Option<String> {
+    match client.find(Locator::Css("[data-testid=unsaved]")).await {
+        Ok(element) => Some(element.text().await.expect("text")),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_fit_once_there_is_room() {
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session_without_webgpu().await;
+    let url = server.url("/");
+    let origin = url.trim_end_matches('/').to_string();
+    client.goto(&url).await.expect("open the app");
+    e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(180), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("the worker is ready");
+    e2e::add_two_fixture_classes(&client).await;
+    assert_eq!(stored_images(&client, 4).await, 4, "all four pictures stored");
+
+    // The storage fills up. Chromium's IndexedDB grants writes from what the quota manager last said
+    // was free, an allowance that decays to nothing over 30 s (`kBucketSpaceCacheTimeLimit`): past
+    // that, every write asks the quota manager, and the full storage shows.
+    storage_full(&client, &origin, true).await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let photos = birds(2);
+    e2e::upload(&client, "class-files-0", &photos).await;
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
+        t.contains("storage for this site is full")
+    })
+    .await
+    .expect("a message about the full storage");
+    println!("messages with the storage full: {messages}");
+    assert!(
+        messages.contains("2 pictures are in this session but would be gone after a reload; everything saved before is kept"),
+        "{messages}"
+    );
+    let banner = e2e::wait_for_text(&client, "[data-testid=unsaved]", Duration::from_secs(10), |t| {
+        t.contains("2 pictures")
+    })
+    .await
+    .expect("the unsaved banner");
+    println!("banner: {banner}");
+    // The pictures are in the session (they can be trained on) and the class shows them.
+    assert_eq!(counts(&client, 2).await, ["4", "2"]);
+    let shot = e2e::screenshot(&client, "storage-full").await;
+    println!("screenshot {}", shot.display());
+    // Nothing stored before was touched.
+    assert_eq!(stored_images(&client, 4).await, 4, "the stored pictures are all still there");
+
+    // A model imported now works, but cannot be saved either; the banner says so too.
+    let file = std::env::temp_dir().join(format!("graft-e2e-storage-{}.graft", std::process::id()));
+    std::fs::write(&file, e2e::engine_model_file(&["cats", "espresso"])).expect("write model file");
+    e2e::upload(&client, "import-input", std::slice::from_ref(&file)).await;
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
+        t.contains("model could not be saved")
+    })
+    .await
+    .expect("a message about the model");
+    assert!(
+        messages.contains("The trained model could not be saved for the next visit (the browser's storage for this site is full). It works until the page is reloaded: Export keeps it as a file."),
+        "{messages}"
+    );
+    let banner = e2e::wait_for_text(&client, "[data-testid=unsaved]", Duration::from_secs(10), |t| {
+        t.contains("2 pictures and the trained model")
+    })
+    .await
+    .expect("the banner names the model too");
+    println!("banner: {banner}");
+    let prediction = e2e::predict_fixture(&client, "coffee-224.png").await.expect("a prediction");
+    println!("prediction with the unsaved model: {prediction:?}");
+    let _ = std::fs::remove_file(&file);
+
+    // Room again (space freed elsewhere) and a picture removed here: what did not fit is saved now.
+    storage_full(&client, &origin, false).await;
+    client
+        .execute(
+            "document.querySelector('[data-testid=image-remove-1-0]').scrollIntoView({block: 'center'})",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+    by_id(&client, "image-remove-1-0").await.click().await.expect("remove a picture");
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
+        t.contains("saved now")
+    })
+    .await
+    .expect("a message that the pictures are saved");
+    assert!(
+        messages.contains("the 2 pictures that did not fit are saved now"),
+        "{messages}"
+    );
+    e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(30), |t| {
+        t.contains("the trained model is saved now")
+    })
+    .await
+    .expect("the model saved too");
+    assert_eq!(stored_images(&client, 5).await, 5, "4 - 1 removed + 2 saved late");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while unsaved_banner(&client).await.is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(unsaved_banner(&client).await, None, "nothing left unsaved");
+
+    // A reload brings back every picture, the ones saved late included, and not the removed one.
+    client.refresh().await.expect("reload");
+    e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(120), |t| {
+        t.contains("back as you left it")
+    })
+    .await
+    .expect("the project restored");
+    assert_eq!(counts(&client, 2).await, ["4", "1"]);
+    // And the model saved late came back with it.
+    let prediction = e2e::predict_fixture(&client, "coffee-224.png").await.expect("a prediction after the reload");
+    assert!(prediction.contains("espresso") && prediction.contains("cats"), "{prediction}");
     client.close().await.expect("close");
 }

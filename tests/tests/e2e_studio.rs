@@ -43,15 +43,6 @@ async fn show(client: &Client, id: &str) {
     client.execute(&script, Vec::new()).await.expect("scroll");
 }
 
-async fn upload(client: &Client, id: &str, files: &[PathBuf]) {
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    by_id(client, id)
-        .await
-        .send_keys(&paths.join("\n"))
-        .await
-        .unwrap_or_else(|e| panic!("cannot choose files in {id}: {e}"));
-}
-
 async fn rename(client: &Client, id: &str, name: &str) {
     let input = by_id(client, id).await;
     input.clear().await.expect("clear");
@@ -79,8 +70,8 @@ async fn a_person_trains_predicts_exports_and_imports() {
     by_id(&client, "add-class").await.click().await.expect("add class");
     rename(&client, "class-name-0", "birds").await;
     rename(&client, "class-name-1", "mammals").await;
-    upload(&client, "class-files-0", &images("birds", 8)).await;
-    upload(&client, "class-files-1", &images("mammals", 8)).await;
+    e2e::upload(&client, "class-files-0", &images("birds", 8)).await;
+    e2e::upload(&client, "class-files-1", &images("mammals", 8)).await;
     text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "8").await;
     text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "8").await;
     let shot = e2e::screenshot(&client, "studio-1-data").await;
@@ -155,7 +146,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
 
     // Try it with a bird the model has not seen.
     let unseen = images("birds", 20).pop().expect("a 20th bird");
-    upload(&client, "predict-input", &[unseen]).await;
+    e2e::upload(&client, "predict-input", &[unseen]).await;
     let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
     println!("prediction: {prediction:?}");
     assert!(
@@ -238,7 +229,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
         ))
         .await;
     assert!(knows.is_ok(), "the trained model came back");
-    upload(
+    e2e::upload(
         &client,
         "predict-input",
         &[images("mammals", 12).pop().expect("a 12th mammal")],
@@ -252,8 +243,8 @@ async fn a_person_trains_predicts_exports_and_imports() {
 
     // Import a model file the engine wrote (the format `graft train --out` writes) and use it.
     let file = std::env::temp_dir().join(format!("graft-e2e-{}.graft", std::process::id()));
-    std::fs::write(&file, engine_model_file(&["cats", "espresso", "rockets"])).expect("write model file");
-    upload(&client, "import-input", std::slice::from_ref(&file)).await;
+    std::fs::write(&file, e2e::engine_model_file(&["cats", "espresso", "rockets"])).expect("write model file");
+    e2e::upload(&client, "import-input", std::slice::from_ref(&file)).await;
     let knows = client
         .wait()
         .at_most(Duration::from_secs(60))
@@ -262,7 +253,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
         ))
         .await;
     assert!(knows.is_ok(), "the imported model's classes are shown");
-    upload(&client, "predict-input", &[images("birds", 1).remove(0)]).await;
+    e2e::upload(&client, "predict-input", &[images("birds", 1).remove(0)]).await;
     let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| {
         t.contains("espresso")
     })
@@ -284,7 +275,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     client.execute(&drop, Vec::new()).await.expect("drop");
     text_of(&client, "class-count-1", Duration::from_secs(30), |t| t == "9").await;
     let not_an_image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/imagenet/golden.json");
-    upload(&client, "class-files-0", &[not_an_image]).await;
+    e2e::upload(&client, "class-files-0", &[not_an_image]).await;
     let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
         t.contains("golden.json was not added")
     })
@@ -292,7 +283,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("messages: {messages}");
     assert_eq!(by_id(&client, "class-count-0").await.text().await.expect("count"), "8");
     // The same picture twice (here: a bird offered to mammals) is refused, saying where it already is.
-    upload(&client, "class-files-1", &[images("birds", 1).remove(0)]).await;
+    e2e::upload(&client, "class-files-1", &[images("birds", 1).remove(0)]).await;
     let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
         t.contains("already in")
     })
@@ -393,24 +384,6 @@ async fn a_person_trains_predicts_exports_and_imports() {
         .expect("csp");
     assert!(csp.as_str().unwrap_or_default().contains("default-src 'self'"), "{csp}");
     client.close().await.expect("close");
-}
-
-/// A MobileNetV2 with a new head for `classes`, as a Graft model file.
-fn engine_model_file(classes: &[&str]) -> Vec<u8> {
-    use burn::prelude::*;
-    use graft_engine::bundle::{self, BundleHeader};
-    use graft_engine::model::ModelKind;
-
-    let device = Device::flex();
-    let model = graft_tests::pretrained::load(ModelKind::MobileNetV2, &device)
-        .expect("weights")
-        .with_classes(classes.len());
-    let header = BundleHeader::new(
-        ModelKind::MobileNetV2,
-        classes.iter().map(|c| c.to_string()).collect(),
-        224,
-    );
-    bundle::encode(header, &model).expect("encode")
 }
 
 /// Standard base64 (for handing bytes to the page's JavaScript).
