@@ -101,6 +101,7 @@ async fn acquire_uncached() -> ComputeDevice {
     };
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
+            watch_uncaptured_errors(&setup.device);
             let info = setup.adapter.get_info();
             let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
             let limits = setup.device.limits();
@@ -112,6 +113,22 @@ async fn acquire_uncached() -> ComputeDevice {
         }
         Err(error) => cpu(format!("the WebGPU device could not be opened: {error}")),
     }
+}
+
+/// Hands the errors WebGPU reports out of band (an allocation that failed for want of memory, above
+/// all) to the engine, whose next read-back then fails with them: training goes on in smaller
+/// batches after an out-of-memory instead of reading back meaningless numbers. Replaces the runtime's
+/// handler, which panics (in a browser: a worker that stops answering).
+fn watch_uncaptured_errors(device: &burn::tensor::wgpu::wgpu::Device) {
+    use burn::tensor::wgpu::wgpu::Error;
+    use graft_engine::readback::{self, DeviceFault};
+    device.on_uncaptured_error(std::sync::Arc::new(|error: Error| {
+        leptos::logging::warn!("graft: WebGPU error: {error}");
+        readback::report_fault(match error {
+            Error::OutOfMemory { source } => DeviceFault::OutOfMemory(source.to_string()),
+            other => DeviceFault::Error(other.to_string().lines().next().unwrap_or_default().to_string()),
+        });
+    }));
 }
 
 /// Why the browser offers no WebGPU adapter.

@@ -56,6 +56,20 @@ pub enum WorkerRequest {
     Import {
         name: String,
     },
+    /// Fault injection, for the tests of what no device here does by itself: once the next training
+    /// batch is done, the GPU reports `fault` as WebGPU would (out of band); the page sends it when
+    /// its address asks (`?fault=gpu-out-of-memory`).
+    InjectFault {
+        fault: InjectedFault,
+    },
+}
+
+/// A device failure the tests make happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InjectedFault {
+    /// A buffer allocation fails for want of GPU memory (`GPUOutOfMemoryError`).
+    GpuOutOfMemory,
 }
 
 /// An image the worker took in.

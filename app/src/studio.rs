@@ -10,7 +10,7 @@ use wasm_bindgen::JsCast;
 
 use crate::DeviceBadge;
 use crate::bridge::Bridge;
-use crate::protocol::{WorkerEvent, WorkerRequest};
+use crate::protocol::{InjectedFault, WorkerEvent, WorkerRequest};
 
 /// Thumbnails shown per class card: a class of thousands shows these and a count of the rest, so
 /// the page stays light.
@@ -523,6 +523,16 @@ pub fn App() -> impl IntoView {
             .into_any();
         }
     };
+    // Fault injection for the tests (see `WorkerRequest::InjectFault`).
+    let query = window().location().search().unwrap_or_default();
+    if query.contains("fault=gpu-out-of-memory") {
+        bridge.send(
+            &WorkerRequest::InjectFault {
+                fault: InjectedFault::GpuOutOfMemory,
+            },
+            Vec::new(),
+        );
+    }
     provide_context(studio);
     BRIDGE.with(|cell| {
         let _ = cell.set(bridge);

@@ -21,7 +21,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, ComputeDevice};
-use crate::protocol::{ImageInfo, Rejected, WorkerEvent, WorkerRequest};
+use crate::protocol::{ImageInfo, InjectedFault, Rejected, WorkerEvent, WorkerRequest};
 use crate::store::{self, Store, StoreError, StoredImage};
 
 /// Side of the square JPEG thumbnails sent to the page.
@@ -247,6 +247,7 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 Err(message) => fail("export", message),
             }
         }
+        WorkerRequest::InjectFault { fault } => INJECTED.set(Some(fault)),
         WorkerRequest::Import { name } => {
             let bytes = payloads.into_iter().next().unwrap_or_default();
             match import(&name, &bytes) {
@@ -750,8 +751,21 @@ struct Relay {
     stop: Rc<Cell<bool>>,
 }
 
+thread_local! {
+    /// A fault the tests asked for, made to happen after the next training batch.
+    static INJECTED: Cell<Option<InjectedFault>> = const { Cell::new(None) };
+}
+
 impl TrainObserver for Relay {
     fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        if matches!(event, TrainEvent::Batch { .. })
+            && let Some(InjectedFault::GpuOutOfMemory) = INJECTED.take()
+        {
+            // Exactly what the device's uncaptured-error handler reports (see `device.rs`).
+            readback::report_fault(readback::DeviceFault::OutOfMemory(
+                "Out of Memory (injected for a test)".into(),
+            ));
+        }
         post(&WorkerEvent::Train(Box::new(event)), Vec::new());
         if self.stop.get() {
             ControlFlow::Break(())
@@ -799,6 +813,65 @@ async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), Strin
     } else {
         train::train_with_cache(&model, kind, &dataset, &config, &device, &mut relay, &mut embeddings).await
     };
+    // Out of GPU memory: go on on the same GPU from the last completed batch, in batches half the
+    // size, until they fit; when not even one image does, the CPU takes over (below).
+    while let Err(TrainError::OutOfMemory {
+        message,
+        batch_size,
+        checkpoint,
+    }) = trained
+    {
+        if batch_size <= 1 || !gpu {
+            trained = Err(TrainError::Device {
+                error: readback::ReadbackError::Execution(format!(
+                    "out of memory with batches of {batch_size} image: {message}"
+                )),
+                checkpoint,
+            });
+            break;
+        }
+        let smaller = batch_size / 2;
+        let message = match &checkpoint {
+            Some(checkpoint) => format!(
+                "The GPU ran out of memory with batches of {batch_size} images ({message}). Training goes on \
+                 on the GPU in batches of {smaller}, {}: nothing learnt so far is lost.",
+                checkpoint.describe()
+            ),
+            None => format!(
+                "The GPU ran out of memory with batches of {batch_size} images ({message}). Training starts \
+                 again in batches of {smaller}."
+            ),
+        };
+        post(&WorkerEvent::Notice { message }, Vec::new());
+        trained = match checkpoint {
+            Some(checkpoint) => {
+                train::resume(
+                    checkpoint.with_batch_size(smaller),
+                    kind,
+                    &dataset,
+                    &device,
+                    Some(&host),
+                    &mut relay,
+                    &mut embeddings,
+                )
+                .await
+            }
+            None => {
+                config.batch_size = smaller;
+                train::train_checkpointed(
+                    &model,
+                    kind,
+                    &dataset,
+                    &config,
+                    &device,
+                    &host,
+                    &mut relay,
+                    &mut embeddings,
+                )
+                .await
+            }
+        };
+    }
     if let Err(TrainError::Device { error, checkpoint }) = trained {
         let reason = match error {
             readback::ReadbackError::DeviceLost(cause) => cause,

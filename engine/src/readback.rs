@@ -2,6 +2,11 @@
 //!
 //! WebGPU in a browser cannot block on a GPU read, so every read-back in the engine goes through these
 //! async helpers. Natively they complete at once (block on them with any executor).
+//!
+//! WebGPU reports some failures out of band, as "uncaptured errors" on the device rather than on the
+//! operation that failed: above all running out of memory, after which the work reads back whatever
+//! the failed buffers held. The code that owns the device hands them to [`report_fault`]; the next
+//! read-back fails with them instead of returning meaningless numbers.
 
 use burn::prelude::*;
 use burn::tensor::ExecutionError;
@@ -16,9 +21,51 @@ pub enum ReadbackError {
     /// can be read any more.
     #[error("the device was lost: {0}")]
     DeviceLost(String),
+    /// The device ran out of memory for the work that produces the tensor (reported out of band,
+    /// see [`report_fault`]). The device itself is fine: smaller work may fit.
+    #[error("the device ran out of memory: {0}")]
+    OutOfMemory(String),
     /// The tensor's data did not convert to `f32`.
     #[error("tensor data is not convertible to f32: {0}")]
     Conversion(String),
+}
+
+/// A failure a device reported out of band.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceFault {
+    /// A buffer could not be allocated.
+    OutOfMemory(String),
+    /// Anything else the device refused (it makes the work's results meaningless).
+    Error(String),
+}
+
+/// The first fault of each kind since the last read-back took them.
+static FAULTS: std::sync::Mutex<(Option<String>, Option<String>)> = std::sync::Mutex::new((None, None));
+
+/// Records a failure the device reported out of band; the next read-back fails with it. Follow-on
+/// errors (every use of a buffer that could not be allocated is invalid too) add nothing: the first
+/// out-of-memory wins over them.
+pub fn report_fault(fault: DeviceFault) {
+    let mut faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    match fault {
+        DeviceFault::OutOfMemory(message) => {
+            faults.0.get_or_insert(message);
+        }
+        DeviceFault::Error(message) => {
+            faults.1.get_or_insert(message);
+        }
+    }
+}
+
+/// Takes the faults reported since the last read-back, as the error that read-back must return.
+fn take_fault() -> Option<ReadbackError> {
+    let mut faults = FAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    let (out_of_memory, error) = std::mem::take(&mut *faults);
+    match (out_of_memory, error) {
+        (Some(message), _) => Some(ReadbackError::OutOfMemory(message)),
+        (None, Some(message)) => Some(ReadbackError::Execution(message)),
+        (None, None) => None,
+    }
 }
 
 impl From<ExecutionError> for ReadbackError {
@@ -53,7 +100,15 @@ fn first_line(reason: &str) -> String {
 
 /// All values of a float tensor, in row-major order.
 pub async fn to_f32_vec<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ReadbackError> {
-    let data = tensor.into_data_async().await?;
+    let data = tensor.into_data_async().await.map_err(ReadbackError::from);
+    // A fault reported while the work ran is its cause, whatever the read itself says, unless the
+    // device is gone (everything fails then, and the loss is what to report).
+    let fault = take_fault();
+    let data = match (data, fault) {
+        (Err(lost @ ReadbackError::DeviceLost(_)), _) => return Err(lost),
+        (_, Some(fault)) => return Err(fault),
+        (data, None) => data?,
+    };
     data.convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|error| ReadbackError::Conversion(format!("{error:?}")))

@@ -273,6 +273,14 @@ pub enum TrainError {
         error: ReadbackError,
         checkpoint: Option<Box<Checkpoint>>,
     },
+    /// The device ran out of memory with batches of `batch_size` images. With host checkpoints on,
+    /// the run can go on from `checkpoint` in smaller batches ([`Checkpoint::with_batch_size`]).
+    #[error("the device ran out of memory with batches of {batch_size} images ({message})")]
+    OutOfMemory {
+        message: String,
+        batch_size: usize,
+        checkpoint: Option<Box<Checkpoint>>,
+    },
     #[error("this checkpoint belongs to a different dataset or settings: {0}")]
     CheckpointMismatch(String),
 }
@@ -345,6 +353,23 @@ impl Checkpoint {
             done => format!("after batch {done} of epoch {}", self.epoch()),
         }
     }
+
+    /// The batch size of the run's settings (a device's buffer limit may have made the batches used
+    /// smaller).
+    pub fn batch_size(&self) -> usize {
+        self.config.batch_size
+    }
+
+    /// The same checkpoint, to go on in batches of at most `batch_size` images (at least 1): after an
+    /// out-of-memory, say. The epoch in progress goes on from the image it reached, in the same
+    /// order; the learning-rate schedule counts images, so it goes on where it was.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        let batch_size = batch_size.max(1);
+        self.config.batch_size = batch_size;
+        // The head's batches (on cached embeddings) are no larger either.
+        self.config.head_batch_size = Some(self.config.head_batch_size.map_or(batch_size, |h| h.min(batch_size)));
+        self
+    }
 }
 
 /// Where a run is: a phase, an epoch within it, and how far through that epoch.
@@ -353,8 +378,9 @@ struct Position {
     phase: usize,
     /// 0-based epoch within the phase.
     phase_epoch: usize,
-    /// Optimizer steps taken in the phase (the schedule's clock).
-    step: usize,
+    /// Training images the phase's optimizer steps have taken in (the schedule's clock: a clock in
+    /// images, not steps, keeps its place when the batch size changes mid-run).
+    images: usize,
     /// Epochs since the best validation result (early stopping).
     since_best: usize,
     /// Seconds of this phase's completed epochs (for the ETA).
@@ -368,7 +394,7 @@ impl Position {
         Self {
             phase,
             phase_epoch: 0,
-            step: 0,
+            images: 0,
             since_best: 0,
             phase_seconds: 0.0,
             epoch: None,
@@ -382,6 +408,8 @@ struct EpochProgress {
     /// This epoch's order of positions into the training split.
     order: std::sync::Arc<[usize]>,
     batches_done: usize,
+    /// Images of `order` done (batches may change size mid-epoch).
+    images_done: usize,
     loss_sum: f64,
     correct: usize,
     seen: usize,
@@ -607,6 +635,15 @@ impl<'a> Session<'a> {
             let at = position.take().unwrap_or_else(|| Position::phase_start(index));
             model = match run.phase(model, phase, at, observer).await {
                 Ok(model) => model,
+                Err(TrainError::Readback(ReadbackError::OutOfMemory(message))) if run.host.is_some() => {
+                    // The largest batch the run put through the network (none is larger than a split).
+                    let largest = run.split.train.len().max(run.split.val.len());
+                    return Err(TrainError::OutOfMemory {
+                        message,
+                        batch_size: run.batch_size.min(largest).max(1),
+                        checkpoint: run.last.take().map(Box::new),
+                    });
+                }
                 Err(TrainError::Readback(error)) if error.is_device_failure() && run.host.is_some() => {
                     return Err(TrainError::Device {
                         error,
@@ -819,8 +856,8 @@ impl Run<'_> {
             _ => self.batch_size,
         }
         .min(self.split.train.len());
-        let batches = self.split.train.len().div_ceil(batch_size);
-        let schedule = WarmupCosine::for_steps(phase.epochs * batches);
+        let train_images = self.split.train.len();
+        let schedule = WarmupCosine::for_steps(phase.epochs * train_images);
         let loss_fn = CrossEntropyLossConfig::new()
             .with_smoothing((self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing))
             .init(&self.autodiff);
@@ -839,6 +876,7 @@ impl Run<'_> {
                     EpochProgress {
                         order: order.into(),
                         batches_done: 0,
+                        images_done: 0,
                         loss_sum: 0.0,
                         correct: 0,
                         seen: 0,
@@ -847,8 +885,10 @@ impl Run<'_> {
                 }
             };
             let seconds_before = progress.seconds;
-            while progress.batches_done < batches {
-                let first = progress.batches_done * batch_size;
+            // Counted from where the epoch is: a run resumed in smaller batches has more of them.
+            let batches = progress.batches_done + (train_images - progress.images_done).div_ceil(batch_size);
+            while progress.images_done < train_images {
+                let first = progress.images_done;
                 let positions = &progress.order[first..(first + batch_size).min(progress.order.len())];
                 let labels: Vec<usize> = positions
                     .iter()
@@ -882,9 +922,13 @@ impl Run<'_> {
                 progress.loss_sum += batch_loss * labels.len() as f64;
                 progress.seen += labels.len();
 
-                model = optimizer.step(model, loss.backward(), schedule.factor(at.step));
-                at.step += 1;
+                // The rate at the batch's last image: a batch of B images at step k gets the rate a
+                // step-counted schedule would give step k.
+                let factor = schedule.factor(at.images + labels.len() - 1);
+                model = optimizer.step(model, loss.backward(), factor);
+                at.images += labels.len();
                 progress.batches_done += 1;
+                progress.images_done += labels.len();
                 progress.seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
                 let batch = progress.batches_done;
                 at.epoch = Some(progress);
@@ -924,7 +968,7 @@ impl Run<'_> {
                     train_accuracy: progress.correct as f64 / progress.seen.max(1) as f64,
                     val_loss: val.as_ref().map(|v| v.loss),
                     val_accuracy: val.as_ref().map(|v| v.accuracy),
-                    lr: phase.head_lr * schedule.factor(at.step.saturating_sub(1)),
+                    lr: phase.head_lr * schedule.factor(at.images.saturating_sub(1)),
                     seconds,
                     eta_seconds: per_epoch * remaining as f64,
                 })

@@ -277,3 +277,69 @@ async fn a_gpu_lost_while_recommending_is_survived_on_the_cpu() {
     println!("badge: {device}\nmessages: {messages}\nrecommendation: {recommendation}");
     client.close().await.expect("close");
 }
+
+/// The GPU runs out of memory mid-training (WebGPU reports it out of band, as an uncaptured
+/// `GPUOutOfMemoryError`; no device here runs out by itself, so the page's `?fault=gpu-out-of-memory`
+/// has the worker report one after the first batch, where its error handler would): training goes on
+/// on the same GPU from the last completed batch in batches half the size, the person is told, and
+/// the run ends with every epoch done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_goes_on_in_smaller_batches_when_the_gpu_runs_out_of_memory() {
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session().await;
+    client
+        .goto(&server.url("/?fault=gpu-out-of-memory"))
+        .await
+        .expect("cannot open the app");
+    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
+    })
+    .await
+    .expect("device");
+    assert!(device.starts_with("WebGPU: "), "{device}");
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
+    e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
+        !t.is_empty()
+    })
+    .await
+    .expect("a recommendation on WebGPU");
+    e2e::click(&client, "strategy-full").await;
+    client
+        .find(fantoccini::Locator::Css("details.advanced summary"))
+        .await
+        .expect("advanced settings")
+        .click()
+        .await
+        .expect("open advanced settings");
+    e2e::by_id(&client, "epochs-input").await.send_keys("2").await.expect("type epochs");
+    e2e::click(&client, "train-button").await;
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(300), |t| {
+        t.contains("ran out of memory")
+    })
+    .await
+    .expect("the person is told");
+    println!("messages: {messages}");
+    assert!(
+        messages.contains(
+            "The GPU ran out of memory with batches of 2 images (Out of Memory (injected for a test)). \
+             Training goes on on the GPU in batches of 1, after batch 1 of epoch 1: nothing learnt so far is lost."
+        ),
+        "{messages}"
+    );
+    let progress = e2e::wait_for_text(&client, "[data-testid=progress]", Duration::from_secs(600), |t| {
+        t.starts_with("Training done")
+    })
+    .await
+    .expect("training finished");
+    println!("progress: {progress}");
+    assert!(progress.contains("after 2 epochs"), "every epoch ran: {progress}");
+    let device = e2e::by_id(&client, "device").await.text().await.expect("badge");
+    assert!(device.starts_with("WebGPU: "), "still on the GPU: {device}");
+    e2e::predict_fixture(&client, "coffee-224.png").await.expect("the model predicts");
+    client.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
+    let shot = e2e::screenshot(&client, "gpu-out-of-memory").await;
+    println!("screenshot {}", shot.display());
+    client.close().await.expect("close");
+}

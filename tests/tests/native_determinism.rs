@@ -251,3 +251,91 @@ fn a_stopped_run_resumes_in_the_right_phase_with_frozen_blocks_untouched() {
         }
     }
 }
+
+/// An out-of-memory mid-run (WebGPU reports it out of band; here it is reported the same way, as
+/// no device on this machine runs out) stops the run with its checkpoint and the batch size that
+/// did not fit; the run goes on from there in smaller batches, through every image of every epoch.
+#[test]
+fn an_out_of_memory_stops_at_a_checkpoint_and_the_run_goes_on_in_smaller_batches() {
+    use graft_engine::cache::EmbeddingCache;
+    use graft_engine::model::ModelKind;
+    use graft_engine::readback::{self, DeviceFault};
+    use graft_engine::strategy::Strategy;
+    use graft_engine::train::{self, TrainError, TrainEvent};
+    use graft_tests::{pretrained, training};
+    use std::ops::ControlFlow;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let device = Device::flex();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights");
+    let mut config = training::few_steps_config(Strategy::FullFineTune);
+    config.epochs = 2;
+    config.batch_size = 4;
+    let dataset = training::photo_dataset();
+
+    let mut batches = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        if let TrainEvent::Batch { epoch, batch, batches: of, .. } = event {
+            batches.push((epoch, batch, of));
+            if batches.len() == 1 {
+                // What the app's WebGPU error handler does when a buffer cannot be allocated.
+                readback::report_fault(DeviceFault::OutOfMemory("Out of Memory (test)".into()));
+            }
+        }
+        ControlFlow::Continue(())
+    };
+    let error = pollster::block_on(train::train_checkpointed(
+        &model,
+        ModelKind::MobileNetV2,
+        &dataset,
+        &config,
+        &device,
+        &device,
+        &mut observer,
+        &mut EmbeddingCache::new(),
+    ))
+    .err()
+    .expect("the run stops");
+    assert_eq!(batches, [(1, 1, 2)], "it stops at the read-back after the fault");
+    let TrainError::OutOfMemory {
+        message,
+        batch_size,
+        checkpoint,
+    } = error
+    else {
+        panic!("an out-of-memory error, not {error}");
+    };
+    assert_eq!((message.as_str(), batch_size), ("Out of Memory (test)", 4));
+    let checkpoint = checkpoint.expect("the last completed batch's checkpoint");
+    assert_eq!((checkpoint.epoch(), checkpoint.batches_done()), (1, 1), "{checkpoint:?}");
+
+    let mut rest = Vec::new();
+    let mut epochs = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        match event {
+            TrainEvent::Batch { epoch, batch, batches, .. } => rest.push((epoch, batch, batches)),
+            TrainEvent::Epoch { epoch, .. } => epochs.push(epoch),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    };
+    let resumed = pollster::block_on(train::resume(
+        checkpoint.with_batch_size(batch_size / 2),
+        ModelKind::MobileNetV2,
+        &dataset,
+        &device,
+        Some(&device),
+        &mut observer,
+        &mut EmbeddingCache::new(),
+    ))
+    .expect("goes on in smaller batches");
+    assert_eq!(
+        rest,
+        [(1, 2, 3), (1, 3, 3), (2, 1, 4), (2, 2, 4), (2, 3, 4), (2, 4, 4)],
+        "the 4 images left of epoch 1 in 2 batches of 2, then epoch 2 in 4"
+    );
+    assert_eq!(epochs, [1, 2]);
+    assert_eq!(resumed.summary.epochs, 2);
+    assert!(!resumed.summary.cancelled);
+    assert!(resumed.summary.val_accuracy.is_some());
+}
