@@ -203,6 +203,27 @@ pub enum DataError {
     BadLabel { label: usize, classes: usize },
 }
 
+/// Classes this many times larger than the smallest are called out.
+pub const IMBALANCE_RATIO: usize = 5;
+
+/// When the largest class has at least [`IMBALANCE_RATIO`] times the images of the smallest, what that
+/// means and what to do: the model will favour the large class, and overall accuracy hides it. Said
+/// by the recommender and again when training starts.
+pub fn imbalance(class_names: &[String], per_class: &[usize]) -> Option<String> {
+    let (small, &fewest) = per_class.iter().enumerate().min_by_key(|(_, c)| **c)?;
+    let (large, &most) = per_class.iter().enumerate().max_by_key(|(_, c)| **c)?;
+    let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {}", i + 1));
+    (fewest > 0 && most >= IMBALANCE_RATIO * fewest).then(|| {
+        format!(
+            "The classes are unbalanced: {:?} has {most} images, {:?} only {fewest}. The model will lean \
+             towards the larger class; judge it by the per-class accuracy, and add images to {:?} if you can.",
+            name(large),
+            name(small),
+            name(small)
+        )
+    })
+}
+
 impl Dataset {
     /// Images per class, in class order.
     pub fn class_counts(&self) -> Vec<usize> {

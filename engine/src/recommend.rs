@@ -471,7 +471,10 @@ pub fn decide(class_names: &[String], per_class: &[usize], signals: Signals, lar
         signals,
         quadrant,
         strategy,
-        explanation: format!("{size_text} {similarity_text} {advice}"),
+        explanation: match crate::data::imbalance(class_names, per_class) {
+            Some(imbalance) => format!("{size_text} {similarity_text} {advice} {imbalance}"),
+            None => format!("{size_text} {similarity_text} {advice}"),
+        },
     }
 }
 
@@ -587,6 +590,23 @@ mod tests {
             scratch.explanation.contains("pretrained start"),
             "says when pretrained is still the better bet"
         );
+        assert!(!r.explanation.contains("unbalanced") && !scratch.explanation.contains("unbalanced"));
+    }
+
+    #[test]
+    fn an_unbalanced_dataset_is_explained() {
+        let r = decide(&names(3), &[300, 20, 59], signals(0.81), 890);
+        assert!(r.explanation.starts_with("379 images in 3 classes, 20 in the smallest: small"));
+        assert!(
+            r.explanation.ends_with(
+                "The classes are unbalanced: \"class 0\" has 300 images, \"class 1\" only 20. The model will lean towards \
+                 the larger class; judge it by the per-class accuracy, and add images to \"class 1\" if you can."
+            ),
+            "{}",
+            r.explanation
+        );
+        // 5x is the line: 99 against 20 is not called out.
+        assert!(!decide(&names(2), &[99, 20], signals(0.81), 890).explanation.contains("unbalanced"));
     }
 
     #[test]

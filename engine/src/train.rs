@@ -692,22 +692,12 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Classes this many times larger than the smallest are called out.
-pub const IMBALANCE_RATIO: usize = 5;
+pub use crate::data::IMBALANCE_RATIO;
 
-/// A notice when the largest class has at least [`IMBALANCE_RATIO`] times the images of the smallest:
-/// the model will favour the large class, and overall accuracy hides it.
+/// A notice when the largest class has at least [`IMBALANCE_RATIO`] times the images of the smallest
+/// ([`data::imbalance`]).
 pub fn imbalance_notice(dataset: &Dataset) -> Option<String> {
-    let counts = dataset.class_counts();
-    let (small, &fewest) = counts.iter().enumerate().min_by_key(|(_, c)| **c)?;
-    let (large, &most) = counts.iter().enumerate().max_by_key(|(_, c)| **c)?;
-    (fewest > 0 && most >= IMBALANCE_RATIO * fewest).then(|| {
-        format!(
-            "The classes are unbalanced: {:?} has {most} images, {:?} only {fewest}. The model will lean \
-             towards the larger class; judge it by the per-class accuracy, and add images to {:?} if you can.",
-            dataset.classes[large], dataset.classes[small], dataset.classes[small]
-        )
-    })
+    data::imbalance(&dataset.classes, &dataset.class_counts())
 }
 
 /// How images become model inputs.
