@@ -41,6 +41,8 @@ pub enum WorkerRequest {
         model: ModelKind,
         config: TrainConfig,
     },
+    /// Go on with the stopped run from where it stopped (same data, same settings).
+    Continue,
     /// Stop training at the next batch; the best model so far is kept.
     Stop,
     /// Classify one image (payload) with the trained model.
@@ -143,6 +145,10 @@ pub enum WorkerEvent {
     /// Something the person should know that is not a failure.
     Notice {
         message: String,
+    },
+    /// Whether the last run stopped where it can go on (`Continue`): where, in words.
+    Paused {
+        at: Option<String>,
     },
     /// What is in this session but not in the browser's storage (it was full): a reload would lose it.
     Unsaved {

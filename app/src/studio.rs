@@ -99,6 +99,8 @@ struct Studio {
     camera: RwSignal<Option<CameraTarget>>,
     /// Pictures (count) and whether the trained model are in this session only: the storage was full.
     unsaved: RwSignal<(usize, bool)>,
+    /// Where the last run stopped, if it can go on from there.
+    paused: RwSignal<Option<String>>,
 }
 
 /// Where webcam frames go.
@@ -137,6 +139,7 @@ impl Studio {
             export_url: RwSignal::new(None),
             camera: RwSignal::new(None),
             unsaved: RwSignal::new((0, false)),
+            paused: RwSignal::new(None),
         }
     }
 
@@ -163,6 +166,10 @@ impl Studio {
     /// The data changed: an earlier recommendation no longer describes it.
     fn data_changed(&self) {
         self.recommendation.set(None);
+        // A stopped run goes on only on the pictures it trained on.
+        if !self.training.get_untracked() {
+            self.paused.set(None);
+        }
     }
 
     /// Adds a class named `name` (or the next free "Class N"), returning its index.
@@ -285,6 +292,7 @@ impl Studio {
             }
             WorkerEvent::Notice { message } => self.say(false, message),
             WorkerEvent::Unsaved { pictures, model } => self.unsaved.set((pictures, model)),
+            WorkerEvent::Paused { at } => self.paused.set(at),
         }
     }
 
@@ -362,7 +370,10 @@ impl Studio {
                 self.training.set(false);
                 self.progress.update(|p| {
                     if let Some(p) = p {
-                        p.fraction = 1.0;
+                        // A stopped run's bar shows how far it got (Continue goes on from there).
+                        if !summary.cancelled {
+                            p.fraction = 1.0;
+                        }
                         p.eta_seconds = None;
                         p.done = Some(if summary.cancelled { "stopped" } else { "done" }.to_string());
                         p.epoch = summary.epochs;
@@ -1091,6 +1102,7 @@ fn TrainingPanel() -> impl IntoView {
                 return;
             };
             studio.training.set(true);
+            studio.paused.set(None);
             studio.history.set(Vec::new());
             studio.summary.set(None);
             studio.samples.set(Vec::new());
@@ -1105,6 +1117,22 @@ fn TrainingPanel() -> impl IntoView {
             );
         }
     };
+    let go_on = {
+        let bridge = bridge.clone();
+        move |_| {
+            studio.training.set(true);
+            studio.paused.set(None);
+            studio.summary.set(None);
+            studio.samples.set(Vec::new());
+            studio.selected_cell.set(None);
+            studio.progress.update(|p| {
+                if let Some(p) = p {
+                    p.done = None;
+                }
+            });
+            bridge.send(&WorkerRequest::Continue, Vec::new());
+        }
+    };
     let stop = move |_| bridge.send(&WorkerRequest::Stop, Vec::new());
     view! {
         <section class="panel training">
@@ -1115,6 +1143,16 @@ fn TrainingPanel() -> impl IntoView {
                 </button>
                 <button data-testid="stop-button" on:click=stop disabled=move || !studio.training.get()>
                     "Stop"
+                </button>
+                <button
+                    data-testid="continue-button"
+                    hidden=move || studio.paused.get().is_none() || studio.training.get()
+                    title=move || {
+                        studio.paused.get().map(|at| format!("Go on with the stopped run, {at}")).unwrap_or_default()
+                    }
+                    on:click=go_on
+                >
+                    "Continue"
                 </button>
             </div>
             {move || studio.progress.get().map(|p| view! { <ProgressBar progress=p/> })}

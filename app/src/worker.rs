@@ -50,6 +50,8 @@ struct State {
     unsaved: Vec<StoredImage>,
     /// The trained model's file when the store refused it; stored again when there is room.
     unsaved_model: Option<Vec<u8>>,
+    /// The last run, if it was stopped: Continue goes on from there.
+    paused: Option<Paused>,
 }
 
 impl State {
@@ -213,6 +215,17 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 return fail("train", "training is already running");
             }
             let result = run_train(model, config).await;
+            STATE.with_borrow_mut(|state| state.busy = false);
+            if let Err(message) = result {
+                fail("train", message);
+            }
+        }
+        WorkerRequest::Continue => {
+            let busy = STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true));
+            if busy {
+                return fail("train", "training is already running");
+            }
+            let result = continue_train().await;
             STATE.with_borrow_mut(|state| state.busy = false);
             if let Err(message) = result {
                 fail("train", message);
@@ -783,183 +796,263 @@ impl TrainObserver for Relay {
     }
 }
 
+/// A stopped run that can go on where it stopped.
+struct Paused {
+    checkpoint: train::Checkpoint,
+    kind: ModelKind,
+    /// The data it was trained on: going on needs the same.
+    dataset: Rc<Dataset>,
+    ids: Vec<u64>,
+}
+
+/// What a run needs besides its start: the device, the host for checkpoints, the observer and the
+/// embeddings cache (taken from the state for the run, given back after).
+struct RunContext {
+    kind: ModelKind,
+    dataset: Rc<Dataset>,
+    ids: Vec<u64>,
+    device: Device,
+    gpu: bool,
+    host: Device,
+    relay: Relay,
+    embeddings: EmbeddingCache,
+}
+
+impl RunContext {
+    fn new(kind: ModelKind, dataset: Rc<Dataset>, ids: Vec<u64>) -> Result<Self, String> {
+        let device = device()?;
+        let gpu = STATE.with_borrow(|state| state.device.as_ref().is_some_and(ComputeDevice::is_gpu));
+        let stop = STOP.with(Rc::clone);
+        stop.set(false);
+        Ok(Self {
+            kind,
+            dataset,
+            ids,
+            device,
+            gpu,
+            // A checkpoint on the CPU after every batch: a lost GPU costs one batch, not the run, and a
+            // stopped run can go on.
+            host: Device::flex(),
+            relay: Relay { stop },
+            embeddings: STATE.with_borrow_mut(|state| std::mem::take(&mut state.embeddings)),
+        })
+    }
+
+    async fn fresh(&mut self, model: &ImageClassifier, config: &TrainConfig) -> Result<train::Trained, TrainError> {
+        train::train_checkpointed(
+            model,
+            self.kind,
+            &self.dataset,
+            config,
+            &self.device,
+            &self.host,
+            &mut self.relay,
+            &mut self.embeddings,
+        )
+        .await
+    }
+
+    async fn resume(&mut self, checkpoint: train::Checkpoint) -> Result<train::Trained, TrainError> {
+        train::resume(
+            checkpoint,
+            self.kind,
+            &self.dataset,
+            &self.device,
+            Some(&self.host),
+            &mut self.relay,
+            &mut self.embeddings,
+        )
+        .await
+    }
+
+    /// Carries a run through what the device does to it: out of GPU memory, it goes on on the same
+    /// GPU from the last completed batch in batches half the size, until they fit; when the GPU is
+    /// lost (or not even one image fits), the CPU takes over from there. `config` starts it afresh
+    /// when it failed before its first checkpoint.
+    async fn recover(
+        &mut self,
+        mut trained: Result<train::Trained, TrainError>,
+        config: &TrainConfig,
+    ) -> Result<train::Trained, String> {
+        let mut config = config.clone();
+        loop {
+            trained = match trained {
+                Err(TrainError::OutOfMemory {
+                    message,
+                    batch_size,
+                    checkpoint,
+                }) if batch_size > 1 && self.gpu => {
+                    let smaller = batch_size / 2;
+                    let message = match &checkpoint {
+                        Some(checkpoint) => format!(
+                            "The GPU ran out of memory with batches of {batch_size} images ({message}). Training goes on \
+                             on the GPU in batches of {smaller}, {}: nothing learnt so far is lost.",
+                            checkpoint.describe()
+                        ),
+                        None => format!(
+                            "The GPU ran out of memory with batches of {batch_size} images ({message}). Training starts \
+                             again in batches of {smaller}."
+                        ),
+                    };
+                    notice(message);
+                    match checkpoint {
+                        Some(checkpoint) => self.resume(checkpoint.with_batch_size(smaller)).await,
+                        None => {
+                            config.batch_size = smaller;
+                            let model = pretrained(self.kind).await?;
+                            self.fresh(&model, &config).await
+                        }
+                    }
+                }
+                Err(TrainError::OutOfMemory {
+                    message,
+                    batch_size,
+                    checkpoint,
+                }) if self.gpu => Err(TrainError::Device {
+                    error: readback::ReadbackError::Execution(format!(
+                        "out of memory with batches of {batch_size} image: {message}"
+                    )),
+                    checkpoint,
+                }),
+                Err(TrainError::Device { error, checkpoint }) if self.gpu => {
+                    let reason = match error {
+                        readback::ReadbackError::DeviceLost(cause) => cause,
+                        other => other.to_string(),
+                    };
+                    self.device = fall_back_to_cpu(&reason).device().clone();
+                    self.gpu = false;
+                    notice(match &checkpoint {
+                        Some(checkpoint) => format!(
+                            "The GPU failed during training ({reason}). Training goes on on the CPU, {}: what it \
+                             learnt so far is kept, but the rest will be slower.",
+                            checkpoint.describe()
+                        ),
+                        None => format!(
+                            "The GPU failed before training got going ({reason}). Training starts again on the CPU \
+                             (slower)."
+                        ),
+                    });
+                    match checkpoint {
+                        Some(checkpoint) => self.resume(*checkpoint).await,
+                        None => {
+                            let model = pretrained(self.kind).await?;
+                            self.fresh(&model, &config).await
+                        }
+                    }
+                }
+                done => return done.map_err(|e| e.to_string()),
+            };
+        }
+    }
+
+    /// Hands the embeddings back and makes the trained model the one to predict and export with,
+    /// kept for the next visit; a stopped run is kept to go on from.
+    async fn finish(self, trained: Result<train::Trained, String>, input_size: usize) -> Result<(), String> {
+        let Self {
+            kind,
+            dataset,
+            ids,
+            embeddings,
+            ..
+        } = self;
+        STATE.with_borrow_mut(|state| state.embeddings = embeddings);
+        let trained = trained?;
+        let samples = trained
+            .summary
+            .val_images
+            .iter()
+            .zip(&trained.summary.val_predictions)
+            .map(|(&i, &predicted)| (ids[i], dataset.examples[i].label, predicted))
+            .collect();
+        post(&WorkerEvent::Evaluated { samples }, Vec::new());
+        let paused = trained.checkpoint.map(|checkpoint| Paused {
+            checkpoint,
+            kind,
+            dataset: dataset.clone(),
+            ids: ids.clone(),
+        });
+        post(
+            &WorkerEvent::Paused {
+                at: paused.as_ref().map(|p| p.checkpoint.describe()),
+            },
+            Vec::new(),
+        );
+        STATE.with_borrow_mut(|state| {
+            state.paused = paused;
+            state.trained = Some(Trained {
+                kind,
+                classes: dataset.classes.clone(),
+                input_size,
+                model: trained.model,
+            })
+        });
+        post(
+            &WorkerEvent::ModelReady {
+                classes: dataset.classes.clone(),
+                model: kind,
+            },
+            Vec::new(),
+        );
+        // Keep the model for the next visit.
+        if store().is_some() {
+            match export().await {
+                Ok((_, bytes)) => keep_model(bytes).await,
+                Err(message) => fail(
+                    "store",
+                    format!("the model could not be kept for the next visit: {message}"),
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), String> {
     let dataset = dataset();
     let ids = STATE.with_borrow(|state| state.ids.clone());
     dataset.validate().map_err(|e| e.to_string())?;
     let model = pretrained(kind).await?;
-    let device = device()?;
-    let gpu = STATE.with_borrow(|state| state.device.as_ref().is_some_and(ComputeDevice::is_gpu));
     config.max_buffer_bytes =
         STATE.with_borrow(|state| state.device.as_ref().and_then(ComputeDevice::max_buffer_bytes));
-    let stop = STOP.with(Rc::clone);
-    stop.set(false);
-    let mut relay = Relay { stop };
-    let mut embeddings = STATE.with_borrow_mut(|state| std::mem::take(&mut state.embeddings));
-    // On a GPU, a checkpoint on the CPU after every batch: a lost device costs one batch, not the run.
-    let host = Device::flex();
-    let mut trained = if gpu {
-        train::train_checkpointed(
-            &model,
-            kind,
-            &dataset,
-            &config,
-            &device,
-            &host,
-            &mut relay,
-            &mut embeddings,
-        )
-        .await
-    } else {
-        train::train_with_cache(&model, kind, &dataset, &config, &device, &mut relay, &mut embeddings).await
+    STATE.with_borrow_mut(|state| state.paused = None);
+    let mut run = RunContext::new(kind, dataset, ids)?;
+    let first = run.fresh(&model, &config).await;
+    let trained = run.recover(first, &config).await;
+    run.finish(trained, config.image_size.unwrap_or(kind.card().input_size)).await
+}
+
+/// Whether two datasets hold the same classes and pictures, in the same order.
+fn same_data(a: &Dataset, b: &Dataset) -> bool {
+    a.classes == b.classes
+        && a.examples.len() == b.examples.len()
+        && a
+            .examples
+            .iter()
+            .zip(&b.examples)
+            .all(|(x, y)| x.label == y.label && x.image.key() == y.image.key())
+}
+
+/// Goes on with the stopped run from where it stopped, if the pictures are still the ones it trained on.
+async fn continue_train() -> Result<(), String> {
+    let Some(paused) = STATE.with_borrow_mut(|state| state.paused.take()) else {
+        return Err("there is no stopped run to go on with: start one with Train".into());
     };
-    // Out of GPU memory: go on on the same GPU from the last completed batch, in batches half the
-    // size, until they fit; when not even one image does, the CPU takes over (below).
-    while let Err(TrainError::OutOfMemory {
-        message,
-        batch_size,
-        checkpoint,
-    }) = trained
-    {
-        if batch_size <= 1 || !gpu {
-            trained = Err(TrainError::Device {
-                error: readback::ReadbackError::Execution(format!(
-                    "out of memory with batches of {batch_size} image: {message}"
-                )),
-                checkpoint,
-            });
-            break;
-        }
-        let smaller = batch_size / 2;
-        let message = match &checkpoint {
-            Some(checkpoint) => format!(
-                "The GPU ran out of memory with batches of {batch_size} images ({message}). Training goes on \
-                 on the GPU in batches of {smaller}, {}: nothing learnt so far is lost.",
-                checkpoint.describe()
-            ),
-            None => format!(
-                "The GPU ran out of memory with batches of {batch_size} images ({message}). Training starts \
-                 again in batches of {smaller}."
-            ),
-        };
-        post(&WorkerEvent::Notice { message }, Vec::new());
-        trained = match checkpoint {
-            Some(checkpoint) => {
-                train::resume(
-                    checkpoint.with_batch_size(smaller),
-                    kind,
-                    &dataset,
-                    &device,
-                    Some(&host),
-                    &mut relay,
-                    &mut embeddings,
-                )
-                .await
-            }
-            None => {
-                config.batch_size = smaller;
-                train::train_checkpointed(
-                    &model,
-                    kind,
-                    &dataset,
-                    &config,
-                    &device,
-                    &host,
-                    &mut relay,
-                    &mut embeddings,
-                )
-                .await
-            }
-        };
+    let dataset = dataset();
+    if !same_data(&paused.dataset, &dataset) {
+        post(&WorkerEvent::Paused { at: None }, Vec::new());
+        return Err(
+            "the classes or pictures changed since training stopped, so it cannot go on where it was: start again with Train"
+                .into(),
+        );
     }
-    if let Err(TrainError::Device { error, checkpoint }) = trained {
-        let reason = match error {
-            readback::ReadbackError::DeviceLost(cause) => cause,
-            other => other.to_string(),
-        };
-        let cpu = fall_back_to_cpu(&reason);
-        let message = match &checkpoint {
-            Some(checkpoint) => format!(
-                "The GPU failed during training ({reason}). Training goes on on the CPU, {}: what it \
-                 learnt so far is kept, but the rest will be slower.",
-                checkpoint.describe()
-            ),
-            None => format!(
-                "The GPU failed before training got going ({reason}). Training starts again on the CPU \
-                 (slower)."
-            ),
-        };
-        post(&WorkerEvent::Notice { message }, Vec::new());
-        trained = match checkpoint {
-            Some(checkpoint) => {
-                train::resume(
-                    *checkpoint,
-                    kind,
-                    &dataset,
-                    cpu.device(),
-                    None,
-                    &mut relay,
-                    &mut embeddings,
-                )
-                .await
-            }
-            None => match pretrained(kind).await {
-                Ok(model) => {
-                    train::train_with_cache(
-                        &model,
-                        kind,
-                        &dataset,
-                        &config,
-                        cpu.device(),
-                        &mut relay,
-                        &mut embeddings,
-                    )
-                    .await
-                }
-                Err(message) => {
-                    STATE.with_borrow_mut(|state| state.embeddings = embeddings);
-                    return Err(message);
-                }
-            },
-        };
-    }
-    STATE.with_borrow_mut(|state| state.embeddings = embeddings);
-    let trained = trained.map_err(|e| e.to_string())?;
-    let input_size = config.image_size.unwrap_or(kind.card().input_size);
-    let samples = trained
-        .summary
-        .val_images
-        .iter()
-        .zip(&trained.summary.val_predictions)
-        .map(|(&i, &predicted)| (ids[i], dataset.examples[i].label, predicted))
-        .collect();
-    post(&WorkerEvent::Evaluated { samples }, Vec::new());
-    STATE.with_borrow_mut(|state| {
-        state.trained = Some(Trained {
-            kind,
-            classes: dataset.classes.clone(),
-            input_size,
-            model: trained.model,
-        })
-    });
-    post(
-        &WorkerEvent::ModelReady {
-            classes: dataset.classes.clone(),
-            model: kind,
-        },
-        Vec::new(),
-    );
-    // Keep the model for the next visit.
-    if store().is_some() {
-        match export().await {
-            Ok((_, bytes)) => keep_model(bytes).await,
-            Err(message) => fail(
-                "store",
-                format!("the model could not be kept for the next visit: {message}"),
-            ),
-        }
-    }
-    Ok(())
+    let config = paused.checkpoint.config().clone();
+    let from = if paused.checkpoint.batches_done() == 0 { "from " } else { "" };
+    notice(format!("Training goes on {from}{}.", paused.checkpoint.describe()));
+    let mut run = RunContext::new(paused.kind, paused.dataset, paused.ids)?;
+    let resumed = run.resume(paused.checkpoint).await;
+    let trained = run.recover(resumed, &config).await;
+    run.finish(trained, config.image_size.unwrap_or(paused.kind.card().input_size))
+        .await
 }
 
 async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {

@@ -354,6 +354,11 @@ impl Checkpoint {
         }
     }
 
+    /// The run's settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
     /// The batch size of the run's settings (a device's buffer limit may have made the batches used
     /// smaller).
     pub fn batch_size(&self) -> usize {

@@ -206,6 +206,25 @@ async fn a_person_trains_predicts_exports_and_imports() {
     .await;
     println!("after stop: {stopped}");
     text_of(&client, "val-accuracy", Duration::from_secs(30), |t| t.ends_with('%')).await;
+    show(&client, "stop-button").await;
+    let shot = e2e::screenshot(&client, "studio-3b-stopped").await;
+    println!("stopped, with Continue: {}", shot.display());
+    // Continue goes on with the stopped run where it stopped and finishes it.
+    by_id(&client, "continue-button").await.click().await.expect("continue");
+    let messages = text_of(&client, "messages", Duration::from_secs(30), |t| t.contains("Training goes on")).await;
+    assert!(
+        messages.contains("Training goes on from the start of epoch 3.")
+            || messages.contains("Training goes on after batch"),
+        "{messages}"
+    );
+    let finished = text_of(&client, "progress", Duration::from_secs(300), |t| t.contains("Training done")).await;
+    println!("after continue: {finished}");
+    assert!(finished.contains("after 10 epochs"), "the stopped run went on to its end: {finished}");
+    text_of(&client, "val-accuracy", Duration::from_secs(30), |t| t.ends_with('%')).await;
+    assert!(
+        !by_id(&client, "continue-button").await.is_displayed().await.expect("displayed"),
+        "nothing left to continue"
+    );
 
     // A reload finds the project as it was: classes, images, the trained model.
     client.refresh().await.expect("reload");
