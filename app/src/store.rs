@@ -60,7 +60,11 @@ impl StoreError {
 impl From<idb::Error> for StoreError {
     fn from(error: idb::Error) -> Self {
         let text = error.to_string();
-        if text.contains("QuotaExceeded") { Self::Full } else { Self::Failed(text) }
+        if text.contains("QuotaExceeded") {
+            Self::Full
+        } else {
+            Self::Failed(text)
+        }
     }
 }
 

@@ -596,7 +596,11 @@ fn Messages() -> impl IntoView {
         let (pictures, model) = studio.unsaved.get();
         let mut parts = Vec::new();
         if pictures > 0 {
-            parts.push(if pictures == 1 { "1 picture".to_string() } else { format!("{pictures} pictures") });
+            parts.push(if pictures == 1 {
+                "1 picture".to_string()
+            } else {
+                format!("{pictures} pictures")
+            });
         }
         if model {
             parts.push("the trained model".to_string());

@@ -486,7 +486,11 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
 
 /// "1 picture", "3 pictures".
 fn pictures(count: usize) -> String {
-    if count == 1 { "1 picture".into() } else { format!("{count} pictures") }
+    if count == 1 {
+        "1 picture".into()
+    } else {
+        format!("{count} pictures")
+    }
 }
 
 /// Stores `new` pictures together with any the store refused before. What the store refuses again
@@ -1018,15 +1022,15 @@ async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), Strin
     let mut run = RunContext::new(kind, dataset, ids)?;
     let first = run.fresh(&model, &config).await;
     let trained = run.recover(first, &config).await;
-    run.finish(trained, config.image_size.unwrap_or(kind.card().input_size)).await
+    run.finish(trained, config.image_size.unwrap_or(kind.card().input_size))
+        .await
 }
 
 /// Whether two datasets hold the same classes and pictures, in the same order.
 fn same_data(a: &Dataset, b: &Dataset) -> bool {
     a.classes == b.classes
         && a.examples.len() == b.examples.len()
-        && a
-            .examples
+        && a.examples
             .iter()
             .zip(&b.examples)
             .all(|(x, y)| x.label == y.label && x.image.key() == y.image.key())
@@ -1046,7 +1050,11 @@ async fn continue_train() -> Result<(), String> {
         );
     }
     let config = paused.checkpoint.config().clone();
-    let from = if paused.checkpoint.batches_done() == 0 { "from " } else { "" };
+    let from = if paused.checkpoint.batches_done() == 0 {
+        "from "
+    } else {
+        ""
+    };
     notice(format!("Training goes on {from}{}.", paused.checkpoint.describe()));
     let mut run = RunContext::new(paused.kind, paused.dataset, paused.ids)?;
     let resumed = run.resume(paused.checkpoint).await;

@@ -212,7 +212,12 @@ pub const IMBALANCE_RATIO: usize = 5;
 pub fn imbalance(class_names: &[String], per_class: &[usize]) -> Option<String> {
     let (small, &fewest) = per_class.iter().enumerate().min_by_key(|(_, c)| **c)?;
     let (large, &most) = per_class.iter().enumerate().max_by_key(|(_, c)| **c)?;
-    let name = |i: usize| class_names.get(i).cloned().unwrap_or_else(|| format!("class {}", i + 1));
+    let name = |i: usize| {
+        class_names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {}", i + 1))
+    };
     (fewest > 0 && most >= IMBALANCE_RATIO * fewest).then(|| {
         format!(
             "The classes are unbalanced: {:?} has {most} images, {:?} only {fewest}. The model will lean \

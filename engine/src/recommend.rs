@@ -596,7 +596,10 @@ mod tests {
     #[test]
     fn an_unbalanced_dataset_is_explained() {
         let r = decide(&names(3), &[300, 20, 59], signals(0.81), 890);
-        assert!(r.explanation.starts_with("379 images in 3 classes, 20 in the smallest: small"));
+        assert!(
+            r.explanation
+                .starts_with("379 images in 3 classes, 20 in the smallest: small")
+        );
         assert!(
             r.explanation.ends_with(
                 "The classes are unbalanced: \"class 0\" has 300 images, \"class 1\" only 20. The model will lean towards \
@@ -606,7 +609,11 @@ mod tests {
             r.explanation
         );
         // 5x is the line: 99 against 20 is not called out.
-        assert!(!decide(&names(2), &[99, 20], signals(0.81), 890).explanation.contains("unbalanced"));
+        assert!(
+            !decide(&names(2), &[99, 20], signals(0.81), 890)
+                .explanation
+                .contains("unbalanced")
+        );
     }
 
     #[test]

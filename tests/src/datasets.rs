@@ -91,3 +91,15 @@ pub fn scale_photos(total: usize) -> PathBuf {
     std::fs::write(&done, "").expect("marker");
     out
 }
+
+/// The first `n` pictures (by file name) of a Tux Paint photo class (`birds`, `mammals`, …), as absolute
+/// paths.
+pub fn tuxpaint_photos(class: &str, n: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path("tuxpaint-photos").join(class))
+        .unwrap_or_else(|e| panic!("the {class} photos (cargo xtask datasets): {e}"))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files.truncate(n);
+    files
+}

@@ -247,12 +247,8 @@ impl OutboundWatch {
                     if line.is_empty() {
                         return;
                     }
-                    record
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(line.to_string());
-                    let _ = (&stream)
-                        .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+                    record.lock().unwrap_or_else(|p| p.into_inner()).push(line.to_string());
+                    let _ = (&stream).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
                 });
             }
         });
@@ -578,6 +574,10 @@ pub fn engine_model_file(classes: &[&str]) -> Vec<u8> {
     let model = crate::pretrained::load(ModelKind::MobileNetV2, &device)
         .expect("weights")
         .with_classes(classes.len());
-    let header = BundleHeader::new(ModelKind::MobileNetV2, classes.iter().map(|c| c.to_string()).collect(), 224);
+    let header = BundleHeader::new(
+        ModelKind::MobileNetV2,
+        classes.iter().map(|c| c.to_string()).collect(),
+        224,
+    );
     bundle::encode(header, &model).expect("encode")
 }

@@ -8,8 +8,17 @@ use graft_tests::e2e::{self, ChromeDriver, StaticServer};
 /// The app open in a WebGPU session (the badge must name an adapter), two classes of two fixture
 /// photos added, and "measure and recommend" clicked.
 async fn webgpu_app_analysing_two_classes(server: &StaticServer, driver: &ChromeDriver) -> fantoccini::Client {
+    webgpu_app_at_analysing_two_classes(server, driver, "/").await
+}
+
+/// [`webgpu_app_analysing_two_classes`] with the app opened at `path` (a query, say).
+async fn webgpu_app_at_analysing_two_classes(
+    server: &StaticServer,
+    driver: &ChromeDriver,
+    path: &str,
+) -> fantoccini::Client {
     let client = driver.session().await;
-    client.goto(&server.url("/")).await.expect("cannot open the app");
+    client.goto(&server.url(path)).await.expect("cannot open the app");
     let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
         t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
     })
@@ -173,18 +182,7 @@ async fn training_goes_on_on_the_cpu_when_the_gpu_is_lost() {
     .expect("a recommendation on WebGPU");
     // Full fine-tuning: every batch runs the whole network on the GPU, so the loss lands mid-batch.
     e2e::click(&client, "strategy-full").await;
-    client
-        .find(Locator::Css("details.advanced summary"))
-        .await
-        .expect("advanced settings")
-        .click()
-        .await
-        .expect("open advanced settings");
-    let epochs = client
-        .find(Locator::Css("[data-testid=epochs-input]"))
-        .await
-        .expect("epochs input");
-    epochs.send_keys("3").await.expect("type epochs");
+    set_epochs(&client, 3).await;
     e2e::click(&client, "train-button").await;
     let started = std::time::Instant::now();
     // After the first batch, so that there is a checkpoint to go on from.
@@ -287,33 +285,14 @@ async fn a_gpu_lost_while_recommending_is_survived_on_the_cpu() {
 async fn training_goes_on_in_smaller_batches_when_the_gpu_runs_out_of_memory() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
-    let client = driver.session().await;
-    client
-        .goto(&server.url("/?fault=gpu-out-of-memory"))
-        .await
-        .expect("cannot open the app");
-    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
-        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
-    })
-    .await
-    .expect("device");
-    assert!(device.starts_with("WebGPU: "), "{device}");
-    e2e::add_two_fixture_classes(&client).await;
-    e2e::click(&client, "analyse-button").await;
+    let client = webgpu_app_at_analysing_two_classes(&server, &driver, "/?fault=gpu-out-of-memory").await;
     e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
     })
     .await
     .expect("a recommendation on WebGPU");
     e2e::click(&client, "strategy-full").await;
-    client
-        .find(fantoccini::Locator::Css("details.advanced summary"))
-        .await
-        .expect("advanced settings")
-        .click()
-        .await
-        .expect("open advanced settings");
-    e2e::by_id(&client, "epochs-input").await.send_keys("2").await.expect("type epochs");
+    set_epochs(&client, 2).await;
     e2e::click(&client, "train-button").await;
     let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(300), |t| {
         t.contains("ran out of memory")
@@ -337,9 +316,27 @@ async fn training_goes_on_in_smaller_batches_when_the_gpu_runs_out_of_memory() {
     assert!(progress.contains("after 2 epochs"), "every epoch ran: {progress}");
     let device = e2e::by_id(&client, "device").await.text().await.expect("badge");
     assert!(device.starts_with("WebGPU: "), "still on the GPU: {device}");
-    e2e::predict_fixture(&client, "coffee-224.png").await.expect("the model predicts");
+    e2e::predict_fixture(&client, "coffee-224.png")
+        .await
+        .expect("the model predicts");
     client.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
     let shot = e2e::screenshot(&client, "gpu-out-of-memory").await;
     println!("screenshot {}", shot.display());
     client.close().await.expect("close");
+}
+
+/// Opens the advanced settings and sets the number of epochs.
+async fn set_epochs(client: &fantoccini::Client, epochs: usize) {
+    client
+        .find(fantoccini::Locator::Css("details.advanced summary"))
+        .await
+        .expect("advanced settings")
+        .click()
+        .await
+        .expect("open advanced settings");
+    e2e::by_id(client, "epochs-input")
+        .await
+        .send_keys(&epochs.to_string())
+        .await
+        .expect("type epochs");
 }

@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use std::path::PathBuf;
-
 use fantoccini::{Client, Locator};
 use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id};
@@ -111,20 +109,14 @@ async fn damaged_stored_pictures_are_dropped_with_a_message_and_the_rest_comes_b
     client.close().await.expect("close");
 }
 
-/// The first `n` Tux Paint bird photos, as absolute paths.
-fn birds(n: usize) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(datasets::path("tuxpaint-photos").join("birds"))
-        .expect("class folder")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    files.truncate(n);
-    files
-}
-
 /// Bytes this origin uses in the browser's storage, as the quota manager counts them.
 async fn usage(client: &Client, origin: &str) -> u64 {
-    let reply = e2e::devtools(client, "Storage.getUsageAndQuota", serde_json::json!({ "origin": origin })).await;
+    let reply = e2e::devtools(
+        client,
+        "Storage.getUsageAndQuota",
+        serde_json::json!({ "origin": origin }),
+    )
+    .await;
     reply["usage"].as_u64().expect("usage")
 }
 
@@ -166,7 +158,7 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     // that, every write asks the quota manager, and the full storage shows.
     storage_full(&client, &origin, true).await;
     tokio::time::sleep(Duration::from_secs(31)).await;
-    let photos = birds(2);
+    let photos = datasets::tuxpaint_photos("birds", 2);
     e2e::upload(&client, "class-files-0", &photos).await;
     let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
         t.contains("storage for this site is full")
@@ -175,7 +167,9 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     .expect("a message about the full storage");
     println!("messages with the storage full: {messages}");
     assert!(
-        messages.contains("2 pictures are in this session but would be gone after a reload; everything saved before is kept"),
+        messages.contains(
+            "2 pictures are in this session but would be gone after a reload; everything saved before is kept"
+        ),
         "{messages}"
     );
     let banner = e2e::wait_for_text(&client, "[data-testid=unsaved]", Duration::from_secs(10), |t| {
@@ -189,7 +183,11 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     let shot = e2e::screenshot(&client, "storage-full").await;
     println!("screenshot {}", shot.display());
     // Nothing stored before was touched.
-    assert_eq!(stored_images(&client, 4).await, 4, "the stored pictures are all still there");
+    assert_eq!(
+        stored_images(&client, 4).await,
+        4,
+        "the stored pictures are all still there"
+    );
 
     // A model imported now works, but cannot be saved either; the banner says so too.
     let file = std::env::temp_dir().join(format!("graft-e2e-storage-{}.graft", std::process::id()));
@@ -210,7 +208,9 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     .await
     .expect("the banner names the model too");
     println!("banner: {banner}");
-    let prediction = e2e::predict_fixture(&client, "coffee-224.png").await.expect("a prediction");
+    let prediction = e2e::predict_fixture(&client, "coffee-224.png")
+        .await
+        .expect("a prediction");
     println!("prediction with the unsaved model: {prediction:?}");
     let _ = std::fs::remove_file(&file);
 
@@ -223,7 +223,11 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
         )
         .await
         .expect("scroll");
-    by_id(&client, "image-remove-1-0").await.click().await.expect("remove a picture");
+    by_id(&client, "image-remove-1-0")
+        .await
+        .click()
+        .await
+        .expect("remove a picture");
     let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
         t.contains("saved now")
     })
@@ -254,7 +258,12 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     .expect("the project restored");
     assert_eq!(counts(&client, 2).await, ["4", "1"]);
     // And the model saved late came back with it.
-    let prediction = e2e::predict_fixture(&client, "coffee-224.png").await.expect("a prediction after the reload");
-    assert!(prediction.contains("espresso") && prediction.contains("cats"), "{prediction}");
+    let prediction = e2e::predict_fixture(&client, "coffee-224.png")
+        .await
+        .expect("a prediction after the reload");
+    assert!(
+        prediction.contains("espresso") && prediction.contains("cats"),
+        "{prediction}"
+    );
     client.close().await.expect("close");
 }

@@ -4,23 +4,11 @@
 //! model file made by the engine imported and used. Screenshots of each screen go to `screenshots/`.
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id};
-
-/// The first `n` images of a class folder, as absolute paths.
-fn images(class: &str, n: usize) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(datasets::path("tuxpaint-photos").join(class))
-        .expect("class folder")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    files.truncate(n);
-    files
-}
 
 async fn text_of(client: &Client, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
     match e2e::wait_for_text(client, &format!("[data-testid='{id}']"), timeout, done).await {
@@ -70,8 +58,8 @@ async fn a_person_trains_predicts_exports_and_imports() {
     by_id(&client, "add-class").await.click().await.expect("add class");
     rename(&client, "class-name-0", "birds").await;
     rename(&client, "class-name-1", "mammals").await;
-    e2e::upload(&client, "class-files-0", &images("birds", 8)).await;
-    e2e::upload(&client, "class-files-1", &images("mammals", 8)).await;
+    e2e::upload(&client, "class-files-0", &datasets::tuxpaint_photos("birds", 8)).await;
+    e2e::upload(&client, "class-files-1", &datasets::tuxpaint_photos("mammals", 8)).await;
     text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "8").await;
     text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "8").await;
     let shot = e2e::screenshot(&client, "studio-1-data").await;
@@ -145,7 +133,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("results screen: {}", shot.display());
 
     // Try it with a bird the model has not seen.
-    let unseen = images("birds", 20).pop().expect("a 20th bird");
+    let unseen = datasets::tuxpaint_photos("birds", 20).pop().expect("a 20th bird");
     e2e::upload(&client, "predict-input", &[unseen]).await;
     let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
     println!("prediction: {prediction:?}");
@@ -211,18 +199,31 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("stopped, with Continue: {}", shot.display());
     // Continue goes on with the stopped run where it stopped and finishes it.
     by_id(&client, "continue-button").await.click().await.expect("continue");
-    let messages = text_of(&client, "messages", Duration::from_secs(30), |t| t.contains("Training goes on")).await;
+    let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
+        t.contains("Training goes on")
+    })
+    .await;
     assert!(
         messages.contains("Training goes on from the start of epoch 3.")
             || messages.contains("Training goes on after batch"),
         "{messages}"
     );
-    let finished = text_of(&client, "progress", Duration::from_secs(300), |t| t.contains("Training done")).await;
+    let finished = text_of(&client, "progress", Duration::from_secs(300), |t| {
+        t.contains("Training done")
+    })
+    .await;
     println!("after continue: {finished}");
-    assert!(finished.contains("after 10 epochs"), "the stopped run went on to its end: {finished}");
+    assert!(
+        finished.contains("after 10 epochs"),
+        "the stopped run went on to its end: {finished}"
+    );
     text_of(&client, "val-accuracy", Duration::from_secs(30), |t| t.ends_with('%')).await;
     assert!(
-        !by_id(&client, "continue-button").await.is_displayed().await.expect("displayed"),
+        !by_id(&client, "continue-button")
+            .await
+            .is_displayed()
+            .await
+            .expect("displayed"),
         "nothing left to continue"
     );
 
@@ -251,7 +252,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     e2e::upload(
         &client,
         "predict-input",
-        &[images("mammals", 12).pop().expect("a 12th mammal")],
+        &[datasets::tuxpaint_photos("mammals", 12).pop().expect("a 12th mammal")],
     )
     .await;
     let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
@@ -272,7 +273,12 @@ async fn a_person_trains_predicts_exports_and_imports() {
         ))
         .await;
     assert!(knows.is_ok(), "the imported model's classes are shown");
-    e2e::upload(&client, "predict-input", &[images("birds", 1).remove(0)]).await;
+    e2e::upload(
+        &client,
+        "predict-input",
+        &[datasets::tuxpaint_photos("birds", 1).remove(0)],
+    )
+    .await;
     let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| {
         t.contains("espresso")
     })
@@ -282,7 +288,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
 
     // A picture dropped onto a class card joins it; a file that is not an image is refused by name and
     // nothing else changes.
-    let png = std::fs::read(images("mammals", 9).pop().expect("a 9th mammal")).expect("read");
+    let png = std::fs::read(datasets::tuxpaint_photos("mammals", 9).pop().expect("a 9th mammal")).expect("read");
     let drop = format!(
         "const bytes = Uint8Array.from(atob('{}'), c => c.charCodeAt(0));
          const transfer = new DataTransfer();
@@ -302,7 +308,12 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("messages: {messages}");
     assert_eq!(by_id(&client, "class-count-0").await.text().await.expect("count"), "8");
     // The same picture twice (here: a bird offered to mammals) is refused, saying where it already is.
-    e2e::upload(&client, "class-files-1", &[images("birds", 1).remove(0)]).await;
+    e2e::upload(
+        &client,
+        "class-files-1",
+        &[datasets::tuxpaint_photos("birds", 1).remove(0)],
+    )
+    .await;
     let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
         t.contains("already in")
     })

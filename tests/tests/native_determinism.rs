@@ -275,7 +275,13 @@ fn an_out_of_memory_stops_at_a_checkpoint_and_the_run_goes_on_in_smaller_batches
 
     let mut batches = Vec::new();
     let mut observer = |event: TrainEvent| {
-        if let TrainEvent::Batch { epoch, batch, batches: of, .. } = event {
+        if let TrainEvent::Batch {
+            epoch,
+            batch,
+            batches: of,
+            ..
+        } = event
+        {
             batches.push((epoch, batch, of));
             if batches.len() == 1 {
                 // What the app's WebGPU error handler does when a buffer cannot be allocated.
@@ -307,13 +313,19 @@ fn an_out_of_memory_stops_at_a_checkpoint_and_the_run_goes_on_in_smaller_batches
     };
     assert_eq!((message.as_str(), batch_size), ("Out of Memory (test)", 4));
     let checkpoint = checkpoint.expect("the last completed batch's checkpoint");
-    assert_eq!((checkpoint.epoch(), checkpoint.batches_done()), (1, 1), "{checkpoint:?}");
+    assert_eq!(
+        (checkpoint.epoch(), checkpoint.batches_done()),
+        (1, 1),
+        "{checkpoint:?}"
+    );
 
     let mut rest = Vec::new();
     let mut epochs = Vec::new();
     let mut observer = |event: TrainEvent| {
         match event {
-            TrainEvent::Batch { epoch, batch, batches, .. } => rest.push((epoch, batch, batches)),
+            TrainEvent::Batch {
+                epoch, batch, batches, ..
+            } => rest.push((epoch, batch, batches)),
             TrainEvent::Epoch { epoch, .. } => epochs.push(epoch),
             _ => {}
         }
