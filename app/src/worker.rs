@@ -512,21 +512,34 @@ async fn keep_images(new: Vec<StoredImage>) {
         )),
         Ok(()) => {}
         Err(error) => {
-            let count = pending.len();
-            STATE.with_borrow_mut(|state| state.unsaved = pending);
+            // Kept to write later as the pictures are now: one removed meanwhile stays removed, and a
+            // class removed meanwhile renumbers the rest.
+            let count = STATE.with_borrow_mut(|state| {
+                state.unsaved = pending
+                    .into_iter()
+                    .filter_map(|mut image| {
+                        let position = state.ids.iter().position(|&id| id == image.id)?;
+                        image.class = state.dataset.examples[position].label;
+                        Some(image)
+                    })
+                    .collect();
+                state.unsaved.len()
+            });
             let cause = match error {
                 StoreError::Full => "The browser's storage for this site is full".to_string(),
                 other => format!("The pictures could not be saved: {other}"),
             };
-            fail(
-                "store",
-                format!(
-                    "{cause}: {} {} in this session but would be gone after a reload; everything saved before is kept. \
+            if count > 0 {
+                fail(
+                    "store",
+                    format!(
+                        "{cause}: {} {} in this session but would be gone after a reload; everything saved before is kept. \
                      Remove pictures you do not need (what did not fit is saved as soon as there is room), or free space in the browser's settings for this site.",
-                    pictures(count),
-                    if count == 1 { "is" } else { "are" },
-                ),
-            );
+                        pictures(count),
+                        if count == 1 { "is" } else { "are" },
+                    ),
+                );
+            }
         }
     }
     post_unsaved();
