@@ -97,6 +97,22 @@ impl ConvBnAct {
         if self.activation { relu6(x) } else { x }
     }
 
+    /// Whether ReLU6 follows the BatchNorm.
+    pub fn has_activation(&self) -> bool {
+        self.activation
+    }
+
+    /// Whether the BatchNorm has been folded into the convolution.
+    pub fn is_folded(&self) -> bool {
+        self.folded
+    }
+
+    /// Whether the convolution pads by TensorFlow's "SAME" rule (strided ones of TensorFlow ports);
+    /// otherwise it pads `(kernel - 1) / 2` on every side.
+    pub fn uses_tf_same(&self) -> bool {
+        self.tf_same.is_some()
+    }
+
     /// The padded convolution alone: the input the BatchNorm normalises.
     fn conv_forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = match self.tf_same {
@@ -218,6 +234,11 @@ impl InvertedResidual {
             project: self.project.fold_batch_norm(),
             residual: self.residual,
         }
+    }
+
+    /// Whether the block adds its input to its output (stride 1, same width).
+    pub fn has_residual(&self) -> bool {
+        self.residual
     }
 
     /// Its convolutions in order (expand, depthwise, project).

@@ -2,12 +2,14 @@
 
 mod blocks;
 mod classifier;
+pub mod compiled;
 pub mod efficientnet_lite;
 pub mod mobilenet_v2;
 
 pub use blocks::{ConvBnAct, InvertedResidual, Padding, tf_same_padding};
 pub(crate) use classifier::step_module;
 pub use classifier::{Architecture, ImageClassifier, Stage};
+pub use compiled::{CompiledClassifier, Probes};
 
 use serde::{Deserialize, Serialize};
 
