@@ -11,7 +11,8 @@ use burn::prelude::*;
 use graft_engine::bundle::{self, BundleHeader};
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::data::{self, Dataset, Example};
-use graft_engine::model::{ImageClassifier, ModelKind};
+use graft_engine::inference::FrozenClassifier;
+use graft_engine::model::{ImageClassifier, ModelKind, Probes};
 use graft_engine::train::{self, TrainConfig, TrainError, TrainEvent, TrainObserver};
 use graft_engine::weights::{self, Manifest};
 use graft_engine::{metrics, preprocess, readback, recommend};
@@ -79,6 +80,29 @@ struct Trained {
     classes: Vec<String>,
     input_size: usize,
     model: ImageClassifier,
+    /// Tells this model from the one before it (a prediction may outlive it).
+    serial: u64,
+    /// The model frozen for predictions (on the CPU: compiled for the kernels), made at the first one.
+    frozen: Option<Rc<FrozenClassifier>>,
+}
+
+impl Trained {
+    fn new(kind: ModelKind, classes: Vec<String>, input_size: usize, model: ImageClassifier) -> Self {
+        thread_local! {
+            static SERIAL: Cell<u64> = const { Cell::new(0) };
+        }
+        Self {
+            kind,
+            classes,
+            input_size,
+            model,
+            serial: SERIAL.with(|serial| {
+                serial.set(serial.get() + 1);
+                serial.get()
+            }),
+            frozen: None,
+        }
+    }
 }
 
 thread_local! {
@@ -996,12 +1020,7 @@ impl RunContext {
         );
         STATE.with_borrow_mut(|state| {
             state.paused = paused;
-            state.trained = Some(Trained {
-                kind,
-                classes: dataset.classes.clone(),
-                input_size,
-                model: trained.model,
-            })
+            state.trained = Some(Trained::new(kind, dataset.classes.clone(), input_size, trained.model))
         });
         post(
             &WorkerEvent::ModelReady {
@@ -1078,11 +1097,13 @@ async fn continue_train() -> Result<(), String> {
 
 async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
     let image = preprocess::decode(bytes).map_err(|e| e.to_string())?;
-    let (model, classes, input_size, normalisation) = STATE
+    let (model, frozen, serial, classes, input_size, normalisation) = STATE
         .with_borrow(|state| {
             state.trained.as_ref().map(|t| {
                 (
                     t.model.clone(),
+                    t.frozen.clone(),
+                    t.serial,
                     t.classes.clone(),
                     t.input_size,
                     t.kind.card().normalisation,
@@ -1090,12 +1111,26 @@ async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
             })
         })
         .ok_or("train or import a model first")?;
+    let frozen = match frozen {
+        Some(frozen) => frozen,
+        None => {
+            let frozen = Rc::new(
+                FrozenClassifier::new(&model, Probes::Off)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            STATE.with_borrow_mut(|state| {
+                if let Some(trained) = state.trained.as_mut().filter(|t| t.serial == serial) {
+                    trained.frozen = Some(frozen.clone());
+                }
+            });
+            frozen
+        }
+    };
     let device = model.classifier.weight.device();
     let view = preprocess::evaluation_view(&image, input_size as u32);
     let input = preprocess::batch_tensor(&[view], &normalisation, &device);
-    let logits = readback::to_f32_vec(model.forward(input))
-        .await
-        .map_err(|e| e.to_string())?;
+    let logits = frozen.logits(input).await.map_err(|e| e.to_string())?;
     let probs = metrics::softmax(&logits);
     Ok(metrics::top_k(&probs, classes.len().min(5))
         .into_iter()
@@ -1126,12 +1161,12 @@ fn import(name: &str, bytes: &[u8]) -> Result<(Vec<String>, ModelKind), String> 
     let device = device()?;
     let model = model.to_device(&device);
     STATE.with_borrow_mut(|state| {
-        state.trained = Some(Trained {
-            kind: header.model,
-            classes: header.classes.clone(),
-            input_size: header.input_size,
+        state.trained = Some(Trained::new(
+            header.model,
+            header.classes.clone(),
+            header.input_size,
             model,
-        })
+        ))
     });
     Ok((header.classes, header.model))
 }

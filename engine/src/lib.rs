@@ -11,6 +11,7 @@ pub mod convert;
 pub mod data;
 pub mod freeze;
 pub mod imagenet;
+pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::EmbeddingCache;
 use crate::data::{Dataset, Rng};
+use crate::inference::FrozenClassifier;
 use crate::metrics;
-use crate::model::{ImageClassifier, ModelKind};
+use crate::model::{ImageClassifier, ModelKind, Probes};
 use crate::preprocess;
 use crate::readback::{self, ReadbackError};
 use crate::strategy::Strategy;
@@ -220,6 +221,8 @@ pub async fn measure_with_cache<P: MeasureProgress>(
     }
     let card = kind.card();
     let model = pretrained.valid();
+    // Unfolded, so that what each BatchNorm receives can be measured; on the CPU in wasm, compiled.
+    let frozen = FrozenClassifier::new(pretrained, Probes::On).await?;
     let num_blocks = model.block_names().len();
 
     // Per block, per conv: running sums of (mean, mean of squares) weighted by pixels.
@@ -234,7 +237,7 @@ pub async fn measure_with_cache<P: MeasureProgress>(
             .map(|&i| preprocess::evaluation_view(&dataset.examples[i].image.pixels(), card.input_size as u32))
             .collect();
         let input = preprocess::batch_tensor(&views, &card.normalisation, device);
-        let (logits, batch_embeddings, probes) = model.forward_probed(input);
+        let (logits, values, probes) = frozen.probed(input).await?;
         // Every probe is a mean over the batch's pixels at that layer; weighting by batch size is enough.
         let weight = chunk.len() as f64;
         pixels += weight;
@@ -242,9 +245,8 @@ pub async fn measure_with_cache<P: MeasureProgress>(
             if sums.len() <= block {
                 sums.push(Vec::new());
             }
-            for (conv, probe) in block_probes.into_iter().enumerate() {
-                let [_, channels] = probe.dims();
-                let values = readback::to_f32_vec(probe).await?;
+            for (conv, values) in block_probes.into_iter().enumerate() {
+                let channels = values.len() / 2;
                 if sums[block].len() <= conv {
                     sums[block].push((vec![0.0; channels], vec![0.0; channels]));
                 }
@@ -256,12 +258,10 @@ pub async fn measure_with_cache<P: MeasureProgress>(
             }
         }
         let width = model.embedding_width();
-        let values = readback::to_f32_vec(batch_embeddings).await?;
         for (&i, row) in chunk.iter().zip(values.chunks(width)) {
             embeddings.insert(&dataset.examples[i].image, row.to_vec());
             sample_embeddings.push(row.to_vec());
         }
-        let logits = readback::to_f32_vec(logits).await?;
         for row in logits.chunks(logits.len() / chunk.len()) {
             let probs = metrics::softmax(row);
             confidence += f64::from(probs.iter().copied().fold(0.0, f32::max));

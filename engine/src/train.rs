@@ -24,8 +24,9 @@ use web_time::Instant;
 use crate::cache::EmbeddingCache;
 use crate::data::{self, Augmentation, DataError, Dataset, Rng};
 use crate::freeze::{self, FreezeError};
+use crate::inference::FrozenClassifier;
 use crate::metrics::Evaluation;
-use crate::model::{ImageClassifier, ModelKind, Normalisation};
+use crate::model::{ImageClassifier, ModelKind, Normalisation, Probes};
 use crate::optim::{BlockwiseOptimizer, OptimizerKind};
 use crate::preprocess;
 use crate::readback::{self, ReadbackError};
@@ -1157,8 +1158,8 @@ impl Run<'_> {
                 return Ok(Cache::None);
             }
         }
-        // BatchNorm folded into the convolutions: the same outputs with fewer passes.
-        let frozen = model.valid().folded_for_inference();
+        // BatchNorm folded into the convolutions; on the CPU in wasm, compiled for the CPU kernels.
+        let frozen = FrozenClassifier::new(model, Probes::Off).await?;
         let total = self.split.train.len() + self.split.val.len();
         let mut progress = Progress {
             phase: phase.name,
@@ -1189,9 +1190,12 @@ impl Run<'_> {
                 _ => Cache::None,
             })
         } else {
-            let run = |x: Tensor<4>| frozen.forward_prefix(start, x);
-            let train = self.cached(&train_examples, &run, &mut progress, observer).await?;
-            let val = self.cached(&val_examples, &run, &mut progress, observer).await?;
+            let train = self
+                .boundaries(&frozen, start, &train_examples, &mut progress, observer)
+                .await?;
+            let val = self
+                .boundaries(&frozen, start, &val_examples, &mut progress, observer)
+                .await?;
             Ok(match (train, val) {
                 (Some(train), val) if !self.cancelled => Cache::Boundary { start, train, val },
                 _ => Cache::None,
@@ -1204,7 +1208,7 @@ impl Run<'_> {
     /// cancelled).
     async fn embedded<O: TrainObserver>(
         &mut self,
-        frozen: &ImageClassifier,
+        frozen: &FrozenClassifier,
         examples: &[usize],
         progress: &mut Progress,
         observer: &mut O,
@@ -1220,8 +1224,9 @@ impl Run<'_> {
         let missing: Vec<usize> = (0..examples.len()).filter(|&p| rows[p].is_none()).collect();
         progress.done += examples.len() - missing.len();
         for chunk in missing.chunks(self.batch_size.max(1)) {
-            let out = frozen.features(self.view_batch(chunk.iter().map(|&p| examples[p])));
-            let values = readback::to_f32_vec(out).await?;
+            let values = frozen
+                .embeddings(self.view_batch(chunk.iter().map(|&p| examples[p])))
+                .await?;
             for (k, &p) in chunk.iter().enumerate() {
                 let row = values[k * width..(k + 1) * width].to_vec();
                 self.embeddings
@@ -1259,21 +1264,22 @@ impl Run<'_> {
         self.cancelled
     }
 
-    /// `run` over the evaluation views of `examples`, batch by batch, concatenated (`None` when there
-    /// are no examples or the run was cancelled).
-    async fn cached<const D: usize, O: TrainObserver>(
+    /// The activations entering body block `start` for the evaluation views of `examples`, batch by
+    /// batch, concatenated (`None` when there are no examples or the run was cancelled).
+    async fn boundaries<O: TrainObserver>(
         &mut self,
+        frozen: &FrozenClassifier,
+        start: usize,
         examples: &[usize],
-        run: &impl Fn(Tensor<4>) -> Tensor<D>,
         progress: &mut Progress,
         observer: &mut O,
-    ) -> Result<Option<Tensor<D>>, TrainError> {
+    ) -> Result<Option<Tensor<4>>, TrainError> {
         let mut parts = Vec::new();
         for chunk in examples.chunks(self.batch_size.max(1)) {
-            let out = run(self.view_batch(chunk.iter().copied()));
+            let out = frozen.prefix(start, self.view_batch(chunk.iter().copied())).await?;
             // Reading one value back waits for the batch: the progress is real, and the browser
             // gets a turn.
-            readback::to_f32_vec(out.clone().flatten::<1>(0, D - 1).slice(0..1)).await?;
+            readback::to_f32_vec(out.clone().flatten::<1>(0, 3).slice(0..1)).await?;
             parts.push(out);
             if self.cached_batch(chunk.len(), progress, observer).await {
                 return Ok(None);

@@ -1,6 +1,10 @@
 //! The peer: TensorFlow.js (npm `@tensorflow/tfjs` 4.22.0 with its WebGPU and wasm backends) running
 //! MobileNetV2 in the same headless Chromium with the same flags as Graft's browser tests. Serves
-//! `tests/bench/tfjs-peer.html` on loopback, waits for it and prints one `bench:` line per figure.
+//! `tests/bench/tfjs-peer.html` on loopback, cross-origin isolated (so TF.js's wasm backend runs its
+//! multi-threaded SIMD build, one thread per core), waits for it and prints one `bench:` line per
+//! figure.
+//!
+//! `GRAFT_TFJS_BACKENDS=wasm` (comma-separated) runs only those backends.
 //!
 //! Needs the npm packages: `cargo xtask bench` installs them and passes their folder in `GRAFT_TFJS_DIR`.
 
@@ -54,11 +58,15 @@ async fn main() {
         panic!("set GRAFT_TFJS_DIR to a node_modules folder with @tensorflow/tfjs (cargo xtask bench does)");
     };
     let root = stage_page(&node_modules);
-    let server = StaticServer::start(root.clone());
+    // Cross-origin isolated, so that TF.js's wasm backend can run its multi-threaded build.
+    let server = StaticServer::cross_origin_isolated(root.clone());
     let driver = ChromeDriver::start();
     let client = driver.session().await;
     client
-        .goto(&server.url("/tfjs-peer.html"))
+        .goto(&server.url(&format!(
+            "/tfjs-peer.html?backends={}",
+            std::env::var("GRAFT_TFJS_BACKENDS").unwrap_or_else(|_| "webgpu,wasm,webgl,cpu".to_string())
+        )))
         .await
         .expect("open the peer page");
     let status = e2e::wait_for_text(&client, "#status", Duration::from_secs(1200), |text| {
@@ -81,12 +89,17 @@ async fn main() {
         let backend = result["backend"].as_str().unwrap_or("?");
         match result.get("imagesPerSecond").and_then(|v| v.as_f64()) {
             Some(images_per_s) => println!(
-                "bench: tfjs {backend} mobilenet-v2 batch {}: {images_per_s:.2} img/s ({} iterations in {:.1} s; first call {:.1} s)",
+                "bench: tfjs {backend}{} mobilenet-v2 batch {}: {images_per_s:.2} img/s ({} iterations in {:.1} s; first call {:.1} s)",
+                result["threads"]
+                    .as_u64()
+                    .map(|n| format!(" ({n} threads)"))
+                    .unwrap_or_default(),
                 result["batch"],
                 result["iterations"],
                 result["seconds"].as_f64().unwrap_or(0.0),
                 result["firstCallS"].as_f64().unwrap_or(0.0)
             ),
+            None if result.get("info").is_some() => println!("bench: tfjs {backend}: {}", result["info"]),
             None => println!("bench: tfjs {backend}: {}", result["error"]),
         }
     }

@@ -75,12 +75,35 @@ pub struct StaticServer {
 
 impl StaticServer {
     pub fn start(root: PathBuf) -> Self {
+        Self::with_headers(root, &[])
+    }
+
+    /// Cross-origin isolated (COOP + COEP): pages get `SharedArrayBuffer`, so wasm can run threads.
+    pub fn cross_origin_isolated(root: PathBuf) -> Self {
+        Self::with_headers(
+            root,
+            &[
+                ("Cross-Origin-Opener-Policy", "same-origin"),
+                ("Cross-Origin-Embedder-Policy", "require-corp"),
+            ],
+        )
+    }
+
+    /// Serves `root`, adding `headers` to every response.
+    pub fn with_headers(root: PathBuf, headers: &[(&str, &str)]) -> Self {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("cannot bind 127.0.0.1"));
         let addr = server.server_addr().to_ip().expect("an IP address");
         let serving = Arc::clone(&server);
+        let headers: Vec<tiny_http::Header> = headers
+            .iter()
+            .map(|(name, value)| tiny_http::Header::from_bytes(*name, *value).expect("valid header"))
+            .collect();
         let thread = std::thread::spawn(move || {
             for request in serving.incoming_requests() {
-                let response = respond(&root, request.url());
+                let mut response = respond(&root, request.url());
+                for header in &headers {
+                    response.add_header(header.clone());
+                }
                 let _ = request.respond(response);
             }
         });

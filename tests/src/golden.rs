@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
+use graft_engine::inference::FrozenClassifier;
 use graft_engine::metrics;
 use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::preprocess;
@@ -61,15 +62,33 @@ pub async fn compare(
     model: &ImageClassifier,
     device: &Device,
 ) -> Result<Vec<Comparison>, ReadbackError> {
-    let golden: Golden = serde_json::from_str(GOLDEN_JSON).expect("golden.json is valid");
-    let reference = &golden.models[kind.card().name];
+    let logits = readback::to_f32_vec(model.forward(input(kind, device))).await?;
+    Ok(comparisons(kind, &logits))
+}
+
+/// [`compare`] for a frozen classifier (Burn or the CPU kernels).
+pub async fn compare_frozen(
+    kind: ModelKind,
+    frozen: &FrozenClassifier,
+    device: &Device,
+) -> Result<Vec<Comparison>, ReadbackError> {
+    Ok(comparisons(kind, &frozen.logits(input(kind, device)).await?))
+}
+
+/// The four crops as one normalised batch.
+fn input(kind: ModelKind, device: &Device) -> Tensor<4> {
     let crops: Vec<_> = CROPS
         .iter()
         .map(|(_, png)| preprocess::decode(png).expect("fixture crops decode"))
         .collect();
-    let input = preprocess::batch_tensor(&crops, &kind.card().normalisation, device);
-    let logits = readback::to_f32_vec(model.forward(input)).await?;
-    Ok(CROPS
+    preprocess::batch_tensor(&crops, &kind.card().normalisation, device)
+}
+
+/// Each crop's logits (`[4, 1000]`, in [`CROPS`] order) against PyTorch's.
+fn comparisons(kind: ModelKind, logits: &[f32]) -> Vec<Comparison> {
+    let golden: Golden = serde_json::from_str(GOLDEN_JSON).expect("golden.json is valid");
+    let reference = &golden.models[kind.card().name];
+    CROPS
         .iter()
         .zip(logits.chunks(1000))
         .map(|((image, _), ours)| {
@@ -88,7 +107,7 @@ pub async fn compare(
                 top1_prob: top5_with_probs[0].1,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Identical top-5, logits within [`MAX_LOGIT_DIFFERENCE`], the cat a cat and the coffee an espresso.

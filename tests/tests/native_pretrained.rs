@@ -2,7 +2,8 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use burn::prelude::*;
-use graft_engine::model::ModelKind;
+use graft_engine::inference::FrozenClassifier;
+use graft_engine::model::{ModelKind, Probes};
 use graft_engine::weights::WeightsError;
 use graft_tests::{golden, pretrained};
 
@@ -22,6 +23,17 @@ fn check(kind: ModelKind) {
         }
         golden::assert_matches_reference(kind, &comparisons);
     }
+    // The hand-written CPU kernels the browser uses on its CPU backend (here with plain arrays in
+    // place of wasm SIMD: the same code).
+    let compiled = pollster::block_on(FrozenClassifier::compiled(&model, Probes::Off)).expect("read-back");
+    let comparisons = pollster::block_on(golden::compare_frozen(kind, &compiled, &device)).expect("read-back");
+    for c in &comparisons {
+        println!(
+            "{kind} (CPU kernels) {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
+            c.image, c.max_abs_difference, c.top5, c.top1_prob
+        );
+    }
+    golden::assert_matches_reference(kind, &comparisons);
 }
 
 #[test]

@@ -238,7 +238,8 @@ impl DenseWeights {
 }
 
 /// `out = act(conv(input) + bias)` for one image: `input` is `[height, width, in]`, `out`
-/// `[out_height, out_width, out]`; `scratch` holds the im2col rows (see [`DenseWeights::scratch_len`]).
+/// `[out_height, out_width, out]`; `scratch` holds the im2col rows (grown to
+/// [`DenseWeights::scratch_len`] if shorter; reuse it from call to call).
 ///
 /// # Panics
 /// When the slices or the geometry do not match the weights (a bug in the caller).
@@ -256,14 +257,19 @@ pub fn dense(
     assert_eq!(geometry.kernel, weights.kernel, "kernel size");
     assert!(input.len() >= h * w * ci, "input is shorter than [{h}, {w}, {ci}]");
     let depth = weights.packed.k();
-    scratch.clear();
-    scratch.resize(oh * ow * depth, 0.0);
+    // The scratch only grows: a row is written whole, its padding taps zeroed where it has any.
+    if scratch.len() < oh * ow * depth {
+        scratch.resize(oh * ow * depth, 0.0);
+    }
     let k = weights.kernel;
     for oy in 0..oh {
         let (ky0, ky1, iy) = geometry.taps(oy, 0);
         for ox in 0..ow {
             let (kx0, kx1, ix) = geometry.taps(ox, 1);
             let row = &mut scratch[(oy * ow + ox) * depth..][..depth];
+            if ky1 - ky0 < k || kx1 - kx0 < k {
+                row.fill(0.0);
+            }
             for ky in ky0..ky1 {
                 let y = (iy + ky as isize) as usize;
                 let x0 = (ix + kx0 as isize) as usize;
@@ -433,9 +439,9 @@ mod tests {
             let bias = values(co, 6);
             let weights = DenseWeights::from_output_major(&w, Some(&bias), co, ci, k);
             let mut out = vec![f32::NAN; g.output[0] * g.output[1] * co];
-            let mut scratch = Vec::new();
+            // A scratch left dirty by a larger call must not leak into the padding.
+            let mut scratch = vec![f32::NAN; weights.scratch_len(&g) + 7];
             dense(&input, &weights, &g, Activation::Relu6, &mut scratch, &mut out);
-            assert_eq!(scratch.len(), weights.scratch_len(&g));
             let want = reference(&input, size, ci, &w, &bias, co, 1, &g, Activation::Relu6);
             close(&out, &want, &format!("dense {size:?} {ci}->{co} k{k} s{stride}"));
         }

@@ -8,7 +8,6 @@
 //! shapes. Only inference of a frozen network goes through here — embeddings, predictions, the frozen
 //! prefix of a partly frozen one, the recommender's measurements; training (autodiff) stays on Burn.
 
-use burn::prelude::*;
 use graft_kernels::{self as kernels, Activation, DenseWeights, DepthwiseWeights, Geometry, PackedWeights};
 
 use super::blocks::{ConvBnAct, InvertedResidual, tf_same_padding};
@@ -134,9 +133,10 @@ impl Conv {
         Geometry::new(input, self.size, self.stride, before, after)
     }
 
-    /// Runs on one image `[height, width, in]` into `out` (resized to `[out_height, out_width,
-    /// channels]`), adding `residual` (same shape as the output) last; with probes, adds the
-    /// BatchNorm input's per-channel sums into `stats`. Returns the output size.
+    /// Runs on one image `[height, width, in]` (a prefix of `input`) into the first `[out_height,
+    /// out_width, channels]` of `out` (grown if needed), adding `residual` (the same shape, also a
+    /// prefix) last; with probes, adds the BatchNorm input's per-channel sums into `stats`. Returns the
+    /// output size.
     fn run(
         &self,
         input: &[f32],
@@ -148,7 +148,7 @@ impl Conv {
     ) -> [usize; 2] {
         let geometry = self.geometry(size);
         let [oh, ow] = geometry.output;
-        out.resize(oh * ow * self.channels, 0.0);
+        let out = grown(out, oh * ow * self.channels);
         // Without a separate BatchNorm the kernel's epilogue does everything.
         let (activation, fused_residual) = match self.norm {
             None => (self.activation, residual),
@@ -176,6 +176,15 @@ impl Conv {
         }
         [oh, ow]
     }
+}
+
+/// The first `len` elements of `buffer`, growing it if it is shorter. Buffers only grow, so that after
+/// the first image no layer pays for allocating or zeroing its output again.
+fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
 }
 
 /// Per-channel sums of one BatchNorm's input over the pixels seen.
@@ -245,7 +254,7 @@ impl BodyBlock {
     }
 }
 
-/// One image's activations on their way through the body.
+/// One image's activations on their way through the body (kept between calls: see [`grown`]).
 #[derive(Debug, Default)]
 struct Buffers {
     x: Vec<f32>,
@@ -270,6 +279,24 @@ pub struct CompiledClassifier {
     /// The linear head, `[width, classes]` packed, with its bias.
     classifier: PackedWeights,
     probes: Probes,
+    buffers: Scratch,
+}
+
+/// [`Buffers`] a compiled classifier reuses from call to call; a clone starts with its own.
+#[derive(Debug, Default)]
+struct Scratch(std::sync::Mutex<Buffers>);
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Scratch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffers> {
+        // A panic while the buffers were held leaves nothing to repair: they are overwritten before use.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl CompiledClassifier {
@@ -292,6 +319,7 @@ impl CompiledClassifier {
             body,
             classifier: PackedWeights::from_input_major(&weights, bias.as_deref(), width, classes),
             probes,
+            buffers: Scratch::default(),
         })
     }
 
@@ -360,8 +388,7 @@ impl CompiledClassifier {
     fn load_image(images: &[f32], i: usize, [channels, height, width]: [usize; 3], x: &mut Vec<f32>) {
         let plane = height * width;
         let image = &images[i * channels * plane..(i + 1) * channels * plane];
-        x.clear();
-        x.resize(plane * channels, 0.0);
+        let x = grown(x, plane * channels);
         for c in 0..channels {
             for (p, &value) in image[c * plane..(c + 1) * plane].iter().enumerate() {
                 x[p * channels + c] = value;
@@ -379,7 +406,7 @@ impl CompiledClassifier {
             batch * channels * height * width,
             "images are not {dims:?}"
         );
-        let mut buffers = Buffers::default();
+        let mut buffers = self.buffers.lock();
         let mut values = Vec::new();
         let mut out_dims = [batch, channels, height, width];
         for i in 0..batch {
@@ -412,7 +439,7 @@ impl CompiledClassifier {
         );
         let embedding = self.embedding_width();
         let mut out = vec![0.0; batch * embedding];
-        let mut buffers = Buffers::default();
+        let mut buffers = self.buffers.lock();
         for (i, row) in out.chunks_exact_mut(embedding).enumerate() {
             Self::load_image(images, i, [channels, height, width], &mut buffers.x);
             let ([h, w], c) = self.body(
@@ -465,6 +492,7 @@ impl CompiledClassifier {
 mod tests {
     use super::*;
     use crate::model::ModelKind;
+    use burn::prelude::*;
     use burn::tensor::Distribution;
 
     /// Randomly initialised BatchNorm statistics, so that folding is not the identity.

@@ -1,7 +1,9 @@
 //! The pretrained models on WebGPU in the browser against PyTorch's logits.
 
+use burn::prelude::*;
 use graft_app::device::{self, ComputeDevice};
-use graft_engine::model::ModelKind;
+use graft_engine::inference::FrozenClassifier;
+use graft_engine::model::{ModelKind, Probes};
 use graft_tests::{golden, pretrained};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
@@ -37,4 +39,36 @@ async fn efficientnet_lite0_matches_pytorch_on_webgpu() {
 #[wasm_bindgen_test]
 async fn mobilenet_v2_matches_pytorch_on_webgpu() {
     check_on_webgpu(ModelKind::MobileNetV2).await;
+}
+
+/// On the CPU backend the browser runs the pretrained models on the hand-written kernels (wasm SIMD).
+async fn check_on_cpu_backend(kind: ModelKind) {
+    let device = Device::flex();
+    let model = pretrained::load(kind, &device).expect("weights load");
+    let frozen = FrozenClassifier::new(&model, Probes::Off).await.expect("read-back");
+    assert!(
+        frozen.is_compiled(),
+        "the CPU backend in wasm runs frozen models on the kernels"
+    );
+    let comparisons = golden::compare_frozen(kind, &frozen, &device).await.expect("read-back");
+    for c in &comparisons {
+        console_log!(
+            "{kind} (CPU kernels, wasm SIMD) {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
+            c.image,
+            c.max_abs_difference,
+            c.top5,
+            c.top1_prob
+        );
+    }
+    golden::assert_matches_reference(kind, &comparisons);
+}
+
+#[wasm_bindgen_test]
+async fn efficientnet_lite0_matches_pytorch_on_the_cpu_kernels() {
+    check_on_cpu_backend(ModelKind::EfficientNetLite0).await;
+}
+
+#[wasm_bindgen_test]
+async fn mobilenet_v2_matches_pytorch_on_the_cpu_kernels() {
+    check_on_cpu_backend(ModelKind::MobileNetV2).await;
 }

@@ -6,47 +6,70 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use graft_app::device::{self, ComputeDevice};
-use graft_engine::model::ModelKind;
+use graft_engine::inference::FrozenClassifier;
+use graft_engine::model::{ModelKind, Probes};
 use graft_engine::readback;
 use graft_tests::pretrained;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// Milliseconds from `performance.now()`.
+/// Milliseconds from `performance.now()`. The function is looked up once: looking `performance` up
+/// on the global object on every call cost about 3 ms a call here, which had been counted into every
+/// batch-1 figure.
 fn now_ms() -> f64 {
-    let global: wasm_bindgen::JsValue = js_sys::global().into();
-    let performance = js_sys::Reflect::get(&global, &"performance".into()).expect("performance");
-    let now: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into()).expect("now").into();
-    now.call0(&performance)
-        .expect("performance.now()")
-        .as_f64()
-        .expect("a number")
+    thread_local! {
+        static NOW: (wasm_bindgen::JsValue, js_sys::Function) = {
+            let global: wasm_bindgen::JsValue = js_sys::global().into();
+            let performance = js_sys::Reflect::get(&global, &"performance".into()).expect("performance");
+            let now = js_sys::Reflect::get(&performance, &"now".into()).expect("now").into();
+            (performance, now)
+        };
+    }
+    NOW.with(|(performance, now)| {
+        now.call0(performance)
+            .expect("performance.now()")
+            .as_f64()
+            .expect("a number")
+    })
 }
 
-/// Images per second of `features()` + read-back, after one warm-up call (shader compilation), over
-/// at least `min_iterations` calls and `min_ms` milliseconds.
-async fn throughput(kind: ModelKind, device: &Device, backend: &str, batch: usize, min_iterations: usize, min_ms: f64) {
-    // The embedding path: the frozen base with its BatchNorms folded into the convs.
-    let model = pretrained::load(kind, device)
-        .expect("weights load")
-        .folded_for_inference();
+/// Images per second of embeddings read back to the host, after one warm-up call (shader
+/// compilation), over at least `min_iterations` calls and `min_ms` milliseconds. `compiled`: the frozen
+/// model as the engine runs it on this device (`FrozenClassifier::new`: the CPU kernels on the CPU
+/// backend); otherwise Burn itself, BatchNorm folded.
+async fn throughput(
+    kind: ModelKind,
+    device: &Device,
+    backend: &str,
+    compiled: bool,
+    batch: usize,
+    min_iterations: usize,
+    min_ms: f64,
+) {
+    let model = pretrained::load(kind, device).expect("weights load");
+    let frozen = if compiled {
+        FrozenClassifier::new(&model, Probes::Off).await.expect("read-back")
+    } else {
+        FrozenClassifier::burn(&model, Probes::Off)
+    };
     let images = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
     let warm_start = now_ms();
-    readback::to_f32_vec(model.features(images.clone()))
-        .await
-        .expect("read-back");
+    frozen.embeddings(images.clone()).await.expect("read-back");
     let warm_ms = now_ms() - warm_start;
     let start = now_ms();
     let mut iterations = 0;
     while iterations < min_iterations || now_ms() - start < min_ms {
-        readback::to_f32_vec(model.features(images.clone()))
-            .await
-            .expect("read-back");
+        frozen.embeddings(images.clone()).await.expect("read-back");
         iterations += 1;
     }
     let elapsed_s = (now_ms() - start) / 1000.0;
     let images_per_s = (iterations * batch) as f64 / elapsed_s;
+    let backend = if frozen.is_compiled() {
+        format!("{backend} (graft kernels)")
+    } else {
+        format!("{backend} (burn)")
+    };
     console_log!(
         "bench: burn {backend} {} batch {batch}: {images_per_s:.2} img/s ({iterations} iterations in {elapsed_s:.1} s; first call {:.1} s)",
         kind.card().name,
@@ -62,7 +85,7 @@ async fn embedding_throughput_on_webgpu() {
     console_log!("bench: adapter {adapter}");
     for kind in ModelKind::ALL {
         for batch in [1, 16] {
-            throughput(kind, &device, "webgpu", batch, 3, 3000.0).await;
+            throughput(kind, &device, "webgpu", true, batch, 3, 3000.0).await;
         }
     }
 }
@@ -72,7 +95,8 @@ async fn embedding_throughput_on_cpu_backend() {
     let device = Device::flex();
     for kind in ModelKind::ALL {
         for batch in [1, 16] {
-            throughput(kind, &device, "cpu", batch, 2, 2000.0).await;
+            throughput(kind, &device, "cpu", true, batch, 3, 2000.0).await;
+            throughput(kind, &device, "cpu", false, batch, 2, 2000.0).await;
         }
     }
 }
@@ -174,4 +198,38 @@ async fn training_epoch_seconds_on_webgpu() {
 #[wasm_bindgen_test]
 async fn training_epoch_seconds_on_cpu_backend() {
     epoch_seconds(Device::flex(), "cpu").await;
+}
+
+/// The CPU kernels alone (no tensors, no read-back): milliseconds per image of MobileNetV2's
+/// embeddings at batch 1 and 16 on the compiled classifier.
+#[wasm_bindgen_test]
+async fn kernels_alone_on_cpu() {
+    use graft_engine::model::CompiledClassifier;
+    let device = Device::flex();
+    for kind in ModelKind::ALL {
+        let model = pretrained::load(kind, &device).expect("weights load");
+        let start = now_ms();
+        let net = CompiledClassifier::compile(&model, Probes::Off)
+            .await
+            .expect("read-back");
+        let compile_ms = now_ms() - start;
+        for batch in [1, 16] {
+            let images: Vec<f32> = (0..batch * 3 * 224 * 224)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            net.embeddings(&images, [batch, 3, 224, 224]);
+            let start = now_ms();
+            let mut calls = 0;
+            while calls < 3 || now_ms() - start < 2000.0 {
+                net.embeddings(&images, [batch, 3, 224, 224]);
+                calls += 1;
+            }
+            let per_image = (now_ms() - start) / (calls * batch) as f64;
+            console_log!(
+                "bench: graft kernels alone {} batch {batch}: {per_image:.2} ms per image ({:.1} img/s; compiled in {compile_ms:.0} ms)",
+                kind.card().name,
+                1000.0 / per_image
+            );
+        }
+    }
 }
