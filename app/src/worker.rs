@@ -11,7 +11,7 @@ use burn::prelude::*;
 use graft_engine::bundle::{self, BundleHeader};
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::data::{self, Dataset, Example};
-use graft_engine::inference::FrozenClassifier;
+use graft_engine::inference::{self, FrozenClassifier};
 use graft_engine::model::{ImageClassifier, ModelKind, Probes};
 use graft_engine::train::{self, TrainConfig, TrainError, TrainEvent, TrainObserver};
 use graft_engine::weights::{self, Manifest};
@@ -1114,11 +1114,15 @@ async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
     let frozen = match frozen {
         Some(frozen) => frozen,
         None => {
-            let frozen = Rc::new(
+            // On the CPU, compiled for the kernels. On a GPU, the model as it trained: its shaders are
+            // compiled already, and a folded copy would need new ones (a minute on a software GPU).
+            let frozen = Rc::new(if inference::compiles_for(&model.classifier.weight.device()) {
                 FrozenClassifier::new(&model, Probes::Off)
                     .await
-                    .map_err(|e| e.to_string())?,
-            );
+                    .map_err(|e| e.to_string())?
+            } else {
+                FrozenClassifier::Burn(model.valid())
+            });
             STATE.with_borrow_mut(|state| {
                 if let Some(trained) = state.trained.as_mut().filter(|t| t.serial == serial) {
                     trained.frozen = Some(frozen.clone());

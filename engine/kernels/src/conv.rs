@@ -95,11 +95,18 @@ impl DepthwiseWeights {
     }
 }
 
-/// Channels per inner block: four vectors of four, accumulated side by side.
+/// Channels per inner block of the border path: four vectors of four, accumulated side by side.
 const BLOCK: usize = 16;
+/// Output pixels along a row per step of the interior path.
+const PIXELS: usize = 4;
 
 /// `out = act(depthwise(input) + bias)` for one image: `input` is `[height, width, channels]`, `out`
 /// `[out_height, out_width, channels]`.
+///
+/// Pixels whose whole window lies inside the input take the interior path (for the kernel sizes and
+/// strides of the zoo: 3x3 and 5x5, strides 1 and 2): four output pixels by eight channels at a time,
+/// each weight vector loaded once for the four pixels, the loops unrolled for the kernel size. The
+/// border pixels clip their window tap by tap.
 ///
 /// # Panics
 /// When the slices or the geometry do not match the weights (a bug in the caller).
@@ -116,70 +123,184 @@ pub fn depthwise(
     assert_eq!(geometry.kernel, weights.kernel, "kernel size");
     assert!(input.len() >= h * w * c, "input is shorter than [{h}, {w}, {c}]");
     assert!(out.len() >= oh * ow * c, "output is shorter than [{oh}, {ow}, {c}]");
-    let (lo, hi) = activation.bounds();
-    let (vlo, vhi) = (F32x4::splat(lo), F32x4::splat(hi));
-    let k = weights.kernel;
-    let blocks = c / BLOCK;
-    let vectors_end = c / 4 * 4;
-    for oy in 0..oh {
-        let (ky0, ky1, iy) = geometry.taps(oy, 0);
-        for ox in 0..ow {
-            let (kx0, kx1, ix) = geometry.taps(ox, 1);
-            let out_base = (oy * ow + ox) * c;
-            // The input pixel under tap (ky, kx) starts at `pixel(ky, kx) * c`.
-            let pixel = |ky: usize, kx: usize| ((iy + ky as isize) as usize * w + (ix + kx as isize) as usize) * c;
-            for block in 0..blocks {
-                let c0 = block * BLOCK;
-                // SAFETY: taps are within the input (`Geometry::taps`), channels `c0 .. c0 + BLOCK`
-                // within `c`, and the asserts above bound every slice.
-                unsafe {
-                    let b = weights.bias.as_ptr().add(c0);
-                    let mut acc = [
-                        F32x4::load(b),
-                        F32x4::load(b.add(4)),
-                        F32x4::load(b.add(8)),
-                        F32x4::load(b.add(12)),
-                    ];
-                    for ky in ky0..ky1 {
-                        for kx in kx0..kx1 {
-                            let x = input.as_ptr().add(pixel(ky, kx) + c0);
-                            let t = weights.taps.as_ptr().add((ky * k + kx) * c + c0);
-                            for (v, acc) in acc.iter_mut().enumerate() {
-                                *acc = acc.mul_add(F32x4::load(x.add(4 * v)), F32x4::load(t.add(4 * v)));
-                            }
-                        }
-                    }
-                    let o = out.as_mut_ptr().add(out_base + c0);
-                    for (v, acc) in acc.iter().enumerate() {
-                        acc.clamp(vlo, vhi).store(o.add(4 * v));
-                    }
+    let run = Depthwise {
+        input,
+        weights,
+        geometry,
+        bounds: activation.bounds(),
+    };
+    match (weights.kernel, geometry.stride) {
+        (3, 1) => run.image::<3, 1>(out),
+        (3, 2) => run.image::<3, 2>(out),
+        (5, 1) => run.image::<5, 1>(out),
+        (5, 2) => run.image::<5, 2>(out),
+        _ => {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    run.pixel(oy, ox, 0, out);
                 }
             }
-            let mut c0 = blocks * BLOCK;
-            while c0 < vectors_end {
-                // SAFETY: as above, for channels `c0 .. c0 + 4`.
-                unsafe {
-                    let mut acc = F32x4::load(weights.bias.as_ptr().add(c0));
-                    for ky in ky0..ky1 {
-                        for kx in kx0..kx1 {
-                            let x = input.as_ptr().add(pixel(ky, kx) + c0);
-                            let t = weights.taps.as_ptr().add((ky * k + kx) * c + c0);
-                            acc = acc.mul_add(F32x4::load(x), F32x4::load(t));
+        }
+    }
+}
+
+/// One depthwise convolution over one image (see [`depthwise`]).
+struct Depthwise<'a> {
+    input: &'a [f32],
+    weights: &'a DepthwiseWeights,
+    geometry: &'a Geometry,
+    bounds: (f32, f32),
+}
+
+impl Depthwise<'_> {
+    /// Output indices `lo..hi` along `axis` whose window lies wholly inside the input.
+    fn interior(&self, axis: usize) -> (usize, usize) {
+        let g = self.geometry;
+        let (pad, size, out) = (g.padding[axis], g.input[axis], g.output[axis]);
+        let lo = pad.div_ceil(g.stride).min(out);
+        let hi = if size + pad >= g.kernel {
+            ((size + pad - g.kernel) / g.stride + 1).min(out)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+
+    fn image<const K: usize, const S: usize>(&self, out: &mut [f32]) {
+        let [oh, ow] = self.geometry.output;
+        let (y_lo, y_hi) = self.interior(0);
+        let (x_lo, x_hi) = self.interior(1);
+        let vector_channels = self.weights.channels / 8 * 8;
+        for oy in 0..oh {
+            if oy < y_lo || oy >= y_hi {
+                for ox in 0..ow {
+                    self.pixel(oy, ox, 0, out);
+                }
+                continue;
+            }
+            for ox in (0..x_lo).chain(x_hi..ow) {
+                self.pixel(oy, ox, 0, out);
+            }
+            let mut ox = x_lo;
+            while ox + PIXELS <= x_hi {
+                self.interior_pixels::<K, S>(oy, ox, out);
+                for j in 0..PIXELS {
+                    self.pixel(oy, ox + j, vector_channels, out);
+                }
+                ox += PIXELS;
+            }
+            for ox in ox..x_hi {
+                self.pixel(oy, ox, 0, out);
+            }
+        }
+    }
+
+    /// Output pixels `(oy, ox .. ox + PIXELS)`, channels `0 .. channels / 8 * 8`, all inside the input.
+    #[inline(always)]
+    fn interior_pixels<const K: usize, const S: usize>(&self, oy: usize, ox: usize, out: &mut [f32]) {
+        let g = self.geometry;
+        let c = self.weights.channels;
+        let w = g.input[1];
+        let (lo, hi) = (F32x4::splat(self.bounds.0), F32x4::splat(self.bounds.1));
+        // The window's top-left input pixel for the first output pixel.
+        let top = oy * S - g.padding[0];
+        let left = ox * S - g.padding[1];
+        debug_assert!(top + K <= g.input[0] && left + (PIXELS - 1) * S + K <= w);
+        let mut c0 = 0;
+        while c0 + 8 <= c {
+            // SAFETY: rows `top .. top + K` and columns `left .. left + (PIXELS - 1) * S + K` are inside
+            // the input (`interior`), channels `c0 .. c0 + 8` inside `c`; `depthwise` checked the slices.
+            unsafe {
+                let b = self.weights.bias.as_ptr().add(c0);
+                let bias = [F32x4::load(b), F32x4::load(b.add(4))];
+                let mut acc = [bias; PIXELS];
+                for ky in 0..K {
+                    let row = self.input.as_ptr().add(((top + ky) * w + left) * c + c0);
+                    let taps = self.weights.taps.as_ptr().add(ky * K * c + c0);
+                    for kx in 0..K {
+                        let t = taps.add(kx * c);
+                        let (w0, w1) = (F32x4::load(t), F32x4::load(t.add(4)));
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let x = row.add((j * S + kx) * c);
+                            acc[0] = acc[0].mul_add(F32x4::load(x), w0);
+                            acc[1] = acc[1].mul_add(F32x4::load(x.add(4)), w1);
                         }
                     }
-                    acc.clamp(vlo, vhi).store(out.as_mut_ptr().add(out_base + c0));
                 }
-                c0 += 4;
+                let o = out.as_mut_ptr().add((oy * g.output[1] + ox) * c + c0);
+                for (j, acc) in acc.iter().enumerate() {
+                    acc[0].clamp(lo, hi).store(o.add(j * c));
+                    acc[1].clamp(lo, hi).store(o.add(j * c + 4));
+                }
             }
-            for channel in vectors_end..c {
-                let mut acc = weights.bias[channel];
+            c0 += 8;
+        }
+    }
+
+    /// Output pixel `(oy, ox)`, channels `from..`, its window clipped to the input.
+    fn pixel(&self, oy: usize, ox: usize, from: usize, out: &mut [f32]) {
+        let g = self.geometry;
+        let weights = self.weights;
+        let (c, k, w) = (weights.channels, weights.kernel, g.input[1]);
+        let (lo, hi) = self.bounds;
+        let (vlo, vhi) = (F32x4::splat(lo), F32x4::splat(hi));
+        let (ky0, ky1, iy) = g.taps(oy, 0);
+        let (kx0, kx1, ix) = g.taps(ox, 1);
+        let out_base = (oy * g.output[1] + ox) * c;
+        // The input pixel under tap (ky, kx) starts at `at(ky, kx)`.
+        let at = |ky: usize, kx: usize| ((iy + ky as isize) as usize * w + (ix + kx as isize) as usize) * c;
+        let input = self.input;
+        let mut c0 = from;
+        while c0 + BLOCK <= c {
+            // SAFETY: taps are within the input (`Geometry::taps`), channels `c0 .. c0 + BLOCK` within
+            // `c`, and `depthwise` checked the slices.
+            unsafe {
+                let b = weights.bias.as_ptr().add(c0);
+                let mut acc = [
+                    F32x4::load(b),
+                    F32x4::load(b.add(4)),
+                    F32x4::load(b.add(8)),
+                    F32x4::load(b.add(12)),
+                ];
                 for ky in ky0..ky1 {
                     for kx in kx0..kx1 {
-                        acc += input[pixel(ky, kx) + channel] * weights.taps[(ky * k + kx) * c + channel];
+                        let x = input.as_ptr().add(at(ky, kx) + c0);
+                        let t = weights.taps.as_ptr().add((ky * k + kx) * c + c0);
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            *acc = acc.mul_add(F32x4::load(x.add(4 * v)), F32x4::load(t.add(4 * v)));
+                        }
                     }
                 }
-                out[out_base + channel] = acc.max(lo).min(hi);
+                let o = out.as_mut_ptr().add(out_base + c0);
+                for (v, acc) in acc.iter().enumerate() {
+                    acc.clamp(vlo, vhi).store(o.add(4 * v));
+                }
             }
+            c0 += BLOCK;
+        }
+        while c0 + 4 <= c {
+            // SAFETY: as above, for channels `c0 .. c0 + 4`.
+            unsafe {
+                let mut acc = F32x4::load(weights.bias.as_ptr().add(c0));
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let x = input.as_ptr().add(at(ky, kx) + c0);
+                        let t = weights.taps.as_ptr().add((ky * k + kx) * c + c0);
+                        acc = acc.mul_add(F32x4::load(x), F32x4::load(t));
+                    }
+                }
+                acc.clamp(vlo, vhi).store(out.as_mut_ptr().add(out_base + c0));
+            }
+            c0 += 4;
+        }
+        for channel in c0..c {
+            let mut acc = weights.bias[channel];
+            for ky in ky0..ky1 {
+                for kx in kx0..kx1 {
+                    acc += input[at(ky, kx) + channel] * weights.taps[(ky * k + kx) * c + channel];
+                }
+            }
+            out[out_base + channel] = acc.max(lo).min(hi);
         }
     }
 }
@@ -404,6 +525,12 @@ mod tests {
         // Channels that exercise the 16-wide blocks, the 4-wide vectors and the scalar tail; kernels
         // 3 and 5, strides 1 and 2, symmetric and bottom/right-heavy padding, tiny inputs.
         for (size, c, k, stride, before, after) in [
+            ([12, 19], 24, 3, 1, 1, 1),
+            ([9, 30], 13, 3, 1, 1, 1),
+            ([14, 17], 12, 3, 2, 0, 1),
+            ([16, 23], 44, 5, 2, 1, 2),
+            ([11, 20], 8, 5, 1, 2, 2),
+            ([13, 13], 20, 3, 2, 1, 1),
             ([7, 9], 16, 3, 1, 1, 1),
             ([8, 8], 21, 3, 2, 0, 1),
             ([9, 6], 40, 5, 2, 1, 2),
