@@ -24,9 +24,9 @@ use web_time::Instant;
 use crate::cache::EmbeddingCache;
 use crate::data::{self, Augmentation, DataError, Dataset, Rng};
 use crate::freeze::{self, FreezeError};
-use crate::inference::FrozenClassifier;
+use crate::inference::{self, FrozenClassifier};
 use crate::metrics::Evaluation;
-use crate::model::{ImageClassifier, ModelKind, Normalisation, Probes};
+use crate::model::{CompiledClassifier, ImageClassifier, ModelKind, Normalisation, Probes};
 use crate::optim::{BlockwiseOptimizer, OptimizerKind};
 use crate::preprocess;
 use crate::readback::{self, ReadbackError};
@@ -119,6 +119,9 @@ pub enum CacheKind {
     Boundary,
     /// Images through the network every epoch.
     None,
+    /// Images through the network every epoch, the frozen blocks on the CPU kernels (the CPU backend
+    /// in wasm, when there is no cache: augmentation, or over the memory budget).
+    Kernels,
 }
 
 /// A phase as announced to the observer.
@@ -735,12 +738,19 @@ enum Cache {
         train: Tensor<4>,
         val: Option<Tensor<4>>,
     },
+    /// Nothing cached, but the frozen blocks `..start` compiled for the CPU kernels (the CPU backend in
+    /// wasm): every batch goes through them there, then through Burn from block `start`.
+    Compiled {
+        start: usize,
+        net: CompiledClassifier,
+    },
 }
 
 impl Cache {
     fn kind(&self) -> CacheKind {
         match self {
             Self::None => CacheKind::None,
+            Self::Compiled { .. } => CacheKind::Kernels,
             Self::Embeddings { .. } => CacheKind::Embeddings,
             Self::Boundary { .. } => CacheKind::Boundary,
         }
@@ -1063,7 +1073,7 @@ impl Run<'_> {
             Cache::Boundary { start, train, .. } => {
                 model.forward_from(*start, train.clone().select(0, rows()).autodiff())
             }
-            Cache::None => {
+            Cache::None | Cache::Compiled { .. } => {
                 let views: Vec<RgbImage> = positions
                     .iter()
                     .map(|&p| {
@@ -1075,12 +1085,42 @@ impl Run<'_> {
                         }
                     })
                     .collect();
-                model.forward_train(preprocess::batch_tensor(
-                    &views,
-                    &self.input.normalisation,
-                    &self.autodiff,
-                ))
+                match cache {
+                    Cache::Compiled { start, net } => {
+                        model.forward_from(*start, self.compiled_boundary(net, *start, &views).autodiff())
+                    }
+                    _ => model.forward_train(preprocess::batch_tensor(
+                        &views,
+                        &self.input.normalisation,
+                        &self.autodiff,
+                    )),
+                }
             }
+        }
+    }
+
+    /// The activations entering block `start` for `views`, computed by `net` on the host (no graph),
+    /// as a tensor on the plain device.
+    fn compiled_boundary(&self, net: &CompiledClassifier, start: usize, views: &[RgbImage]) -> Tensor<4> {
+        let (width, height) = views.first().map_or((0, 0), |view| view.dimensions());
+        let input: Vec<f32> = views
+            .iter()
+            .flat_map(|view| preprocess::normalise(view, &self.input.normalisation))
+            .collect();
+        let out = net.prefix(start, &input, [views.len(), 3, height as usize, width as usize]);
+        Tensor::from_data(TensorData::new(out.values, out.dims), &self.device)
+    }
+
+    /// No cache for a phase whose blocks `..start` are frozen: on the CPU in wasm, those blocks
+    /// compiled for the CPU kernels; elsewhere Burn runs them each batch.
+    async fn uncached(&self, model: &ImageClassifier, start: usize) -> Result<Cache, TrainError> {
+        if start > 0 && inference::compiles_for(&self.device) {
+            Ok(Cache::Compiled {
+                start,
+                net: CompiledClassifier::compile(&model.valid(), Probes::Off).await?,
+            })
+        } else {
+            Ok(Cache::None)
         }
     }
 
@@ -1105,6 +1145,16 @@ impl Run<'_> {
                 Cache::Boundary {
                     start, val: Some(val), ..
                 } => model.forward_from(*start, val.clone().select(0, rows())),
+                Cache::Compiled { start, net } => {
+                    let views: Vec<RgbImage> = chunk
+                        .iter()
+                        .map(|&p| {
+                            let image = self.dataset.examples[self.split.val[p]].image.pixels();
+                            preprocess::evaluation_view(&image, self.input.size)
+                        })
+                        .collect();
+                    model.forward_from(*start, self.compiled_boundary(net, *start, &views))
+                }
                 _ => model.forward(self.view_batch(chunk.iter().map(|&p| self.split.val[p]))),
             };
             logits.extend(readback::to_f32_vec(out).await?);
@@ -1134,7 +1184,7 @@ impl Run<'_> {
     ) -> Result<Cache, TrainError> {
         let start = phase.frozen_blocks;
         if start == 0 || self.config.augment {
-            return Ok(Cache::None);
+            return self.uncached(model, start).await;
         }
         let whole_body = start == model.block_names().len();
         if !whole_body {
@@ -1155,7 +1205,7 @@ impl Run<'_> {
                         ),
                     })
                     .is_break();
-                return Ok(Cache::None);
+                return self.uncached(model, start).await;
             }
         }
         // BatchNorm folded into the convolutions; on the CPU in wasm, compiled for the CPU kernels.

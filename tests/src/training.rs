@@ -120,8 +120,19 @@ pub async fn run_strategy(
     strategy: Strategy,
     device: &Device,
 ) -> Result<StepsReport, TrainError> {
+    run_strategy_with(pretrained, strategy, device, false).await
+}
+
+/// [`run_strategy`], with augmentation on or off.
+pub async fn run_strategy_with(
+    pretrained: &ImageClassifier,
+    strategy: Strategy,
+    device: &Device,
+    augment: bool,
+) -> Result<StepsReport, TrainError> {
     let dataset = photo_dataset();
-    let config = few_steps_config(strategy);
+    let mut config = few_steps_config(strategy);
+    config.augment = augment;
     let num_blocks = pretrained.block_names().len();
     let phases = strategy.phases(num_blocks, config.epochs, config.base_lr())?;
     let always_frozen = phases.iter().map(|p| p.frozen_blocks).min().unwrap_or(0);
