@@ -11,14 +11,21 @@ use std::time::{Duration, Instant};
 use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, StaticServer};
 
+/// The first `n` distinct pictures of `class` (the dataset repeats some silhouettes, and the app
+/// refuses a picture it already has).
 fn images(class: &str, n: usize) -> Vec<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(datasets::path("animal-silhouettes").join(class))
         .expect("class folder")
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    files.truncate(n);
-    files.iter().map(|p| p.display().to_string()).collect()
+    let mut seen = std::collections::HashSet::new();
+    files
+        .into_iter()
+        .filter(|path| seen.insert(std::fs::read(path).expect("read a picture")))
+        .take(n)
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 fn main() {
