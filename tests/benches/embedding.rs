@@ -1,11 +1,13 @@
 //! Embedding throughput of the pretrained models natively on the CPU backend (criterion):
-//! `features()` at 224 px, batch 1 and 16, including the read-back that waits for the result.
+//! `features()` at 224 px, batch 1 and 16, including the read-back that waits for the result; and the
+//! same on the CPU kernels the browser uses on its CPU backend (natively: one thread, the four-lane
+//! type as plain arrays, where Burn's backend uses every core and AVX).
 //! Run with `cargo xtask bench` (or `cargo bench -p graft-tests --bench embedding`).
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use graft_engine::model::ModelKind;
+use graft_engine::model::{CompiledClassifier, ModelKind, Probes};
 use graft_engine::readback;
 use graft_tests::pretrained;
 
@@ -23,6 +25,23 @@ fn embedding_throughput(c: &mut Criterion) {
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_with_input(BenchmarkId::new(kind.card().name, batch), &images, |b, images| {
                 b.iter(|| pollster::block_on(readback::to_f32_vec(model.features(images.clone()))).expect("read-back"))
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("embedding-cpu-kernels");
+    group.sample_size(10);
+    for kind in ModelKind::ALL {
+        let model = pretrained::load(kind, &device).expect("weights: run `cargo xtask weights`");
+        let net = pollster::block_on(CompiledClassifier::compile(&model, Probes::Off)).expect("read-back");
+        for batch in [1, 16] {
+            let images: Vec<f32> = (0..batch * 3 * 224 * 224)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_with_input(BenchmarkId::new(kind.card().name, batch), &images, |b, images| {
+                b.iter(|| net.embeddings(images, [batch, 3, 224, 224]))
             });
         }
     }
