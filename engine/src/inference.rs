@@ -14,6 +14,7 @@ use crate::readback::{self, ReadbackError};
 
 /// A frozen classifier ready to run on its device.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one at a time, held for a run or a trained model
 pub enum FrozenClassifier {
     /// Burn on the model's own device (BatchNorm folded, or not when probing).
     Burn(ImageClassifier),

@@ -240,6 +240,7 @@ impl Block {
 
 /// A body block: the stem and head conv are single convolutions, the rest inverted residuals.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a few dozen, built once per model
 enum BodyBlock {
     Conv(Conv),
     Residual(Block),

@@ -65,13 +65,10 @@ async fn throughput(
     }
     let elapsed_s = (now_ms() - start) / 1000.0;
     let images_per_s = (iterations * batch) as f64 / elapsed_s;
-    let backend = if frozen.is_compiled() {
-        format!("{backend} (graft kernels)")
-    } else {
-        format!("{backend} (burn)")
-    };
+    // Who ran it: the engine's CPU kernels, or Burn.
+    let engine = if frozen.is_compiled() { "graft-kernels" } else { "burn" };
     console_log!(
-        "bench: burn {backend} {} batch {batch}: {images_per_s:.2} img/s ({iterations} iterations in {elapsed_s:.1} s; first call {:.1} s)",
+        "bench: {engine} {backend} {} batch {batch}: {images_per_s:.2} img/s ({iterations} iterations in {elapsed_s:.1} s; first call {:.1} s)",
         kind.card().name,
         warm_ms / 1000.0
     );
