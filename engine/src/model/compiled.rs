@@ -4,8 +4,8 @@
 //! time through the whole body, so that an image's activations stay in the caches.
 //!
 //! Why: in wasm, Burn's CPU backend is single-threaded and its matrix products (the `gemm` crate)
-//! reach about 5 GMAC/s on MobileNetV2's 1x1 convolutions; these kernels reach about 24 on the same
-//! shapes. Only inference of a frozen network goes through here — embeddings, predictions, the frozen
+//! reach about 5 GMAC/s on MobileNetV2's 1x1 convolutions; these kernels reach about 21 on the same
+//! shapes (the browser bench's `pointwise_products_on_cpu`). Only inference of a frozen network goes through here — embeddings, predictions, the frozen
 //! prefix of a partly frozen one, the recommender's measurements; training (autodiff) stays on Burn.
 
 use graft_kernels::{self as kernels, Activation, DenseWeights, DepthwiseWeights, Geometry, PackedWeights};

@@ -230,3 +230,96 @@ async fn kernels_alone_on_cpu() {
         }
     }
 }
+
+/// `(pixels, in, out)` of MobileNetV2's 1x1 convolutions for one 224 px image.
+const MOBILENET_V2_POINTWISE: [(usize, usize, usize); 34] = [
+    (12544, 32, 16),
+    (12544, 16, 96),
+    (3136, 96, 24),
+    (3136, 24, 144),
+    (3136, 144, 24),
+    (3136, 24, 144),
+    (784, 144, 32),
+    (784, 32, 192),
+    (784, 192, 32),
+    (784, 32, 192),
+    (784, 192, 32),
+    (784, 32, 192),
+    (196, 192, 64),
+    (196, 64, 384),
+    (196, 384, 64),
+    (196, 64, 384),
+    (196, 384, 64),
+    (196, 64, 384),
+    (196, 384, 64),
+    (196, 64, 384),
+    (196, 384, 96),
+    (196, 96, 576),
+    (196, 576, 96),
+    (196, 96, 576),
+    (196, 576, 96),
+    (196, 96, 576),
+    (49, 576, 160),
+    (49, 160, 960),
+    (49, 960, 160),
+    (49, 160, 960),
+    (49, 960, 160),
+    (49, 160, 960),
+    (49, 960, 320),
+    (49, 320, 1280),
+];
+
+/// MobileNetV2's 1x1 convolutions for one image as matrix products, in GMAC/s: the CPU kernels'
+/// packed product (bias and ReLU6 fused) against Burn's CPU backend (`matmul`, the `gemm` crate) on
+/// the same shapes. This is where the kernels' speed comes from.
+#[wasm_bindgen_test]
+async fn pointwise_products_on_cpu() {
+    use graft_kernels::{Activation, PackedWeights, pointwise};
+    let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
+    let macs: f64 = MOBILENET_V2_POINTWISE.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
+    let mut layers: Vec<_> = MOBILENET_V2_POINTWISE
+        .iter()
+        .map(|&(p, k, n)| {
+            let weights = PackedWeights::from_output_major(&values(n * k), Some(&values(n)), n, k);
+            (p, weights, values(p * k), vec![0.0f32; p * n])
+        })
+        .collect();
+    let mut run_kernels = || {
+        for (p, weights, input, out) in &mut layers {
+            pointwise(input, *p, weights, Activation::Relu6, None, out);
+        }
+    };
+    run_kernels();
+    let start = now_ms();
+    let mut rounds = 0;
+    while rounds < 3 || now_ms() - start < 2000.0 {
+        run_kernels();
+        rounds += 1;
+    }
+    let kernels = macs * rounds as f64 / ((now_ms() - start) / 1000.0) / 1e9;
+
+    let device = Device::flex();
+    let tensors: Vec<_> = MOBILENET_V2_POINTWISE
+        .iter()
+        .map(|&(p, k, n)| {
+            (
+                Tensor::<2>::from_data(TensorData::new(values(p * k), [p, k]), &device),
+                Tensor::<2>::from_data(TensorData::new(values(k * n), [k, n]), &device),
+            )
+        })
+        .collect();
+    let mut rounds = 0;
+    let start = now_ms();
+    while rounds < 2 || now_ms() - start < 2000.0 {
+        for (input, weights) in &tensors {
+            let out = input.clone().matmul(weights.clone());
+            readback::to_f32_vec(out.slice([0..1, 0..1])).await.expect("read-back");
+        }
+        rounds += 1;
+    }
+    let burn = macs * rounds as f64 / ((now_ms() - start) / 1000.0) / 1e9;
+    console_log!(
+        "bench: mobilenet-v2 1x1 convolutions ({:.0} M MACs per image): graft-kernels {kernels:.1} GMAC/s, burn cpu matmul {burn:.1} GMAC/s",
+        macs / 1e6
+    );
+}
