@@ -447,18 +447,7 @@ pub fn scale_shift(x: &mut [f32], scale: &[f32], shift: &[f32], activation: Acti
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::values;
 
     /// A direct NCHW-free reference: grouped convolution by definition, in f64.
     #[allow(clippy::too_many_arguments)]

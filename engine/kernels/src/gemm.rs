@@ -239,6 +239,7 @@ impl Tile<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::values;
 
     fn reference(a: &[f32], rows: usize, k: usize, w: &[f32], bias: &[f32], n: usize, act: Activation) -> Vec<f32> {
         let (lo, hi) = act.bounds();
@@ -250,18 +251,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

@@ -8,3 +8,20 @@ mod simd;
 
 pub use conv::{DenseWeights, DepthwiseWeights, Geometry, channel_sums, dense, depthwise, mean_pool, scale_shift};
 pub use gemm::{Activation, PackedWeights, pointwise};
+
+/// Test inputs shared by the kernels' tests.
+#[cfg(test)]
+mod testing {
+    /// `len` pseudo-random values in [-1, 1], the same for the same seed (xorshift).
+    pub fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+}
