@@ -1146,13 +1146,7 @@ impl Run<'_> {
                     start, val: Some(val), ..
                 } => model.forward_from(*start, val.clone().select(0, rows())),
                 Cache::Compiled { start, net } => {
-                    let views: Vec<RgbImage> = chunk
-                        .iter()
-                        .map(|&p| {
-                            let image = self.dataset.examples[self.split.val[p]].image.pixels();
-                            preprocess::evaluation_view(&image, self.input.size)
-                        })
-                        .collect();
+                    let views = self.views(chunk.iter().map(|&p| self.split.val[p]));
                     model.forward_from(*start, self.compiled_boundary(net, *start, &views))
                 }
                 _ => model.forward(self.view_batch(chunk.iter().map(|&p| self.split.val[p]))),
@@ -1169,10 +1163,14 @@ impl Run<'_> {
 
     /// Evaluation views of the given examples as an input batch on the plain device.
     fn view_batch(&self, examples: impl Iterator<Item = usize>) -> Tensor<4> {
-        let views: Vec<RgbImage> = examples
+        preprocess::batch_tensor(&self.views(examples), &self.input.normalisation, &self.device)
+    }
+
+    /// Evaluation views of the given examples.
+    fn views(&self, examples: impl Iterator<Item = usize>) -> Vec<RgbImage> {
+        examples
             .map(|i| preprocess::evaluation_view(&self.dataset.examples[i].image.pixels(), self.input.size))
-            .collect();
-        preprocess::batch_tensor(&views, &self.input.normalisation, &self.device)
+            .collect()
     }
 
     /// The cache for `phase`, when nothing before its trainable blocks changes between epochs.

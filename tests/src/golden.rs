@@ -110,6 +110,16 @@ fn comparisons(kind: ModelKind, logits: &[f32]) -> Vec<Comparison> {
         .collect()
 }
 
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
+            self.image, self.max_abs_difference, self.top5, self.top1_prob
+        )
+    }
+}
+
 /// Identical top-5, logits within [`MAX_LOGIT_DIFFERENCE`], the cat a cat and the coffee an espresso.
 pub fn assert_matches_reference(kind: ModelKind, comparisons: &[Comparison]) {
     assert_eq!(comparisons.len(), CROPS.len());

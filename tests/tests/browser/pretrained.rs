@@ -19,13 +19,7 @@ async fn check_on_webgpu(kind: ModelKind) {
     ] {
         let comparisons = golden::compare(kind, &model, &device).await.expect("read-back");
         for c in &comparisons {
-            console_log!(
-                "{kind} ({variant}) {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
-                c.image,
-                c.max_abs_difference,
-                c.top5,
-                c.top1_prob
-            );
+            console_log!("{kind} ({variant}) {c}");
         }
         golden::assert_matches_reference(kind, &comparisons);
     }
@@ -52,13 +46,7 @@ async fn check_on_cpu_backend(kind: ModelKind) {
     );
     let comparisons = golden::compare_frozen(kind, &frozen, &device).await.expect("read-back");
     for c in &comparisons {
-        console_log!(
-            "{kind} (CPU kernels, wasm SIMD) {:>9}: max |logit diff| {:.2e}, top-5 {:?}, p(top-1) {:.3}",
-            c.image,
-            c.max_abs_difference,
-            c.top5,
-            c.top1_prob
-        );
+        console_log!("{kind} (CPU kernels, wasm SIMD) {c}");
     }
     golden::assert_matches_reference(kind, &comparisons);
 }

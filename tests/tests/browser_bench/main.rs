@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use graft_app::device::{self, ComputeDevice};
 use graft_engine::inference::FrozenClassifier;
-use graft_engine::model::{ModelKind, Probes};
+use graft_engine::model::{Architecture, ModelKind, Probes};
 use graft_engine::readback;
 use graft_tests::pretrained;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -224,43 +224,29 @@ async fn kernels_alone_on_cpu() {
     }
 }
 
-/// `(pixels, in, out)` of MobileNetV2's 1x1 convolutions for one 224 px image.
-const MOBILENET_V2_POINTWISE: [(usize, usize, usize); 34] = [
-    (12544, 32, 16),
-    (12544, 16, 96),
-    (3136, 96, 24),
-    (3136, 24, 144),
-    (3136, 144, 24),
-    (3136, 24, 144),
-    (784, 144, 32),
-    (784, 32, 192),
-    (784, 192, 32),
-    (784, 32, 192),
-    (784, 192, 32),
-    (784, 32, 192),
-    (196, 192, 64),
-    (196, 64, 384),
-    (196, 384, 64),
-    (196, 64, 384),
-    (196, 384, 64),
-    (196, 64, 384),
-    (196, 384, 64),
-    (196, 64, 384),
-    (196, 384, 96),
-    (196, 96, 576),
-    (196, 576, 96),
-    (196, 96, 576),
-    (196, 576, 96),
-    (196, 96, 576),
-    (49, 576, 160),
-    (49, 160, 960),
-    (49, 960, 160),
-    (49, 160, 960),
-    (49, 960, 160),
-    (49, 160, 960),
-    (49, 960, 320),
-    (49, 320, 1280),
-];
+/// `(pixels, in, out)` of an architecture's 1x1 convolutions for one image of `size` px, read off its
+/// stage table: each block's expansion at its input resolution, its projection after the stride, then
+/// the head conv.
+fn pointwise_shapes(architecture: &Architecture, size: usize) -> Vec<(usize, usize, usize)> {
+    let mut side = size.div_ceil(2);
+    let mut input = architecture.stem_channels;
+    let mut shapes = Vec::new();
+    for stage in architecture.stages {
+        for repeat in 0..stage.repeats {
+            let hidden = input * stage.expand_ratio;
+            if stage.expand_ratio != 1 {
+                shapes.push((side * side, input, hidden));
+            }
+            if repeat == 0 {
+                side = side.div_ceil(stage.stride);
+            }
+            shapes.push((side * side, hidden, stage.channels));
+            input = stage.channels;
+        }
+    }
+    shapes.push((side * side, input, architecture.head_channels));
+    shapes
+}
 
 /// MobileNetV2's 1x1 convolutions for one image as matrix products, in GMAC/s: the CPU kernels'
 /// packed product (bias and ReLU6 fused) against Burn's CPU backend (`matmul`, the `gemm` crate) on
@@ -269,8 +255,9 @@ const MOBILENET_V2_POINTWISE: [(usize, usize, usize); 34] = [
 async fn pointwise_products_on_cpu() {
     use graft_kernels::{Activation, PackedWeights, pointwise};
     let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
-    let macs: f64 = MOBILENET_V2_POINTWISE.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
-    let mut layers: Vec<_> = MOBILENET_V2_POINTWISE
+    let shapes = pointwise_shapes(&ModelKind::MobileNetV2.architecture(), 224);
+    let macs: f64 = shapes.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
+    let mut layers: Vec<_> = shapes
         .iter()
         .map(|&(p, k, n)| {
             let weights = PackedWeights::from_output_major(&values(n * k), Some(&values(n)), n, k);
@@ -292,7 +279,7 @@ async fn pointwise_products_on_cpu() {
     let kernels = macs * rounds as f64 / ((now_ms() - start) / 1000.0) / 1e9;
 
     let device = Device::flex();
-    let tensors: Vec<_> = MOBILENET_V2_POINTWISE
+    let tensors: Vec<_> = shapes
         .iter()
         .map(|&(p, k, n)| {
             (
