@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod device;
+pub mod dropped;
 pub mod folders;
 pub mod protocol;
 pub mod store;

@@ -490,6 +490,43 @@ async fn send_files(studio: Studio, bridge: &Bridge, class: usize, files: Vec<(S
     }
 }
 
+/// Makes a class of each of `groups` (or adds to the class of that name) and sends it its `files`
+/// (`groups` index into `files`).
+async fn add_grouped(
+    studio: Studio,
+    bridge: &Bridge,
+    files: Vec<(String, web_sys::File)>,
+    groups: Vec<(String, Vec<usize>)>,
+) {
+    let mut files: Vec<Option<(String, web_sys::File)>> = files.into_iter().map(Some).collect();
+    for (class, indices) in groups {
+        let members: Vec<_> = indices.into_iter().filter_map(|i| files[i].take()).collect();
+        let existing = studio
+            .classes
+            .with_untracked(|c| c.iter().position(|v| v.name == class));
+        let index = existing.unwrap_or_else(|| studio.add_class(Some(class), bridge));
+        send_files(studio, bridge, index, members).await;
+    }
+}
+
+/// "1 file `place` is in no class and was left out" (or "3 files … are … were …").
+fn left_out(files: usize, place: &str) -> String {
+    if files == 1 {
+        format!("1 file {place} is in no class and was left out")
+    } else {
+        format!("{files} files {place} are in no class and were left out")
+    }
+}
+
+fn say_unreadable(studio: Studio, unreadable: usize) {
+    if unreadable > 0 {
+        studio.say(
+            true,
+            format!("{unreadable} of the dropped files or folders could not be read by the browser and were left out."),
+        );
+    }
+}
+
 /// Registers the service worker (`sw.js`) that keeps the app usable offline once loaded. Through
 /// `Reflect`: web-sys's service worker types would add features, and with them a rebuild of wgpu.
 fn register_service_worker(studio: Studio) {
@@ -658,20 +695,44 @@ fn DataPanel() -> impl IntoView {
                     studio.say(
                         false,
                         format!(
-                            "{} files directly in the chosen folder belong to no class and were left out: put each class's pictures in a subfolder named after it.",
-                            loose.len()
+                            "{}: put each class's pictures in a subfolder named after it.",
+                            left_out(loose.len(), "directly in the chosen folder")
                         ),
                     );
                 }
-                let mut files: Vec<Option<(String, web_sys::File)>> = files.into_iter().map(Some).collect();
-                for (class, indices) in groups {
-                    let members: Vec<_> = indices.into_iter().filter_map(|i| files[i].take()).collect();
-                    let existing = studio
-                        .classes
-                        .with_untracked(|c| c.iter().position(|v| v.name == class));
-                    let index = existing.unwrap_or_else(|| studio.add_class(Some(class), &bridge));
-                    send_files(studio, &bridge, index, members).await;
+                add_grouped(studio, &bridge, files, groups).await;
+            });
+        }
+    };
+    // Folders dropped onto the panel (not onto a class): classes from their names.
+    let dragging = RwSignal::new(false);
+    let drop = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::DragEvent| {
+            ev.prevent_default();
+            dragging.set(false);
+            let Some(transfer) = ev.data_transfer() else {
+                return;
+            };
+            let dropped = crate::dropped::Dropped::take(&transfer);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                let dropped = dropped.files().await;
+                say_unreadable(studio, dropped.unreadable);
+                let paths: Vec<String> = dropped.files.iter().map(|(path, _)| path.clone()).collect();
+                let (groups, loose) = crate::folders::group_dropped(&paths);
+                if !loose.is_empty() {
+                    studio.say(
+                        false,
+                        format!(
+                            "{}: drop pictures onto their class, or drop a folder per class (or a folder of such folders).",
+                            left_out(loose.len(), "dropped outside any folder")
+                        ),
+                    );
+                } else if groups.is_empty() && dropped.unreadable == 0 {
+                    studio.say(false, "Nothing was added: what was dropped holds no pictures.");
                 }
+                add_grouped(studio, &bridge, dropped.files, groups).await;
             });
         }
     };
@@ -683,10 +744,20 @@ fn DataPanel() -> impl IntoView {
         }
     });
     view! {
-        <section class="panel data">
+        <section
+            class="panel data"
+            class:dragging=move || dragging.get()
+            data-testid="data-drop"
+            on:dragover=move |ev: leptos::ev::DragEvent| {
+                ev.prevent_default();
+                dragging.set(true);
+            }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=drop
+        >
             <h2>"1. Your images"</h2>
             <p class="hint">
-                "Make a class per kind of thing and add or drop its pictures, or choose a folder whose subfolders are the classes. The × on a picture removes it."
+                "Make a class per kind of thing and add or drop its pictures, or choose or drop a folder whose subfolders are the classes (a folder dropped here becomes a class named after it). The × on a picture removes it."
             </p>
             <div class="toolbar">
                 <button data-testid="add-class" on:click=add>"+ Add class"</button>
@@ -777,13 +848,23 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
         let bridge = bridge.clone();
         move |ev: leptos::ev::DragEvent| {
             ev.prevent_default();
+            // Not the panel's drop as well (that one makes classes).
+            ev.stop_propagation();
             dragging.set(false);
-            let Some(files) = ev.data_transfer().and_then(|t| t.files()) else {
+            let Some(transfer) = ev.data_transfer() else {
                 return;
             };
+            let dropped = crate::dropped::Dropped::take(&transfer);
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
-                send_files(studio, &bridge, index, file_list(&files)).await;
+                let dropped = dropped.files().await;
+                say_unreadable(studio, dropped.unreadable);
+                // Files, and everything in dropped folders, join this class.
+                let paths: Vec<String> = dropped.files.iter().map(|(path, _)| path.clone()).collect();
+                let visible = crate::folders::visible(&paths);
+                let mut files: Vec<Option<_>> = dropped.files.into_iter().map(Some).collect();
+                let files = visible.into_iter().filter_map(|i| files[i].take()).collect();
+                send_files(studio, &bridge, index, files).await;
             });
         }
     };
@@ -795,6 +876,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             data-testid=format!("class-drop-{index}")
             on:dragover=move |ev: leptos::ev::DragEvent| {
                 ev.prevent_default();
+                ev.stop_propagation();
                 dragging.set(true);
             }
             on:dragleave=move |_| dragging.set(false)

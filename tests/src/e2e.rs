@@ -544,6 +544,33 @@ pub async fn devtools(client: &Client, method: &'static str, params: serde_json:
         .unwrap_or_else(|e| panic!("{method}: {e}"))
 }
 
+/// Drags `paths` (files or folders, from this machine's disk) from outside the browser and drops them
+/// on the middle of the element `data-testid=id`, as a person dragging them from a file manager would:
+/// the page gets real File System entries, folders included (DevTools' `Input.dispatchDragEvent`).
+pub async fn drop_paths(client: &Client, id: &str, paths: &[PathBuf]) {
+    let script = format!(
+        "const e = document.querySelector(\"[data-testid='{id}']\");
+         e.scrollIntoView({{block: 'center'}});
+         const r = e.getBoundingClientRect();
+         return [r.x + r.width / 2, r.y + Math.min(r.height / 2, 40)];"
+    );
+    let point = client
+        .execute(&script, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("find {id}: {e}"));
+    let (x, y) = (point[0].as_f64().expect("x"), point[1].as_f64().expect("y"));
+    let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let data = serde_json::json!({ "items": [], "files": files, "dragOperationsMask": 1 });
+    for kind in ["dragEnter", "dragOver", "drop"] {
+        devtools(
+            client,
+            "Input.dispatchDragEvent",
+            serde_json::json!({ "type": kind, "x": x, "y": y, "data": data }),
+        )
+        .await;
+    }
+}
+
 /// Crashes the browser's GPU process (`Browser.crashGpuProcess`), as a driver reset or a GPU that
 /// went away would: every WebGPU device of every page is lost.
 pub async fn crash_gpu_process(client: &Client) {

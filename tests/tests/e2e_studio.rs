@@ -288,16 +288,8 @@ async fn a_person_trains_predicts_exports_and_imports() {
 
     // A picture dropped onto a class card joins it; a file that is not an image is refused by name and
     // nothing else changes.
-    let png = std::fs::read(datasets::tuxpaint_photos("mammals", 9).pop().expect("a 9th mammal")).expect("read");
-    let drop = format!(
-        "const bytes = Uint8Array.from(atob('{}'), c => c.charCodeAt(0));
-         const transfer = new DataTransfer();
-         transfer.items.add(new File([bytes], 'dropped.png', {{type: 'image/png'}}));
-         document.querySelector(\"[data-testid='class-drop-1']\")
-             .dispatchEvent(new DragEvent('drop', {{dataTransfer: transfer, bubbles: true, cancelable: true}}));",
-        base64(&png)
-    );
-    client.execute(&drop, Vec::new()).await.expect("drop");
+    let ninth = datasets::tuxpaint_photos("mammals", 9).pop().expect("a 9th mammal");
+    e2e::drop_paths(&client, "class-drop-1", &[ninth]).await;
     text_of(&client, "class-count-1", Duration::from_secs(30), |t| t == "9").await;
     let not_an_image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/imagenet/golden.json");
     e2e::upload(&client, "class-files-0", &[not_an_image]).await;
@@ -416,20 +408,105 @@ async fn a_person_trains_predicts_exports_and_imports() {
     client.close().await.expect("close");
 }
 
-/// Standard base64 (for handing bytes to the page's JavaScript).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
+/// Folders in, as a person has them on disk. Choosing a folder (`webkitdirectory`): each subfolder
+/// becomes a class named after it with its pictures; nested folders belong to their top subfolder;
+/// hidden files and files loose in the chosen folder are left out, and the person is told about the
+/// loose ones. Dropping onto the panel (a real drag from outside the browser): a folder of pictures
+/// becomes a class named after it, a folder of folders a class per folder; a file dropped by itself is
+/// left out with a reason. A folder dropped onto a class card adds everything in it to that class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_chosen_or_dropped_become_classes() {
+    let root = std::env::temp_dir().join(format!("graft-folders-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let put = |folder: &str, photos: Vec<std::path::PathBuf>| {
+        let dir = root.join(folder);
+        std::fs::create_dir_all(&dir).expect("folder");
+        for photo in photos {
+            std::fs::copy(&photo, dir.join(photo.file_name().expect("name"))).expect("copy");
+        }
+        dir
+    };
+    let photos = |class: &str, skip: usize, n: usize| -> Vec<std::path::PathBuf> {
+        datasets::tuxpaint_photos(class, skip + n).split_off(skip)
+    };
+    // Chosen: "my pictures/{birds, mammals}"; a nested folder counts for its class, a hidden file and
+    // a loose file do not.
+    let chosen = root.join("my pictures");
+    put("my pictures/birds", photos("birds", 0, 3));
+    put("my pictures/mammals", photos("mammals", 0, 2));
+    put("my pictures/mammals/more", photos("mammals", 2, 1));
+    std::fs::write(chosen.join("birds/.DS_Store"), b"junk").expect("hidden");
+    put("my pictures", photos("mammals", 3, 1));
+    // Dropped on the panel: a folder of pictures, a folder of folders and a lone file.
+    let fruit = put("fruit", photos("fruit", 0, 2));
+    put("garden/flowers", photos("flowers", 0, 2));
+    put("garden/vegetables", photos("vegetables", 0, 3));
+    let garden = root.join("garden");
+    let lone = photos("insects", 0, 1).remove(0);
+    // Dropped on the birds: a folder with a subfolder.
+    let more_birds = put("more birds", photos("birds", 3, 1));
+    put("more birds/deep", photos("birds", 4, 1));
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session_without_webgpu().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    text_of(&client, "device", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await;
+    let names = || {
+        let client = client.clone();
+        async move {
+            let mut names = Vec::new();
+            for input in client
+                .find_all(Locator::Css("[data-testid^=class-name-]"))
+                .await
+                .expect("names")
+            {
+                names.push(input.prop("value").await.expect("name").unwrap_or_default());
+            }
+            names
+        }
+    };
+    let counts = |expected: &'static [&'static str]| {
+        let client = client.clone();
+        async move {
+            for (index, count) in expected.iter().enumerate() {
+                text_of(&client, &format!("class-count-{index}"), Duration::from_secs(60), |t| {
+                    t == *count
+                })
+                .await;
             }
         }
-    }
-    out
+    };
+
+    e2e::upload(&client, "folder-input", &[chosen]).await;
+    counts(&["3", "3"]).await;
+    assert_eq!(names().await, ["birds", "mammals"]);
+    let messages = by_id(&client, "messages").await.text().await.unwrap_or_default();
+    assert!(
+        messages.contains("1 file directly in the chosen folder is in no class and was left out"),
+        "{messages}"
+    );
+
+    e2e::drop_paths(&client, "data-drop", &[fruit, garden, lone]).await;
+    counts(&["3", "3", "2", "2", "3"]).await;
+    assert_eq!(names().await, ["birds", "mammals", "flowers", "fruit", "vegetables"]);
+    let messages = text_of(&client, "messages", Duration::from_secs(10), |t| {
+        t.contains("dropped outside any folder")
+    })
+    .await;
+    assert!(
+        messages.contains("1 file dropped outside any folder is in no class and was left out"),
+        "{messages}"
+    );
+
+    e2e::drop_paths(&client, "class-drop-0", &[more_birds]).await;
+    counts(&["5", "3", "2", "2", "3"]).await;
+    assert_eq!(names().await.len(), 5, "a folder dropped onto a class makes no class");
+    let shot = e2e::screenshot(&client, "folders").await;
+    println!("messages: {messages:?}; screenshot {}", shot.display());
+    client.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(&root);
 }
