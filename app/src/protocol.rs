@@ -5,7 +5,7 @@
 
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
-use graft_engine::train::{TrainConfig, TrainEvent};
+use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
 
 /// From the page to the worker.
@@ -32,6 +32,10 @@ pub enum WorkerRequest {
         class: usize,
         width: u32,
         height: u32,
+    },
+    /// What the page shows changed (a choice, a measurement, a result): keep it with the project.
+    SaveView {
+        view: ProjectView,
     },
     /// Measure the dataset with `model` and recommend a strategy.
     Recommend {
@@ -64,6 +68,51 @@ pub enum WorkerRequest {
     InjectFault {
         fault: InjectedFault,
     },
+}
+
+/// What the page shows besides the classes and pictures — the person's choices and what the app
+/// measured and trained for them — kept with the project so that a reload shows it again. Settings
+/// left `None` take the engine's default for the strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectView {
+    pub model: ModelKind,
+    /// `head-only`, `partial-freeze`, `staged`, `full` or `scratch`; `None`: not chosen yet.
+    pub strategy: Option<String>,
+    pub epochs: Option<usize>,
+    pub lr: Option<f64>,
+    pub batch: usize,
+    pub trainable_blocks: usize,
+    pub augment: bool,
+    #[serde(default)]
+    pub batch_norm: Option<BatchNormStatistics>,
+    /// Embedding speed measured here, per model.
+    #[serde(default)]
+    pub speeds: Vec<(ModelKind, f64)>,
+    /// The recommendation for the pictures as they are (dropped when they change).
+    #[serde(default)]
+    pub recommendation: Option<Recommendation>,
+    /// The last finished run.
+    #[serde(default)]
+    pub results: Option<RunResults>,
+}
+
+/// A finished run as the page shows it: its curves, its summary and each validation picture's
+/// outcome (`(image id, true class, predicted class)`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub history: Vec<EpochPoint>,
+    pub summary: TrainSummary,
+    pub samples: Vec<(u64, usize, usize)>,
+}
+
+/// One point of the training curves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochPoint {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
 }
 
 /// A device failure the tests make happen.
@@ -100,6 +149,11 @@ pub enum WorkerEvent {
     /// The project found in the browser's storage: its classes (their images follow as `ImagesAdded`).
     ProjectRestored {
         classes: Vec<String>,
+    },
+    /// The project is restored (or there was none): what the page showed last, after the pictures
+    /// and the model. From then on the page's own changes are saved.
+    ViewRestored {
+        view: Option<ProjectView>,
     },
     /// Images of `class` decoded, oriented and downscaled; one JPEG thumbnail payload per added image.
     ImagesAdded {

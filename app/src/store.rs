@@ -32,6 +32,8 @@ pub struct Project {
     pub images: Vec<StoredImage>,
     /// The trained model as a Graft model file.
     pub model: Option<Vec<u8>>,
+    /// What the page showed, as JSON (the protocol's `ProjectView`).
+    pub view: Option<String>,
 }
 
 /// Why the store could not do something.
@@ -121,6 +123,11 @@ impl Store {
         self.put_meta("classes", &JsValue::from_str(&json)).await
     }
 
+    /// What the page shows besides classes and pictures, as JSON (the protocol's `ProjectView`).
+    pub async fn save_view(&self, json: &str) -> Result<(), StoreError> {
+        self.put_meta("view", &JsValue::from_str(json)).await
+    }
+
     pub async fn save_model(&self, bundle: &[u8]) -> Result<(), StoreError> {
         self.put_meta("model", &Uint8Array::from(bundle).into()).await
     }
@@ -196,6 +203,7 @@ impl Store {
             .await?
             .filter(|v| v.is_instance_of::<Uint8Array>())
             .map(|v| Uint8Array::from(v).to_vec());
+        let view = meta.get(JsValue::from_str("view"))?.await?.and_then(|v| v.as_string());
         let mut images = Vec::new();
         let mut unreadable = 0;
         for value in tx.object_store(IMAGES)?.get_all(None, None)?.await? {
@@ -224,7 +232,15 @@ impl Store {
         }
         tx.await?;
         images.sort_by_key(|image| image.id);
-        Ok((Project { classes, images, model }, unreadable))
+        Ok((
+            Project {
+                classes,
+                images,
+                model,
+                view,
+            },
+            unreadable,
+        ))
     }
 }
 

@@ -3,14 +3,14 @@
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::{Quadrant, Recommendation};
 use graft_engine::strategy::Strategy;
-use graft_engine::train::{TrainConfig, TrainEvent, TrainSummary};
+use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainEvent, TrainSummary};
 use js_sys::{Array, Uint8Array};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::DeviceBadge;
 use crate::bridge::Bridge;
-use crate::protocol::{InjectedFault, WorkerEvent, WorkerRequest};
+use crate::protocol::{EpochPoint, InjectedFault, ProjectView, RunResults, WorkerEvent, WorkerRequest};
 
 /// Thumbnails shown per class card: a class of thousands shows these and a count of the rest, so
 /// the page stays light.
@@ -30,16 +30,6 @@ struct ClassView {
     key: u64,
     name: String,
     images: Vec<Thumb>,
-}
-
-/// One point of the training curves.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct EpochPoint {
-    epoch: usize,
-    train_loss: f64,
-    train_accuracy: f64,
-    val_loss: Option<f64>,
-    val_accuracy: Option<f64>,
 }
 
 /// Where training is.
@@ -85,6 +75,9 @@ struct Studio {
     batch: RwSignal<usize>,
     trainable_blocks: RwSignal<usize>,
     augment: RwSignal<bool>,
+    batch_norm: RwSignal<Option<BatchNormStatistics>>,
+    /// The stored project is back (or there was none): changes to the view are saved from now on.
+    restored: RwSignal<bool>,
     training: RwSignal<bool>,
     progress: RwSignal<Option<ProgressView>>,
     history: RwSignal<Vec<EpochPoint>>,
@@ -127,6 +120,8 @@ impl Studio {
             batch: RwSignal::new(16),
             trainable_blocks: RwSignal::new(5),
             augment: RwSignal::new(false),
+            batch_norm: RwSignal::new(None),
+            restored: RwSignal::new(false),
             training: RwSignal::new(false),
             progress: RwSignal::new(None),
             history: RwSignal::new(Vec::new()),
@@ -273,6 +268,12 @@ impl Studio {
             WorkerEvent::Train(event) => self.on_train_event(*event),
             WorkerEvent::Evaluated { samples } => self.samples.set(samples),
             WorkerEvent::ModelReady { classes, .. } => self.model_ready.set(Some(classes)),
+            WorkerEvent::ViewRestored { view } => {
+                if let Some(view) = view {
+                    self.restore_view(view);
+                }
+                self.restored.set(true);
+            }
             WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
             WorkerEvent::Exported { file_name } => {
                 if let Some(bytes) = payloads.into_iter().next() {
@@ -390,24 +391,69 @@ impl Studio {
 
     /// The training configuration from the chosen strategy and the advanced settings.
     fn config(&self) -> Option<TrainConfig> {
-        let strategy = match self.strategy.get_untracked()?.as_str() {
-            "head-only" => Strategy::HeadOnly,
-            "partial-freeze" => Strategy::PartialFreeze {
-                trainable_blocks: self.trainable_blocks.get_untracked().max(1),
-            },
-            "staged" => Strategy::STAGED_DEFAULT,
-            "full" => Strategy::FullFineTune,
-            "scratch" => Strategy::FromScratch,
-            _ => return None,
-        };
-        let mut config = TrainConfig::new(strategy);
+        let mut config = untrack(|| self.defaults())?;
         if let Some(epochs) = self.epochs.get_untracked() {
             config.epochs = epochs.max(1);
         }
         config.lr = self.lr.get_untracked();
         config.batch_size = self.batch.get_untracked().max(1);
         config.augment = self.augment.get_untracked();
+        config.batch_norm = self.batch_norm.get_untracked();
         Some(config)
+    }
+
+    /// The engine's defaults for the chosen strategy (tracked).
+    fn defaults(&self) -> Option<TrainConfig> {
+        let strategy = match self.strategy.get()?.as_str() {
+            "head-only" => Strategy::HeadOnly,
+            "partial-freeze" => Strategy::PartialFreeze {
+                trainable_blocks: self.trainable_blocks.get().max(1),
+            },
+            "staged" => Strategy::STAGED_DEFAULT,
+            "full" => Strategy::FullFineTune,
+            "scratch" => Strategy::FromScratch,
+            _ => return None,
+        };
+        Some(TrainConfig::new(strategy))
+    }
+
+    /// What a reload should show again (tracked: read inside an effect, it reruns on any change).
+    fn view(&self) -> ProjectView {
+        ProjectView {
+            model: self.model.get(),
+            strategy: self.strategy.get(),
+            epochs: self.epochs.get(),
+            lr: self.lr.get(),
+            batch: self.batch.get(),
+            trainable_blocks: self.trainable_blocks.get(),
+            augment: self.augment.get(),
+            batch_norm: self.batch_norm.get(),
+            speeds: self.speeds.get(),
+            recommendation: self.recommendation.get(),
+            results: self.summary.get().map(|summary| RunResults {
+                history: self.history.get(),
+                summary,
+                samples: self.samples.get(),
+            }),
+        }
+    }
+
+    fn restore_view(&self, view: ProjectView) {
+        self.model.set(view.model);
+        self.strategy.set(view.strategy);
+        self.epochs.set(view.epochs);
+        self.lr.set(view.lr);
+        self.batch.set(view.batch);
+        self.trainable_blocks.set(view.trainable_blocks);
+        self.augment.set(view.augment);
+        self.batch_norm.set(view.batch_norm);
+        self.speeds.set(view.speeds);
+        self.recommendation.set(view.recommendation);
+        if let Some(results) = view.results {
+            self.history.set(results.history);
+            self.samples.set(results.samples);
+            self.summary.set(Some(results.summary));
+        }
     }
 }
 
@@ -584,6 +630,14 @@ pub fn App() -> impl IntoView {
     provide_context(studio);
     BRIDGE.with(|cell| {
         let _ = cell.set(bridge);
+    });
+    // What the page shows is kept with the project, once the stored one is back (so that the
+    // page's defaults never overwrite it).
+    Effect::new(move |_| {
+        let view = studio.view();
+        if studio.restored.get() {
+            self::bridge().send(&WorkerRequest::SaveView { view }, Vec::new());
+        }
     });
     let device = studio.device;
     view! {
@@ -1016,6 +1070,7 @@ fn ModelPicker() -> impl IntoView {
 fn RecommendationPanel() -> impl IntoView {
     let studio = studio();
     let bridge = bridge();
+    let defaults = move || studio.defaults();
     let analyse = move |_| {
         studio.measuring.set(Some((0, 0)));
         bridge.send(
@@ -1070,7 +1125,8 @@ fn RecommendationPanel() -> impl IntoView {
                         type="number"
                         min="1"
                         data-testid="epochs-input"
-                        placeholder="strategy default"
+                        placeholder=move || defaults().map(|c| c.epochs.to_string())
+                        prop:value=move || studio.epochs.get().map(|e| e.to_string()).unwrap_or_default()
                         on:change=move |ev| studio.epochs.set(event_target_value(&ev).parse().ok())
                     />
                 </label>
@@ -1079,7 +1135,9 @@ fn RecommendationPanel() -> impl IntoView {
                     <input
                         type="number"
                         step="any"
-                        placeholder="strategy default"
+                        data-testid="lr-input"
+                        placeholder=move || defaults().map(|c| c.base_lr().to_string())
+                        prop:value=move || studio.lr.get().map(|lr| lr.to_string()).unwrap_or_default()
                         on:change=move |ev| studio.lr.set(event_target_value(&ev).parse().ok())
                     />
                 </label>
@@ -1116,6 +1174,35 @@ fn RecommendationPanel() -> impl IntoView {
                         on:change=move |ev| studio.augment.set(event_target_checked(&ev))
                     />
                     " Augmentation (random crops, flips, colour jitter)"
+                </label>
+                <label title="What the BatchNorm layers of the blocks that train normalise with. Keeping the pretrained statistics suits fine-tuning on a small dataset; each batch's suits training from scratch.">
+                    "BatchNorm while training "
+                    <select
+                        data-testid="batch-norm-select"
+                        prop:value=move || match studio.batch_norm.get() {
+                            None => "default",
+                            Some(BatchNormStatistics::Running) => "running",
+                            Some(BatchNormStatistics::Batch) => "batch",
+                        }
+                        on:change=move |ev| {
+                            studio
+                                .batch_norm
+                                .set(match event_target_value(&ev).as_str() {
+                                    "running" => Some(BatchNormStatistics::Running),
+                                    "batch" => Some(BatchNormStatistics::Batch),
+                                    _ => None,
+                                })
+                        }
+                    >
+                        <option value="default">
+                            {move || match defaults().map(|c| c.batch_norm_statistics()) {
+                                Some(BatchNormStatistics::Batch) => "strategy default (each batch's statistics)",
+                                _ => "strategy default (the pretrained statistics)",
+                            }}
+                        </option>
+                        <option value="running">"the pretrained statistics, kept"</option>
+                        <option value="batch">"each batch's statistics"</option>
+                    </select>
                 </label>
             </details>
         </section>

@@ -203,6 +203,18 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 save_unsaved().await;
             }
         }
+        WorkerRequest::SaveView { view } => {
+            let _writing = Writing::start();
+            if let Some(store) = store() {
+                let json = serde_json::to_string(&view).unwrap_or_default();
+                match store.save_view(&json).await {
+                    // A full storage is already said (message and banner) for what matters more; a
+                    // view is small and saved again at the next change, not worth a message each.
+                    Ok(()) | Err(StoreError::Full) => {}
+                    Err(error) => fail("store", store::describe(error)),
+                }
+            }
+        }
         WorkerRequest::AddImages { class, names } => add_images(class, names, payloads).await,
         WorkerRequest::AddFrames { class, width, height } => {
             let count = payloads.len();
@@ -371,7 +383,10 @@ async fn restore() {
         Ok(loaded) => loaded,
         Err(error) => return fail("restore", format!("the stored project could not be read: {error}")),
     };
+    // A view that no longer reads (an older or damaged record) leaves the page's defaults.
+    let view = project.view.as_deref().and_then(|json| serde_json::from_str(json).ok());
     if project.classes.is_empty() {
+        post(&WorkerEvent::ViewRestored { view }, Vec::new());
         return;
     }
     post(
@@ -431,6 +446,7 @@ async fn restore() {
             Err(message) => fail("restore", format!("the stored model was dropped: {message}")),
         }
     }
+    post(&WorkerEvent::ViewRestored { view }, Vec::new());
 }
 
 /// Decodes, orients and downscales each file once; stores it; answers with thumbnails and per-file

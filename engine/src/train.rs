@@ -68,6 +68,30 @@ pub struct TrainConfig {
     /// says so. `None`: no limit (the CPU).
     #[serde(default)]
     pub max_buffer_bytes: Option<u64>,
+    /// What the BatchNorms of trainable blocks normalise with; `None`: the strategy's default (see
+    /// [`BatchNormStatistics`]).
+    #[serde(default)]
+    pub batch_norm: Option<BatchNormStatistics>,
+}
+
+/// What the BatchNorm of a *trainable* block normalises with while it trains (a frozen block's
+/// always uses its running statistics and never updates them).
+///
+/// Fine-tuning from pretrained weights defaults to [`Running`](Self::Running), as Keras's transfer
+/// learning guide advises: on a small dataset the statistics of each batch (16 pictures) differ
+/// from ImageNet's running ones the network was trained with, and the running statistics the model
+/// is validated and used with lag behind the batch ones for many steps (momentum 0.1), so a model
+/// that fits its training batches can do no better than chance in inference mode — measured with
+/// `graft train` on 200 silhouettes (staged, 2 epochs): train accuracy 81.9%, validation 52.5-55%.
+/// Training from scratch defaults to [`Batch`](Self::Batch): random weights have no statistics
+/// worth keeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchNormStatistics {
+    /// The pretrained running statistics, left unchanged; the BatchNorm's scale and shift still learn.
+    Running,
+    /// Each batch's statistics, updating the running ones (BatchNorm's usual training mode).
+    Batch,
 }
 
 impl TrainConfig {
@@ -100,12 +124,21 @@ impl TrainConfig {
             patience: Some(5),
             cache_budget_bytes: 1 << 30,
             max_buffer_bytes: None,
+            batch_norm: None,
         }
     }
 
     /// The head's learning rate this run uses.
     pub fn base_lr(&self) -> f64 {
         self.lr.unwrap_or_else(|| self.strategy.default_base_lr())
+    }
+
+    /// What trainable BatchNorms normalise with in this run.
+    pub fn batch_norm_statistics(&self) -> BatchNormStatistics {
+        self.batch_norm.unwrap_or(match self.strategy {
+            Strategy::FromScratch => BatchNormStatistics::Batch,
+            _ => BatchNormStatistics::Running,
+        })
     }
 }
 
@@ -633,6 +666,7 @@ impl<'a> Session<'a> {
             }
         };
         model = model.train();
+        model.set_running_statistics(run.config.batch_norm_statistics() == BatchNormStatistics::Running);
         run.batch_size = run.fitting_batch(observer);
 
         let first = position.phase;

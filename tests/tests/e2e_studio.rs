@@ -227,7 +227,23 @@ async fn a_person_trains_predicts_exports_and_imports() {
         "nothing left to continue"
     );
 
-    // A reload finds the project as it was: classes, images, the trained model.
+    // A reload finds the project as it was: classes, images, the trained model, the choices made and
+    // the last results.
+    let accuracy = by_id(&client, "val-accuracy").await.text().await.expect("accuracy");
+    client
+        .find(Locator::Css("details.advanced summary"))
+        .await
+        .expect("advanced settings")
+        .click()
+        .await
+        .expect("open advanced settings");
+    let lr = by_id(&client, "lr-input").await;
+    lr.send_keys("0.0005\u{E007}").await.expect("type a learning rate");
+    by_id(&client, "batch-norm-select")
+        .await
+        .select_by_value("batch")
+        .await
+        .expect("choose batch statistics");
     client.refresh().await.expect("reload");
     text_of(&client, "device", Duration::from_secs(120), |t| {
         t.starts_with("CPU fallback")
@@ -249,6 +265,34 @@ async fn a_person_trains_predicts_exports_and_imports() {
         ))
         .await;
     assert!(knows.is_ok(), "the trained model came back");
+    assert_eq!(
+        text_of(&client, "val-accuracy", Duration::from_secs(30), |t| t.ends_with('%')).await,
+        accuracy,
+        "the last results came back"
+    );
+    assert!(
+        client
+            .find(Locator::Css("[data-testid='confusion-matrix']"))
+            .await
+            .is_ok()
+    );
+    let checked = by_id(&client, "strategy-full")
+        .await
+        .prop("checked")
+        .await
+        .expect("checked");
+    assert_eq!(checked.as_deref(), Some("true"), "the chosen strategy came back");
+    let lr = by_id(&client, "lr-input").await.prop("value").await.expect("value");
+    assert_eq!(lr.as_deref(), Some("0.0005"), "the learning rate typed came back");
+    let batch_norm = by_id(&client, "batch-norm-select")
+        .await
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(batch_norm.as_deref(), Some("batch"), "the BatchNorm choice came back");
+    show(&client, "train-button").await;
+    let shot = e2e::screenshot(&client, "studio-5b-results-after-reload").await;
+    println!("results after reload: {}", shot.display());
     e2e::upload(
         &client,
         "predict-input",

@@ -17,7 +17,7 @@ use graft_engine::data;
 use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::optim::OptimizerKind;
 use graft_engine::strategy::Strategy;
-use graft_engine::train::{self, TrainConfig, TrainEvent};
+use graft_engine::train::{self, BatchNormStatistics, TrainConfig, TrainEvent};
 use graft_engine::weights::{self, Manifest};
 use graft_engine::{imagenet, metrics, preprocess, readback};
 
@@ -133,6 +133,10 @@ struct TrainArgs {
     optimizer: String,
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f32,
+    /// What trainable blocks' BatchNorms normalise with: running (the pretrained statistics, kept)
+    /// or batch (each batch's, updating the running ones). Default: running, but batch for scratch.
+    #[arg(long, value_parser = ["running", "batch"])]
+    batch_norm: Option<String>,
     /// Write the fine-tuned model (weights, class names, preprocessing) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -305,6 +309,10 @@ fn train(args: TrainArgs) -> Result<(), String> {
     config.image_size = args.image_size;
     config.patience = (args.patience > 0).then_some(args.patience);
     config.label_smoothing = args.label_smoothing;
+    config.batch_norm = args.batch_norm.as_deref().map(|mode| match mode {
+        "running" => BatchNormStatistics::Running,
+        _ => BatchNormStatistics::Batch,
+    });
     if args.optimizer == "sgd" {
         config.optimizer = OptimizerKind::Sgd {
             momentum: 0.9,

@@ -6,6 +6,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu6;
+use burn::tensor::module::batch_norm;
 use burn::tensor::ops::PadMode;
 
 /// How a convolution pads its input.
@@ -52,6 +53,10 @@ pub struct ConvBnAct {
     tf_same: Option<[usize; 2]>,
     /// The BatchNorm has been folded into the conv's weights and bias (inference only).
     folded: bool,
+    /// While the block trains, the BatchNorm normalises with its running statistics (and leaves
+    /// them as they are) instead of each batch's; its scale and shift still learn. See
+    /// [`BatchNormStatistics`](crate::train::BatchNormStatistics).
+    running_statistics: bool,
 }
 
 impl ConvBnActConfig {
@@ -77,6 +82,7 @@ impl ConvBnActConfig {
             activation: self.activation,
             tf_same: tf_same.then_some([self.kernel, self.stride]),
             folded: false,
+            running_statistics: false,
         }
     }
 }
@@ -93,8 +99,27 @@ impl ConvBnAct {
     /// - `x`: `[batch, channels_in, height, width]` -> `[batch, channels_out, height / stride, width / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv_forward(x);
-        let x = if self.folded { x } else { self.norm.forward(x) };
+        let x = if self.folded {
+            x
+        } else if self.running_statistics {
+            let norm = &self.norm;
+            batch_norm(
+                x,
+                norm.gamma.val(),
+                norm.beta.val(),
+                norm.running_mean.value(),
+                norm.running_var.value(),
+                norm.epsilon,
+            )
+        } else {
+            self.norm.forward(x)
+        };
         if self.activation { relu6(x) } else { x }
+    }
+
+    /// Whether a training BatchNorm normalises with its running statistics (see the field).
+    pub fn set_running_statistics(&mut self, running: bool) {
+        self.running_statistics = running;
     }
 
     /// Whether ReLU6 follows the BatchNorm.
@@ -173,6 +198,7 @@ impl ConvBnAct {
             activation: self.activation,
             tf_same: self.tf_same,
             folded: true,
+            running_statistics: false,
         }
     }
 }
@@ -233,6 +259,13 @@ impl InvertedResidual {
             depthwise: self.depthwise.fold_batch_norm(),
             project: self.project.fold_batch_norm(),
             residual: self.residual,
+        }
+    }
+
+    /// Sets [`ConvBnAct::set_running_statistics`] on each of its BatchNorms.
+    pub fn set_running_statistics(&mut self, running: bool) {
+        for conv in self.expand.iter_mut().chain([&mut self.depthwise, &mut self.project]) {
+            conv.set_running_statistics(running);
         }
     }
 

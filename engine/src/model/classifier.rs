@@ -393,6 +393,17 @@ impl ImageClassifier {
         }
     }
 
+    /// Whether every BatchNorm, while its block trains, normalises with its running statistics
+    /// (leaving them as they are) rather than each batch's; see
+    /// [`BatchNormStatistics`](crate::train::BatchNormStatistics). Frozen blocks always use them.
+    pub fn set_running_statistics(&mut self, running: bool) {
+        self.stem.set_running_statistics(running);
+        for block in &mut self.blocks {
+            block.set_running_statistics(running);
+        }
+        self.head_conv.set_running_statistics(running);
+    }
+
     /// The same body with a new, randomly initialised head for `classes` classes.
     pub fn with_classes(mut self, classes: usize) -> Self {
         let device = self.classifier.weight.device();
