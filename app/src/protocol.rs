@@ -35,7 +35,7 @@ pub enum WorkerRequest {
     },
     /// What the page shows changed (a choice, a measurement, a result): keep it with the project.
     SaveView {
-        view: ProjectView,
+        view: Box<ProjectView>,
     },
     /// Measure the dataset with `model` and recommend a strategy.
     Recommend {
@@ -153,7 +153,7 @@ pub enum WorkerEvent {
     /// The project is restored (or there was none): what the page showed last, after the pictures
     /// and the model. From then on the page's own changes are saved.
     ViewRestored {
-        view: Option<ProjectView>,
+        view: Option<Box<ProjectView>>,
     },
     /// Images of `class` decoded, oriented and downscaled; one JPEG thumbnail payload per added image.
     ImagesAdded {

@@ -270,7 +270,7 @@ impl Studio {
             WorkerEvent::ModelReady { classes, .. } => self.model_ready.set(Some(classes)),
             WorkerEvent::ViewRestored { view } => {
                 if let Some(view) = view {
-                    self.restore_view(view);
+                    self.restore_view(*view);
                 }
                 self.restored.set(true);
             }
@@ -634,7 +634,7 @@ pub fn App() -> impl IntoView {
     // What the page shows is kept with the project, once the stored one is back (so that the
     // page's defaults never overwrite it).
     Effect::new(move |_| {
-        let view = studio.view();
+        let view = Box::new(studio.view());
         if studio.restored.get() {
             self::bridge().send(&WorkerRequest::SaveView { view }, Vec::new());
         }
