@@ -373,3 +373,56 @@ fn batches_too_large_for_the_device_are_made_smaller_and_said() {
     );
     assert_eq!(batches, vec![3, 3, 3], "8 training images in batches of 3");
 }
+
+/// Fine-tuning keeps the pretrained BatchNorm statistics of the blocks it trains (their scale and shift
+/// still learn); asked to, or from scratch, BatchNorm trains on each batch's statistics and updates
+/// the running ones.
+#[test]
+fn trainable_batch_norms_keep_the_pretrained_statistics_unless_told_otherwise() {
+    use graft_engine::train::BatchNormStatistics;
+
+    let device = cpu();
+    let pretrained = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights");
+    let dataset = training::photo_dataset();
+    let floats = |tensor: Tensor<1>| tensor.into_data().try_to_vec::<f32>().expect("f32");
+    let largest_change = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let run = |batch_norm: Option<BatchNormStatistics>| {
+        let mut config = training::few_steps_config(Strategy::FullFineTune);
+        config.batch_norm = batch_norm;
+        let trained = pollster::block_on(train::train(
+            &pretrained,
+            ModelKind::MobileNetV2,
+            &dataset,
+            &config,
+            &device,
+            &mut |_: TrainEvent| ControlFlow::Continue(()),
+        ))
+        .expect("training runs");
+        let (before, after) = (&pretrained.head_conv.norm, &trained.model.head_conv.norm);
+        let statistics = largest_change(floats(before.running_mean.value()), floats(after.running_mean.value())).max(
+            largest_change(floats(before.running_var.value()), floats(after.running_var.value())),
+        );
+        let scale = largest_change(floats(before.gamma.val()), floats(after.gamma.val()));
+        (statistics, scale)
+    };
+
+    assert_eq!(
+        TrainConfig::new(Strategy::FullFineTune).batch_norm_statistics(),
+        BatchNormStatistics::Running
+    );
+    assert_eq!(
+        TrainConfig::new(Strategy::FromScratch).batch_norm_statistics(),
+        BatchNormStatistics::Batch
+    );
+    let (statistics, scale) = run(None);
+    println!("running (default): statistics moved {statistics:e}, scale moved {scale:e}");
+    assert_eq!(statistics, 0.0, "the pretrained statistics are kept");
+    assert!(scale > 1e-6, "the BatchNorm's scale still learns: {scale}");
+    let (statistics, scale) = run(Some(BatchNormStatistics::Batch));
+    println!("batch: statistics moved {statistics:e}, scale moved {scale:e}");
+    assert!(
+        statistics > 1e-4,
+        "each batch's statistics update the running ones: {statistics}"
+    );
+    assert!(scale > 1e-6, "{scale}");
+}
