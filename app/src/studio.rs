@@ -507,8 +507,13 @@ fn file_list(files: &web_sys::FileList) -> Vec<(String, web_sys::File)> {
 async fn read_first_file(input: &web_sys::HtmlInputElement) -> Option<(String, Vec<u8>)> {
     let (path, file) = input.files().map(|list| file_list(&list))?.into_iter().next()?;
     input.set_value("");
+    Some((path, read_file(&file).await?))
+}
+
+/// A file's bytes, if the browser can read it.
+async fn read_file(file: &web_sys::File) -> Option<Vec<u8>> {
     let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await.ok()?;
-    Some((path, Uint8Array::new(&buffer).to_vec()))
+    Some(Uint8Array::new(&buffer).to_vec())
 }
 
 /// Reads `files` and sends them to the worker for class `class`, [`FILES_PER_MESSAGE`] at a time. A
@@ -1044,6 +1049,16 @@ fn ModelPicker() -> impl IntoView {
                                 <strong>{card.display_name}</strong>
                                 <span>{format!("ImageNet top-1 {:.1}%", card.imagenet_top1_percent)}</span>
                                 <span>{format!("{} px input · {}", card.input_size, card.licence)}</span>
+                                <span>
+                                    {
+                                        let parameters = kind.architecture().body_parameters();
+                                        format!(
+                                            "{:.1} M parameters to fine-tune · {:.1} MB",
+                                            parameters as f64 / 1e6,
+                                            parameters as f64 * 4.0 / 1e6,
+                                        )
+                                    }
+                                </span>
                                 <span class="speed">
                                     {move || {
                                         studio
@@ -1570,22 +1585,71 @@ fn TryPanel() -> impl IntoView {
         let bridge = bridge.clone();
         move |_| bridge.send(&WorkerRequest::Export, Vec::new())
     };
-    let import = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
+    let import = {
         let bridge = bridge.clone();
-        leptos::task::spawn_local(async move {
-            if let Some((name, bytes)) = read_first_file(&input).await {
-                bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
-            }
-        });
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                if let Some((name, bytes)) = read_first_file(&input).await {
+                    bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
+                }
+            });
+        }
     };
     let ready = move || studio.model_ready.get().is_some();
+    // A picture dropped here is classified; a model file dropped here is imported.
+    let dragging = RwSignal::new(false);
+    let drop = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::DragEvent| {
+            ev.prevent_default();
+            dragging.set(false);
+            let Some(transfer) = ev.data_transfer() else {
+                return;
+            };
+            let dropped = crate::dropped::Dropped::take(&transfer);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                let files = dropped.files().await.files;
+                let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
+                let Some(&first) = crate::folders::visible(&paths).first() else {
+                    return;
+                };
+                let (path, file) = &files[first];
+                let Some(bytes) = read_file(file).await else {
+                    studio.say(true, format!("{path} could not be read by the browser."));
+                    return;
+                };
+                let name = path.rsplit('/').next().unwrap_or(path).to_string();
+                if name.ends_with(".graft") {
+                    bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
+                } else if studio.model_ready.get_untracked().is_none() {
+                    studio.say(true, "Train a model (or import one) before classifying a picture.");
+                } else {
+                    studio.predicted_image.set(Some(blob_url(&bytes, "")));
+                    studio.prediction.set(None);
+                    bridge.send(&WorkerRequest::Predict, vec![bytes]);
+                }
+            });
+        }
+    };
     view! {
-        <section class="panel try">
+        <section
+            class="panel try"
+            class:dragging=move || dragging.get()
+            data-testid="predict-drop"
+            on:dragover=move |ev: leptos::ev::DragEvent| {
+                ev.prevent_default();
+                dragging.set(true);
+            }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=drop
+        >
             <h2>"6. Try it, export it"</h2>
             <p class="hint">
                 {move || match studio.model_ready.get() {
-                    Some(classes) => format!("The model knows: {}.", classes.join(", ")),
+                    Some(classes) => format!("The model knows: {}. Drop a picture here to classify it.", classes.join(", ")),
                     None => "Train a model (or import one) to try it.".to_string(),
                 }}
             </p>

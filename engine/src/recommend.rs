@@ -498,6 +498,18 @@ pub fn frozen_blocks_for(block_shift: &[f64]) -> usize {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_architecture_table_counts_the_body_parameters_a_model_has() {
+        let device = Device::flex();
+        for kind in ModelKind::ALL {
+            let architecture = kind.architecture();
+            let model = architecture.init(3, &device);
+            assert_eq!(architecture.body_parameters(), body_params(&model), "{kind:?}");
+        }
+        // The figures the recommender's thresholds are documented with.
+        assert_eq!(ModelKind::MobileNetV2.architecture().body_parameters(), 2_223_872);
+    }
+
     /// Signals whose three scores all equal `score` (so the similarity is `score`), over 19 blocks
     /// whose shift is lowest at block 12.
     fn signals(score: f64) -> Signals {

@@ -301,6 +301,30 @@ async fn a_person_trains_predicts_exports_and_imports() {
     .await;
     let prediction = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
     println!("prediction after the reload: {prediction:?}");
+    // A picture dropped onto the try-it panel is classified too.
+    let shown = || {
+        let client = client.clone();
+        async move {
+            match client.find(Locator::Css("img.predicted")).await {
+                Ok(image) => image.attr("src").await.expect("src"),
+                Err(_) => None,
+            }
+        }
+    };
+    let before = shown().await;
+    e2e::drop_paths(
+        &client,
+        "predict-drop",
+        &[datasets::tuxpaint_photos("birds", 12).pop().expect("a 12th bird")],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shown().await == before {
+        assert!(std::time::Instant::now() < deadline, "the dropped picture was not taken");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dropped = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
+    println!("prediction of a dropped bird: {dropped:?}");
     show(&client, "class-count-0").await;
     let shot = e2e::screenshot(&client, "studio-5-after-reload").await;
     println!("after reload: {}", shot.display());

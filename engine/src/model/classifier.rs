@@ -70,6 +70,28 @@ impl Architecture {
         largest.max(self.head_channels * side * side)
     }
 
+    /// Scalar parameters of the body (convolution weights, BatchNorm scales and shifts; no running
+    /// statistics, no classifier): what a fine-tune can train besides the head. From the table
+    /// alone, so the page can show it without building a model.
+    pub fn body_parameters(&self) -> usize {
+        let conv = |input: usize, output: usize, taps: usize| input * output * taps + 2 * output;
+        let mut total = conv(3, self.stem_channels, 9);
+        let mut input = self.stem_channels;
+        for stage in self.stages {
+            for _ in 0..stage.repeats {
+                let hidden = input * stage.expand_ratio;
+                if stage.expand_ratio != 1 {
+                    total += conv(input, hidden, 1);
+                }
+                // Depthwise: one k x k filter per channel.
+                total += conv(1, hidden, stage.kernel * stage.kernel);
+                total += conv(hidden, stage.channels, 1);
+                input = stage.channels;
+            }
+        }
+        total + conv(input, self.head_channels, 1)
+    }
+
     /// A randomly initialised classifier with `classes` outputs.
     pub fn init(&self, classes: usize, device: &Device) -> ImageClassifier {
         let conv = |channels, kernel| {
