@@ -1423,7 +1423,12 @@ fn Curves() -> impl IntoView {
                     <polyline points=line(|v| v.0) class="train"/>
                     <polyline points=line(|v| v.1) class="val"/>
                 </svg>
-                <figcaption>{format!("{title} (max {max:.2}) — train, validation")}</figcaption>
+                <figcaption>
+                    {format!("{title} (max {max:.2}) — ")}
+                    <span class="train">"train"</span>
+                    ", "
+                    <span class="val">"validation"</span>
+                </figcaption>
             </figure>
         })
     };

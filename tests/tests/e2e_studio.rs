@@ -244,6 +244,9 @@ async fn a_person_trains_predicts_exports_and_imports() {
         .select_by_value("batch")
         .await
         .expect("choose batch statistics");
+    show(&client, "batch-norm-select").await;
+    let shot = e2e::screenshot(&client, "studio-4b-advanced-settings").await;
+    println!("advanced settings: {}", shot.display());
     client.refresh().await.expect("reload");
     text_of(&client, "device", Duration::from_secs(120), |t| {
         t.starts_with("CPU fallback")
@@ -320,7 +323,10 @@ async fn a_person_trains_predicts_exports_and_imports() {
     .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while shown().await == before {
-        assert!(std::time::Instant::now() < deadline, "the dropped picture was not taken");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped picture was not taken"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let dropped = text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
