@@ -541,6 +541,48 @@ async fn send_files(studio: Studio, bridge: &Bridge, class: usize, files: Vec<(S
     }
 }
 
+/// A drop zone's `drop` handler: reads what was dropped (walking dropped folders), reports what the
+/// browser could not read, and hands the files (each with its path in the drop) to `then`. The
+/// innermost zone takes a drop (a class card, not the images panel around it).
+fn on_drop<F, Work>(studio: Studio, dragging: RwSignal<bool>, then: F) -> impl Fn(leptos::ev::DragEvent) + 'static
+where
+    F: Fn(Vec<(String, web_sys::File)>) -> Work + Clone + 'static,
+    Work: std::future::Future<Output = ()> + 'static,
+{
+    move |ev| {
+        ev.prevent_default();
+        ev.stop_propagation();
+        dragging.set(false);
+        let Some(transfer) = ev.data_transfer() else {
+            return;
+        };
+        let dropped = crate::dropped::Dropped::take(&transfer);
+        let then = then.clone();
+        leptos::task::spawn_local(async move {
+            let dropped = dropped.files().await;
+            if dropped.unreadable > 0 {
+                studio.say(
+                    true,
+                    format!(
+                        "{} of the dropped files or folders could not be read by the browser and were left out.",
+                        dropped.unreadable
+                    ),
+                );
+            }
+            then(dropped.files).await;
+        });
+    }
+}
+
+/// A drop zone's `dragover` handler: accepts the drop and shows the zone as the target.
+fn drag_over(dragging: RwSignal<bool>) -> impl Fn(leptos::ev::DragEvent) + 'static {
+    move |ev| {
+        ev.prevent_default();
+        ev.stop_propagation();
+        dragging.set(true);
+    }
+}
+
 /// Makes a class of each of `groups` (or adds to the class of that name) and sends it its `files`
 /// (`groups` index into `files`).
 async fn add_grouped(
@@ -566,15 +608,6 @@ fn left_out(files: usize, place: &str) -> String {
         format!("1 file {place} is in no class and was left out")
     } else {
         format!("{files} files {place} are in no class and were left out")
-    }
-}
-
-fn say_unreadable(studio: Studio, unreadable: usize) {
-    if unreadable > 0 {
-        studio.say(
-            true,
-            format!("{unreadable} of the dropped files or folders could not be read by the browser and were left out."),
-        );
     }
 }
 
@@ -767,18 +800,10 @@ fn DataPanel() -> impl IntoView {
     let dragging = RwSignal::new(false);
     let drop = {
         let bridge = bridge.clone();
-        move |ev: leptos::ev::DragEvent| {
-            ev.prevent_default();
-            dragging.set(false);
-            let Some(transfer) = ev.data_transfer() else {
-                return;
-            };
-            let dropped = crate::dropped::Dropped::take(&transfer);
+        on_drop(studio, dragging, move |files| {
             let bridge = bridge.clone();
-            leptos::task::spawn_local(async move {
-                let dropped = dropped.files().await;
-                say_unreadable(studio, dropped.unreadable);
-                let paths: Vec<String> = dropped.files.iter().map(|(path, _)| path.clone()).collect();
+            async move {
+                let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
                 let (groups, loose) = crate::folders::group_dropped(&paths);
                 if !loose.is_empty() {
                     studio.say(
@@ -788,12 +813,12 @@ fn DataPanel() -> impl IntoView {
                             left_out(loose.len(), "dropped outside any folder")
                         ),
                     );
-                } else if groups.is_empty() && dropped.unreadable == 0 {
-                    studio.say(false, "Nothing was added: what was dropped holds no pictures.");
+                } else if groups.is_empty() {
+                    studio.say(false, "Nothing was added: no pictures were found in what was dropped.");
                 }
-                add_grouped(studio, &bridge, dropped.files, groups).await;
-            });
-        }
+                add_grouped(studio, &bridge, files, groups).await;
+            }
+        })
     };
     // `webkitdirectory` (choose a folder) is not an attribute Leptos knows: set it once mounted.
     let folder_input = NodeRef::<leptos::html::Input>::new();
@@ -807,10 +832,7 @@ fn DataPanel() -> impl IntoView {
             class="panel data"
             class:dragging=move || dragging.get()
             data-testid="data-drop"
-            on:dragover=move |ev: leptos::ev::DragEvent| {
-                ev.prevent_default();
-                dragging.set(true);
-            }
+            on:dragover=drag_over(dragging)
             on:dragleave=move |_| dragging.set(false)
             on:drop=drop
         >
@@ -901,31 +923,20 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             });
         }
     };
-    // Files dropped onto the card join this class.
+    // Files dropped onto the card, and everything in dropped folders, join this class.
     let dragging = RwSignal::new(false);
     let drop = {
         let bridge = bridge.clone();
-        move |ev: leptos::ev::DragEvent| {
-            ev.prevent_default();
-            // Not the panel's drop as well (that one makes classes).
-            ev.stop_propagation();
-            dragging.set(false);
-            let Some(transfer) = ev.data_transfer() else {
-                return;
-            };
-            let dropped = crate::dropped::Dropped::take(&transfer);
+        on_drop(studio, dragging, move |files| {
             let bridge = bridge.clone();
-            leptos::task::spawn_local(async move {
-                let dropped = dropped.files().await;
-                say_unreadable(studio, dropped.unreadable);
-                // Files, and everything in dropped folders, join this class.
-                let paths: Vec<String> = dropped.files.iter().map(|(path, _)| path.clone()).collect();
+            async move {
+                let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
                 let visible = crate::folders::visible(&paths);
-                let mut files: Vec<Option<_>> = dropped.files.into_iter().map(Some).collect();
+                let mut files: Vec<Option<_>> = files.into_iter().map(Some).collect();
                 let files = visible.into_iter().filter_map(|i| files[i].take()).collect();
                 send_files(studio, &bridge, index, files).await;
-            });
-        }
+            }
+        })
     };
     let count = class.images.len();
     view! {
@@ -933,11 +944,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             class="class-card"
             class:dragging=move || dragging.get()
             data-testid=format!("class-drop-{index}")
-            on:dragover=move |ev: leptos::ev::DragEvent| {
-                ev.prevent_default();
-                ev.stop_propagation();
-                dragging.set(true);
-            }
+            on:dragover=drag_over(dragging)
             on:dragleave=move |_| dragging.set(false)
             on:drop=drop
         >
@@ -1607,16 +1614,9 @@ fn TryPanel() -> impl IntoView {
     let dragging = RwSignal::new(false);
     let drop = {
         let bridge = bridge.clone();
-        move |ev: leptos::ev::DragEvent| {
-            ev.prevent_default();
-            dragging.set(false);
-            let Some(transfer) = ev.data_transfer() else {
-                return;
-            };
-            let dropped = crate::dropped::Dropped::take(&transfer);
+        on_drop(studio, dragging, move |files| {
             let bridge = bridge.clone();
-            leptos::task::spawn_local(async move {
-                let files = dropped.files().await.files;
+            async move {
                 let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
                 let Some(&first) = crate::folders::visible(&paths).first() else {
                     return;
@@ -1636,18 +1636,15 @@ fn TryPanel() -> impl IntoView {
                     studio.prediction.set(None);
                     bridge.send(&WorkerRequest::Predict, vec![bytes]);
                 }
-            });
-        }
+            }
+        })
     };
     view! {
         <section
             class="panel try"
             class:dragging=move || dragging.get()
             data-testid="predict-drop"
-            on:dragover=move |ev: leptos::ev::DragEvent| {
-                ev.prevent_default();
-                dragging.set(true);
-            }
+            on:dragover=drag_over(dragging)
             on:dragleave=move |_| dragging.set(false)
             on:drop=drop
         >
