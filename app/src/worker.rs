@@ -22,7 +22,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, ComputeDevice};
-use crate::protocol::{ImageInfo, InjectedFault, Rejected, WorkerEvent, WorkerRequest};
+use crate::protocol::{ImageInfo, InjectedFault, ProjectView, Rejected, WorkerEvent, WorkerRequest};
 use crate::store::{self, Store, StoreError, StoredImage};
 
 /// Side of the square JPEG thumbnails sent to the page.
@@ -384,7 +384,7 @@ async fn restore() {
         Err(error) => return fail("restore", format!("the stored project could not be read: {error}")),
     };
     // A view that no longer reads (an older or damaged record) leaves the page's defaults.
-    let view = project.view.as_deref().and_then(|json| serde_json::from_str(json).ok());
+    let mut view: Option<Box<ProjectView>> = project.view.as_deref().and_then(|json| serde_json::from_str(json).ok());
     if project.classes.is_empty() {
         post(&WorkerEvent::ViewRestored { view }, Vec::new());
         return;
@@ -439,6 +439,10 @@ async fn restore() {
             "restore",
             format!("{damaged} stored images were damaged and have been dropped; the rest of the project is back."),
         );
+        // It measured pictures that are gone.
+        if let Some(view) = &mut view {
+            view.recommendation = None;
+        }
     }
     if let Some(bytes) = project.model {
         match import("the stored model", &bytes) {
