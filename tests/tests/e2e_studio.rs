@@ -488,6 +488,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
 /// loose ones. Dropping onto the panel (a real drag from outside the browser): a folder of pictures
 /// becomes a class named after it, a folder of folders a class per folder; a file dropped by itself is
 /// left out with a reason. A folder dropped onto a class card adds everything in it to that class.
+/// Then a recommendation, which a reload keeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn folders_chosen_or_dropped_become_classes() {
     let root = std::env::temp_dir().join(format!("graft-folders-{}", std::process::id()));
@@ -581,6 +582,33 @@ async fn folders_chosen_or_dropped_become_classes() {
     assert_eq!(names().await.len(), 5, "a folder dropped onto a class makes no class");
     let shot = e2e::screenshot(&client, "folders").await;
     println!("messages: {messages:?}; screenshot {}", shot.display());
+
+    // The recommendation for these pictures is part of the project: a reload shows it again, with
+    // the strategy it preselected, without measuring again.
+    by_id(&client, "analyse-button").await.click().await.expect("analyse");
+    let recommendation = text_of(&client, "recommendation", Duration::from_secs(240), |t| !t.is_empty()).await;
+    let preselected = |client: Client| async move {
+        let mut checked = Vec::new();
+        for radio in client
+            .find_all(Locator::Css("input[name=strategy]"))
+            .await
+            .expect("radios")
+        {
+            if radio.prop("checked").await.expect("checked").as_deref() == Some("true") {
+                checked.push(radio.attr("data-testid").await.expect("id").unwrap_or_default());
+            }
+        }
+        checked
+    };
+    let strategy = preselected(client.clone()).await;
+    client.refresh().await.expect("reload");
+    counts(&["5", "3", "2", "2", "3"]).await;
+    let restored = text_of(&client, "recommendation", Duration::from_secs(30), |t| !t.is_empty()).await;
+    assert_eq!(restored, recommendation);
+    by_id(&client, "quadrant").await;
+    assert_eq!(preselected(client.clone()).await, strategy);
+    assert_eq!(strategy.len(), 1, "{strategy:?}");
+    println!("recommendation kept over a reload: {strategy:?}");
     client.close().await.expect("close");
     let _ = std::fs::remove_dir_all(&root);
 }
