@@ -1197,7 +1197,7 @@ fn RecommendationPanel() -> impl IntoView {
                     />
                     " Augmentation (random crops, flips, colour jitter)"
                 </label>
-                <label title="What the BatchNorm layers of the blocks that train normalise with. Keeping the pretrained statistics suits fine-tuning on a small dataset; each batch's suits training from scratch.">
+                <label title="What the BatchNorm layers of the blocks that train normalise with. The pretrained statistics suit unfreezing a base once its new head has trained (staged); each batch's suit pictures unlike ImageNet's and training from scratch.">
                     "BatchNorm while training "
                     <select
                         data-testid="batch-norm-select"

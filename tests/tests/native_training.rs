@@ -374,11 +374,11 @@ fn batches_too_large_for_the_device_are_made_smaller_and_said() {
     assert_eq!(batches, vec![3, 3, 3], "8 training images in batches of 3");
 }
 
-/// Fine-tuning keeps the pretrained BatchNorm statistics of the blocks it trains (their scale and shift
-/// still learn); asked to, or from scratch, BatchNorm trains on each batch's statistics and updates
-/// the running ones.
+/// The BatchNorms of trained blocks either keep the pretrained statistics (their scale and shift
+/// still learn) or train on each batch's, updating the running ones; staged unfreezing keeps them by
+/// default, the other strategies use each batch's.
 #[test]
-fn trainable_batch_norms_keep_the_pretrained_statistics_unless_told_otherwise() {
+fn trained_batch_norms_keep_the_pretrained_statistics_or_follow_the_batches() {
     use graft_engine::train::BatchNormStatistics;
 
     let device = cpu();
@@ -406,16 +406,17 @@ fn trainable_batch_norms_keep_the_pretrained_statistics_unless_told_otherwise() 
         (statistics, scale)
     };
 
-    assert_eq!(
-        TrainConfig::new(Strategy::FullFineTune).batch_norm_statistics(),
-        BatchNormStatistics::Running
-    );
-    assert_eq!(
-        TrainConfig::new(Strategy::FromScratch).batch_norm_statistics(),
-        BatchNormStatistics::Batch
-    );
-    let (statistics, scale) = run(None);
-    println!("running (default): statistics moved {statistics:e}, scale moved {scale:e}");
+    let default = |strategy| TrainConfig::new(strategy).batch_norm_statistics();
+    assert_eq!(default(Strategy::STAGED_DEFAULT), BatchNormStatistics::Running);
+    for strategy in [
+        Strategy::PartialFreeze { trainable_blocks: 3 },
+        Strategy::FullFineTune,
+        Strategy::FromScratch,
+    ] {
+        assert_eq!(default(strategy), BatchNormStatistics::Batch, "{strategy:?}");
+    }
+    let (statistics, scale) = run(Some(BatchNormStatistics::Running));
+    println!("running: statistics moved {statistics:e}, scale moved {scale:e}");
     assert_eq!(statistics, 0.0, "the pretrained statistics are kept");
     assert!(scale > 1e-6, "the BatchNorm's scale still learns: {scale}");
     let (statistics, scale) = run(Some(BatchNormStatistics::Batch));

@@ -134,7 +134,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f32,
     /// What trainable blocks' BatchNorms normalise with: running (the pretrained statistics, kept)
-    /// or batch (each batch's, updating the running ones). Default: running, but batch for scratch.
+    /// or batch (each batch's, updating the running ones). Default: running for staged, batch for
+    /// the other strategies.
     #[arg(long, value_parser = ["running", "batch"])]
     batch_norm: Option<String>,
     /// Write the fine-tuned model (weights, class names, preprocessing) to this file.

@@ -264,9 +264,17 @@ impl InvertedResidual {
 
     /// Sets [`ConvBnAct::set_running_statistics`] on each of its BatchNorms.
     pub fn set_running_statistics(&mut self, running: bool) {
-        for conv in self.expand.iter_mut().chain([&mut self.depthwise, &mut self.project]) {
+        for conv in self.convs_mut() {
             conv.set_running_statistics(running);
         }
+    }
+
+    /// Its convolutions in order (expand, depthwise, project).
+    pub fn convs_mut(&mut self) -> Vec<&mut ConvBnAct> {
+        self.expand
+            .iter_mut()
+            .chain([&mut self.depthwise, &mut self.project])
+            .collect()
     }
 
     /// Whether the block adds its input to its output (stride 1, same width).

@@ -426,6 +426,17 @@ impl ImageClassifier {
         self.head_conv.set_running_statistics(running);
     }
 
+    /// Sets every BatchNorm's momentum: how far one training batch moves its running statistics.
+    pub fn set_batch_norm_momentum(&mut self, momentum: f64) {
+        let mut convs: Vec<&mut ConvBnAct> = vec![&mut self.stem, &mut self.head_conv];
+        for block in &mut self.blocks {
+            convs.extend(block.convs_mut());
+        }
+        for conv in convs {
+            conv.norm.momentum = momentum;
+        }
+    }
+
     /// The same body with a new, randomly initialised head for `classes` classes.
     pub fn with_classes(mut self, classes: usize) -> Self {
         let device = self.classifier.weight.device();
