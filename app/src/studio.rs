@@ -542,8 +542,9 @@ async fn send_files(studio: Studio, bridge: &Bridge, class: usize, files: Vec<(S
 }
 
 /// A drop zone's `drop` handler: reads what was dropped (walking dropped folders), reports what the
-/// browser could not read, and hands the files (each with its path in the drop) to `then`. The
-/// innermost zone takes a drop (a class card, not the images panel around it).
+/// browser could not read, and hands the visible files (hidden ones skipped), each with its path in
+/// the drop, to `then`. The innermost zone takes a drop (a class card, not the images panel around
+/// it).
 fn on_drop<F, Work>(studio: Studio, dragging: RwSignal<bool>, then: F) -> impl Fn(leptos::ev::DragEvent) + 'static
 where
     F: Fn(Vec<(String, web_sys::File)>) -> Work + Clone + 'static,
@@ -569,7 +570,10 @@ where
                     ),
                 );
             }
-            then(dropped.files).await;
+            let paths: Vec<String> = dropped.files.iter().map(|(path, _)| path.clone()).collect();
+            let visible = crate::folders::visible(&paths);
+            let mut files: Vec<Option<_>> = dropped.files.into_iter().map(Some).collect();
+            then(visible.into_iter().filter_map(|i| files[i].take()).collect()).await;
         });
     }
 }
@@ -929,13 +933,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
         let bridge = bridge.clone();
         on_drop(studio, dragging, move |files| {
             let bridge = bridge.clone();
-            async move {
-                let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
-                let visible = crate::folders::visible(&paths);
-                let mut files: Vec<Option<_>> = files.into_iter().map(Some).collect();
-                let files = visible.into_iter().filter_map(|i| files[i].take()).collect();
-                send_files(studio, &bridge, index, files).await;
-            }
+            async move { send_files(studio, &bridge, index, files).await }
         })
     };
     let count = class.images.len();
@@ -1617,11 +1615,9 @@ fn TryPanel() -> impl IntoView {
         on_drop(studio, dragging, move |files| {
             let bridge = bridge.clone();
             async move {
-                let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
-                let Some(&first) = crate::folders::visible(&paths).first() else {
+                let Some((path, file)) = files.first() else {
                     return;
                 };
-                let (path, file) = &files[first];
                 let Some(bytes) = read_file(file).await else {
                     studio.say(true, format!("{path} could not be read by the browser."));
                     return;

@@ -99,7 +99,7 @@ pub fn tracking_momentum(steps: usize) -> f64 {
 /// dataset unlike ImageNet moves its activations' statistics, and normalising with the new ones
 /// helps — partial freeze on 200 silhouettes, 2 epochs: 87.5 / 97.5 / 97.5%; full fine-tune 85.0 /
 /// 92.5 / 85.0%; at 10 epochs on 300 silhouettes partial 93.3% for all three, full 91.7 / 93.3 /
-/// 93.3%; Tux Paint equal. (Validation sets of 40-60 pictures: 1.7-2.5 points a picture.)
+/// 93.3%; Tux Paint equal. (Validation sets of 31-60 pictures: 1.7-3.2 points a picture.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BatchNormStatistics {
@@ -682,11 +682,14 @@ impl<'a> Session<'a> {
             }
         };
         model = model.train();
-        model.set_running_statistics(run.config.batch_norm_statistics() == BatchNormStatistics::Running);
         run.batch_size = run.fitting_batch(observer);
-        if run.config.batch_norm_statistics() == BatchNormStatistics::Batch {
-            let steps = run.split.train.len().div_ceil(run.batch_size).max(1);
-            model.set_batch_norm_momentum(tracking_momentum(steps));
+        match run.config.batch_norm_statistics() {
+            BatchNormStatistics::Running => model.set_running_statistics(true),
+            BatchNormStatistics::Batch => {
+                model.set_running_statistics(false);
+                let steps = run.split.train.len().div_ceil(run.batch_size).max(1);
+                model.set_batch_norm_momentum(tracking_momentum(steps));
+            }
         }
 
         let first = position.phase;

@@ -55,7 +55,7 @@ enum Command {
         out_dir: PathBuf,
     },
     /// Fine-tune a pretrained model on DATA_DIR (one subfolder of images per class).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Measure DATA_DIR (size, similarity to ImageNet) and recommend a fine-tuning strategy.
     Recommend {
         /// One subfolder per class, named after the class.
@@ -168,7 +168,7 @@ fn main() -> ExitCode {
             images,
         } => classify(model, json, &weights_dir, &images),
         Command::ImportWeights { model, pth, out_dir } => import_weights(model, &pth, &out_dir),
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(*args),
         Command::Recommend {
             data_dir,
             model,
