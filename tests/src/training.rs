@@ -259,7 +259,7 @@ pub async fn epoch_times(
 ) -> Result<EpochTimes, TrainError> {
     let mut times = EpochTimes::default();
     let mut caching_since: Option<f64> = None;
-    let mut observer = |event: TrainEvent| {
+    let observe = |event: TrainEvent| {
         match event {
             TrainEvent::Caching { .. } if caching_since.is_none() => caching_since = Some(now_seconds()),
             TrainEvent::PhaseStart { .. } => {
@@ -279,8 +279,23 @@ pub async fn epoch_times(
         dataset,
         config,
         device,
-        &mut observer,
+        &mut Yielding(observe),
     )
     .await?;
     Ok(times)
+}
+
+/// An observer closure that, in the browser, gives the page's event loop a turn between batches:
+/// on the CPU backend nothing else in a run yields, and a page silent for 30 s is given up on.
+struct Yielding<F>(F);
+
+impl<F: FnMut(TrainEvent) -> ControlFlow<()>> train::TrainObserver for Yielding<F> {
+    fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        (self.0)(event)
+    }
+
+    async fn between_batches(&mut self) {
+        #[cfg(target_arch = "wasm32")]
+        graft_app::worker::yield_now().await;
+    }
 }

@@ -115,7 +115,10 @@ fn test(args: &[String]) -> Result<(), String> {
         &mut failures,
     );
 
-    if !skip_browser {
+    if skip_browser {
+        println!("\nxtask: browser tests (headless Chrome): SKIPPED (--skip-browser), counted as 1 skipped");
+        totals.ignored += 1;
+    } else {
         let browser = browser_test_args("browser");
         stages.run_tests(
             "browser tests (headless Chrome)",

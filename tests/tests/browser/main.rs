@@ -4,7 +4,11 @@
 //! Natively this file compiles to nothing.
 #![cfg(target_arch = "wasm32")]
 
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+// In a dedicated worker, as the app trains: the page's own thread stays free to answer the test
+// runner (ChromeDriver gives up on a renderer that does not answer for 30 s). WebGPU submissions
+// wait for a software GPU process that a busy machine starves, and a run on the CPU backend never
+// yields by itself; on the page's thread either stalled the suite.
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 mod device;
 mod folders;
