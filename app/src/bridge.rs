@@ -8,7 +8,7 @@ use js_sys::{Array, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::protocol::{WorkerEvent, WorkerRequest};
+use crate::protocol::{Work, WorkerEvent, WorkerRequest};
 
 /// A message as the protocol lays it out: `[json, payload...]`, and the buffers to transfer.
 pub fn pack(json: &str, payloads: Vec<Vec<u8>>) -> (Array, Array) {
@@ -64,7 +64,7 @@ impl Bridge {
                 }
                 Err(error) => on_event(
                     WorkerEvent::Failed {
-                        request: "?".into(),
+                        request: Work::Message,
                         message: format!("unreadable event from the worker: {error}"),
                     },
                     Vec::new(),

@@ -8,20 +8,58 @@ use graft_engine::recommend::Recommendation;
 use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
 
+/// A class's identity from its creation to its storage: given once (by the page, when the person
+/// makes the class), never reused, never renumbered when another class goes. Requests and events name
+/// classes by it, never by their position in a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClassId(pub u64);
+
+impl ClassId {
+    /// A new id, random in `[2^32, 2^53)`: exact as a JavaScript number (IndexedDB stores it as one),
+    /// and distinct from the positions that serve as ids of older projects.
+    pub fn fresh() -> Self {
+        let high = 1 + (js_sys::Math::random() * ((1u64 << 21) - 1) as f64) as u64;
+        let low = (js_sys::Math::random() * (1u64 << 32) as f64) as u64;
+        Self((high << 32) | low)
+    }
+}
+
+impl std::fmt::Display for ClassId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "class {}", self.0)
+    }
+}
+
+/// A class as stored and restored: its id and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassEntry {
+    pub id: ClassId,
+    pub name: String,
+}
+
 /// From the page to the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum WorkerRequest {
     /// Open the compute device; answered by `Ready`.
     Init,
-    /// The class list after an add, rename or delete; `removed` names the index that went, if any.
-    SetClasses {
-        names: Vec<String>,
-        removed: Option<usize>,
+    /// A new class, with the id the page gave it (pictures for it may follow at once).
+    AddClass {
+        id: ClassId,
+        name: String,
+    },
+    RenameClass {
+        id: ClassId,
+        name: String,
+    },
+    /// The class and its pictures go; pictures for it that arrive later are refused.
+    RemoveClass {
+        id: ClassId,
     },
     /// Image files for class `class`, one payload per name, in order.
     AddImages {
-        class: usize,
+        class: ClassId,
         names: Vec<String>,
     },
     RemoveImage {
@@ -29,7 +67,7 @@ pub enum WorkerRequest {
     },
     /// Webcam frames for class `class`: one payload of `width x height` RGBA pixels per frame.
     AddFrames {
-        class: usize,
+        class: ClassId,
         width: u32,
         height: u32,
     },
@@ -115,6 +153,24 @@ pub struct EpochPoint {
     pub val_accuracy: Option<f64>,
 }
 
+/// What a failure was doing, for the page to undo what it showed as going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Work {
+    /// Keeping the project in the browser's storage.
+    Store,
+    /// Bringing the stored project back.
+    Restore,
+    Recommend,
+    Train,
+    Predict,
+    Export,
+    Import,
+    /// A message that could not be read (page and worker from different builds).
+    #[serde(rename = "?")]
+    Message,
+}
+
 /// A device failure the tests make happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -148,7 +204,7 @@ pub enum WorkerEvent {
     },
     /// The project found in the browser's storage: its classes (their images follow as `ImagesAdded`).
     ProjectRestored {
-        classes: Vec<String>,
+        classes: Vec<ClassEntry>,
     },
     /// The project is restored (or there was none): what the page showed last, after the pictures
     /// and the model. From then on the page's own changes are saved.
@@ -157,7 +213,7 @@ pub enum WorkerEvent {
     },
     /// Images of `class` decoded, oriented and downscaled; one JPEG thumbnail payload per added image.
     ImagesAdded {
-        class: usize,
+        class: ClassId,
         added: Vec<ImageInfo>,
         rejected: Vec<Rejected>,
     },
@@ -191,9 +247,9 @@ pub enum WorkerEvent {
     Exported {
         file_name: String,
     },
-    /// Something went wrong with the request named; nothing the page had is lost.
+    /// Something went wrong with the work named; nothing the page had is lost.
     Failed {
-        request: String,
+        request: Work,
         message: String,
     },
     /// Something the person should know that is not a failure.

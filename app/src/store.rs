@@ -9,7 +9,9 @@
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
 use idb::{Database, KeyPath, ObjectStore, Transaction, TransactionMode, TransactionResult};
 use js_sys::{Object, Reflect, Uint8Array};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::protocol::{ClassEntry, ClassId};
 
 const DATABASE: &str = "graft-project";
 const IMAGES: &str = "images";
@@ -18,7 +20,7 @@ const META: &str = "meta";
 /// An image as stored.
 pub struct StoredImage {
     pub id: u64,
-    pub class: usize,
+    pub class: ClassId,
     pub name: String,
     pub jpeg: Vec<u8>,
     /// sha256 of the file as it was added (to refuse the same picture twice after a reload too).
@@ -28,7 +30,7 @@ pub struct StoredImage {
 /// What a reload restores.
 #[derive(Default)]
 pub struct Project {
-    pub classes: Vec<String>,
+    pub classes: Vec<ClassEntry>,
     pub images: Vec<StoredImage>,
     /// The trained model as a Graft model file.
     pub model: Option<Vec<u8>>,
@@ -118,8 +120,8 @@ impl Store {
         committed(tx).await
     }
 
-    pub async fn save_classes(&self, names: &[String]) -> Result<(), StoreError> {
-        let json = serde_json::to_string(names).unwrap_or_default();
+    pub async fn save_classes(&self, classes: &[ClassEntry]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(classes).unwrap_or_default();
         self.put_meta("classes", &JsValue::from_str(&json)).await
     }
 
@@ -140,7 +142,7 @@ impl Store {
                 let _ = Reflect::set(&object, &JsValue::from_str(key), &value);
             };
             set("id", JsValue::from_f64(image.id as f64));
-            set("class", JsValue::from_f64(image.class as f64));
+            set("class", JsValue::from_f64(image.class.0 as f64));
             set("name", JsValue::from_str(&image.name));
             set("jpeg", Uint8Array::from(image.jpeg.as_slice()).into());
             set("hash", JsValue::from_str(&image.hash));
@@ -155,21 +157,15 @@ impl Store {
         committed(tx).await
     }
 
-    /// Removes class `removed`'s images and renumbers the classes after it.
-    pub async fn remove_class(&self, removed: usize) -> Result<(), StoreError> {
+    /// Removes class `removed`'s images (the class list is saved apart, with [`Self::save_classes`]).
+    pub async fn remove_class(&self, removed: ClassId) -> Result<(), StoreError> {
         let (tx, store) = self.write(IMAGES)?;
         for value in store.get_all(None, None)?.await? {
-            let class = Reflect::get(&value, &"class".into())
-                .ok()
-                .and_then(|v| v.as_f64())
-                .unwrap_or(-1.0) as i64;
-            if class == removed as i64 {
+            let class = Reflect::get(&value, &"class".into()).ok().and_then(|v| v.as_f64());
+            if class == Some(removed.0 as f64) {
                 store
                     .delete(Reflect::get(&value, &"id".into()).unwrap_or(JsValue::NULL))?
                     .await?;
-            } else if class > removed as i64 {
-                let _ = Reflect::set(&value, &"class".into(), &JsValue::from_f64((class - 1) as f64));
-                store.put(&value, None)?.await?;
             }
         }
         committed(tx).await
@@ -196,7 +192,7 @@ impl Store {
             .get(JsValue::from_str("classes"))?
             .await?
             .and_then(|v| v.as_string())
-            .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
+            .map(|json| read_classes(&json))
             .unwrap_or_default();
         let model = meta
             .get(JsValue::from_str("model"))?
@@ -217,16 +213,17 @@ impl Store {
                 .ok()
                 .and_then(|v| v.as_string())
                 .unwrap_or_default();
-            match (number("id"), number("class"), name, jpeg) {
-                (Some(id), Some(class), Some(name), Some(jpeg)) if (class as usize) < classes.len() => {
-                    images.push(StoredImage {
-                        id: id as u64,
-                        class: class as usize,
-                        name,
-                        jpeg,
-                        hash,
-                    })
-                }
+            let class = number("class")
+                .map(|class| ClassId(class as u64))
+                .filter(|class| classes.iter().any(|c| c.id == *class));
+            match (number("id"), class, name, jpeg) {
+                (Some(id), Some(class), Some(name), Some(jpeg)) => images.push(StoredImage {
+                    id: id as u64,
+                    class,
+                    name,
+                    jpeg,
+                    hash,
+                }),
                 _ => unreadable += 1,
             }
         }
@@ -244,4 +241,20 @@ impl Store {
     }
 }
 
-use wasm_bindgen::JsCast;
+/// The stored class list: `[{"id":…,"name":…}]`; a project stored before classes had ids holds
+/// `["name", …]` and its images name their class by position, so positions serve as its ids (new
+/// ids are far above them: [`ClassId::fresh`]).
+fn read_classes(json: &str) -> Vec<ClassEntry> {
+    if let Ok(classes) = serde_json::from_str::<Vec<ClassEntry>>(json) {
+        return classes;
+    }
+    serde_json::from_str::<Vec<String>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(position, name)| ClassEntry {
+            id: ClassId(position as u64),
+            name,
+        })
+        .collect()
+}

@@ -10,7 +10,7 @@ use wasm_bindgen::JsCast;
 
 use crate::DeviceBadge;
 use crate::bridge::Bridge;
-use crate::protocol::{EpochPoint, InjectedFault, ProjectView, RunResults, WorkerEvent, WorkerRequest};
+use crate::protocol::{ClassId, EpochPoint, InjectedFault, ProjectView, RunResults, Work, WorkerEvent, WorkerRequest};
 
 /// Thumbnails shown per class card: a class of thousands shows these and a count of the rest, so
 /// the page stays light.
@@ -21,13 +21,20 @@ const SHOWN_THUMBNAILS: usize = 48;
 struct Thumb {
     id: u64,
     name: String,
+    /// An object URL of the JPEG: released with [`Thumb::release`] when the picture goes.
     url: String,
+}
+
+impl Thumb {
+    fn release(&self) {
+        let _ = web_sys::Url::revoke_object_url(&self.url);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct ClassView {
-    /// Stable across renames and deletes (for keyed lists).
-    key: u64,
+    /// The class's identity for the worker and the storage; stable across renames and deletes.
+    id: ClassId,
     name: String,
     images: Vec<Thumb>,
 }
@@ -62,7 +69,6 @@ const STRATEGIES: [(&str, &str); 5] = [
 struct Studio {
     device: RwSignal<Option<(String, bool)>>,
     classes: RwSignal<Vec<ClassView>>,
-    next_key: RwSignal<u64>,
     messages: RwSignal<Vec<(bool, String)>>,
     model: RwSignal<ModelKind>,
     /// Embedding speed measured here, per model.
@@ -99,7 +105,7 @@ struct Studio {
 /// Where webcam frames go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CameraTarget {
-    Class(usize),
+    Class(ClassId),
     Predict,
 }
 
@@ -108,7 +114,6 @@ impl Studio {
         Self {
             device: RwSignal::new(None),
             classes: RwSignal::new(Vec::new()),
-            next_key: RwSignal::new(0),
             messages: RwSignal::new(Vec::new()),
             model: RwSignal::new(ModelKind::MobileNetV2),
             speeds: RwSignal::new(Vec::new()),
@@ -147,11 +152,6 @@ impl Studio {
         });
     }
 
-    fn class_names(&self) -> Vec<String> {
-        self.classes
-            .with(|classes| classes.iter().map(|c| c.name.clone()).collect())
-    }
-
     /// The thumbnail of image `id`, wherever it is.
     fn thumb(&self, id: u64) -> Option<Thumb> {
         self.classes
@@ -167,43 +167,75 @@ impl Studio {
         }
     }
 
-    /// Adds a class named `name` (or the next free "Class N"), returning its index.
-    fn add_class(&self, name: Option<String>, bridge: &Bridge) -> usize {
-        let key = self.next_key.get_untracked();
-        self.next_key.set(key + 1);
-        let index = self.classes.with_untracked(Vec::len);
-        let name = name.unwrap_or_else(|| format!("Class {}", index + 1));
+    /// Shows `url` (an object URL) as the picture being classified, releasing the one shown before.
+    fn show_predicted(&self, url: Option<String>) {
+        if let Some(old) = self.predicted_image.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&old);
+        }
+        self.predicted_image.set(url);
+    }
+
+    /// Whether class `id` is still there.
+    fn has_class(&self, id: ClassId) -> bool {
+        self.classes
+            .with_untracked(|classes| classes.iter().any(|c| c.id == id))
+    }
+
+    /// Adds a class named `name` (or "Class N"), returning its id; pictures for it can be sent at
+    /// once (the worker handles requests in the order they were sent).
+    fn add_class(&self, name: Option<String>, bridge: &Bridge) -> ClassId {
+        let id = ClassId::fresh();
+        let count = self.classes.with_untracked(Vec::len);
+        let name = name.unwrap_or_else(|| format!("Class {}", count + 1));
         self.classes.update(|classes| {
             classes.push(ClassView {
-                key,
-                name,
+                id,
+                name: name.clone(),
                 images: Vec::new(),
             })
         });
-        bridge.send(
-            &WorkerRequest::SetClasses {
-                names: self.class_names(),
-                removed: None,
-            },
-            Vec::new(),
-        );
+        bridge.send(&WorkerRequest::AddClass { id, name }, Vec::new());
         self.data_changed();
-        index
+        id
+    }
+
+    fn rename_class(&self, id: ClassId, name: String, bridge: &Bridge) {
+        self.classes.update(|classes| {
+            if let Some(class) = classes.iter_mut().find(|c| c.id == id) {
+                class.name = name.clone();
+            }
+        });
+        bridge.send(&WorkerRequest::RenameClass { id, name }, Vec::new());
+    }
+
+    /// Deletes class `id` with its pictures (their thumbnails' object URLs are released).
+    fn remove_class(&self, id: ClassId, bridge: &Bridge) {
+        let mut gone = None;
+        self.classes.update(|classes| {
+            if let Some(position) = classes.iter().position(|c| c.id == id) {
+                gone = Some(classes.remove(position));
+            }
+        });
+        if let Some(class) = gone {
+            class.images.iter().for_each(Thumb::release);
+        }
+        if self.camera.get_untracked() == Some(CameraTarget::Class(id)) {
+            self.camera.set(None);
+        }
+        bridge.send(&WorkerRequest::RemoveClass { id }, Vec::new());
+        self.data_changed();
     }
 
     fn handle(&self, event: WorkerEvent, payloads: Vec<Vec<u8>>) {
         match event {
             WorkerEvent::Ready { device, gpu } => self.device.set(Some((device, gpu))),
             WorkerEvent::ProjectRestored { classes } => {
-                let start = self.next_key.get_untracked();
-                self.next_key.set(start + classes.len() as u64);
                 self.classes.set(
                     classes
                         .into_iter()
-                        .enumerate()
-                        .map(|(i, name)| ClassView {
-                            key: start + i as u64,
-                            name,
+                        .map(|class| ClassView {
+                            id: class.id,
+                            name: class.name,
                             images: Vec::new(),
                         })
                         .collect(),
@@ -211,20 +243,23 @@ impl Studio {
                 self.say(false, "Your project is back as you left it.");
             }
             WorkerEvent::ImagesAdded { class, added, rejected } => {
-                let thumbs: Vec<Thumb> = added
-                    .into_iter()
-                    .zip(payloads)
-                    .map(|(info, jpeg)| Thumb {
-                        id: info.id,
-                        name: info.name,
-                        url: blob_url(&jpeg, "image/jpeg"),
-                    })
-                    .collect();
-                self.classes.update(|classes| {
-                    if let Some(view) = classes.get_mut(class) {
-                        view.images.extend(thumbs);
-                    }
-                });
+                // A class deleted meanwhile: the worker removes these pictures with it.
+                if self.has_class(class) {
+                    let thumbs: Vec<Thumb> = added
+                        .into_iter()
+                        .zip(payloads)
+                        .map(|(info, jpeg)| Thumb {
+                            id: info.id,
+                            name: info.name,
+                            url: blob_url(&jpeg, "image/jpeg"),
+                        })
+                        .collect();
+                    self.classes.update(|classes| {
+                        if let Some(view) = classes.iter_mut().find(|c| c.id == class) {
+                            view.images.extend(thumbs);
+                        }
+                    });
+                }
                 // A few refusals one by one; many (a folder of thousands) in one message.
                 if rejected.len() <= 3 {
                     for file in rejected {
@@ -279,14 +314,17 @@ impl Studio {
                 if let Some(bytes) = payloads.into_iter().next() {
                     let url = blob_url(&bytes, "application/octet-stream");
                     download(&url, &file_name);
+                    if let Some((old, _)) = self.export_url.get_untracked() {
+                        let _ = web_sys::Url::revoke_object_url(&old);
+                    }
                     self.export_url.set(Some((url, file_name)));
                 }
             }
             WorkerEvent::Failed { request, message } => {
-                if request == "train" {
+                if request == Work::Train {
                     self.training.set(false);
                 }
-                if request == "recommend" {
+                if request == Work::Recommend {
                     self.measuring.set(None);
                 }
                 self.say(true, message);
@@ -517,9 +555,26 @@ async fn read_file(file: &web_sys::File) -> Option<Vec<u8>> {
 }
 
 /// Reads `files` and sends them to the worker for class `class`, [`FILES_PER_MESSAGE`] at a time. A
-/// file the browser cannot read is reported by name.
-async fn send_files(studio: Studio, bridge: &Bridge, class: usize, files: Vec<(String, web_sys::File)>) {
-    for chunk in files.chunks(FILES_PER_MESSAGE) {
+/// file the browser cannot read is reported by name; when the class is deleted meanwhile, the files
+/// not sent yet are left out, and said so.
+async fn send_files(studio: Studio, bridge: &Bridge, class: ClassId, files: Vec<(String, web_sys::File)>) {
+    for (sent, chunk) in files.chunks(FILES_PER_MESSAGE).enumerate() {
+        if !studio.has_class(class) {
+            let left = files.len() - sent * FILES_PER_MESSAGE;
+            studio.say(
+                true,
+                format!(
+                    "{} not added: {} class was deleted.",
+                    if left == 1 {
+                        "1 file was".to_string()
+                    } else {
+                        format!("{left} files were")
+                    },
+                    if left == 1 { "its" } else { "their" }
+                ),
+            );
+            return;
+        }
         let mut names = Vec::with_capacity(chunk.len());
         let mut payloads = Vec::with_capacity(chunk.len());
         for (path, file) in chunk {
@@ -600,9 +655,9 @@ async fn add_grouped(
         let members: Vec<_> = indices.into_iter().filter_map(|i| files[i].take()).collect();
         let existing = studio
             .classes
-            .with_untracked(|c| c.iter().position(|v| v.name == class));
-        let index = existing.unwrap_or_else(|| studio.add_class(Some(class), bridge));
-        send_files(studio, bridge, index, members).await;
+            .with_untracked(|c| c.iter().find(|v| v.name == class).map(|v| v.id));
+        let id = existing.unwrap_or_else(|| studio.add_class(Some(class), bridge));
+        send_files(studio, bridge, id, members).await;
     }
 }
 
@@ -876,44 +931,19 @@ fn DataPanel() -> impl IntoView {
 fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
     let studio = studio();
     let bridge = bridge();
+    let id = class.id;
     let rename = {
         let bridge = bridge.clone();
         move |ev: leptos::ev::Event| {
             let name = event_target_value(&ev).trim().to_string();
-            if name.is_empty() {
-                return;
+            if !name.is_empty() {
+                studio.rename_class(id, name, &bridge);
             }
-            studio.classes.update(|classes| {
-                if let Some(c) = classes.get_mut(index) {
-                    c.name = name;
-                }
-            });
-            bridge.send(
-                &WorkerRequest::SetClasses {
-                    names: studio.class_names(),
-                    removed: None,
-                },
-                Vec::new(),
-            );
         }
     };
     let delete = {
         let bridge = bridge.clone();
-        move |_| {
-            studio.classes.update(|classes| {
-                if index < classes.len() {
-                    classes.remove(index);
-                }
-            });
-            bridge.send(
-                &WorkerRequest::SetClasses {
-                    names: studio.class_names(),
-                    removed: Some(index),
-                },
-                Vec::new(),
-            );
-            studio.data_changed();
-        }
+        move |_| studio.remove_class(id, &bridge)
     };
     let files = {
         let bridge = bridge.clone();
@@ -923,7 +953,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             leptos::task::spawn_local(async move {
                 let files = input.files().map(|list| file_list(&list)).unwrap_or_default();
                 input.set_value("");
-                send_files(studio, &bridge, index, files).await;
+                send_files(studio, &bridge, id, files).await;
             });
         }
     };
@@ -933,7 +963,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
         let bridge = bridge.clone();
         on_drop(studio, dragging, move |files| {
             let bridge = bridge.clone();
-            async move { send_files(studio, &bridge, index, files).await }
+            async move { send_files(studio, &bridge, id, files).await }
         })
     };
     let count = class.images.len();
@@ -968,7 +998,7 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             <button
                 class="button small"
                 data-testid=format!("class-webcam-{index}")
-                on:click=move |_| studio.camera.set(Some(CameraTarget::Class(index)))
+                on:click=move |_| studio.camera.set(Some(CameraTarget::Class(id)))
             >
                 "Webcam…"
             </button>
@@ -995,7 +1025,12 @@ fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                         let remove = move || {
                             studio.classes.update(|classes| {
                                 for c in classes.iter_mut() {
-                                    c.images.retain(|t| t.id != id);
+                                    c.images.retain(|t| {
+                                        if t.id == id {
+                                            t.release();
+                                        }
+                                        t.id != id
+                                    });
                                 }
                             });
                             bridge.send(&WorkerRequest::RemoveImage { id }, Vec::new());
@@ -1552,7 +1587,8 @@ fn CellImages() -> impl IntoView {
                         .filter(|&(_, truth, predicted)| truth == t && predicted == p)
                         .filter_map(|(id, _, _)| studio.thumb(id))
                         .collect();
-                    let names = studio.class_names();
+                    // Positions in the run's classes (the page's may have changed since).
+                    let names = studio.summary.get().map(|s| s.classes).unwrap_or_default();
                     let title = format!(
                         "{} validation images of {} predicted as {}",
                         thumbs.len(),
@@ -1584,7 +1620,7 @@ fn TryPanel() -> impl IntoView {
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
                 if let Some((_, bytes)) = read_first_file(&input).await {
-                    studio.predicted_image.set(Some(blob_url(&bytes, "")));
+                    studio.show_predicted(Some(blob_url(&bytes, "")));
                     studio.prediction.set(None);
                     bridge.send(&WorkerRequest::Predict, vec![bytes]);
                 }
@@ -1628,7 +1664,7 @@ fn TryPanel() -> impl IntoView {
                 } else if studio.model_ready.get_untracked().is_none() {
                     studio.say(true, "Train a model (or import one) before classifying a picture.");
                 } else {
-                    studio.predicted_image.set(Some(blob_url(&bytes, "")));
+                    studio.show_predicted(Some(blob_url(&bytes, "")));
                     studio.prediction.set(None);
                     bridge.send(&WorkerRequest::Predict, vec![bytes]);
                 }
@@ -1822,7 +1858,7 @@ fn Webcam() -> impl IntoView {
         }
         if target == CameraTarget::Predict {
             studio.prediction.set(None);
-            studio.predicted_image.set(None);
+            studio.show_predicted(None);
             let element = element.clone();
             let bridge = bridge();
             live.set_value(Interval::start(700, move || {
@@ -1865,8 +1901,11 @@ fn Webcam() -> impl IntoView {
         bridge().send(&WorkerRequest::AddFrames { class, width, height }, payloads);
     };
     let title = move || match studio.camera.get() {
-        Some(CameraTarget::Class(i)) => {
-            format!("Webcam → {}", studio.class_names().get(i).cloned().unwrap_or_default())
+        Some(CameraTarget::Class(id)) => {
+            let name = studio
+                .classes
+                .with(|classes| classes.iter().find(|c| c.id == id).map(|c| c.name.clone()));
+            format!("Webcam → {}", name.unwrap_or_default())
         }
         Some(CameraTarget::Predict) => "Webcam → live predictions".to_string(),
         None => String::new(),

@@ -22,7 +22,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::device::{self, ComputeDevice};
-use crate::protocol::{ImageInfo, InjectedFault, ProjectView, Rejected, WorkerEvent, WorkerRequest};
+use crate::protocol::{
+    ClassEntry, ClassId, ImageInfo, InjectedFault, ProjectView, Rejected, Work, WorkerEvent, WorkerRequest,
+};
 use crate::store::{self, Store, StoreError, StoredImage};
 
 /// Side of the square JPEG thumbnails sent to the page.
@@ -31,8 +33,11 @@ const THUMBNAIL: u32 = 96;
 #[derive(Default)]
 struct State {
     device: Option<ComputeDevice>,
-    /// Shared with a running measurement or training; edits copy on write.
+    /// Shared with a running measurement or training; edits copy on write. Its labels are positions
+    /// in `class_ids`, which only this worker sees: requests and storage name classes by id.
     dataset: Rc<Dataset>,
+    /// `class_ids[i]` is the id of `dataset.classes[i]`.
+    class_ids: Vec<ClassId>,
     /// `ids[i]` names `dataset.examples[i]`.
     ids: Vec<u64>,
     next_id: u64,
@@ -56,6 +61,71 @@ struct State {
 }
 
 impl State {
+    /// Where class `id` is in the dataset's class list, if it exists.
+    fn class_position(&self, id: ClassId) -> Option<usize> {
+        self.class_ids.iter().position(|&c| c == id)
+    }
+
+    /// The classes with their ids, as stored.
+    fn class_entries(&self) -> Vec<ClassEntry> {
+        self.class_ids
+            .iter()
+            .zip(&self.dataset.classes)
+            .map(|(&id, name)| ClassEntry { id, name: name.clone() })
+            .collect()
+    }
+
+    /// Adds class `id` (if new), returning whether it was.
+    fn add_class(&mut self, id: ClassId, name: String) -> bool {
+        if self.class_position(id).is_some() {
+            return false;
+        }
+        self.class_ids.push(id);
+        Rc::make_mut(&mut self.dataset).classes.push(name);
+        true
+    }
+
+    fn rename_class(&mut self, id: ClassId, name: String) -> bool {
+        let Some(position) = self.class_position(id) else {
+            return false;
+        };
+        Rc::make_mut(&mut self.dataset).classes[position] = name;
+        true
+    }
+
+    /// Removes class `id` and its pictures (stored or waiting for room); the classes after it move up
+    /// one place in the dataset, which only this worker sees.
+    fn remove_class(&mut self, id: ClassId) -> bool {
+        let Some(gone) = self.class_position(id) else {
+            return false;
+        };
+        self.class_ids.remove(gone);
+        let dataset = Rc::make_mut(&mut self.dataset);
+        dataset.classes.remove(gone);
+        let mut dropped = Vec::new();
+        let mut kept_ids = Vec::with_capacity(self.ids.len());
+        let mut kept_examples = Vec::with_capacity(dataset.examples.len());
+        for (id, mut example) in self.ids.drain(..).zip(dataset.examples.drain(..)) {
+            match example.label.cmp(&gone) {
+                std::cmp::Ordering::Equal => {
+                    dropped.push(id);
+                    continue;
+                }
+                std::cmp::Ordering::Greater => example.label -= 1,
+                std::cmp::Ordering::Less => {}
+            }
+            kept_ids.push(id);
+            kept_examples.push(example);
+        }
+        self.ids = kept_ids;
+        dataset.examples = kept_examples;
+        self.unsaved.retain(|image| image.class != id);
+        for image in dropped {
+            self.forget_hash(image);
+        }
+        true
+    }
+
     fn forget_hash(&mut self, id: u64) {
         if let Some(hash) = self.hash_of.remove(&id) {
             self.by_hash.remove(&hash);
@@ -141,10 +211,10 @@ pub fn start() {
         match serde_json::from_str::<WorkerRequest>(&json) {
             // Stop must act while a training task is suspended between batches.
             Ok(WorkerRequest::Stop) => STOP.with(|stop| stop.set(true)),
-            Ok(request) => wasm_bindgen_futures::spawn_local(handle(request, payloads)),
+            Ok(request) => receive(request, payloads),
             Err(error) => post(
                 &WorkerEvent::Failed {
-                    request: "?".into(),
+                    request: Work::Message,
                     message: format!("unreadable request: {error}"),
                 },
                 Vec::new(),
@@ -153,7 +223,31 @@ pub fn start() {
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
-    wasm_bindgen_futures::spawn_local(handle(WorkerRequest::Init, Vec::new()));
+    receive(WorkerRequest::Init, Vec::new());
+}
+
+thread_local! {
+    /// Requests received and not yet handled, in the order the page sent them.
+    static INBOX: RefCell<std::collections::VecDeque<(WorkerRequest, Vec<Vec<u8>>)>> =
+        RefCell::new(std::collections::VecDeque::new());
+    /// Whether a task is handling the inbox.
+    static HANDLING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Queues a request; one task handles the queue, a request at a time, in the order received. An
+/// edit (a class made, pictures for it) is applied before the next request is looked at, even when
+/// it waits for storage; long work (measuring, training, predicting, exporting) starts in order, on
+/// the data as the requests before it left it, and runs beside the queue.
+fn receive(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
+    INBOX.with_borrow_mut(|inbox| inbox.push_back((request, payloads)));
+    if !HANDLING.replace(true) {
+        wasm_bindgen_futures::spawn_local(async {
+            while let Some((request, payloads)) = INBOX.with_borrow_mut(|inbox| inbox.pop_front()) {
+                handle(request, payloads).await;
+            }
+            HANDLING.set(false);
+        });
+    }
 }
 
 /// Sends an event with its payloads (their buffers transferred).
@@ -165,10 +259,10 @@ pub fn post(event: &WorkerEvent, payloads: Vec<Vec<u8>>) {
     }
 }
 
-fn fail(request: &str, message: impl ToString) {
+fn fail(request: Work, message: impl ToString) {
     post(
         &WorkerEvent::Failed {
-            request: request.into(),
+            request,
             message: message.to_string(),
         },
         Vec::new(),
@@ -184,22 +278,19 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             restore().await;
             post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
         }
-        WorkerRequest::SetClasses { names, removed } => {
-            let _writing = Writing::start();
-            if let Some(store) = store() {
-                let result = async {
-                    if let Some(gone) = removed {
-                        store.remove_class(gone).await?;
-                    }
-                    store.save_classes(&names).await
-                }
-                .await;
-                if let Err(error) = result {
-                    fail("store", store::describe(error));
-                }
+        WorkerRequest::AddClass { id, name } => {
+            if STATE.with_borrow_mut(|state| state.add_class(id, name)) {
+                save_classes(None).await;
             }
-            set_classes(names, removed);
-            if removed.is_some() {
+        }
+        WorkerRequest::RenameClass { id, name } => {
+            if STATE.with_borrow_mut(|state| state.rename_class(id, name)) {
+                save_classes(None).await;
+            }
+        }
+        WorkerRequest::RemoveClass { id } => {
+            if STATE.with_borrow_mut(|state| state.remove_class(id)) {
+                save_classes(Some(id)).await;
                 save_unsaved().await;
             }
         }
@@ -211,7 +302,7 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                     // A full storage is already said (message and banner) for what matters more; a
                     // view is small and saved again at the next change, not worth a message each.
                     Ok(()) | Err(StoreError::Full) => {}
-                    Err(error) => fail("store", store::describe(error)),
+                    Err(error) => fail(Work::Store, store::describe(error)),
                 }
             }
         }
@@ -231,44 +322,54 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             if let Some(store) = store()
                 && let Err(error) = store.delete_image(id).await
             {
-                fail("store", store::describe(error));
+                fail(Work::Store, store::describe(error));
             }
             remove_image(id);
             save_unsaved().await;
         }
+        // Long work runs beside the inbox, on the data as the requests before it left it.
         WorkerRequest::Recommend { model } => {
-            let mut result = run_recommend(model).await;
-            if result.is_err() && recovered_from_gpu_loss("Measuring your pictures").await {
-                result = run_recommend(model).await;
-            }
-            if let Err(message) = result {
-                fail("recommend", message);
-            }
+            let data = snapshot();
+            wasm_bindgen_futures::spawn_local(async move {
+                let mut result = run_recommend(model, data.0.clone()).await;
+                if result.is_err() && recovered_from_gpu_loss("Measuring your pictures").await {
+                    result = run_recommend(model, data.0).await;
+                }
+                if let Err(message) = result {
+                    fail(Work::Recommend, message);
+                }
+            });
         }
         WorkerRequest::Train { model, config } => {
             let busy = STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true));
             if busy {
-                return fail("train", "training is already running");
+                return fail(Work::Train, "training is already running");
             }
-            let result = run_train(model, config).await;
-            STATE.with_borrow_mut(|state| state.busy = false);
-            if let Err(message) = result {
-                fail("train", message);
-            }
+            let (dataset, ids) = snapshot();
+            wasm_bindgen_futures::spawn_local(async move {
+                let result = run_train(model, config, dataset, ids).await;
+                STATE.with_borrow_mut(|state| state.busy = false);
+                if let Err(message) = result {
+                    fail(Work::Train, message);
+                }
+            });
         }
         WorkerRequest::Continue => {
             let busy = STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true));
             if busy {
-                return fail("train", "training is already running");
+                return fail(Work::Train, "training is already running");
             }
-            let result = continue_train().await;
-            STATE.with_borrow_mut(|state| state.busy = false);
-            if let Err(message) = result {
-                fail("train", message);
-            }
+            let (dataset, _) = snapshot();
+            wasm_bindgen_futures::spawn_local(async move {
+                let result = continue_train(dataset).await;
+                STATE.with_borrow_mut(|state| state.busy = false);
+                if let Err(message) = result {
+                    fail(Work::Train, message);
+                }
+            });
         }
         WorkerRequest::Stop => STOP.with(|stop| stop.set(true)),
-        WorkerRequest::Predict => {
+        WorkerRequest::Predict => wasm_bindgen_futures::spawn_local(async move {
             let bytes = payloads.first().map(Vec::as_slice).unwrap_or(&[]);
             let mut result = predict(bytes).await;
             if result.is_err() && recovered_from_gpu_loss("Classifying your picture").await {
@@ -276,26 +377,26 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             }
             match result {
                 Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
-                Err(message) => fail("predict", message),
+                Err(message) => fail(Work::Predict, message),
             }
-        }
-        WorkerRequest::PredictFrame { width, height } => {
+        }),
+        WorkerRequest::PredictFrame { width, height } => wasm_bindgen_futures::spawn_local(async move {
             let png = frame_png(payloads.first().map(Vec::as_slice).unwrap_or(&[]), width, height);
             match predict(&png).await {
                 Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
-                Err(message) => fail("predict", message),
+                Err(message) => fail(Work::Predict, message),
             }
-        }
-        WorkerRequest::Export => {
+        }),
+        WorkerRequest::Export => wasm_bindgen_futures::spawn_local(async {
             let mut result = export().await;
             if result.is_err() && recovered_from_gpu_loss("Exporting the model").await {
                 result = export().await;
             }
             match result {
                 Ok((file_name, bytes)) => post(&WorkerEvent::Exported { file_name }, vec![bytes]),
-                Err(message) => fail("export", message),
+                Err(message) => fail(Work::Export, message),
             }
-        }
+        }),
         WorkerRequest::InjectFault { fault } => INJECTED.set(Some(fault)),
         WorkerRequest::Import { name } => {
             let bytes = payloads.into_iter().next().unwrap_or_default();
@@ -304,7 +405,7 @@ async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                     post(&WorkerEvent::ModelReady { classes, model }, Vec::new());
                     keep_model(bytes).await;
                 }
-                Err(message) => fail("import", message),
+                Err(message) => fail(Work::Import, message),
             }
         }
     }
@@ -314,41 +415,27 @@ fn store() -> Option<Rc<Store>> {
     STATE.with_borrow(|state| state.store.clone())
 }
 
-/// The class list changed; `removed` names the class that went.
-fn set_classes(names: Vec<String>, removed: Option<usize>) {
-    STATE.with_borrow_mut(|state| {
-        let mut ids = std::mem::take(&mut state.ids);
-        let dataset = Rc::make_mut(&mut state.dataset);
-        let mut dropped = Vec::new();
+/// The pictures as they are now and their image ids, for work that runs beside later edits.
+fn snapshot() -> (Rc<Dataset>, Vec<u64>) {
+    STATE.with_borrow(|state| (state.dataset.clone(), state.ids.clone()))
+}
+
+/// Stores the class list as it is now (after the change just applied), and when class `removed`
+/// went, its pictures' removal from storage.
+async fn save_classes(removed: Option<ClassId>) {
+    let _writing = Writing::start();
+    let Some(store) = store() else { return };
+    let classes = STATE.with_borrow(State::class_entries);
+    let result = async {
         if let Some(gone) = removed {
-            let mut keep = dataset.examples.iter().map(|e| e.label != gone);
-            ids.retain(|&id| {
-                let kept = keep.next().unwrap_or(true);
-                if !kept {
-                    dropped.push(id);
-                }
-                kept
-            });
-            dataset.examples.retain(|e| e.label != gone);
-            for example in &mut dataset.examples {
-                if example.label > gone {
-                    example.label -= 1;
-                }
-            }
-            // Pictures waiting for room follow their classes, as the stored ones do.
-            state.unsaved.retain(|image| image.class != gone);
-            for image in &mut state.unsaved {
-                if image.class > gone {
-                    image.class -= 1;
-                }
-            }
+            store.remove_class(gone).await?;
         }
-        dataset.classes = names;
-        state.ids = ids;
-        for id in dropped {
-            state.forget_hash(id);
-        }
-    });
+        store.save_classes(&classes).await
+    }
+    .await;
+    if let Err(error) = result {
+        fail(Work::Store, store::describe(error));
+    }
 }
 
 fn remove_image(id: u64) {
@@ -381,7 +468,7 @@ async fn restore() {
     STATE.with_borrow_mut(|state| state.store = Some(store.clone()));
     let (project, unreadable) = match store.load().await {
         Ok(loaded) => loaded,
-        Err(error) => return fail("restore", format!("the stored project could not be read: {error}")),
+        Err(error) => return fail(Work::Restore, format!("the stored project could not be read: {error}")),
     };
     // A view that no longer reads (an older or damaged record) leaves the page's defaults.
     let mut view: Option<Box<ProjectView>> = project.view.as_deref().and_then(|json| serde_json::from_str(json).ok());
@@ -395,10 +482,18 @@ async fn restore() {
         },
         Vec::new(),
     );
-    set_classes(project.classes.clone(), None);
+    STATE.with_borrow_mut(|state| {
+        for class in &project.classes {
+            state.add_class(class.id, class.name.clone());
+        }
+    });
     let mut damaged = unreadable;
     let mut by_class: Vec<(Vec<ImageInfo>, Vec<Vec<u8>>)> = vec![(Vec::new(), Vec::new()); project.classes.len()];
     for stored in project.images {
+        let Some(position) = STATE.with_borrow(|state| state.class_position(stored.class)) else {
+            damaged += 1;
+            continue;
+        };
         let decoded = preprocess::decode(&stored.jpeg).map_err(|e| e.to_string());
         let Ok(image) = decoded.and_then(|image| thumbnail(&image).map(|thumb| (image, thumb))) else {
             damaged += 1;
@@ -413,20 +508,20 @@ async fn restore() {
             Rc::make_mut(&mut state.dataset).examples.push(Example {
                 // Kept compressed, as stored: a project of thousands of pictures fits the tab.
                 image: data::Picture::compressed(stored.jpeg, &image.0),
-                label: stored.class,
+                label: position,
             });
         });
-        by_class[stored.class].0.push(ImageInfo {
+        by_class[position].0.push(ImageInfo {
             id: stored.id,
             name: stored.name,
         });
-        by_class[stored.class].1.push(image.1);
+        by_class[position].1.push(image.1);
     }
-    for (class, (added, thumbnails)) in by_class.into_iter().enumerate() {
+    for (class, (added, thumbnails)) in project.classes.iter().zip(by_class) {
         if !added.is_empty() {
             post(
                 &WorkerEvent::ImagesAdded {
-                    class,
+                    class: class.id,
                     added,
                     rejected: Vec::new(),
                 },
@@ -436,7 +531,7 @@ async fn restore() {
     }
     if damaged > 0 {
         fail(
-            "restore",
+            Work::Restore,
             format!("{damaged} stored images were damaged and have been dropped; the rest of the project is back."),
         );
         // It measured pictures that are gone.
@@ -447,7 +542,7 @@ async fn restore() {
     if let Some(bytes) = project.model {
         match import("the stored model", &bytes) {
             Ok((classes, model)) => post(&WorkerEvent::ModelReady { classes, model }, Vec::new()),
-            Err(message) => fail("restore", format!("the stored model was dropped: {message}")),
+            Err(message) => fail(Work::Restore, format!("the stored model was dropped: {message}")),
         }
     }
     post(&WorkerEvent::ViewRestored { view }, Vec::new());
@@ -455,20 +550,20 @@ async fn restore() {
 
 /// Decodes, orients and downscales each file once; stores it; answers with thumbnails and per-file
 /// reasons.
-async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
+async fn add_images(class: ClassId, names: Vec<String>, payloads: Vec<Vec<u8>>) {
     let _writing = Writing::start();
     let mut added = Vec::new();
     let mut rejected = Vec::new();
     let mut thumbnails = Vec::new();
     let mut stored = Vec::new();
     STATE.with_borrow_mut(|state| {
-        if class >= state.dataset.classes.len() {
+        let Some(label) = state.class_position(class) else {
             rejected.extend(names.iter().map(|name| Rejected {
                 name: name.clone(),
-                reason: "the class no longer exists".into(),
+                reason: "its class was deleted".into(),
             }));
             return;
-        }
+        };
         for (name, bytes) in names.into_iter().zip(payloads) {
             let hash = weights::sha256_hex(&bytes);
             if let Some((existing, existing_name)) = state.by_hash.get(&hash) {
@@ -509,7 +604,7 @@ async fn add_images(class: usize, names: Vec<String>, payloads: Vec<Vec<u8>>) {
                 // Kept compressed, the same bytes as stored: training sees the same pixels after a
                 // reload, and thousands of pictures fit the tab.
                 image: data::Picture::compressed(full.clone(), &prepared),
-                label: class,
+                label,
             });
             state.remember_hash(id, hash.clone(), name.clone());
             stored.push(StoredImage {
@@ -556,16 +651,12 @@ async fn keep_images(new: Vec<StoredImage>) {
         )),
         Ok(()) => {}
         Err(error) => {
-            // Kept to write later as the pictures are now: one removed meanwhile stays removed, and a
-            // class removed meanwhile renumbers the rest.
+            // Kept to write later, but not what was removed meanwhile (a picture, or its class).
             let count = STATE.with_borrow_mut(|state| {
+                let present: std::collections::HashSet<u64> = state.ids.iter().copied().collect();
                 state.unsaved = pending
                     .into_iter()
-                    .filter_map(|mut image| {
-                        let position = state.ids.iter().position(|&id| id == image.id)?;
-                        image.class = state.dataset.examples[position].label;
-                        Some(image)
-                    })
+                    .filter(|image| present.contains(&image.id))
                     .collect();
                 state.unsaved.len()
             });
@@ -575,7 +666,7 @@ async fn keep_images(new: Vec<StoredImage>) {
             };
             if count > 0 {
                 fail(
-                    "store",
+                    Work::Store,
                     format!(
                         "{cause}: {} {} in this session but would be gone after a reload; everything saved before is kept. \
                      Remove pictures you do not need (what did not fit is saved as soon as there is room), or free space in the browser's settings for this site.",
@@ -599,7 +690,7 @@ async fn keep_model(bytes: Vec<u8>) {
             let cause = error.to_string();
             STATE.with_borrow_mut(|state| state.unsaved_model = Some(bytes));
             fail(
-                "store",
+                Work::Store,
                 format!(
                     "The trained model could not be saved for the next visit ({cause}). It works until the page is reloaded: Export keeps it as a file. It is saved as soon as there is room."
                 ),
@@ -766,19 +857,14 @@ async fn recovered_from_gpu_loss(what: &str) -> bool {
         && let Err(message) = import("the stored model", &bytes)
     {
         fail(
-            "restore",
+            Work::Restore,
             format!("the trained model could not be moved to the CPU: {message}"),
         );
     }
     true
 }
 
-fn dataset() -> Rc<Dataset> {
-    STATE.with_borrow(|state| state.dataset.clone())
-}
-
-async fn run_recommend(kind: ModelKind) -> Result<(), String> {
-    let dataset = dataset();
+async fn run_recommend(kind: ModelKind, dataset: Rc<Dataset>) -> Result<(), String> {
     dataset.validate().map_err(|e| e.to_string())?;
     let model = pretrained(kind).await?;
     let device = device()?;
@@ -1054,7 +1140,7 @@ impl RunContext {
             match export().await {
                 Ok((_, bytes)) => keep_model(bytes).await,
                 Err(message) => fail(
-                    "store",
+                    Work::Store,
                     format!("the model could not be kept for the next visit: {message}"),
                 ),
             }
@@ -1063,9 +1149,12 @@ impl RunContext {
     }
 }
 
-async fn run_train(kind: ModelKind, mut config: TrainConfig) -> Result<(), String> {
-    let dataset = dataset();
-    let ids = STATE.with_borrow(|state| state.ids.clone());
+async fn run_train(
+    kind: ModelKind,
+    mut config: TrainConfig,
+    dataset: Rc<Dataset>,
+    ids: Vec<u64>,
+) -> Result<(), String> {
     dataset.validate().map_err(|e| e.to_string())?;
     let model = pretrained(kind).await?;
     config.max_buffer_bytes =
@@ -1089,11 +1178,10 @@ fn same_data(a: &Dataset, b: &Dataset) -> bool {
 }
 
 /// Goes on with the stopped run from where it stopped, if the pictures are still the ones it trained on.
-async fn continue_train() -> Result<(), String> {
+async fn continue_train(dataset: Rc<Dataset>) -> Result<(), String> {
     let Some(paused) = STATE.with_borrow_mut(|state| state.paused.take()) else {
         return Err("there is no stopped run to go on with: start one with Train".into());
     };
-    let dataset = dataset();
     if !same_data(&paused.dataset, &dataset) {
         post(&WorkerEvent::Paused { at: None }, Vec::new());
         return Err(

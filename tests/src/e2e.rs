@@ -453,6 +453,88 @@ pub async fn wait_for_text(
     }
 }
 
+/// Waits until the text of the element `data-testid=id` satisfies `done` and returns it; on a timeout,
+/// panics with the last text, the page's messages and a screenshot.
+pub async fn text_of(client: &Client, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    match wait_for_text(client, &format!("[data-testid='{id}']"), timeout, done).await {
+        Ok(text) => text,
+        Err(error) => {
+            let shot = screenshot(client, &format!("failed-{id}")).await;
+            let messages = messages(client).await;
+            panic!("{error}; messages: {messages:?}; screenshot {}", shot.display());
+        }
+    }
+}
+
+/// The page's messages as they are now (empty when there are none).
+pub async fn messages(client: &Client) -> String {
+    match client.find(Locator::Css("[data-testid=messages]")).await {
+        Ok(messages) => messages.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The class cards as the page shows them now: each name with its picture count, in order.
+pub async fn classes_shown(client: &Client) -> Vec<(String, usize)> {
+    let script = "return [...document.querySelectorAll('.class-card')].map(card => [
+        card.querySelector('[data-testid^=class-name-]').value,
+        Number(card.querySelector('[data-testid^=class-count-]').textContent)]);";
+    let shown = client.execute(script, Vec::new()).await.expect("class cards");
+    serde_json::from_value(shown).expect("names and counts")
+}
+
+/// Waits (up to `timeout`) until the class cards show exactly `expected` (names and counts, in order)
+/// and stay so for a second; panics with what they show otherwise.
+pub async fn wait_for_classes(client: &Client, expected: &[(String, usize)], timeout: Duration) {
+    wait_for_steady_classes(client, expected, timeout, |shown| shown).await;
+}
+
+/// [`wait_for_classes`] for classes whose order does not matter (`expected` sorted by name).
+pub async fn wait_for_classes_in_any_order(client: &Client, expected: &[(String, usize)], timeout: Duration) {
+    wait_for_steady_classes(client, expected, timeout, |mut shown| {
+        shown.sort();
+        shown
+    })
+    .await;
+}
+
+async fn wait_for_steady_classes(
+    client: &Client,
+    expected: &[(String, usize)],
+    timeout: Duration,
+    arrange: impl Fn(Vec<(String, usize)>) -> Vec<(String, usize)>,
+) {
+    let deadline = Instant::now() + timeout;
+    let mut steady_since: Option<Instant> = None;
+    loop {
+        let shown = arrange(classes_shown(client).await);
+        if shown == expected {
+            let since = *steady_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                return;
+            }
+        } else {
+            steady_since = None;
+            if Instant::now() > deadline {
+                let shot = screenshot(client, "failed-classes").await;
+                panic!(
+                    "the classes shown are {shown:?}, not {expected:?}; messages: {:?}; screenshot {}",
+                    messages(client).await,
+                    shot.display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Renames a class by typing into its name field (`data-testid=id`); Enter commits the change.
+pub async fn rename(client: &Client, id: &str, name: &str) {
+    let input = by_id(client, id).await;
+    input.clear().await.expect("clear");
+    input.send_keys(&format!("{name}\u{E007}")).await.expect("type");
+}
+
 /// Saves a PNG screenshot of the page as `screenshots/<name>.png` and returns its path.
 pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     let png = client.screenshot().await.expect("screenshot failed");
@@ -550,7 +632,8 @@ pub async fn devtools(client: &Client, method: &'static str, params: serde_json:
 pub async fn drop_paths(client: &Client, id: &str, paths: &[PathBuf]) {
     let script = format!(
         "const e = document.querySelector(\"[data-testid='{id}']\");
-         e.scrollIntoView({{block: 'center'}});
+         const tall = e.getBoundingClientRect().height > window.innerHeight;
+         e.scrollIntoView({{block: tall ? 'start' : 'center'}});
          const r = e.getBoundingClientRect();
          return [r.x + r.width / 2, r.y + Math.min(r.height / 2, 40)];"
     );

@@ -8,34 +8,12 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use graft_tests::datasets;
-use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id};
-
-async fn text_of(client: &Client, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-    match e2e::wait_for_text(client, &format!("[data-testid='{id}']"), timeout, done).await {
-        Ok(text) => text,
-        Err(error) => {
-            let shot = e2e::screenshot(client, &format!("failed-{id}")).await;
-            let messages = client.find(Locator::Css("[data-testid=messages]")).await.ok();
-            let messages = match messages {
-                Some(m) => m.text().await.unwrap_or_default(),
-                None => String::new(),
-            };
-            panic!("{error}; messages: {messages:?}; screenshot {}", shot.display());
-        }
-    }
-}
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, rename, text_of};
 
 /// Scrolls the element into view (screenshots show the viewport).
 async fn show(client: &Client, id: &str) {
     let script = format!("document.querySelector(\"[data-testid='{id}']\").scrollIntoView({{block: 'center'}});");
     client.execute(&script, Vec::new()).await.expect("scroll");
-}
-
-async fn rename(client: &Client, id: &str, name: &str) {
-    let input = by_id(client, id).await;
-    input.clear().await.expect("clear");
-    // Enter commits the change (fires `change`).
-    input.send_keys(&format!("{name}\u{E007}")).await.expect("type");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,294 @@
+//! End-to-end: folders of classes in, as a person has them on disk, and nothing lost on the way.
+//!
+//! Every picture of a chosen or dropped folder lands in its own class, in one go, whatever the number
+//! of classes (5 on WebGPU; 12 classes and several hundred pictures on the CPU backend), and is back
+//! after a reload; classes deleted, renamed or added while pictures are still on their way to the
+//! worker never send a picture into another class.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::Client;
+use graft_tests::datasets;
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, text_of};
+
+/// A fresh folder under the system's temporary directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("graft-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("scratch folder");
+        Self(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The generated photo-sized pictures (distinct files, six source classes), by source class.
+fn sources() -> Vec<Vec<PathBuf>> {
+    let root = datasets::scale_photos(720);
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("scale photos")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    classes
+        .iter()
+        .map(|class| {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(class)
+                .expect("class")
+                .map(|e| e.expect("entry").path())
+                .collect();
+            files.sort();
+            files
+        })
+        .collect()
+}
+
+/// File names as people's folders have them: spaces, accents, capitals, brackets, several dots.
+fn odd_name(n: usize) -> String {
+    match n % 4 {
+        0 => format!("IMG {n:04}.JPG"),
+        1 => format!("été #{n} (copy).jpeg"),
+        2 => format!("photo.{n}.final.jpg"),
+        _ => format!("{n}_Ünïcode ✓.jpg"),
+    }
+}
+
+/// Writes `folder/<class>/<odd name>` for each `(class, pictures)`, returning what the page must show
+/// for them: each class with its count, sorted by name as a chosen folder's classes are.
+fn write_classes(folder: &Path, classes: &[(&str, Vec<PathBuf>)]) -> Vec<(String, usize)> {
+    let mut expected = Vec::new();
+    for (class, pictures) in classes {
+        let dir = folder.join(class);
+        std::fs::create_dir_all(&dir).expect("class folder");
+        for (n, picture) in pictures.iter().enumerate() {
+            std::fs::copy(picture, dir.join(odd_name(n))).expect("copy");
+        }
+        expected.push((class.to_string(), pictures.len()));
+    }
+    expected.sort();
+    expected
+}
+
+/// The pictures `from..from + n` of source class `source`.
+fn take(sources: &[Vec<PathBuf>], source: usize, from: usize, n: usize) -> Vec<PathBuf> {
+    let files = &sources[source % sources.len()];
+    assert!(
+        from + n <= files.len(),
+        "source class {source} has {} pictures",
+        files.len()
+    );
+    files[from..from + n].to_vec()
+}
+
+async fn open(client: &Client, server: &StaticServer, device_prefix: &str) {
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    text_of(client, "device", Duration::from_secs(180), |t| {
+        t.starts_with(device_prefix)
+    })
+    .await;
+}
+
+/// No picture was refused: the messages say nothing was left out.
+async fn assert_nothing_refused(client: &Client) {
+    let messages = e2e::messages(client).await;
+    assert!(
+        !messages.contains("not added") && !messages.contains("left out"),
+        "pictures were refused: {messages}"
+    );
+}
+
+/// The issue's case: a fresh profile, WebGPU, "Choose a folder…" with five class folders — every
+/// class gets all its pictures at once, and a reload brings back the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_folder_of_five_classes_keeps_every_picture_on_webgpu() {
+    let sources = sources();
+    let scratch = Scratch::new("five-classes");
+    let chosen = scratch.0.join("my pictures");
+    let expected = write_classes(
+        &chosen,
+        &[
+            ("animal", take(&sources, 0, 0, 6)),
+            ("fish", take(&sources, 1, 0, 7)),
+            ("monument", take(&sources, 2, 0, 8)),
+            ("renewable", take(&sources, 3, 0, 9)),
+            ("tool", take(&sources, 4, 0, 10)),
+        ],
+    );
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session().await;
+    open(&client, &server, "WebGPU").await;
+    e2e::upload(&client, "folder-input", &[chosen]).await;
+    e2e::wait_for_classes(&client, &expected, Duration::from_secs(120)).await;
+    assert_nothing_refused(&client).await;
+    let shot = e2e::screenshot(&client, "folders-five-classes").await;
+    println!("five classes chosen: {expected:?}; screenshot {}", shot.display());
+
+    client.refresh().await.expect("reload");
+    text_of(&client, "device", Duration::from_secs(180), |t| t.starts_with("WebGPU")).await;
+    e2e::wait_for_classes(&client, &expected, Duration::from_secs(120)).await;
+    assert_nothing_refused(&client).await;
+    client.close().await.expect("close");
+}
+
+/// Twelve classes of 20 to 53 pictures (438 in all) with odd names, chosen as a folder on the CPU
+/// backend; then a folder of five more classes dropped onto the panel. Every count exact, right
+/// after and after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_classes_of_several_hundred_pictures_chosen_and_five_dropped_on_the_cpu() {
+    let sources = sources();
+    let scratch = Scratch::new("twelve-classes");
+    let names = [
+        "Birds (wild)",
+        "birds 2",
+        "Café crème",
+        "ünïcödé",
+        "with  two spaces",
+        "x#y&z",
+        "UPPER",
+        "lower",
+        "1 digits first",
+        "émoji 🐟",
+        "a.b.c",
+        "zz last",
+    ];
+    // Each class its own count, so that a picture in the wrong class changes two counts.
+    let classes: Vec<(&str, Vec<PathBuf>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, take(&sources, i, (i / 6) * 60, 20 + 3 * i)))
+        .collect();
+    let chosen = scratch.0.join("Meine Bilder");
+    let mut expected = write_classes(&chosen, &classes);
+    assert_eq!(expected.iter().map(|(_, n)| n).sum::<usize>(), 438);
+
+    let dropped = scratch.0.join("more classes");
+    let extra: Vec<(String, Vec<PathBuf>)> = (0..5)
+        .map(|i| (format!("dropped {i}"), take(&sources, i, 115, 1 + i)))
+        .collect();
+    let extra_refs: Vec<(&str, Vec<PathBuf>)> = extra.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+    let expected_dropped = write_classes(&dropped, &extra_refs);
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session_without_webgpu().await;
+    open(&client, &server, "CPU fallback").await;
+    let started = std::time::Instant::now();
+    e2e::upload(&client, "folder-input", &[chosen]).await;
+    e2e::wait_for_classes(&client, &expected, Duration::from_secs(300)).await;
+    println!(
+        "438 pictures in 12 classes taken in: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_nothing_refused(&client).await;
+
+    e2e::drop_paths(&client, "data-drop", &[dropped]).await;
+    expected.extend(expected_dropped);
+    e2e::wait_for_classes(&client, &expected, Duration::from_secs(120)).await;
+    assert_nothing_refused(&client).await;
+    let shot = e2e::screenshot(&client, "folders-twelve-classes").await;
+    println!("17 classes: screenshot {}", shot.display());
+
+    client.refresh().await.expect("reload");
+    e2e::wait_for_classes(&client, &expected, Duration::from_secs(300)).await;
+    assert_nothing_refused(&client).await;
+    client.close().await.expect("close");
+}
+
+/// While a chosen folder's pictures are still on their way to the worker: the first class is
+/// deleted as soon as its first pictures show, the second renamed as soon as its first show, and a
+/// class added. None of the deleted class's pictures lands anywhere; the renamed class has exactly
+/// its own; the same after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classes_deleted_renamed_and_added_while_pictures_arrive_keep_their_own() {
+    let sources = sources();
+    let scratch = Scratch::new("edits-in-flight");
+    let chosen = scratch.0.join("edits");
+    write_classes(
+        &chosen,
+        &[
+            ("a deleted", take(&sources, 0, 0, 120)),
+            ("b renamed", take(&sources, 1, 0, 41)),
+            ("c kept", take(&sources, 2, 0, 67)),
+        ],
+    );
+
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let client = driver.session_without_webgpu().await;
+    open(&client, &server, "CPU fallback").await;
+    // Watches the cards from inside the page, so that each edit happens at the first change that
+    // allows it, not a WebDriver round trip later; what it did is in `window.graftEdits`.
+    let watch = r#"
+        const seen = {};
+        window.graftEdits = seen;
+        const card = (name) => [...document.querySelectorAll('.class-card')]
+            .find(c => c.querySelector('[data-testid^=class-name-]').value === name);
+        const count = (c) => Number(c.querySelector('[data-testid^=class-count-]').textContent);
+        const step = () => {
+            const a = card('a deleted');
+            if (!('deleted_at' in seen) && a && count(a) > 0) {
+                seen.deleted_at = count(a);
+                a.querySelector('[data-testid^=class-delete-]').click();
+            }
+            const b = card('b renamed');
+            if ('deleted_at' in seen && !('renamed_at' in seen) && b && count(b) > 0) {
+                seen.renamed_at = count(b);
+                const input = b.querySelector('[data-testid^=class-name-]');
+                input.value = 'b (new name)';
+                input.dispatchEvent(new Event('change', { bubbles: true }));
+                // "+ Add class" names it after the number of classes there are.
+                seen.added = 'Class ' + (document.querySelectorAll('.class-card').length + 1);
+                document.querySelector('[data-testid=add-class]').click();
+                observer.disconnect();
+            }
+        };
+        const observer = new MutationObserver(step);
+        observer.observe(document.body, { subtree: true, childList: true, characterData: true });
+    "#;
+    client.execute(watch, Vec::new()).await.expect("watch the cards");
+    e2e::upload(&client, "folder-input", &[chosen]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let seen = client
+            .execute("return window.graftEdits;", Vec::new())
+            .await
+            .expect("edits");
+        if seen.get("added").is_some() {
+            break seen;
+        }
+        assert!(std::time::Instant::now() < deadline, "the edits were not made: {seen}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("edits while pictures arrived: {seen}");
+    let deleted_at = seen["deleted_at"].as_u64().expect("deleted");
+    let renamed_at = seen["renamed_at"].as_u64().expect("renamed");
+    assert!(deleted_at < 120, "the class was deleted after all its pictures arrived");
+    assert!(renamed_at < 41, "the class was renamed after all its pictures arrived");
+    let added = seen["added"].as_str().expect("added").to_string();
+
+    let mut expected = vec![("b (new name)".to_string(), 41), ("c kept".to_string(), 67), (added, 0)];
+    expected.sort();
+    e2e::wait_for_classes_in_any_order(&client, &expected, Duration::from_secs(120)).await;
+    let shot = e2e::screenshot(&client, "folders-edits-in-flight").await;
+    println!(
+        "messages: {}; screenshot {}",
+        e2e::messages(&client).await,
+        shot.display()
+    );
+
+    client.refresh().await.expect("reload");
+    e2e::wait_for_classes_in_any_order(&client, &expected, Duration::from_secs(120)).await;
+    client.close().await.expect("close");
+}
