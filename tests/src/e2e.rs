@@ -686,6 +686,58 @@ pub async fn predict_fixture(client: &Client, name: &str) -> Result<String, Stri
     .await
 }
 
+/// The prediction the page shows: each class with its probability in percent, most likely first.
+pub async fn prediction_shown(client: &Client) -> Vec<(String, f64)> {
+    let script = "return [...document.querySelectorAll('[data-testid=prediction] li')].map(li => [
+        li.querySelector('.label').textContent,
+        parseFloat(li.querySelector('span:last-child').textContent)]);";
+    let shown = client.execute(script, Vec::new()).await.expect("prediction");
+    serde_json::from_value(shown).expect("labels and percentages")
+}
+
+/// Classifies `picture` through the try-it input and returns what the page shows for it (see
+/// [`prediction_shown`]), once it shows it.
+pub async fn classify(client: &Client, picture: &Path) -> Vec<(String, f64)> {
+    upload(client, "predict-input", &[picture.to_path_buf()]).await;
+    text_of(client, "prediction", Duration::from_secs(120), |t| t.contains('%')).await;
+    prediction_shown(client).await
+}
+
+/// Lets the page's downloads go to a fresh folder (DevTools `Browser.setDownloadBehavior`), returned.
+pub async fn downloads_to_folder(client: &Client, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graft-downloads-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("downloads folder");
+    devtools(
+        client,
+        "Browser.setDownloadBehavior",
+        serde_json::json!({ "behavior": "allow", "downloadPath": dir.display().to_string() }),
+    )
+    .await;
+    dir
+}
+
+/// The bytes of the file `name` once the browser has finished downloading it into `dir` (within a
+/// minute).
+pub async fn downloaded(dir: &Path, name: &str) -> Vec<u8> {
+    let path = dir.join(name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let in_progress = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "crdownload"))
+            })
+            .unwrap_or(false);
+        if path.is_file() && !in_progress {
+            return std::fs::read(&path).expect("the downloaded file");
+        }
+        assert!(Instant::now() < deadline, "{} was not downloaded", path.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Chooses `files` in the file input `data-testid=id`, as a person picking them would.
 pub async fn upload(client: &Client, id: &str, files: &[PathBuf]) {
     let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -694,6 +746,23 @@ pub async fn upload(client: &Client, id: &str, files: &[PathBuf]) {
         .send_keys(&paths.join("\n"))
         .await
         .unwrap_or_else(|e| panic!("cannot choose files in {id}: {e}"));
+}
+
+/// What the engine, natively on the CPU, predicts for the picture at `path` with the model file
+/// `bytes`: each class with its probability in percent, most likely first.
+pub fn engine_predictions(bytes: &[u8], path: &Path) -> Vec<(String, f64)> {
+    use burn::prelude::*;
+    use graft_engine::{bundle, metrics, preprocess, readback};
+
+    let device = Device::flex();
+    let (header, model) = bundle::decode("the exported file", bytes, &device).expect("a Graft model file");
+    let image = preprocess::decode(&std::fs::read(path).expect("picture")).expect("decodes");
+    let logits =
+        pollster::block_on(readback::to_f32_vec(model.forward(header.input(&image, &device)))).expect("read-back");
+    metrics::top_k(&metrics::softmax(&logits), header.classes.len())
+        .into_iter()
+        .map(|(class, prob)| (header.classes[class].clone(), f64::from(prob) * 100.0))
+        .collect()
 }
 
 /// A MobileNetV2 with a new head for `classes`, as a Graft model file (what `graft train --out` and

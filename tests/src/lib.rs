@@ -7,8 +7,17 @@
 pub mod frozen_prefix;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::Tensor;
+use burn::prelude::{Device, Tensor};
 use graft_engine::readback::{self, ReadbackError};
+
+/// Leaves `device` idle for the next test: waits until everything queued on it has run (a one-value
+/// read-back comes after it in the device's queue) and hands the allocator's unused buffers back.
+/// Each WebGPU test ends with it, so that no test starts while a software GPU still works for the
+/// one before.
+pub async fn settle(device: &Device) {
+    let _ = readback::to_f32_vec(Tensor::<1>::zeros([1], device)).await;
+    device.memory_cleanup();
+}
 
 /// Every float of a module — parameters and BatchNorm running statistics — read back (async), one
 /// vector per tensor in visiting order.

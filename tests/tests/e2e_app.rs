@@ -155,10 +155,18 @@ async fn app_trains_on_webgpu() {
         "webgpu head-only: validation accuracy {accuracy} after {:?}",
         started.elapsed()
     );
-    let prediction = e2e::predict_fixture(&client, "chelsea-224.png")
-        .await
-        .expect("a prediction on WebGPU");
-    println!("webgpu prediction: {prediction:?}");
+    // The cat and the espresso each in their own class, still on the GPU.
+    let fixture = |name: &str| e2e::workspace_root().join("tests/fixtures/imagenet").join(name);
+    let cat = e2e::classify(&client, &fixture("chelsea-224.png")).await;
+    let espresso = e2e::classify(&client, &fixture("coffee-224.png")).await;
+    println!("webgpu predictions: the cat {cat:?}, the espresso {espresso:?}");
+    assert_eq!(cat[0].0, "Class 1", "{cat:?}");
+    assert_eq!(espresso[0].0, "Class 2", "{espresso:?}");
+    let device = e2e::text_of(&client, "device", Duration::from_secs(5), |_| true).await;
+    assert!(
+        device.starts_with("WebGPU: "),
+        "training and predicting stayed on WebGPU: {device}"
+    );
     let shot = e2e::screenshot(&client, "webgpu-trained").await;
     println!("screenshot {}", shot.display());
     client.close().await.expect("close");

@@ -78,6 +78,11 @@ impl Stages {
             match (status.success(), crashed.is_empty()) {
                 (true, true) => Ok(()),
                 (true, false) => Err(crashed.join("; ")),
+                (false, _) if !suites.started_any => {
+                    // It failed before any suite ran (a build error): one failure, not none.
+                    totals.failed += 1;
+                    Err(format!("cargo exited with {status} before any test ran"))
+                }
                 (false, _) if crashed.is_empty() => Err(format!("cargo exited with {status}")),
                 (false, _) => Err(format!("cargo exited with {status}: {}", crashed.join("; "))),
             }
@@ -103,6 +108,8 @@ impl Stages {
 #[derive(Debug, Default)]
 struct Suites {
     totals: TestTotals,
+    /// Whether any suite said `running N tests`.
+    started_any: bool,
     open: Option<OpenSuite>,
     crashed: Vec<String>,
 }
@@ -130,6 +137,7 @@ impl Suites {
             .and_then(|n| n.parse().ok())
         {
             self.close_crashed();
+            self.started_any = true;
             self.open = Some(OpenSuite {
                 planned,
                 finished: 0,

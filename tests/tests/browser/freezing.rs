@@ -9,7 +9,10 @@ async fn frozen_blocks_stay_bit_identical_on_webgpu() {
     let ComputeDevice::WebGpu { device, .. } = device::acquire().await else {
         panic!("no WebGPU adapter in this browser");
     };
-    let report = freezing::run(&device.autodiff(), 4, 3).await.expect("read-back");
+    let report = freezing::run(&device.clone().autodiff(), 4, 3)
+        .await
+        .expect("read-back");
     console_log!("webgpu freezing: {report:?}");
     freezing::assert_freezing_behaviour(&report);
+    graft_tests::settle(&device).await;
 }

@@ -24,11 +24,12 @@ async fn frozen_first_block_trains_five_steps_on_webgpu() {
         "WebGPU guarantees 128 MiB bindings: {max_buffer_bytes}"
     );
     assert!(!adapter.starts_with("unnamed"), "the adapter has no name: {adapter}");
-    let report = frozen_prefix::run(&device.autodiff(), 5)
+    let report = frozen_prefix::run(&device.clone().autodiff(), 5)
         .await
         .expect("read-back failed");
     console_log!("webgpu: {report:?}");
     frozen_prefix::assert_frozen_prefix_behaviour(&report);
+    graft_tests::settle(&device).await;
 }
 
 #[wasm_bindgen_test]

@@ -23,6 +23,8 @@ async fn check_on_webgpu(kind: ModelKind) {
         }
         golden::assert_matches_reference(kind, &comparisons);
     }
+    drop(model);
+    graft_tests::settle(&device).await;
 }
 
 #[wasm_bindgen_test]

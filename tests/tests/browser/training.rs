@@ -25,6 +25,8 @@ async fn few_steps(strategy: Strategy, device: Device, label: &str) {
         report.last_block_max_change
     );
     training::assert_few_steps(&report, strategy);
+    drop((model, report));
+    graft_tests::settle(&device).await;
 }
 
 async fn webgpu() -> Device {
