@@ -405,6 +405,8 @@ impl Studio {
                 false,
                 format!("Stopped early after epoch {epoch}: no better validation result since epoch {best_epoch}."),
             ),
+            // What the optimizer held is for the tests and the CLI's JSON; the page shows the epochs.
+            TrainEvent::PhaseEnd { .. } => {}
             TrainEvent::Done(summary) => {
                 self.training.set(false);
                 self.progress.update(|p| {

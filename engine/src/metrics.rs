@@ -96,10 +96,15 @@ mod tests {
         assert_eq!(eval.confusion, vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 0, 1]]);
         assert_eq!(eval.accuracy, 0.75);
         assert_eq!(eval.per_class_accuracy, vec![Some(0.5), Some(1.0), Some(1.0)]);
-        // Cross-entropy of the first row: log(e^2 + 2) - 2.
-        let first = ((2.0f64).exp() + 2.0).ln() - 2.0;
-        let third = ((1.0f64).exp() + 2.0).ln(); // label 0, logit 0
-        assert!(eval.loss > (first + third) / 4.0);
+        // The mean cross-entropy of the four rows: log(sum of exps) minus the true class's logit.
+        let cross_entropy =
+            |logits: [f64; 3], label: usize| logits.iter().map(|l| l.exp()).sum::<f64>().ln() - logits[label];
+        let expected = (cross_entropy([2.0, 0.0, 0.0], 0)
+            + cross_entropy([0.0, 3.0, 0.0], 1)
+            + cross_entropy([0.0, 1.0, 0.0], 0)
+            + cross_entropy([0.0, 0.0, 5.0], 2))
+            / 4.0;
+        assert!((eval.loss - expected).abs() < 1e-6, "{} vs {expected}", eval.loss);
         let empty = Evaluation::from_logits(&[1.0, 0.0], &[0], 2);
         assert_eq!(empty.per_class_accuracy, vec![Some(1.0), None]);
     }

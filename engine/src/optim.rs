@@ -71,6 +71,13 @@ impl ModuleVisitor for ParamIds {
     }
 }
 
+/// The optimizer state of one group: its body block (`None` for the head) and the tensors it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub block: Option<usize>,
+    pub tensors: usize,
+}
+
 struct Group {
     /// Body block index, or `None` for the head.
     block: Option<usize>,
@@ -114,6 +121,19 @@ impl BlockwiseOptimizer {
     /// The learning rate of each group, head last: `(block index or None for the head, rate)`.
     pub fn learning_rates(&self) -> Vec<(Option<usize>, f64)> {
         self.groups.iter().map(|group| (group.block, group.lr)).collect()
+    }
+
+    /// The state each group holds, head last, as Burn's optimizers record it themselves: AdamW keeps
+    /// two moments for each parameter tensor it has stepped, SGD with momentum one. A frozen block has
+    /// no group, so no state.
+    pub fn state(&self) -> Vec<GroupState> {
+        self.groups
+            .iter()
+            .map(|group| GroupState {
+                block: group.block,
+                tensors: group.decayed.1.to_record().len() + group.not_decayed.1.to_record().len(),
+            })
+            .collect()
     }
 
     /// The number of scalar parameters the optimizer updates.

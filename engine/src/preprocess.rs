@@ -64,6 +64,7 @@ mod tests {
             0.0,
             128.0 / 128.0,
         ];
+        assert_eq!(out.len(), expected.len(), "three planes of two pixels: {out:?}");
         for (value, expected) in out.iter().zip(expected) {
             assert!((value - expected).abs() < 1e-6, "{out:?}");
         }

@@ -72,6 +72,10 @@ pub struct TrainConfig {
     /// [`BatchNormStatistics`]).
     #[serde(default)]
     pub batch_norm: Option<BatchNormStatistics>,
+    /// Report what the optimizer holds at the end of each phase (`PhaseEnd`), as Burn records it. Reads
+    /// every moment back synchronously: for tests on the CPU backend, never on a GPU in a browser.
+    #[serde(default)]
+    pub record_optimizer_state: bool,
 }
 
 /// BatchNorm momentum for `steps` batches per epoch: at least the usual 0.1, and enough that the
@@ -141,6 +145,7 @@ impl TrainConfig {
             cache_budget_bytes: 1 << 30,
             max_buffer_bytes: None,
             batch_norm: None,
+            record_optimizer_state: false,
         }
     }
 
@@ -276,6 +281,14 @@ pub enum TrainEvent {
         lr: f64,
         seconds: f64,
         eta_seconds: f64,
+    },
+    /// A phase ended (not when cancelled before it trained).
+    PhaseEnd {
+        phase: String,
+        index: usize,
+        /// What its optimizer held at the end, when the configuration asks
+        /// ([`TrainConfig::record_optimizer_state`]).
+        optimizer_state: Option<Vec<crate::optim::GroupState>>,
     },
     EarlyStop {
         phase: String,
@@ -1080,6 +1093,13 @@ impl Run<'_> {
                 break;
             }
         }
+        self.cancelled |= observer
+            .event(TrainEvent::PhaseEnd {
+                phase: phase.name.to_string(),
+                index: at.phase,
+                optimizer_state: self.config.record_optimizer_state.then(|| optimizer.state()),
+            })
+            .is_break();
         Ok(model)
     }
 

@@ -88,11 +88,13 @@ fn input(kind: ModelKind, device: &Device) -> Tensor<4> {
 fn comparisons(kind: ModelKind, logits: &[f32]) -> Vec<Comparison> {
     let golden: Golden = serde_json::from_str(GOLDEN_JSON).expect("golden.json is valid");
     let reference = &golden.models[kind.card().name];
+    assert_eq!(logits.len(), CROPS.len() * 1000, "1000 logits for each of the crops");
     CROPS
         .iter()
         .zip(logits.chunks(1000))
         .map(|((image, _), ours)| {
             let theirs = &reference.images[*image];
+            assert_eq!(ours.len(), theirs.logits.len(), "{image}: as many logits as PyTorch's");
             let max_abs_difference = ours
                 .iter()
                 .zip(&theirs.logits)

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use graft_engine::data::{Dataset, Example};
 use graft_engine::freeze;
 use graft_engine::model::{ImageClassifier, ModelKind};
+use graft_engine::optim::GroupState;
 use graft_engine::preprocess;
 use graft_engine::strategy::Strategy;
 use graft_engine::train::{self, CacheKind, TrainConfig, TrainError, TrainEvent, TrainSummary};
@@ -83,6 +84,12 @@ pub struct StepsReport {
     pub frozen_max_change: Option<f32>,
     /// Largest change of any float in the last body block (`head_conv`).
     pub last_block_max_change: f32,
+    /// Per phase, the state Graft's optimizer held at its end (Burn's own record of it); recorded on
+    /// the CPU backend only (empty elsewhere, and then so is `expected_state`).
+    pub optimizer_state: Vec<Vec<GroupState>>,
+    /// Per phase, the state it must hold: two AdamW moments for every parameter tensor of the blocks
+    /// the phase trains and of the head, counted on a fresh model (where nothing is frozen).
+    pub expected_state: Vec<Vec<GroupState>>,
 }
 
 /// Records batch losses and phase starts; in the browser, gives the event loop a turn between batches
@@ -91,6 +98,7 @@ pub struct StepsReport {
 struct Recorder {
     losses: Vec<f64>,
     phases: Vec<(String, CacheKind, usize)>,
+    optimizer_state: Vec<Vec<GroupState>>,
 }
 
 impl train::TrainObserver for Recorder {
@@ -103,6 +111,10 @@ impl train::TrainObserver for Recorder {
                 trainable_params,
                 ..
             } => self.phases.push((phase, cache, trainable_params)),
+            TrainEvent::PhaseEnd {
+                optimizer_state: Some(state),
+                ..
+            } => self.optimizer_state.push(state),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -133,6 +145,9 @@ pub async fn run_strategy_with(
     let dataset = photo_dataset();
     let mut config = few_steps_config(strategy);
     config.augment = augment;
+    // Burn records an optimizer's state by reading it back synchronously: the CPU backend only.
+    let on_cpu = device.clone().without_autodiff() == Device::flex();
+    config.record_optimizer_state = on_cpu;
     let num_blocks = pretrained.block_names().len();
     let phases = strategy.phases(num_blocks, config.epochs, config.base_lr())?;
     let always_frozen = phases.iter().map(|p| p.frozen_blocks).min().unwrap_or(0);
@@ -157,7 +172,30 @@ pub async fn run_strategy_with(
     let Recorder {
         losses,
         phases: phase_log,
+        optimizer_state,
     } = observer;
+    // Parameter tensors per body block and of the head, on a fresh model: nothing frozen there.
+    let fresh = pretrained.clone().with_classes(dataset.classes.len()).train();
+    let tensors_of_block: Vec<usize> = (0..num_blocks)
+        .map(|index| param_tensors(&fresh, Some(index)))
+        .collect();
+    let head_tensors = param_tensors(&fresh, None);
+    let expected_state = phases
+        .iter()
+        .filter(|_| on_cpu)
+        .map(|phase| {
+            (phase.frozen_blocks..num_blocks)
+                .map(|block| GroupState {
+                    block: Some(block),
+                    tensors: 2 * tensors_of_block[block],
+                })
+                .chain([GroupState {
+                    block: None,
+                    tensors: 2 * head_tensors,
+                }])
+                .collect()
+        })
+        .collect();
 
     let frozen_max_change = if always_frozen > 0 && strategy.uses_pretrained_weights() {
         let mut max = 0.0f32;
@@ -183,7 +221,25 @@ pub async fn run_strategy_with(
         expected_trainable,
         frozen_max_change,
         last_block_max_change,
+        optimizer_state,
+        expected_state,
     })
+}
+
+/// The parameter tensors of body block `index` (or of the head, `None`) that take a gradient.
+fn param_tensors(model: &ImageClassifier, index: Option<usize>) -> usize {
+    struct Count(usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 += usize::from(param.is_require_grad());
+        }
+    }
+    let mut count = Count(0);
+    match index {
+        Some(index) => model.visit_block(index, &mut count),
+        None => model.classifier.visit(&mut count),
+    }
+    count.0
 }
 
 /// Every float of body block `index`, read back.
@@ -230,6 +286,10 @@ pub fn assert_few_steps(report: &StepsReport, strategy: Strategy) {
     if let Some(change) = report.frozen_max_change {
         assert_eq!(change, 0.0, "frozen blocks are bit-identical after training");
     }
+    assert_eq!(
+        report.optimizer_state, report.expected_state,
+        "the optimizer holds two moments for every trainable tensor and nothing for frozen blocks"
+    );
     let body_trains = !matches!(strategy, Strategy::HeadOnly);
     assert_eq!(
         report.last_block_max_change > 0.0,
