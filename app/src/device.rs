@@ -14,6 +14,9 @@ pub enum ComputeDevice {
         /// The largest buffer a shader can use on this device (`maxStorageBufferBindingSize`, at most
         /// `maxBufferSize`): training batches are sized to fit it.
         max_buffer_bytes: u64,
+        /// The wgpu device behind `device`, for what Burn does not reach (its error handler; the
+        /// tests' raw allocations).
+        wgpu: burn::tensor::wgpu::wgpu::Device,
     },
     /// No usable WebGPU adapter: Burn's CPU backend (Flex) runs everything.
     Cpu {
@@ -109,6 +112,7 @@ async fn acquire_uncached() -> ComputeDevice {
                 device,
                 adapter: describe_adapter(&info.name, &described, software),
                 max_buffer_bytes: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+                wgpu: setup.device.clone(),
             }
         }
         Err(error) => cpu(format!("the WebGPU device could not be opened: {error}")),

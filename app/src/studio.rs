@@ -1147,7 +1147,7 @@ fn RecommendationPanel() -> impl IntoView {
                 studio
                     .measuring
                     .get()
-                    .map(|(done, total)| view! { <p class="hint">{format!("Measuring… {done}/{total} images")}</p> })
+                    .map(|(done, total)| view! { <p class="hint" data-testid="measuring">{format!("Measuring… {done}/{total} images")}</p> })
             }}
             {move || studio.recommendation.get().map(|r| view! { <RecommendationView recommendation=r/> })}
             <fieldset class="strategies">

@@ -231,6 +231,8 @@ pub async fn measure_with_cache<P: MeasureProgress>(
     let mut sample_embeddings: Vec<Vec<f32>> = Vec::with_capacity(sample.len());
     let (mut confidence, mut entropy) = (0.0f64, 0.0f64);
     let mut done = 0;
+    // The total first: the model is on the device and the measuring begins.
+    progress.progress(0, sample.len()).await;
     for chunk in sample.chunks(16) {
         let views: Vec<_> = chunk
             .iter()

@@ -282,7 +282,8 @@ pub enum TrainEvent {
         seconds: f64,
         eta_seconds: f64,
     },
-    /// A phase ended (not when cancelled before it trained).
+    /// A phase ended: all its epochs ran, or early stopping ended it (not when the run was cancelled
+    /// within it).
     PhaseEnd {
         phase: String,
         index: usize,
@@ -937,6 +938,8 @@ impl Run<'_> {
         let loss_fn = CrossEntropyLossConfig::new()
             .with_smoothing((self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing))
             .init(&self.autodiff);
+        // Ended by early stopping (`at` then counts fewer epochs than planned).
+        let mut completed = false;
         while at.phase_epoch < phase.epochs {
             if self.cancelled {
                 break;
@@ -1090,16 +1093,20 @@ impl Run<'_> {
             };
             self.checkpoint(None, &next, best_changed).await?;
             if stop {
+                completed = true;
                 break;
             }
         }
-        self.cancelled |= observer
-            .event(TrainEvent::PhaseEnd {
-                phase: phase.name.to_string(),
-                index: at.phase,
-                optimizer_state: self.config.record_optimizer_state.then(|| optimizer.state()),
-            })
-            .is_break();
+        // A run cancelled mid-phase has not ended it: the resumed run will.
+        if completed || at.phase_epoch == phase.epochs {
+            self.cancelled |= observer
+                .event(TrainEvent::PhaseEnd {
+                    phase: phase.name.to_string(),
+                    index: at.phase,
+                    optimizer_state: self.config.record_optimizer_state.then(|| optimizer.state()),
+                })
+                .is_break();
+        }
         Ok(model)
     }
 
@@ -1273,10 +1280,10 @@ impl Run<'_> {
                 self.cancelled |= observer
                     .event(TrainEvent::Notice {
                         message: format!(
-                            "Caching the frozen layers' outputs would take {} MiB (more than the {} MiB budget): \
+                            "Caching the frozen layers' outputs would take {} (more than the {} budget): \
                              they are recomputed every epoch instead.",
-                            needed >> 20,
-                            self.config.cache_budget_bytes >> 20
+                            human_bytes(needed),
+                            human_bytes(self.config.cache_budget_bytes)
                         ),
                     })
                     .is_break();
@@ -1449,6 +1456,18 @@ struct Progress {
     total: usize,
 }
 
+/// `bytes` for people: KiB below a MiB, MiB below a GiB, GiB above.
+fn human_bytes(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match bytes {
+        0..MIB => format!("{} KiB", bytes.div_ceil(KIB)),
+        MIB..GIB => format!("{:.0} MiB", bytes as f64 / MIB as f64),
+        _ => format!("{:.1} GiB", bytes as f64 / GIB as f64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1469,5 +1488,14 @@ mod tests {
         );
         // Large epochs keep the usual momentum.
         assert_eq!(tracking_momentum(1000), 0.1);
+    }
+
+    #[test]
+    fn sizes_are_said_in_the_unit_that_reads_best() {
+        assert_eq!(human_bytes(30_720), "30 KiB");
+        assert_eq!(human_bytes(1), "1 KiB");
+        assert_eq!(human_bytes(300 << 20), "300 MiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
     }
 }

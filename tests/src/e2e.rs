@@ -209,6 +209,13 @@ impl ChromeDriver {
         self.session_with_args(args).await
     }
 
+    /// [`session_watched`](Self::session_watched) with WebGPU on.
+    pub async fn session_watched_with_webgpu(&self, watch: &OutboundWatch) -> Client {
+        let mut args: Vec<String> = CHROME_ARGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--proxy-server=http://127.0.0.1:{}", watch.port));
+        self.session_with_args(args).await
+    }
+
     /// A session with WebGPU switched off, as in a browser that lacks it.
     pub async fn session_without_webgpu(&self) -> Client {
         self.session_with_args(args_without_webgpu()).await

@@ -359,3 +359,182 @@ impl<F: FnMut(TrainEvent) -> ControlFlow<()>> train::TrainObserver for Yielding<
         graft_app::worker::yield_now().await;
     }
 }
+
+/// A run watched from outside: stopped after its first batch and after every epoch, and each time
+/// resumed from its checkpoint, so that the model at each of those moments can be compared with the
+/// next. (A resumed run starts its optimizer's moments afresh; the run is still one run: the same
+/// split, order and schedule.)
+pub struct Snapshots {
+    /// The model after the first optimizer step.
+    pub after_first_batch: ImageClassifier,
+    /// Per completed epoch, in order: the phase it belonged to and the model at its end.
+    pub epochs: Vec<(usize, ImageClassifier)>,
+    pub first_batch_loss: f64,
+    /// Per completed epoch: training loss and validation loss.
+    pub epoch_losses: Vec<(f64, Option<f64>)>,
+    /// `(epoch, best_epoch)` of every early stop.
+    pub early_stops: Vec<(usize, usize)>,
+    /// The phases the run announced.
+    pub phases: Vec<train::PhaseInfo>,
+    /// The finished run (its model is the kept one).
+    pub trained: train::Trained,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    FirstBatch,
+    Epoch,
+}
+
+#[derive(Default)]
+struct Watcher {
+    phase: usize,
+    first_batch_loss: Option<f64>,
+    epoch_losses: Vec<(f64, Option<f64>)>,
+    epoch_phases: Vec<usize>,
+    early_stops: Vec<(usize, usize)>,
+    phases: Vec<train::PhaseInfo>,
+    stopped_at: Option<Stop>,
+}
+
+impl train::TrainObserver for Watcher {
+    fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        match event {
+            TrainEvent::Started { phases, .. } => self.phases = phases,
+            TrainEvent::PhaseStart { index, .. } => self.phase = index,
+            TrainEvent::Batch { loss, .. } if self.first_batch_loss.is_none() => {
+                self.first_batch_loss = Some(loss);
+                self.stopped_at = Some(Stop::FirstBatch);
+                return ControlFlow::Break(());
+            }
+            TrainEvent::Epoch {
+                train_loss, val_loss, ..
+            } => {
+                self.epoch_losses.push((train_loss, val_loss));
+                self.epoch_phases.push(self.phase);
+                // A stop at the first batch of a one-batch epoch is also this epoch's end.
+                if self.stopped_at.is_none() {
+                    self.stopped_at = Some(Stop::Epoch);
+                }
+                return ControlFlow::Break(());
+            }
+            TrainEvent::EarlyStop { epoch, best_epoch, .. } => self.early_stops.push((epoch, best_epoch)),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Runs `config` on `dataset` from `pretrained` (a MobileNetV2) on the CPU backend, stopping and
+/// resuming it as [`Snapshots`] describes.
+pub async fn snapshots(
+    pretrained: &ImageClassifier,
+    dataset: &Dataset,
+    config: &TrainConfig,
+) -> Result<Snapshots, TrainError> {
+    let device = Device::flex();
+    let mut watcher = Watcher::default();
+    let mut cache = graft_engine::cache::EmbeddingCache::new();
+    let mut after_first_batch = None;
+    let mut epochs = Vec::new();
+    let mut result = train::train_checkpointed(
+        pretrained,
+        ModelKind::MobileNetV2,
+        dataset,
+        config,
+        &device,
+        &device,
+        &mut watcher,
+        &mut cache,
+    )
+    .await?;
+    while result.summary.cancelled {
+        let checkpoint = result
+            .checkpoint
+            .take()
+            .expect("a cancelled checkpointed run keeps a checkpoint");
+        match watcher.stopped_at.take().expect("only the watcher cancels") {
+            Stop::FirstBatch => {
+                after_first_batch = Some(checkpoint.model().clone());
+                // The first batch was also the end of the first epoch.
+                if watcher.epoch_phases.len() > epochs.len() {
+                    epochs.push((watcher.phase, checkpoint.model().clone()));
+                }
+            }
+            Stop::Epoch => epochs.push((watcher.phase, checkpoint.model().clone())),
+        }
+        result = train::resume(
+            checkpoint,
+            ModelKind::MobileNetV2,
+            dataset,
+            &device,
+            Some(&device),
+            &mut watcher,
+            &mut cache,
+        )
+        .await?;
+    }
+    assert_eq!(epochs.len(), watcher.epoch_losses.len(), "a snapshot for every epoch");
+    Ok(Snapshots {
+        after_first_batch: after_first_batch.expect("the run trained at least one batch"),
+        epochs,
+        first_batch_loss: watcher.first_batch_loss.expect("a first batch"),
+        epoch_losses: watcher.epoch_losses,
+        early_stops: watcher.early_stops,
+        phases: watcher.phases,
+        trained: result,
+    })
+}
+
+/// The largest change of any float (parameters and BatchNorm statistics) of body block `index`, or of
+/// the head (`None`), from `before` to `after`.
+pub async fn block_change(
+    before: &ImageClassifier,
+    after: &ImageClassifier,
+    index: Option<usize>,
+) -> Result<f32, graft_engine::readback::ReadbackError> {
+    Ok(match index {
+        Some(index) => max_change(&block_floats(before, index).await?, &block_floats(after, index).await?),
+        None => max_change(&head_floats(before).await?, &head_floats(after).await?),
+    })
+}
+
+/// The largest change of body block `index`'s convolution kernels from `before` to `after`: what only
+/// an optimizer step moves (a BatchNorm's running statistics move in any forward pass in training
+/// mode).
+pub async fn kernel_change(
+    before: &ImageClassifier,
+    after: &ImageClassifier,
+    index: usize,
+) -> Result<f32, graft_engine::readback::ReadbackError> {
+    async fn kernels(model: &ImageClassifier, index: usize) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
+        struct Collect(Vec<Tensor<1>>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if D == 4 {
+                    self.0.push(param.val().flatten(0, D - 1));
+                }
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        model.visit_block(index, &mut collect);
+        assert!(!collect.0.is_empty(), "block {index} has convolutions");
+        let mut all = Vec::new();
+        for tensor in collect.0 {
+            all.extend(graft_engine::readback::to_f32_vec(tensor).await?);
+        }
+        Ok(all)
+    }
+    Ok(max_change(
+        &kernels(before, index).await?,
+        &kernels(after, index).await?,
+    ))
+}
+
+async fn head_floats(model: &ImageClassifier) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
+    let mut all = graft_engine::readback::to_f32_vec::<1>(model.classifier.weight.val().flatten(0, 1)).await?;
+    if let Some(bias) = &model.classifier.bias {
+        all.extend(graft_engine::readback::to_f32_vec(bias.val()).await?);
+    }
+    Ok(all)
+}

@@ -18,16 +18,22 @@ async fn webgpu_app_at_analysing_two_classes(
     path: &str,
 ) -> fantoccini::Client {
     let client = driver.session().await;
+    open_on_webgpu_analysing_two_classes(&client, server, path).await;
+    client
+}
+
+/// Opens the app at `path` in `client` (the badge must name an adapter), adds two classes of two
+/// fixture photos and clicks "measure and recommend".
+async fn open_on_webgpu_analysing_two_classes(client: &fantoccini::Client, server: &StaticServer, path: &str) {
     client.goto(&server.url(path)).await.expect("cannot open the app");
-    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |t| {
+    let device = e2e::wait_for_text(client, "[data-testid=device]", Duration::from_secs(120), |t| {
         t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
     })
     .await
     .expect("device");
     assert!(device.starts_with("WebGPU: "), "{device}");
-    e2e::add_two_fixture_classes(&client).await;
-    e2e::click(&client, "analyse-button").await;
-    client
+    e2e::add_two_fixture_classes(client).await;
+    e2e::click(client, "analyse-button").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +141,10 @@ async fn app_works_offline_once_loaded() {
 async fn app_trains_on_webgpu() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
-    let client = webgpu_app_analysing_two_classes(&server, &driver).await;
+    // Whatever tries to leave the machine goes to this proxy, which refuses it and tells the test.
+    let outbound = e2e::OutboundWatch::start();
+    let client = driver.session_watched_with_webgpu(&outbound).await;
+    open_on_webgpu_analysing_two_classes(&client, &server, "/").await;
     let started = std::time::Instant::now();
     let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
@@ -169,6 +178,118 @@ async fn app_trains_on_webgpu() {
     );
     let shot = e2e::screenshot(&client, "webgpu-trained").await;
     println!("screenshot {}", shot.display());
+    // Nothing of the WebGPU session (measuring, training, predicting) tried to leave the machine.
+    let left = outbound.requests_not_from_the_browser();
+    assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
+    client.close().await.expect("close");
+}
+
+/// The app open on WebGPU in a session watched by `outbound`, with a model made by the engine
+/// natively (MobileNetV2 with a new head for "cats" and "espresso") imported; returns the model file.
+async fn webgpu_with_an_imported_model(client: &fantoccini::Client, server: &StaticServer, name: &str) -> Vec<u8> {
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let device = e2e::text_of(client, "device", Duration::from_secs(120), |t| {
+        t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
+    })
+    .await;
+    assert!(device.starts_with("WebGPU: "), "{device}");
+    let model_file = e2e::engine_model_file(&["cats", "espresso"]);
+    let file = std::env::temp_dir().join(format!("graft-{name}-{}.graft", std::process::id()));
+    std::fs::write(&file, &model_file).expect("write model file");
+    e2e::upload(client, "import-input", std::slice::from_ref(&file)).await;
+    let knows = client
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(fantoccini::Locator::XPath(
+            "//*[contains(text(), 'The model knows: cats, espresso')]",
+        ))
+        .await;
+    assert!(knows.is_ok(), "the imported model's classes are shown");
+    let _ = std::fs::remove_file(&file);
+    model_file
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    e2e::workspace_root().join("tests/fixtures/imagenet").join(name)
+}
+
+/// The page shows what the engine, natively, answers for `picture` with `model_file`.
+fn assert_engine_answer(shown: &[(String, f64)], model_file: &[u8], picture: &str) {
+    let native = e2e::engine_predictions(model_file, &fixture(picture));
+    assert_eq!(shown.len(), native.len(), "{shown:?} vs {native:?}");
+    for ((label, percent), (native_label, native_percent)) in shown.iter().zip(&native) {
+        assert_eq!(label, native_label, "{shown:?} vs {native:?}");
+        assert!((percent - native_percent).abs() < 0.1, "{shown:?} vs {native:?}");
+    }
+}
+
+/// The GPU goes away before a prediction, and (in a second session) before an export: each time the
+/// worker moves to the CPU and says so, the answers stay the engine's (natively, from the same file),
+/// the exported file holds the imported model, and nothing of either session tries to leave the
+/// machine (the watch does see a request that leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_lost_while_predicting_or_exporting_is_survived_on_the_cpu() {
+    let server = StaticServer::start(e2e::dist_dir());
+    let driver = ChromeDriver::start();
+    let outbound = e2e::OutboundWatch::start();
+
+    // Predicting.
+    let client = driver.session_watched_with_webgpu(&outbound).await;
+    let model_file = webgpu_with_an_imported_model(&client, &server, "gpu-lost-predicting").await;
+    let cat = e2e::classify(&client, &fixture("chelsea-224.png")).await;
+    println!("on WebGPU, the cat: {cat:?}");
+    assert_engine_answer(&cat, &model_file, "chelsea-224.png");
+    e2e::crash_gpu_process(&client).await;
+    let espresso = e2e::classify(&client, &fixture("coffee-224.png")).await;
+    println!("after the GPU was lost, the espresso: {espresso:?}");
+    assert_engine_answer(&espresso, &model_file, "coffee-224.png");
+    let device = e2e::text_of(&client, "device", Duration::from_secs(30), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await;
+    let messages = e2e::text_of(&client, "messages", Duration::from_secs(30), |t| {
+        t.contains("Classifying your picture again on the CPU")
+    })
+    .await;
+    println!("badge: {device}; messages: {messages}");
+    client.close().await.expect("close");
+
+    // Exporting.
+    let client = driver.session_watched_with_webgpu(&outbound).await;
+    let model_file = webgpu_with_an_imported_model(&client, &server, "gpu-lost-exporting").await;
+    let downloads = e2e::downloads_to_folder(&client, "gpu-lost").await;
+    e2e::crash_gpu_process(&client).await;
+    e2e::click(&client, "export-button").await;
+    let exported = e2e::downloaded(&downloads, "graft-mobilenet-v2.graft").await;
+    let messages = e2e::text_of(&client, "messages", Duration::from_secs(30), |t| {
+        t.contains("Exporting the model again on the CPU")
+    })
+    .await;
+    println!("messages: {messages}");
+    for picture in ["chelsea-224.png", "coffee-224.png"] {
+        assert_eq!(
+            e2e::engine_predictions(&exported, &fixture(picture)),
+            e2e::engine_predictions(&model_file, &fixture(picture)),
+            "the exported model is the imported one"
+        );
+    }
+    let espresso = e2e::classify(&client, &fixture("coffee-224.png")).await;
+    assert_engine_answer(&espresso, &model_file, "coffee-224.png");
+
+    let left = outbound.requests_not_from_the_browser();
+    assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
+    // The watch sees a request that does leave this WebGPU session: a page elsewhere, in another tab.
+    let app = client.window().await.expect("window");
+    let other = client.new_window(true).await.expect("a tab").handle;
+    client.switch_to_window(other).await.expect("switch");
+    let _ = client.goto("http://graft-privacy-check.example/").await;
+    client.close_window().await.expect("close the tab");
+    client.switch_to_window(app).await.expect("back");
+    let caught = outbound.requests_not_from_the_browser();
+    assert!(
+        caught.iter().any(|r| r.contains("graft-privacy-check.example")),
+        "the watch missed a request that left: {caught:?}"
+    );
     client.close().await.expect("close");
 }
 
@@ -257,13 +378,19 @@ async fn a_gpu_lost_while_recommending_is_survived_on_the_cpu() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
     let client = webgpu_app_analysing_two_classes(&server, &driver).await;
-    // Once the pretrained weights are on the GPU and the measuring has begun.
-    e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(120), |t| {
-        t.contains("Loading the pretrained")
+    // Once the pretrained weights are on the GPU and the worker has begun measuring there (it says
+    // how many pictures; SwiftShader takes seconds for the first batch).
+    let measuring = e2e::text_of(&client, "measuring", Duration::from_secs(180), |t| {
+        let counts: Vec<usize> = t
+            .trim_start_matches("Measuring… ")
+            .trim_end_matches(" images")
+            .split('/')
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        matches!(counts[..], [done, total] if total > 0 && done < total)
     })
-    .await
-    .expect("the measuring started");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    .await;
+    println!("the GPU crashes at: {measuring}");
     e2e::crash_gpu_process(&client).await;
     let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()

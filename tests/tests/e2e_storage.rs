@@ -130,6 +130,49 @@ async fn storage_full(client: &Client, origin: &str, full: bool) {
     e2e::devtools(client, "Storage.overrideQuotaForOrigin", params).await;
 }
 
+/// Waits (at most a minute) until this origin's storage refuses a write of 64 KiB, tried once a
+/// second in a scratch database that is deleted afterwards: Chromium grants writes from what the
+/// quota manager last said was free for up to 30 s after the quota changed.
+async fn until_writes_are_refused(client: &Client) {
+    const PROBE: &str = r#"
+        const done = arguments[arguments.length - 1];
+        const open = indexedDB.open('graft-quota-probe', 1);
+        open.onupgradeneeded = () => open.result.createObjectStore('probe');
+        open.onerror = () => done(String(open.error && open.error.name));
+        open.onsuccess = () => {
+            const db = open.result;
+            const tx = db.transaction('probe', 'readwrite');
+            tx.objectStore('probe').put(new Uint8Array(65536).fill(7), 'bytes');
+            tx.oncomplete = () => { db.close(); done('stored'); };
+            tx.onabort = () => { db.close(); done(String(tx.error && tx.error.name)); };
+        };"#;
+    const DELETE: &str = r#"
+        const done = arguments[arguments.length - 1];
+        const request = indexedDB.deleteDatabase('graft-quota-probe');
+        request.onsuccess = request.onerror = request.onblocked = () => done(null);"#;
+    let started = std::time::Instant::now();
+    loop {
+        let answer = client.execute_async(PROBE, Vec::new()).await.expect("the probe runs");
+        if answer == "QuotaExceededError" {
+            println!(
+                "writes refused {:.1} s after the quota changed",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert_eq!(answer, "stored", "the probe write");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the storage still takes writes a minute after it was made full"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    client
+        .execute_async(DELETE, Vec::new())
+        .await
+        .expect("the probe is deleted");
+}
+
 async fn unsaved_banner(client: &Client) -> Option<String> {
     match client.find(Locator::Css("[data-testid=unsaved]")).await {
         Ok(element) => Some(element.text().await.expect("text")),
@@ -155,9 +198,9 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
 
     // The storage fills up. Chromium's IndexedDB grants writes from what the quota manager last said
     // was free, an allowance that decays to nothing over 30 s (`kBucketSpaceCacheTimeLimit`): past
-    // that, every write asks the quota manager, and the full storage shows.
+    // that, every write asks the quota manager and the full storage shows: wait until a write is refused.
     storage_full(&client, &origin, true).await;
-    tokio::time::sleep(Duration::from_secs(31)).await;
+    until_writes_are_refused(&client).await;
     let photos = datasets::tuxpaint_photos("birds", 2);
     e2e::upload(&client, "class-files-0", &photos).await;
     let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {

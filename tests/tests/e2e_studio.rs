@@ -88,7 +88,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     by_id(&client, "train-button").await.click().await.expect("train");
     let accuracy = text_of(&client, "val-accuracy", Duration::from_secs(300), |t| t.ends_with('%')).await;
     println!("validation accuracy: {accuracy}");
-    let messages = by_id(&client, "messages").await.text().await.expect("messages");
+    let messages = text_of(&client, "messages", Duration::from_secs(10), |t| t.contains("Reusing")).await;
     assert!(
         messages.contains("Reusing 16 of 16 embeddings"),
         "head-only reuses what the recommendation computed: {messages}"
@@ -587,7 +587,10 @@ async fn folders_chosen_or_dropped_become_classes() {
     e2e::upload(&client, "folder-input", &[chosen]).await;
     counts(&["3", "3"]).await;
     assert_eq!(names().await, ["birds", "mammals"]);
-    let messages = by_id(&client, "messages").await.text().await.unwrap_or_default();
+    let messages = text_of(&client, "messages", Duration::from_secs(10), |t| {
+        t.contains("in no class")
+    })
+    .await;
     assert!(
         messages.contains("1 file directly in the chosen folder is in no class and was left out"),
         "{messages}"

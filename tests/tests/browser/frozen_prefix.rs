@@ -14,6 +14,7 @@ async fn frozen_first_block_trains_five_steps_on_webgpu() {
         device,
         adapter,
         max_buffer_bytes,
+        ..
     } = compute
     else {
         panic!("no WebGPU adapter in this browser: {}", compute.label());

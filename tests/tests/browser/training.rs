@@ -1,11 +1,14 @@
 //! Every strategy runs real training steps through the engine's loop on WebGPU (and head-only on the
 //! CPU backend): pretrained MobileNetV2, the fixture photos at 64 px.
 
+use std::ops::ControlFlow;
+
 use burn::prelude::*;
 use graft_app::device::{self, ComputeDevice};
+use graft_engine::cache::EmbeddingCache;
 use graft_engine::model::ModelKind;
 use graft_engine::strategy::Strategy;
-use graft_engine::train::CacheKind;
+use graft_engine::train::{self, CacheKind, TrainEvent};
 use graft_tests::{pretrained, training};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
@@ -96,4 +99,84 @@ async fn an_augmented_partial_freeze_runs_its_frozen_blocks_on_the_cpu_kernels()
         "the frozen prefix runs on the kernels"
     );
     training::assert_few_steps(&report, strategy);
+}
+
+/// A run on WebGPU with host checkpoints, stopped after its third batch (where a lost GPU would stop
+/// it), goes on on the CPU backend from that checkpoint: the one batch left of epoch 2, every epoch
+/// done, the frozen blocks bit-identical to the pretrained ones, the trained ones moved.
+#[wasm_bindgen_test]
+async fn a_run_stopped_on_webgpu_resumes_on_the_cpu_backend() {
+    let gpu = webgpu().await;
+    let cpu = Device::flex();
+    let strategy = Strategy::PartialFreeze { trainable_blocks: 3 };
+    let mut config = training::few_steps_config(strategy);
+    config.epochs = 2;
+    let dataset = training::photo_dataset();
+    let mut embeddings = EmbeddingCache::new();
+    let mut batches = Vec::new();
+    let stopped = {
+        let model = pretrained::load(ModelKind::MobileNetV2, &gpu).expect("weights load");
+        let mut observer = |event: TrainEvent| {
+            if let TrainEvent::Batch { epoch, batch, .. } = event {
+                batches.push((epoch, batch));
+                if batches.len() == 3 {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        };
+        train::train_checkpointed(
+            &model,
+            ModelKind::MobileNetV2,
+            &dataset,
+            &config,
+            &gpu,
+            &cpu,
+            &mut observer,
+            &mut embeddings,
+        )
+        .await
+        .expect("training runs on WebGPU")
+    };
+    assert!(stopped.summary.cancelled);
+    assert_eq!(batches, [(1, 1), (1, 2), (2, 1)], "8 training pictures in batches of 4");
+    let checkpoint = stopped.checkpoint.expect("a checkpoint on the host");
+    assert_eq!((checkpoint.epoch(), checkpoint.batches_done()), (2, 1));
+    drop(stopped.model);
+    graft_tests::settle(&gpu).await;
+
+    let mut resumed_batches = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        if let TrainEvent::Batch { epoch, batch, .. } = event {
+            resumed_batches.push((epoch, batch));
+        }
+        ControlFlow::Continue(())
+    };
+    let resumed = train::resume(
+        checkpoint,
+        ModelKind::MobileNetV2,
+        &dataset,
+        &cpu,
+        None,
+        &mut observer,
+        &mut embeddings,
+    )
+    .await
+    .expect("the run goes on on the CPU backend");
+    console_log!(
+        "resumed on the CPU: batches {resumed_batches:?}, epochs {}, validation {:?}",
+        resumed.summary.epochs,
+        resumed.summary.val_accuracy
+    );
+    assert_eq!(resumed_batches, [(2, 2)], "only the batch left");
+    assert!(!resumed.summary.cancelled);
+    assert_eq!(resumed.summary.epochs, 2);
+    let pretrained = pretrained::load(ModelKind::MobileNetV2, &cpu).expect("weights load");
+    let blocks = pretrained.block_names().len();
+    for block in 0..blocks {
+        let moved = training::block_change(&pretrained, &resumed.model, Some(block))
+            .await
+            .expect("read-back");
+        assert_eq!(moved > 0.0, block >= blocks - 3, "block {block} moved {moved}");
+    }
 }
