@@ -986,30 +986,19 @@ impl RunContext {
     }
 
     async fn fresh(&mut self, model: &ImageClassifier, config: &TrainConfig) -> Result<train::Trained, TrainError> {
-        train::train_checkpointed(
-            model,
-            self.kind,
-            &self.dataset,
-            config,
-            &self.device,
-            &self.host,
-            &mut self.relay,
-            &mut self.embeddings,
-        )
-        .await
+        train::Training::new(model, self.kind, &self.dataset, config)
+            .embeddings(&mut self.embeddings)
+            .checkpoints_on(&self.host)
+            .run(&self.device, &mut self.relay)
+            .await
     }
 
     async fn resume(&mut self, checkpoint: train::Checkpoint) -> Result<train::Trained, TrainError> {
-        train::resume(
-            checkpoint,
-            self.kind,
-            &self.dataset,
-            &self.device,
-            Some(&self.host),
-            &mut self.relay,
-            &mut self.embeddings,
-        )
-        .await
+        train::Training::resume(checkpoint, self.kind, &self.dataset)
+            .embeddings(&mut self.embeddings)
+            .checkpoints_on(&self.host)
+            .run(&self.device, &mut self.relay)
+            .await
     }
 
     /// Carries a run through what the device does to it: out of GPU memory, it goes on on the same

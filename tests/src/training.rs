@@ -160,15 +160,9 @@ pub async fn run_strategy_with(
     }
 
     let mut observer = Recorder::default();
-    let trained = train::train(
-        pretrained,
-        ModelKind::MobileNetV2,
-        &dataset,
-        &config,
-        device,
-        &mut observer,
-    )
-    .await?;
+    let trained = train::Training::new(pretrained, ModelKind::MobileNetV2, &dataset, &config)
+        .run(device, &mut observer)
+        .await?;
     let Recorder {
         losses,
         phases: phase_log,
@@ -333,15 +327,9 @@ pub async fn epoch_times(
         }
         ControlFlow::Continue(())
     };
-    train::train(
-        pretrained,
-        ModelKind::MobileNetV2,
-        dataset,
-        config,
-        device,
-        &mut Yielding(observe),
-    )
-    .await?;
+    train::Training::new(pretrained, ModelKind::MobileNetV2, dataset, config)
+        .run(device, &mut Yielding(observe))
+        .await?;
     Ok(times)
 }
 
@@ -437,17 +425,11 @@ pub async fn snapshots(
     let mut cache = graft_engine::cache::EmbeddingCache::new();
     let mut after_first_batch = None;
     let mut epochs = Vec::new();
-    let mut result = train::train_checkpointed(
-        pretrained,
-        ModelKind::MobileNetV2,
-        dataset,
-        config,
-        &device,
-        &device,
-        &mut watcher,
-        &mut cache,
-    )
-    .await?;
+    let mut result = train::Training::new(pretrained, ModelKind::MobileNetV2, dataset, config)
+        .embeddings(&mut cache)
+        .checkpoints_on(&device)
+        .run(&device, &mut watcher)
+        .await?;
     while result.summary.cancelled {
         let checkpoint = result
             .checkpoint
@@ -463,16 +445,11 @@ pub async fn snapshots(
             }
             Stop::Epoch => epochs.push((watcher.phase, checkpoint.model().clone())),
         }
-        result = train::resume(
-            checkpoint,
-            ModelKind::MobileNetV2,
-            dataset,
-            &device,
-            Some(&device),
-            &mut watcher,
-            &mut cache,
-        )
-        .await?;
+        result = train::Training::resume(checkpoint, ModelKind::MobileNetV2, dataset)
+            .embeddings(&mut cache)
+            .checkpoints_on(&device)
+            .run(&device, &mut watcher)
+            .await?;
     }
     assert_eq!(epochs.len(), watcher.epoch_losses.len(), "a snapshot for every epoch");
     Ok(Snapshots {

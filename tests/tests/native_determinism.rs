@@ -48,7 +48,6 @@ fn checkpointed(
     config: &graft_engine::train::TrainConfig,
     cancel_at: Option<usize>,
 ) -> (Vec<f64>, graft_engine::train::Trained) {
-    use graft_engine::cache::EmbeddingCache;
     use graft_engine::model::ModelKind;
     use graft_engine::train::{self, TrainEvent};
     use graft_tests::training;
@@ -67,23 +66,17 @@ fn checkpointed(
         }
         _ => ControlFlow::Continue(()),
     };
-    let trained = pollster::block_on(train::train_checkpointed(
-        model,
-        ModelKind::MobileNetV2,
-        &training::photo_dataset(),
-        config,
-        &device,
-        &device,
-        &mut observer,
-        &mut EmbeddingCache::new(),
-    ))
+    let trained = pollster::block_on(
+        train::Training::new(model, ModelKind::MobileNetV2, &training::photo_dataset(), config)
+            .checkpoints_on(&device)
+            .run(&device, &mut observer),
+    )
     .expect("training runs");
     (losses, trained)
 }
 
 #[test]
 fn a_stopped_run_resumes_from_its_checkpoint_exactly() {
-    use graft_engine::cache::EmbeddingCache;
     use graft_engine::model::ModelKind;
     use graft_engine::optim::OptimizerKind;
     use graft_engine::readback;
@@ -131,15 +124,10 @@ fn a_stopped_run_resumes_from_its_checkpoint_exactly() {
         }
         ControlFlow::Continue(())
     };
-    let resumed = pollster::block_on(train::resume(
-        checkpoint,
-        ModelKind::MobileNetV2,
-        &training::photo_dataset(),
-        &device,
-        None,
-        &mut observer,
-        &mut EmbeddingCache::new(),
-    ))
+    let resumed = pollster::block_on(
+        train::Training::resume(checkpoint, ModelKind::MobileNetV2, &training::photo_dataset())
+            .run(&device, &mut observer),
+    )
     .expect("resumes");
     assert_eq!(started, 0, "a resumed run does not start again");
     assert_eq!(
@@ -165,7 +153,6 @@ fn a_stopped_run_resumes_from_its_checkpoint_exactly() {
 
 #[test]
 fn a_stopped_run_resumes_in_the_right_phase_with_frozen_blocks_untouched() {
-    use graft_engine::cache::EmbeddingCache;
     use graft_engine::model::ModelKind;
     use graft_engine::readback;
     use graft_engine::strategy::Strategy;
@@ -210,15 +197,11 @@ fn a_stopped_run_resumes_in_the_right_phase_with_frozen_blocks_untouched() {
             events.push(event);
             ControlFlow::Continue(())
         };
-        let resumed = pollster::block_on(train::resume(
-            checkpoint,
-            ModelKind::MobileNetV2,
-            &training::photo_dataset(),
-            &device,
-            Some(&device),
-            &mut observer,
-            &mut EmbeddingCache::new(),
-        ))
+        let resumed = pollster::block_on(
+            train::Training::resume(checkpoint, ModelKind::MobileNetV2, &training::photo_dataset())
+                .checkpoints_on(&device)
+                .run(&device, &mut observer),
+        )
         .expect("resumes");
         assert!(!events.iter().any(|e| matches!(e, TrainEvent::Started { .. })));
         let phase_starts: Vec<usize> = events
@@ -257,7 +240,6 @@ fn a_stopped_run_resumes_in_the_right_phase_with_frozen_blocks_untouched() {
 /// did not fit; the run goes on from there in smaller batches, through every image of every epoch.
 #[test]
 fn an_out_of_memory_stops_at_a_checkpoint_and_the_run_goes_on_in_smaller_batches() {
-    use graft_engine::cache::EmbeddingCache;
     use graft_engine::model::ModelKind;
     use graft_engine::readback::{self, DeviceFault};
     use graft_engine::strategy::Strategy;
@@ -290,16 +272,11 @@ fn an_out_of_memory_stops_at_a_checkpoint_and_the_run_goes_on_in_smaller_batches
         }
         ControlFlow::Continue(())
     };
-    let error = pollster::block_on(train::train_checkpointed(
-        &model,
-        ModelKind::MobileNetV2,
-        &dataset,
-        &config,
-        &device,
-        &device,
-        &mut observer,
-        &mut EmbeddingCache::new(),
-    ))
+    let error = pollster::block_on(
+        train::Training::new(&model, ModelKind::MobileNetV2, &dataset, &config)
+            .checkpoints_on(&device)
+            .run(&device, &mut observer),
+    )
     .err()
     .expect("the run stops");
     assert_eq!(batches, [(1, 1, 2)], "it stops at the read-back after the fault");
@@ -331,15 +308,15 @@ fn an_out_of_memory_stops_at_a_checkpoint_and_the_run_goes_on_in_smaller_batches
         }
         ControlFlow::Continue(())
     };
-    let resumed = pollster::block_on(train::resume(
-        checkpoint.with_batch_size(batch_size / 2),
-        ModelKind::MobileNetV2,
-        &dataset,
-        &device,
-        Some(&device),
-        &mut observer,
-        &mut EmbeddingCache::new(),
-    ))
+    let resumed = pollster::block_on(
+        train::Training::resume(
+            checkpoint.with_batch_size(batch_size / 2),
+            ModelKind::MobileNetV2,
+            &dataset,
+        )
+        .checkpoints_on(&device)
+        .run(&device, &mut observer),
+    )
     .expect("goes on in smaller batches");
     assert_eq!(
         rest,

@@ -149,15 +149,11 @@ fn head_only_training_reuses_the_recommenders_embeddings() {
             }
             ControlFlow::Continue(())
         };
-        let trained = pollster::block_on(train::train_with_cache(
-            &model,
-            ModelKind::MobileNetV2,
-            &dataset,
-            &config,
-            &device,
-            &mut observer,
-            cache,
-        ))
+        let trained = pollster::block_on(
+            train::Training::new(&model, ModelKind::MobileNetV2, &dataset, &config)
+                .embeddings(cache)
+                .run(&device, &mut observer),
+        )
         .expect("training");
         (trained.summary, notices, computed)
     };

@@ -92,14 +92,10 @@ fn augmentation_turns_caching_off_and_says_so() {
         events.push(event);
         ControlFlow::Continue(())
     };
-    pollster::block_on(train::train(
-        &model,
-        ModelKind::MobileNetV2,
-        &training::photo_dataset(),
-        &config,
-        &device,
-        &mut observer,
-    ))
+    pollster::block_on(
+        train::Training::new(&model, ModelKind::MobileNetV2, &training::photo_dataset(), &config)
+            .run(&device, &mut observer),
+    )
     .unwrap();
     assert!(
         events
@@ -139,14 +135,10 @@ fn a_cancel_stops_between_batches_and_keeps_what_was_trained() {
         }
         _ => ControlFlow::Continue(()),
     };
-    let trained = pollster::block_on(train::train(
-        &model,
-        ModelKind::MobileNetV2,
-        &training::photo_dataset(),
-        &config,
-        &device,
-        &mut observer,
-    ))
+    let trained = pollster::block_on(
+        train::Training::new(&model, ModelKind::MobileNetV2, &training::photo_dataset(), &config)
+            .run(&device, &mut observer),
+    )
     .unwrap();
     assert_eq!(batches, 3, "no batch runs after the cancel");
     assert!(trained.summary.cancelled);
@@ -165,14 +157,9 @@ fn degenerate_datasets_and_settings_are_refused_with_reasons() {
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let run = |dataset: &data::Dataset, config: &TrainConfig| {
         let mut observer = |_: TrainEvent| ControlFlow::Continue(());
-        pollster::block_on(train::train(
-            &model,
-            ModelKind::MobileNetV2,
-            dataset,
-            config,
-            &device,
-            &mut observer,
-        ))
+        pollster::block_on(
+            train::Training::new(&model, ModelKind::MobileNetV2, dataset, config).run(&device, &mut observer),
+        )
         .err()
         .map(|e| e.to_string())
     };
@@ -255,14 +242,9 @@ fn head_only_on_real_photos_reaches_high_validation_accuracy() {
     assert!(skipped.is_empty(), "{skipped:?}");
     let config = TrainConfig::new(Strategy::HeadOnly);
     let mut observer = |_: TrainEvent| ControlFlow::Continue(());
-    let trained = pollster::block_on(train::train(
-        &model,
-        ModelKind::MobileNetV2,
-        &dataset,
-        &config,
-        &device,
-        &mut observer,
-    ))
+    let trained = pollster::block_on(
+        train::Training::new(&model, ModelKind::MobileNetV2, &dataset, &config).run(&device, &mut observer),
+    )
     .unwrap();
     let summary = &trained.summary;
     println!(
@@ -326,14 +308,10 @@ fn batches_too_large_for_the_device_are_made_smaller_and_said() {
         }
         ControlFlow::Continue(())
     };
-    pollster::block_on(train::train(
-        &model,
-        ModelKind::MobileNetV2,
-        &training::photo_dataset(),
-        &config,
-        &device,
-        &mut observer,
-    ))
+    pollster::block_on(
+        train::Training::new(&model, ModelKind::MobileNetV2, &training::photo_dataset(), &config)
+            .run(&device, &mut observer),
+    )
     .unwrap();
     println!("notices: {notices:?}");
     assert!(
@@ -360,14 +338,10 @@ fn trained_batch_norms_keep_the_pretrained_statistics_or_follow_the_batches() {
     let run = |batch_norm: Option<BatchNormStatistics>| {
         let mut config = training::few_steps_config(Strategy::FullFineTune);
         config.batch_norm = batch_norm;
-        let trained = pollster::block_on(train::train(
-            &pretrained,
-            ModelKind::MobileNetV2,
-            &dataset,
-            &config,
-            &device,
-            &mut |_: TrainEvent| ControlFlow::Continue(()),
-        ))
+        let trained = pollster::block_on(
+            train::Training::new(&pretrained, ModelKind::MobileNetV2, &dataset, &config)
+                .run(&device, &mut |_: TrainEvent| ControlFlow::Continue(())),
+        )
         .expect("training runs");
         let (before, after) = (&pretrained.head_conv.norm, &trained.model.head_conv.norm);
         let statistics = largest_change(floats(before.running_mean.value()), floats(after.running_mean.value())).max(
@@ -424,14 +398,9 @@ fn check_learning(strategy: Strategy, epochs: usize, frozen: &[usize]) {
         }
         ControlFlow::Continue(())
     };
-    pollster::block_on(train::train(
-        &pretrained,
-        ModelKind::MobileNetV2,
-        &dataset,
-        &config,
-        &device,
-        &mut observer,
-    ))
+    pollster::block_on(
+        train::Training::new(&pretrained, ModelKind::MobileNetV2, &dataset, &config).run(&device, &mut observer),
+    )
     .expect("training runs");
     let first_batch_loss = first_batch_loss.expect("a batch ran");
     println!(
@@ -611,14 +580,10 @@ fn a_boundary_cache_over_the_memory_budget_is_recomputed_instead_and_the_run_tra
             }
             ControlFlow::Continue(())
         };
-        let trained = pollster::block_on(train::train(
-            &model,
-            ModelKind::MobileNetV2,
-            &training::photo_dataset(),
-            &config,
-            &device,
-            &mut observer,
-        ))
+        let trained = pollster::block_on(
+            train::Training::new(&model, ModelKind::MobileNetV2, &training::photo_dataset(), &config)
+                .run(&device, &mut observer),
+        )
         .unwrap();
         (notices, caches, losses, trained.summary)
     };

@@ -339,14 +339,9 @@ fn train(args: TrainArgs) -> Result<(), String> {
         }
         ControlFlow::Continue(())
     };
-    let trained = pollster::block_on(train::train(
-        &pretrained,
-        args.model,
-        &dataset,
-        &config,
-        &device,
-        &mut observer,
-    ))
+    let trained = pollster::block_on(
+        train::Training::new(&pretrained, args.model, &dataset, &config).run(&device, &mut observer),
+    )
     .map_err(|e| e.to_string())?;
     if let Some(out) = &args.out {
         let mut header = BundleHeader::new(args.model, dataset.classes.clone(), input_size);

@@ -125,18 +125,12 @@ async fn a_run_stopped_on_webgpu_resumes_on_the_cpu_backend() {
             }
             ControlFlow::Continue(())
         };
-        train::train_checkpointed(
-            &model,
-            ModelKind::MobileNetV2,
-            &dataset,
-            &config,
-            &gpu,
-            &cpu,
-            &mut observer,
-            &mut embeddings,
-        )
-        .await
-        .expect("training runs on WebGPU")
+        train::Training::new(&model, ModelKind::MobileNetV2, &dataset, &config)
+            .embeddings(&mut embeddings)
+            .checkpoints_on(&cpu)
+            .run(&gpu, &mut observer)
+            .await
+            .expect("training runs on WebGPU")
     };
     assert!(stopped.summary.cancelled);
     assert_eq!(batches, [(1, 1), (1, 2), (2, 1)], "8 training pictures in batches of 4");
@@ -152,17 +146,11 @@ async fn a_run_stopped_on_webgpu_resumes_on_the_cpu_backend() {
         }
         ControlFlow::Continue(())
     };
-    let resumed = train::resume(
-        checkpoint,
-        ModelKind::MobileNetV2,
-        &dataset,
-        &cpu,
-        None,
-        &mut observer,
-        &mut embeddings,
-    )
-    .await
-    .expect("the run goes on on the CPU backend");
+    let resumed = train::Training::resume(checkpoint, ModelKind::MobileNetV2, &dataset)
+        .embeddings(&mut embeddings)
+        .run(&cpu, &mut observer)
+        .await
+        .expect("the run goes on on the CPU backend");
     console_log!(
         "resumed on the CPU: batches {resumed_batches:?}, epochs {}, validation {:?}",
         resumed.summary.epochs,

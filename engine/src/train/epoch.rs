@@ -1,0 +1,346 @@
+//! One phase of a run, epoch by epoch: batches through what trains with an optimizer step and a
+//! checkpoint each, then the validation that keeps the best model and stops a phase early.
+
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::prelude::*;
+use web_time::Instant;
+
+use crate::freeze;
+use crate::model::ImageClassifier;
+use crate::optim::BlockwiseOptimizer;
+use crate::readback;
+use crate::schedule::WarmupCosine;
+use crate::strategy::Phase;
+
+use super::cache::Cache;
+use super::checkpoint::{EpochProgress, Position};
+use super::session::{Best, Run};
+use super::{TrainError, TrainEvent, TrainObserver};
+
+/// Seconds an epoch has taken: before it was resumed, plus since.
+struct EpochClock {
+    started: Instant,
+    before: f64,
+}
+
+impl EpochClock {
+    fn seconds(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// What stays the same through a phase's epochs.
+struct PhasePlan<'p> {
+    phase: &'p Phase,
+    cache: Cache,
+    /// Images (or embeddings) per optimizer step.
+    batch_size: usize,
+    schedule: WarmupCosine,
+    loss_fn: CrossEntropyLoss,
+}
+
+impl Run<'_> {
+    /// Trains `phase` from `at` (its start, or where a checkpoint left it) and returns the model as the
+    /// phase leaves it (the best one is kept aside, in `best`).
+    pub(super) async fn phase<O: TrainObserver>(
+        &mut self,
+        mut model: ImageClassifier,
+        phase: &Phase,
+        mut at: Position,
+        observer: &mut O,
+    ) -> Result<ImageClassifier, TrainError> {
+        freeze::freeze_to(&mut model, phase.frozen_blocks)?;
+        let mut optimizer = BlockwiseOptimizer::for_phase(phase, &self.config.optimizer, &model);
+        if self.last.is_none() || (at.phase_epoch == 0 && at.epoch.is_none()) {
+            self.checkpoint(Some((&model, 0)), &at, false).await?;
+        }
+        let cache = self.build_cache(&model, phase, observer).await?;
+        if self.cancelled {
+            return Ok(model);
+        }
+        self.cancelled |= observer
+            .event(TrainEvent::PhaseStart {
+                phase: phase.name.to_string(),
+                index: at.phase,
+                epochs: phase.epochs,
+                frozen_blocks: phase.frozen_blocks,
+                trainable_params: optimizer.num_params(&model),
+                cache: cache.kind(),
+            })
+            .is_break();
+        let plan = self.plan(phase, cache);
+        // Ended by early stopping (`at` then counts fewer epochs than planned).
+        let mut stopped_early = false;
+        while at.phase_epoch < phase.epochs && !self.cancelled {
+            let started = Instant::now();
+            let mut progress = at.epoch.take().unwrap_or_else(|| self.new_epoch());
+            let clock = EpochClock {
+                started,
+                before: progress.seconds,
+            };
+            model = self
+                .train_epoch(model, &mut optimizer, &plan, &mut at, &mut progress, &clock, observer)
+                .await?;
+            if self.cancelled && progress.seen < self.split.train.len() {
+                // A partial epoch is not evaluated or counted; the checkpoint keeps it.
+                break;
+            }
+            if self
+                .end_epoch(&model, &plan, &mut at, &progress, &clock, observer)
+                .await?
+            {
+                stopped_early = true;
+                break;
+            }
+        }
+        // A run cancelled mid-phase has not ended it: the resumed run will.
+        if stopped_early || at.phase_epoch == phase.epochs {
+            self.cancelled |= observer
+                .event(TrainEvent::PhaseEnd {
+                    phase: phase.name.to_string(),
+                    index: at.phase,
+                    optimizer_state: self.config.record_optimizer_state.then(|| optimizer.state()),
+                })
+                .is_break();
+        }
+        Ok(model)
+    }
+
+    /// The batch size, schedule and loss of a phase that trains on `cache`.
+    fn plan<'p>(&self, phase: &'p Phase, cache: Cache) -> PhasePlan<'p> {
+        let train_images = self.split.train.len();
+        let batch_size = match cache {
+            Cache::Embeddings { .. } => self
+                .config
+                .head_batch_size
+                .unwrap_or_else(|| (train_images / 10).clamp(32, 256)),
+            _ => self.batch_size,
+        }
+        .min(train_images);
+        PhasePlan {
+            phase,
+            cache,
+            batch_size,
+            schedule: WarmupCosine::for_steps(phase.epochs * train_images),
+            loss_fn: CrossEntropyLossConfig::new()
+                .with_smoothing((self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing))
+                .init(&self.autodiff),
+        }
+    }
+
+    /// A new epoch: the training split in a new random order.
+    fn new_epoch(&mut self) -> EpochProgress {
+        // Positions into `split.train` (which also index the cache rows).
+        let mut order: Vec<usize> = (0..self.split.train.len()).collect();
+        self.rng.shuffle(&mut order);
+        EpochProgress {
+            order: order.into(),
+            batches_done: 0,
+            images_done: 0,
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            seconds: 0.0,
+        }
+    }
+
+    /// The rest of the epoch `progress` is in, a batch at a time, each followed by a checkpoint and a
+    /// `Batch` event; stops after the batch that a cancel arrived in.
+    #[allow(clippy::too_many_arguments)] // the phase's state, carried through its epochs
+    async fn train_epoch<O: TrainObserver>(
+        &mut self,
+        mut model: ImageClassifier,
+        optimizer: &mut BlockwiseOptimizer,
+        plan: &PhasePlan<'_>,
+        at: &mut Position,
+        progress: &mut EpochProgress,
+        clock: &EpochClock,
+        observer: &mut O,
+    ) -> Result<ImageClassifier, TrainError> {
+        let epoch = self.epochs_done + 1;
+        let train_images = self.split.train.len();
+        // Counted from where the epoch is: a run resumed in smaller batches has more of them.
+        let batches = progress.batches_done + (train_images - progress.images_done).div_ceil(plan.batch_size);
+        while progress.images_done < train_images {
+            let first = progress.images_done;
+            let order = progress.order.clone();
+            let positions = &order[first..(first + plan.batch_size).min(order.len())];
+            let loss;
+            (model, loss) = self
+                .train_batch(model, optimizer, plan, at, positions, progress)
+                .await?;
+            progress.seconds = clock.seconds();
+            at.epoch = Some(progress.clone());
+            self.checkpoint(Some((&model, plan.phase.frozen_blocks)), at, false)
+                .await?;
+            at.epoch = None;
+            self.cancelled |= observer
+                .event(TrainEvent::Batch {
+                    phase: plan.phase.name.to_string(),
+                    epoch,
+                    batch: progress.batches_done,
+                    batches,
+                    loss,
+                })
+                .is_break();
+            observer.between_batches().await;
+            if self.cancelled {
+                break;
+            }
+        }
+        Ok(model)
+    }
+
+    /// One optimizer step on the training examples at `positions`: returns the model after it and
+    /// the batch's loss, counted into `progress`.
+    async fn train_batch(
+        &mut self,
+        model: ImageClassifier,
+        optimizer: &mut BlockwiseOptimizer,
+        plan: &PhasePlan<'_>,
+        at: &mut Position,
+        positions: &[usize],
+        progress: &mut EpochProgress,
+    ) -> Result<(ImageClassifier, f64), TrainError> {
+        let labels: Vec<usize> = positions
+            .iter()
+            .map(|&p| self.dataset.examples[self.split.train[p]].label)
+            .collect();
+        let logits = self.train_logits(&model, &plan.cache, positions);
+        let targets = Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
+            &self.autodiff,
+        );
+        let loss = plan.loss_fn.forward(logits.clone(), targets);
+        // One read-back per batch: the loss and the logits together.
+        let host = readback::to_f32_vec(Tensor::cat(
+            vec![
+                loss.clone().without_autodiff().reshape([1]),
+                logits.without_autodiff().flatten(0, 1),
+            ],
+            0,
+        ))
+        .await?;
+        let batch_loss = f64::from(host[0]);
+        if !batch_loss.is_finite() {
+            return Err(TrainError::Diverged(batch_loss));
+        }
+        let classes = self.dataset.classes.len();
+        progress.correct += host[1..]
+            .chunks(classes)
+            .zip(&labels)
+            .filter(|(row, label)| crate::metrics::argmax(row) == **label)
+            .count();
+        progress.loss_sum += batch_loss * labels.len() as f64;
+        progress.seen += labels.len();
+        // The rate at the batch's last image: a batch of B images at step k gets the rate a
+        // step-counted schedule would give step k.
+        let factor = plan.schedule.factor(at.images + labels.len() - 1);
+        let model = optimizer.step(model, loss.backward(), factor);
+        at.images += labels.len();
+        progress.batches_done += 1;
+        progress.images_done += labels.len();
+        Ok((model, batch_loss))
+    }
+
+    /// A completed epoch: validation, the `Epoch` event, the best model kept, early stopping, the
+    /// checkpoint. True when the phase stops early.
+    async fn end_epoch<O: TrainObserver>(
+        &mut self,
+        model: &ImageClassifier,
+        plan: &PhasePlan<'_>,
+        at: &mut Position,
+        progress: &EpochProgress,
+        clock: &EpochClock,
+        observer: &mut O,
+    ) -> Result<bool, TrainError> {
+        let phase = plan.phase;
+        self.epochs_done += 1;
+        let epoch = self.epochs_done;
+        let val = self.evaluate(model, &plan.cache).await?;
+        let seconds = clock.seconds();
+        at.phase_seconds += seconds;
+        let per_epoch = at.phase_seconds / (at.phase_epoch + 1) as f64;
+        let remaining = self.epochs_total.saturating_sub(self.epochs_done);
+        self.cancelled |= observer
+            .event(TrainEvent::Epoch {
+                phase: phase.name.to_string(),
+                epoch,
+                epochs: self.epochs_total,
+                train_loss: progress.loss_sum / progress.seen.max(1) as f64,
+                train_accuracy: progress.correct as f64 / progress.seen.max(1) as f64,
+                val_loss: val.as_ref().map(|v| v.loss),
+                val_accuracy: val.as_ref().map(|v| v.accuracy),
+                lr: phase.head_lr * plan.schedule.factor(at.images.saturating_sub(1)),
+                seconds,
+                eta_seconds: per_epoch * remaining as f64,
+            })
+            .is_break();
+        at.phase_epoch += 1;
+        let mut best_changed = false;
+        let mut stop = false;
+        if let Some(val) = val {
+            let better = self.best.as_ref().is_none_or(|best| {
+                val.accuracy > best.eval.accuracy + 1e-9
+                    || (val.accuracy > best.eval.accuracy - 1e-9 && val.loss < best.eval.loss)
+            });
+            if better {
+                self.best = Some(Best {
+                    epoch,
+                    eval: val,
+                    model: model.valid(),
+                });
+                at.since_best = 0;
+                best_changed = true;
+            } else {
+                at.since_best += 1;
+                if self.config.patience.is_some_and(|p| at.since_best >= p) && at.phase_epoch < phase.epochs {
+                    let best_epoch = self.best.as_ref().map_or(epoch, |b| b.epoch);
+                    self.cancelled |= observer
+                        .event(TrainEvent::EarlyStop {
+                            phase: phase.name.to_string(),
+                            epoch,
+                            best_epoch,
+                        })
+                        .is_break();
+                    // The epochs this phase skips no longer count towards the ETA.
+                    self.epochs_total -= phase.epochs - at.phase_epoch;
+                    stop = true;
+                }
+            }
+        }
+        // The epoch is done: a resumed run starts the next one (or the next phase).
+        let next = if stop || at.phase_epoch == phase.epochs {
+            Position::phase_start(at.phase + 1)
+        } else {
+            at.clone()
+        };
+        self.checkpoint(None, &next, best_changed).await?;
+        Ok(stop)
+    }
+
+    /// The configured batch size, made smaller when a batch of images through the network would need a
+    /// larger buffer than the device allows (said as a notice).
+    pub(super) fn fitting_batch<O: TrainObserver>(&mut self, observer: &mut O) -> usize {
+        let wanted = self.config.batch_size;
+        let Some(limit) = self.config.max_buffer_bytes else {
+            return wanted;
+        };
+        let per_image = 4 * self.kind.architecture().largest_activation(self.input.size as usize) as u64;
+        let fits = (limit / per_image.max(1)).max(1) as usize;
+        if wanted <= fits {
+            return wanted;
+        }
+        self.cancelled |= observer
+            .event(TrainEvent::Notice {
+                message: format!(
+                    "A batch of {wanted} images would need {:.1} MiB buffers, more than this GPU allows ({:.1} MiB): \
+                     images go through the network in batches of {fits} instead.",
+                    (per_image * wanted as u64) as f64 / f64::from(1 << 20),
+                    limit as f64 / f64::from(1 << 20),
+                ),
+            })
+            .is_break();
+        fits
+    }
+}
