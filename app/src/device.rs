@@ -16,6 +16,7 @@ pub enum ComputeDevice {
         max_buffer_bytes: u64,
         /// The wgpu device behind `device`, for what Burn does not reach (its error handler; the
         /// tests' raw allocations).
+        #[cfg(target_arch = "wasm32")]
         wgpu: burn::tensor::wgpu::wgpu::Device,
     },
     /// No usable WebGPU adapter: Burn's CPU backend (Flex) runs everything.
@@ -102,6 +103,18 @@ async fn acquire_uncached() -> ComputeDevice {
         Ok(info) => info,
         Err(missing) => return cpu(missing.to_string()),
     };
+    open_webgpu(described, cpu).await
+}
+
+/// The page's code also builds natively, for its unit tests, where there is no browser and no WebGPU.
+#[cfg(not(target_arch = "wasm32"))]
+async fn open_webgpu(_: AdapterInfo, cpu: impl FnOnce(String) -> ComputeDevice) -> ComputeDevice {
+    cpu("not in a browser".into())
+}
+
+/// Opens a WebGPU device on the adapter the browser described.
+#[cfg(target_arch = "wasm32")]
+async fn open_webgpu(described: AdapterInfo, cpu: impl FnOnce(String) -> ComputeDevice) -> ComputeDevice {
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             watch_uncaptured_errors(&setup.device);
@@ -123,6 +136,7 @@ async fn acquire_uncached() -> ComputeDevice {
 /// all) to the engine, whose next read-back then fails with them: training goes on in smaller
 /// batches after an out-of-memory instead of reading back meaningless numbers. Replaces the runtime's
 /// handler, which panics (in a browser: a worker that stops answering).
+#[cfg(target_arch = "wasm32")]
 fn watch_uncaptured_errors(device: &burn::tensor::wgpu::wgpu::Device) {
     use burn::tensor::wgpu::wgpu::Error;
     use graft_engine::readback::{self, DeviceFault};

@@ -8,14 +8,14 @@ pub mod bridge;
 pub mod device;
 pub mod dropped;
 pub mod folders;
+mod page;
 pub mod protocol;
 pub mod store;
-mod studio;
 pub mod worker;
 
 use leptos::prelude::*;
 
-pub use studio::App;
+pub use page::App;
 
 /// Shows which compute device training runs on, once the worker has opened it.
 #[component]

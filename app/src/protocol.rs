@@ -5,6 +5,7 @@
 
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
+use graft_engine::strategy::StrategyKind;
 use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +82,8 @@ pub enum WorkerRequest {
     },
     Train {
         model: ModelKind,
-        config: TrainConfig,
+        /// Boxed: the largest request by far (serialised the same).
+        config: Box<TrainConfig>,
     },
     /// Go on with the stopped run from where it stopped (same data, same settings).
     Continue,
@@ -114,8 +116,9 @@ pub enum WorkerRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectView {
     pub model: ModelKind,
-    /// `head-only`, `partial-freeze`, `staged`, `full` or `scratch`; `None`: not chosen yet.
-    pub strategy: Option<String>,
+    /// The chosen strategy's kind (stored by its name: `head-only`, `partial-freeze`, `staged`, `full`,
+    /// `scratch`, as the previous version stored it); `None`: not chosen yet.
+    pub strategy: Option<StrategyKind>,
     pub epochs: Option<usize>,
     pub lr: Option<f64>,
     pub batch: usize,

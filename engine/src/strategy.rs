@@ -40,6 +40,79 @@ pub enum Strategy {
     FromScratch,
 }
 
+/// The five kinds of strategy, without their parameters: what the command line's `--strategy`, the
+/// page's `strategy-<name>` choices and a stored project name. The one list of them
+/// ([`StrategyKind::ALL`]); a sixth strategy starts here and the compiler finds the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum StrategyKind {
+    #[serde(rename = "head-only")]
+    #[cfg_attr(feature = "cli", value(name = "head-only"))]
+    HeadOnly,
+    #[serde(rename = "partial-freeze")]
+    #[cfg_attr(feature = "cli", value(name = "partial-freeze"))]
+    PartialFreeze,
+    #[serde(rename = "staged")]
+    #[cfg_attr(feature = "cli", value(name = "staged"))]
+    Staged,
+    #[serde(rename = "full")]
+    #[cfg_attr(feature = "cli", value(name = "full"))]
+    Full,
+    #[serde(rename = "scratch")]
+    #[cfg_attr(feature = "cli", value(name = "scratch"))]
+    Scratch,
+}
+
+impl StrategyKind {
+    /// Every kind, in the order the page offers them.
+    pub const ALL: [StrategyKind; 5] = [
+        StrategyKind::HeadOnly,
+        StrategyKind::PartialFreeze,
+        StrategyKind::Staged,
+        StrategyKind::Full,
+        StrategyKind::Scratch,
+    ];
+
+    /// The identifier on the command line, in the page's hooks and in stored projects.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HeadOnly => "head-only",
+            Self::PartialFreeze => "partial-freeze",
+            Self::Staged => "staged",
+            Self::Full => "full",
+            Self::Scratch => "scratch",
+        }
+    }
+
+    /// What people read.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HeadOnly => "Head only",
+            Self::PartialFreeze => "Partial freeze",
+            Self::Staged => "Staged unfreezing",
+            Self::Full => "Full fine-tune",
+            Self::Scratch => "From scratch",
+        }
+    }
+
+    /// The kind named `name` ([`StrategyKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The strategy of this kind with its default parameters (`trainable_blocks` for partial
+    /// freezing).
+    pub fn with_defaults(self, trainable_blocks: usize) -> Strategy {
+        match self {
+            Self::HeadOnly => Strategy::HeadOnly,
+            Self::PartialFreeze => Strategy::PartialFreeze { trainable_blocks },
+            Self::Staged => Strategy::STAGED_DEFAULT,
+            Self::Full => Strategy::FullFineTune,
+            Self::Scratch => Strategy::FromScratch,
+        }
+    }
+}
+
 /// One stretch of training with fixed trainable blocks.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Phase {
@@ -79,15 +152,20 @@ impl Strategy {
         lr_mult: 100.0,
     };
 
+    /// Its kind, without the parameters.
+    pub fn kind(&self) -> StrategyKind {
+        match self {
+            Self::HeadOnly => StrategyKind::HeadOnly,
+            Self::PartialFreeze { .. } => StrategyKind::PartialFreeze,
+            Self::Staged { .. } => StrategyKind::Staged,
+            Self::FullFineTune => StrategyKind::Full,
+            Self::FromScratch => StrategyKind::Scratch,
+        }
+    }
+
     /// The identifier used on the command line and in the app (`strategy-<name>`).
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::HeadOnly => "head-only",
-            Self::PartialFreeze { .. } => "partial-freeze",
-            Self::Staged { .. } => "staged",
-            Self::FullFineTune => "full",
-            Self::FromScratch => "scratch",
-        }
+        self.kind().name()
     }
 
     /// Whether training starts from the pretrained weights.
@@ -200,6 +278,25 @@ mod tests {
     use super::*;
 
     const BLOCKS: usize = 19; // MobileNetV2: stem, 17 blocks, head_conv
+
+    #[test]
+    fn every_kind_has_one_name_kept_by_serde_and_its_strategies() {
+        for kind in StrategyKind::ALL {
+            assert_eq!(StrategyKind::from_name(kind.name()), Some(kind));
+            // Stored projects name the kind as the command line does.
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
+            let strategy = kind.with_defaults(3);
+            assert_eq!(strategy.kind(), kind);
+            assert_eq!(strategy.name(), kind.name());
+        }
+        let names: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["head-only", "partial-freeze", "staged", "full", "scratch"]);
+        assert_eq!(StrategyKind::from_name("resnet"), None);
+        assert_eq!(
+            StrategyKind::PartialFreeze.with_defaults(3),
+            Strategy::PartialFreeze { trainable_blocks: 3 }
+        );
+    }
 
     #[test]
     fn head_only_freezes_everything_and_caches() {

@@ -96,14 +96,13 @@ fn test(args: &[String]) -> Result<(), String> {
         tools::run(workspace.command("trunk").args(["build", "--release"]))
     })?;
 
+    // The app too: its page state has native unit tests (it builds natively on the CPU backend).
     let native = [
         "test",
         "--release",
         "--locked",
         "--no-fail-fast",
         "--workspace",
-        "--exclude",
-        "graft-app",
         "--",
         "--nocapture",
     ];
@@ -129,6 +128,15 @@ fn test(args: &[String]) -> Result<(), String> {
         );
     }
 
+    // Formatting and clippy's lints, natively and for the browser: one test, passed when both are clean.
+    match stages.run("lint (rustfmt, clippy)", || lint(&workspace)) {
+        Ok(()) => totals.passed += 1,
+        Err(_) => {
+            totals.failed += 1;
+            failures.push("lint".into());
+        }
+    }
+
     // A bounded fuzz run of the image intake: one test, passed when no input crashed it.
     match stages.run("fuzz the image intake (60 s)", || {
         fuzz_for(&workspace, FUZZ_SECONDS_IN_TEST)
@@ -152,6 +160,43 @@ fn test(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("failed: {}", failures.join(", ")))
     }
+}
+
+/// `cargo fmt --check` and clippy with warnings denied: natively for every crate, and for wasm32 for the
+/// app (whose WebGPU code is browser-only) and the browser tests.
+fn lint(workspace: &tools::Workspace) -> Result<(), String> {
+    tools::cargo(workspace, &["fmt", "--all", "--check"])?;
+    tools::cargo(
+        workspace,
+        &[
+            "clippy",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    tools::cargo(
+        workspace,
+        &[
+            "clippy",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "graft-app",
+            "-p",
+            "graft-tests",
+            "--tests",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
 }
 
 /// How long `cargo xtask test` fuzzes the image intake.

@@ -106,6 +106,7 @@ fn version_of(program: &str) -> Option<String> {
 /// Installs every missing tool.
 pub fn ensure_all(workspace: &Workspace) -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_lint_components()?;
     ensure_wasm_bindgen(workspace)?;
     ensure_trunk()?;
     ensure_cargo_fuzz()?;
@@ -143,6 +144,28 @@ fn ensure_wasm_target() -> Result<(), String> {
     }
     println!("xtask: installing the wasm32-unknown-unknown target (rustup)");
     run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
+
+/// clippy and rustfmt, which `cargo xtask test` runs (rustup's default profile has them; a minimal
+/// one does not).
+fn ensure_lint_components() -> Result<(), String> {
+    let output = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    let installed = String::from_utf8_lossy(&output.stdout).to_string();
+    for component in ["clippy", "rustfmt"] {
+        if installed
+            .lines()
+            .any(|l| l.trim().starts_with(&format!("{component}-")))
+        {
+            println!("xtask: {component}: present");
+            continue;
+        }
+        println!("xtask: installing {component} (rustup)");
+        run(Command::new("rustup").args(["component", "add", component]))?;
+    }
+    Ok(())
 }
 
 /// `cargo install` builds in its own temporary directory, not the workspace's target dir.

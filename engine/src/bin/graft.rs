@@ -16,7 +16,7 @@ use graft_engine::bundle::{self, BundleHeader};
 use graft_engine::data;
 use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::optim::OptimizerKind;
-use graft_engine::strategy::Strategy;
+use graft_engine::strategy::{Strategy, StrategyKind};
 use graft_engine::train::{self, BatchNormStatistics, TrainConfig, TrainEvent};
 use graft_engine::weights::{self, Manifest};
 use graft_engine::{imagenet, metrics, preprocess, readback};
@@ -89,9 +89,8 @@ struct TrainArgs {
     data_dir: PathBuf,
     #[arg(long, value_parser = parse_model)]
     model: ModelKind,
-    /// head-only, partial-freeze, staged, full or scratch.
-    #[arg(long, value_parser = ["head-only", "partial-freeze", "staged", "full", "scratch"])]
-    strategy: String,
+    #[arg(long, value_enum)]
+    strategy: StrategyKind,
     /// partial-freeze: body blocks that train (from the top); staged: blocks unfrozen after the head
     /// phase (default: all).
     #[arg(long)]
@@ -284,19 +283,13 @@ fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<(), Str
 }
 
 fn train(args: TrainArgs) -> Result<(), String> {
-    let strategy = match args.strategy.as_str() {
-        "head-only" => Strategy::HeadOnly,
-        "partial-freeze" => Strategy::PartialFreeze {
-            trainable_blocks: args.trainable_blocks.unwrap_or(DEFAULT_TRAINABLE_BLOCKS),
-        },
-        "staged" => Strategy::Staged {
+    let strategy = match args.strategy {
+        StrategyKind::Staged => Strategy::Staged {
             head_epochs: args.head_epochs,
             unfreeze_blocks: args.trainable_blocks,
             lr_mult: args.lr_mult,
         },
-        "full" => Strategy::FullFineTune,
-        "scratch" => Strategy::FromScratch,
-        other => unreachable!("clap restricts --strategy, got {other}"),
+        kind => kind.with_defaults(args.trainable_blocks.unwrap_or(DEFAULT_TRAINABLE_BLOCKS)),
     };
     let mut config = TrainConfig::new(strategy);
     if let Some(epochs) = args.epochs {

@@ -15,4 +15,5 @@ mod folders;
 mod freezing;
 mod frozen_prefix;
 mod pretrained;
+mod project;
 mod training;

@@ -1,0 +1,215 @@
+//! What the worker's events do to the page's state.
+
+use graft_engine::strategy::Strategy;
+use graft_engine::train::TrainEvent;
+use leptos::prelude::*;
+
+use crate::protocol::{EpochPoint, Work, WorkerEvent};
+
+use crate::page::files::{blob_url, download};
+use crate::page::state::{ClassView, ProgressView, Studio, Thumb};
+
+impl Studio {
+    /// Applies a worker event (with its binary payloads) to the page's state.
+    pub(crate) fn handle(&self, event: WorkerEvent, payloads: Vec<Vec<u8>>) {
+        match event {
+            WorkerEvent::Ready { device, gpu } => self.device.set(Some((device, gpu))),
+            WorkerEvent::ProjectRestored { classes } => {
+                self.classes.set(
+                    classes
+                        .into_iter()
+                        .map(|class| ClassView {
+                            id: class.id,
+                            name: class.name,
+                            images: Vec::new(),
+                        })
+                        .collect(),
+                );
+                self.say(false, "Your project is back as you left it.");
+            }
+            WorkerEvent::ImagesAdded { class, added, rejected } => {
+                // A class deleted meanwhile: the worker removes these pictures with it.
+                if self.has_class(class) {
+                    let thumbs: Vec<Thumb> = added
+                        .into_iter()
+                        .zip(payloads)
+                        .map(|(info, jpeg)| Thumb {
+                            id: info.id,
+                            name: info.name,
+                            url: blob_url(&jpeg, "image/jpeg"),
+                        })
+                        .collect();
+                    self.classes.update(|classes| {
+                        if let Some(view) = classes.iter_mut().find(|c| c.id == class) {
+                            view.images.extend(thumbs);
+                        }
+                    });
+                }
+                // A few refusals one by one; many (a folder of thousands) in one message.
+                if rejected.len() <= 3 {
+                    for file in rejected {
+                        self.say(true, format!("{} was not added: {}", file.name, file.reason));
+                    }
+                } else {
+                    let listed: Vec<String> = rejected
+                        .iter()
+                        .take(3)
+                        .map(|file| format!("{} ({})", file.name, file.reason))
+                        .collect();
+                    self.say(
+                        true,
+                        format!(
+                            "{} files were not added: {}, and {} more.",
+                            rejected.len(),
+                            listed.join("; "),
+                            rejected.len() - 3
+                        ),
+                    );
+                }
+                self.data_changed();
+            }
+            WorkerEvent::Measuring { done, total } => self.measuring.set(Some((done, total))),
+            WorkerEvent::Recommendation(recommendation) => {
+                self.measuring.set(None);
+                if let Strategy::PartialFreeze { trainable_blocks } = recommendation.strategy {
+                    self.trainable_blocks.set(trainable_blocks);
+                }
+                self.strategy.set(Some(recommendation.strategy.kind()));
+                self.recommendation.set(Some(*recommendation));
+            }
+            WorkerEvent::ModelSpeed {
+                model,
+                images_per_second,
+            } => self.speeds.update(|speeds| {
+                speeds.retain(|(m, _)| *m != model);
+                speeds.push((model, images_per_second));
+            }),
+            WorkerEvent::Train(event) => self.on_train_event(*event),
+            WorkerEvent::Evaluated { samples } => self.samples.set(samples),
+            WorkerEvent::ModelReady { classes, .. } => self.model_ready.set(Some(classes)),
+            WorkerEvent::ViewRestored { view } => {
+                if let Some(view) = view {
+                    self.restore_view(*view);
+                }
+                self.restored.set(true);
+            }
+            WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
+            WorkerEvent::Exported { file_name } => {
+                if let Some(bytes) = payloads.into_iter().next() {
+                    let url = blob_url(&bytes, "application/octet-stream");
+                    download(&url, &file_name);
+                    if let Some((old, _)) = self.export_url.get_untracked() {
+                        let _ = web_sys::Url::revoke_object_url(&old);
+                    }
+                    self.export_url.set(Some((url, file_name)));
+                }
+            }
+            WorkerEvent::Failed { request, message } => {
+                if request == Work::Train {
+                    self.training.set(false);
+                }
+                if request == Work::Recommend {
+                    self.measuring.set(None);
+                }
+                self.say(true, message);
+            }
+            WorkerEvent::Notice { message } => self.say(false, message),
+            WorkerEvent::Unsaved { pictures, model } => self.unsaved.set((pictures, model)),
+            WorkerEvent::Paused { at } => self.paused.set(at),
+        }
+    }
+
+    pub(crate) fn on_train_event(&self, event: TrainEvent) {
+        match event {
+            TrainEvent::Started { phases, .. } => {
+                self.progress.set(Some(ProgressView {
+                    epochs: phases.iter().map(|p| p.epochs).sum(),
+                    ..ProgressView::default()
+                }));
+            }
+            TrainEvent::Notice { message } => self.say(false, message),
+            TrainEvent::PhaseStart { phase, .. } => self.progress.update(|p| {
+                if let Some(p) = p {
+                    p.phase = phase;
+                    p.caching = None;
+                }
+            }),
+            TrainEvent::Caching { phase, done, total } => self.progress.update(|p| {
+                if let Some(p) = p {
+                    // The cache is built before its phase starts: name the phase here already.
+                    p.phase = phase;
+                    p.caching = Some((done, total));
+                }
+            }),
+            TrainEvent::Batch {
+                phase,
+                epoch,
+                batch,
+                batches,
+                ..
+            } => self.progress.update(|p| {
+                if let Some(p) = p {
+                    p.phase = phase;
+                    p.caching = None;
+                    p.epoch = epoch;
+                    p.batch = batch;
+                    p.batches = batches;
+                    let done = (epoch - 1) as f64 + batch as f64 / batches.max(1) as f64;
+                    p.fraction = (done / p.epochs.max(1) as f64).min(1.0);
+                }
+            }),
+            TrainEvent::Epoch {
+                epoch,
+                epochs,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                eta_seconds,
+                ..
+            } => {
+                self.progress.update(|p| {
+                    if let Some(p) = p {
+                        p.epochs = epochs;
+                        p.eta_seconds = Some(eta_seconds);
+                        p.fraction = (epoch as f64 / epochs.max(1) as f64).min(1.0);
+                    }
+                });
+                self.history.update(|h| {
+                    h.push(EpochPoint {
+                        epoch,
+                        train_loss,
+                        train_accuracy,
+                        val_loss,
+                        val_accuracy,
+                    })
+                });
+            }
+            TrainEvent::EarlyStop { epoch, best_epoch, .. } => self.say(
+                false,
+                format!("Stopped early after epoch {epoch}: no better validation result since epoch {best_epoch}."),
+            ),
+            // What the optimizer held is for the tests and the CLI's JSON; the page shows the epochs.
+            TrainEvent::PhaseEnd { .. } => {}
+            TrainEvent::Done(summary) => {
+                self.training.set(false);
+                self.progress.update(|p| {
+                    if let Some(p) = p {
+                        // A stopped run's bar shows how far it got (Continue goes on from there).
+                        if !summary.cancelled {
+                            p.fraction = 1.0;
+                        }
+                        p.eta_seconds = None;
+                        p.done = Some(if summary.cancelled { "stopped" } else { "done" }.to_string());
+                        p.epoch = summary.epochs;
+                        p.epochs = summary.epochs;
+                    }
+                });
+                if summary.cancelled {
+                    self.say(false, "Training stopped; the best model so far is kept.");
+                }
+                self.summary.set(Some(summary));
+            }
+        }
+    }
+}

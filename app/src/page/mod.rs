@@ -1,0 +1,126 @@
+//! The page: the Leptos app a person sees, its state, and its panels (one component per file).
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::DeviceBadge;
+use crate::bridge::Bridge;
+use crate::protocol::{InjectedFault, WorkerRequest};
+
+use crate::page::panels::{
+    DataPanel, Messages, ModelPicker, RecommendationPanel, ResultsPanel, TrainingPanel, TryPanel, Webcam,
+};
+use crate::page::state::Studio;
+
+mod events;
+pub(crate) mod files;
+pub(crate) mod panels;
+pub(crate) mod state;
+#[cfg(test)]
+mod tests;
+
+/// Registers the service worker (`sw.js`) that keeps the app usable offline once loaded. Through
+/// `Reflect`: web-sys's service worker types would add features, and with them a rebuild of wgpu.
+fn register_service_worker(studio: Studio) {
+    use js_sys::{Function, Promise, Reflect};
+    let Some(navigator) = web_sys::window().map(|w| w.navigator()) else {
+        return;
+    };
+    let Ok(container) = Reflect::get(&navigator, &"serviceWorker".into()) else {
+        return;
+    };
+    if container.is_undefined() {
+        return;
+    }
+    let Ok(register) = Reflect::get(&container, &"register".into()).and_then(|f| f.dyn_into::<Function>()) else {
+        return;
+    };
+    if let Ok(promise) = register.call1(&container, &"./sw.js".into()) {
+        let promise: Promise = promise.unchecked_into();
+        leptos::task::spawn_local(async move {
+            if let Err(error) = wasm_bindgen_futures::JsFuture::from(promise).await {
+                studio.say(false, format!("Offline use is not available here: {error:?}"));
+            }
+        });
+    }
+}
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let studio = Studio::new();
+    register_service_worker(studio);
+    let bridge = Bridge::spawn(move |event, payloads| studio.handle(event, payloads));
+    let bridge = match bridge {
+        Ok(bridge) => bridge,
+        Err(message) => {
+            return view! {
+                <main class="graft">
+                    <h1>"Graft"</h1>
+                    <p class="error">{message}</p>
+                </main>
+            }
+            .into_any();
+        }
+    };
+    // Fault injection for the tests (see `WorkerRequest::InjectFault`).
+    let query = window().location().search().unwrap_or_default();
+    if query.contains("fault=gpu-out-of-memory") {
+        bridge.send(
+            &WorkerRequest::InjectFault {
+                fault: InjectedFault::GpuOutOfMemory,
+            },
+            Vec::new(),
+        );
+    }
+    provide_context(studio);
+    BRIDGE.with(|cell| {
+        let _ = cell.set(bridge);
+    });
+    // What the page shows is kept with the project, once the stored one is back (so that the
+    // page's defaults never overwrite it).
+    Effect::new(move |_| {
+        let view = Box::new(studio.view());
+        if studio.restored.get() {
+            self::bridge().send(&WorkerRequest::SaveView { view }, Vec::new());
+        }
+    });
+    let device = studio.device;
+    view! {
+        <main class="graft">
+            <header>
+                <h1>"Graft"</h1>
+                <p class="tagline">
+                    "Fine-tune an ImageNet-pretrained CNN on your own pictures. Nothing leaves this device."
+                </p>
+                <DeviceBadge label=device.read_only()/>
+            </header>
+            <Messages/>
+            <DataPanel/>
+            <ModelPicker/>
+            <RecommendationPanel/>
+            <TrainingPanel/>
+            <ResultsPanel/>
+            <TryPanel/>
+            <Webcam/>
+        </main>
+    }
+    .into_any()
+}
+
+pub(crate) fn studio() -> Studio {
+    expect_context::<Studio>()
+}
+
+thread_local! {
+    /// The page's one worker (not `Send`, so not in Leptos' context).
+    static BRIDGE: std::cell::OnceCell<Bridge> = const { std::cell::OnceCell::new() };
+}
+
+pub(crate) fn bridge() -> Bridge {
+    BRIDGE.with(|cell| {
+        cell.get()
+            .cloned()
+            .expect("the worker is spawned before the page renders")
+    })
+}

@@ -1,0 +1,151 @@
+//! Try it: a picture chosen or dropped, the webcam live; export and import.
+
+use leptos::prelude::*;
+
+use crate::protocol::WorkerRequest;
+
+use crate::page::files::{blob_url, drag_over, on_drop, read_file, read_first_file};
+use crate::page::state::CameraTarget;
+use crate::page::{bridge, studio};
+
+#[component]
+pub(crate) fn TryPanel() -> impl IntoView {
+    let studio = studio();
+    let bridge = bridge();
+    let predict = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                if let Some((_, bytes)) = read_first_file(&input).await {
+                    studio.show_predicted(Some(blob_url(&bytes, "")));
+                    studio.prediction.set(None);
+                    bridge.send(&WorkerRequest::Predict, vec![bytes]);
+                }
+            });
+        }
+    };
+    let export = {
+        let bridge = bridge.clone();
+        move |_| bridge.send(&WorkerRequest::Export, Vec::new())
+    };
+    let import = {
+        let bridge = bridge.clone();
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            let bridge = bridge.clone();
+            leptos::task::spawn_local(async move {
+                if let Some((name, bytes)) = read_first_file(&input).await {
+                    bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
+                }
+            });
+        }
+    };
+    let ready = move || studio.model_ready.get().is_some();
+    // A picture dropped here is classified; a model file dropped here is imported.
+    let dragging = RwSignal::new(false);
+    let drop = {
+        let bridge = bridge.clone();
+        on_drop(studio, dragging, move |files| {
+            let bridge = bridge.clone();
+            async move {
+                let Some((path, file)) = files.first() else {
+                    return;
+                };
+                let Some(bytes) = read_file(file).await else {
+                    studio.say(true, format!("{path} could not be read by the browser."));
+                    return;
+                };
+                let name = path.rsplit('/').next().unwrap_or(path).to_string();
+                if name.ends_with(".graft") {
+                    bridge.send(&WorkerRequest::Import { name }, vec![bytes]);
+                } else if studio.model_ready.get_untracked().is_none() {
+                    studio.say(true, "Train a model (or import one) before classifying a picture.");
+                } else {
+                    studio.show_predicted(Some(blob_url(&bytes, "")));
+                    studio.prediction.set(None);
+                    bridge.send(&WorkerRequest::Predict, vec![bytes]);
+                }
+            }
+        })
+    };
+    view! {
+        <section
+            class="panel try"
+            class:dragging=move || dragging.get()
+            data-testid="predict-drop"
+            on:dragover=drag_over(dragging)
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=drop
+        >
+            <h2>"6. Try it, export it"</h2>
+            <p class="hint">
+                {move || match studio.model_ready.get() {
+                    Some(classes) => format!("The model knows: {}. Drop a picture here to classify it.", classes.join(", ")),
+                    None => "Train a model (or import one) to try it.".to_string(),
+                }}
+            </p>
+            <div class="toolbar">
+                <label class="button" class:disabled=move || !ready()>
+                    "Classify an image…"
+                    <input type="file" accept="image/*" data-testid="predict-input" on:change=predict/>
+                </label>
+                <button
+                    data-testid="predict-webcam"
+                    on:click=move |_| studio.camera.set(Some(CameraTarget::Predict))
+                    disabled=move || !ready()
+                >
+                    "Live from the webcam"
+                </button>
+                <button data-testid="export-button" on:click=export disabled=move || !ready()>
+                    "Export model"
+                </button>
+                <label class="button">
+                    "Import a model…"
+                    <input type="file" accept=".graft" data-testid="import-input" on:change=import/>
+                </label>
+            </div>
+            {move || {
+                studio
+                    .export_url
+                    .get()
+                    .map(|(url, name)| {
+                        view! {
+                            <p>
+                                <a href=url download=name.clone() data-testid="export-link">
+                                    {format!("Download {name} again")}
+                                </a>
+                            </p>
+                        }
+                    })
+            }}
+            <div class="prediction-row">
+                {move || studio.predicted_image.get().map(|url| view! { <img class="predicted" src=url alt=""/> })}
+                {move || {
+                    studio
+                        .prediction
+                        .get()
+                        .map(|top| {
+                            view! {
+                                <ol class="prediction" data-testid="prediction">
+                                    {top
+                                        .into_iter()
+                                        .map(|(label, prob)| {
+                                            view! {
+                                                <li>
+                                                    <span class="label">{label}</span>
+                                                    <meter min="0" max="1" value=prob></meter>
+                                                    <span>{format!("{:.1}%", prob * 100.0)}</span>
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ol>
+                            }
+                        })
+                }}
+            </div>
+        </section>
+    }
+}

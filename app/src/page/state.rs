@@ -1,0 +1,271 @@
+//! The page's state: one `Studio` of Leptos signals (it is `Copy`), the views it holds, and the
+//! edits that go to the worker.
+
+use graft_engine::model::ModelKind;
+use graft_engine::recommend::Recommendation;
+use graft_engine::strategy::StrategyKind;
+use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainSummary};
+use leptos::prelude::*;
+
+use crate::bridge::Bridge;
+use crate::protocol::{ClassId, EpochPoint, ProjectView, RunResults, WorkerRequest};
+
+/// A thumbnail the page shows for an image the worker holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Thumb {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    /// An object URL of the JPEG: released with [`Thumb::release`] when the picture goes.
+    pub(crate) url: String,
+}
+
+impl Thumb {
+    pub(crate) fn release(&self) {
+        let _ = web_sys::Url::revoke_object_url(&self.url);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ClassView {
+    /// The class's identity for the worker and the storage; stable across renames and deletes.
+    pub(crate) id: ClassId,
+    pub(crate) name: String,
+    pub(crate) images: Vec<Thumb>,
+}
+
+/// Where training is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct ProgressView {
+    pub(crate) phase: String,
+    pub(crate) epoch: usize,
+    pub(crate) epochs: usize,
+    pub(crate) batch: usize,
+    pub(crate) batches: usize,
+    pub(crate) eta_seconds: Option<f64>,
+    pub(crate) caching: Option<(usize, usize)>,
+    /// 0..=1 over the whole run.
+    pub(crate) fraction: f64,
+    /// `done` or `stopped` once training ended.
+    pub(crate) done: Option<String>,
+}
+
+/// All the page's state: signals are `Copy`, so the whole struct is.
+#[derive(Clone, Copy)]
+pub(crate) struct Studio {
+    pub(crate) device: RwSignal<Option<(String, bool)>>,
+    pub(crate) classes: RwSignal<Vec<ClassView>>,
+    pub(crate) messages: RwSignal<Vec<(bool, String)>>,
+    pub(crate) model: RwSignal<ModelKind>,
+    /// Embedding speed measured here, per model.
+    pub(crate) speeds: RwSignal<Vec<(ModelKind, f64)>>,
+    pub(crate) measuring: RwSignal<Option<(usize, usize)>>,
+    pub(crate) recommendation: RwSignal<Option<Recommendation>>,
+    pub(crate) strategy: RwSignal<Option<StrategyKind>>,
+    pub(crate) epochs: RwSignal<Option<usize>>,
+    pub(crate) lr: RwSignal<Option<f64>>,
+    pub(crate) batch: RwSignal<usize>,
+    pub(crate) trainable_blocks: RwSignal<usize>,
+    pub(crate) augment: RwSignal<bool>,
+    pub(crate) batch_norm: RwSignal<Option<BatchNormStatistics>>,
+    /// The stored project is back (or there was none): changes to the view are saved from now on.
+    pub(crate) restored: RwSignal<bool>,
+    pub(crate) training: RwSignal<bool>,
+    pub(crate) progress: RwSignal<Option<ProgressView>>,
+    pub(crate) history: RwSignal<Vec<EpochPoint>>,
+    pub(crate) summary: RwSignal<Option<TrainSummary>>,
+    pub(crate) samples: RwSignal<Vec<(u64, usize, usize)>>,
+    pub(crate) selected_cell: RwSignal<Option<(usize, usize)>>,
+    pub(crate) model_ready: RwSignal<Option<Vec<String>>>,
+    pub(crate) prediction: RwSignal<Option<Vec<(String, f32)>>>,
+    pub(crate) predicted_image: RwSignal<Option<String>>,
+    pub(crate) export_url: RwSignal<Option<(String, String)>>,
+    /// What the webcam feeds: a class (hold to record) or the try-it predictions.
+    pub(crate) camera: RwSignal<Option<CameraTarget>>,
+    /// Pictures (count) and whether the trained model are in this session only: the storage was full.
+    pub(crate) unsaved: RwSignal<(usize, bool)>,
+    /// Where the last run stopped, if it can go on from there.
+    pub(crate) paused: RwSignal<Option<String>>,
+}
+
+/// Where webcam frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CameraTarget {
+    Class(ClassId),
+    Predict,
+}
+
+impl Studio {
+    pub(crate) fn new() -> Self {
+        Self {
+            device: RwSignal::new(None),
+            classes: RwSignal::new(Vec::new()),
+            messages: RwSignal::new(Vec::new()),
+            model: RwSignal::new(ModelKind::MobileNetV2),
+            speeds: RwSignal::new(Vec::new()),
+            measuring: RwSignal::new(None),
+            recommendation: RwSignal::new(None),
+            strategy: RwSignal::new(None),
+            epochs: RwSignal::new(None),
+            lr: RwSignal::new(None),
+            batch: RwSignal::new(16),
+            trainable_blocks: RwSignal::new(5),
+            augment: RwSignal::new(false),
+            batch_norm: RwSignal::new(None),
+            restored: RwSignal::new(false),
+            training: RwSignal::new(false),
+            progress: RwSignal::new(None),
+            history: RwSignal::new(Vec::new()),
+            summary: RwSignal::new(None),
+            samples: RwSignal::new(Vec::new()),
+            selected_cell: RwSignal::new(None),
+            model_ready: RwSignal::new(None),
+            prediction: RwSignal::new(None),
+            predicted_image: RwSignal::new(None),
+            export_url: RwSignal::new(None),
+            camera: RwSignal::new(None),
+            unsaved: RwSignal::new((0, false)),
+            paused: RwSignal::new(None),
+        }
+    }
+
+    pub(crate) fn say(&self, error: bool, message: impl Into<String>) {
+        let message = message.into();
+        self.messages.update(|messages| {
+            messages.push((error, message));
+            let excess = messages.len().saturating_sub(8);
+            messages.drain(..excess);
+        });
+    }
+
+    /// The thumbnail of image `id`, wherever it is.
+    pub(crate) fn thumb(&self, id: u64) -> Option<Thumb> {
+        self.classes
+            .with(|classes| classes.iter().flat_map(|c| &c.images).find(|t| t.id == id).cloned())
+    }
+
+    /// The data changed: an earlier recommendation no longer describes it.
+    pub(crate) fn data_changed(&self) {
+        self.recommendation.set(None);
+        // A stopped run goes on only on the pictures it trained on.
+        if !self.training.get_untracked() {
+            self.paused.set(None);
+        }
+    }
+
+    /// Shows `url` (an object URL) as the picture being classified, releasing the one shown before.
+    pub(crate) fn show_predicted(&self, url: Option<String>) {
+        if let Some(old) = self.predicted_image.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&old);
+        }
+        self.predicted_image.set(url);
+    }
+
+    /// Whether class `id` is still there.
+    pub(crate) fn has_class(&self, id: ClassId) -> bool {
+        self.classes
+            .with_untracked(|classes| classes.iter().any(|c| c.id == id))
+    }
+
+    /// Adds a class named `name` (or "Class N"), returning its id; pictures for it can be sent at
+    /// once (the worker handles requests in the order they were sent).
+    pub(crate) fn add_class(&self, name: Option<String>, bridge: &Bridge) -> ClassId {
+        let id = ClassId::fresh();
+        let count = self.classes.with_untracked(Vec::len);
+        let name = name.unwrap_or_else(|| format!("Class {}", count + 1));
+        self.classes.update(|classes| {
+            classes.push(ClassView {
+                id,
+                name: name.clone(),
+                images: Vec::new(),
+            })
+        });
+        bridge.send(&WorkerRequest::AddClass { id, name }, Vec::new());
+        self.data_changed();
+        id
+    }
+
+    pub(crate) fn rename_class(&self, id: ClassId, name: String, bridge: &Bridge) {
+        self.classes.update(|classes| {
+            if let Some(class) = classes.iter_mut().find(|c| c.id == id) {
+                class.name = name.clone();
+            }
+        });
+        bridge.send(&WorkerRequest::RenameClass { id, name }, Vec::new());
+    }
+
+    /// Deletes class `id` with its pictures (their thumbnails' object URLs are released).
+    pub(crate) fn remove_class(&self, id: ClassId, bridge: &Bridge) {
+        let mut gone = None;
+        self.classes.update(|classes| {
+            if let Some(position) = classes.iter().position(|c| c.id == id) {
+                gone = Some(classes.remove(position));
+            }
+        });
+        if let Some(class) = gone {
+            class.images.iter().for_each(Thumb::release);
+        }
+        if self.camera.get_untracked() == Some(CameraTarget::Class(id)) {
+            self.camera.set(None);
+        }
+        bridge.send(&WorkerRequest::RemoveClass { id }, Vec::new());
+        self.data_changed();
+    }
+
+    /// The training configuration from the chosen strategy and the advanced settings.
+    pub(crate) fn config(&self) -> Option<TrainConfig> {
+        let mut config = untrack(|| self.defaults())?;
+        if let Some(epochs) = self.epochs.get_untracked() {
+            config.epochs = epochs.max(1);
+        }
+        config.lr = self.lr.get_untracked();
+        config.batch_size = self.batch.get_untracked().max(1);
+        config.augment = self.augment.get_untracked();
+        config.batch_norm = self.batch_norm.get_untracked();
+        Some(config)
+    }
+
+    /// The engine's defaults for the chosen strategy (tracked).
+    pub(crate) fn defaults(&self) -> Option<TrainConfig> {
+        let strategy = self.strategy.get()?.with_defaults(self.trainable_blocks.get().max(1));
+        Some(TrainConfig::new(strategy))
+    }
+
+    /// What a reload should show again (tracked: read inside an effect, it reruns on any change).
+    pub(crate) fn view(&self) -> ProjectView {
+        ProjectView {
+            model: self.model.get(),
+            strategy: self.strategy.get(),
+            epochs: self.epochs.get(),
+            lr: self.lr.get(),
+            batch: self.batch.get(),
+            trainable_blocks: self.trainable_blocks.get(),
+            augment: self.augment.get(),
+            batch_norm: self.batch_norm.get(),
+            speeds: self.speeds.get(),
+            recommendation: self.recommendation.get(),
+            results: self.summary.get().map(|summary| RunResults {
+                history: self.history.get(),
+                summary,
+                samples: self.samples.get(),
+            }),
+        }
+    }
+
+    pub(crate) fn restore_view(&self, view: ProjectView) {
+        self.model.set(view.model);
+        self.strategy.set(view.strategy);
+        self.epochs.set(view.epochs);
+        self.lr.set(view.lr);
+        self.batch.set(view.batch);
+        self.trainable_blocks.set(view.trainable_blocks);
+        self.augment.set(view.augment);
+        self.batch_norm.set(view.batch_norm);
+        self.speeds.set(view.speeds);
+        self.recommendation.set(view.recommendation);
+        if let Some(results) = view.results {
+            self.history.set(results.history);
+            self.samples.set(results.samples);
+            self.summary.set(Some(results.summary));
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Edits of the project: pictures in (decoded, checked, stored), classes saved, a picture removed.
+
+use std::rc::Rc;
+
+use graft_engine::data::{self, Example};
+use graft_engine::preprocess;
+use graft_engine::weights::{self};
+
+use crate::protocol::{ClassId, ImageInfo, Rejected, Work, WorkerEvent};
+use crate::store::{self, StoredImage};
+
+use super::images::{jpeg, thumbnail};
+use super::persist::keep_images;
+use super::state::{STATE, State, Writing};
+use super::{fail, post, project_store};
+
+/// Stores the class list as it is now (after the change just applied), and when class `removed`
+/// went, its pictures' removal from storage.
+pub(super) async fn save_classes(removed: Option<ClassId>) {
+    let _writing = Writing::start();
+    let Some(store) = project_store() else { return };
+    let classes = STATE.with_borrow(State::class_entries);
+    let result = async {
+        if let Some(gone) = removed {
+            store.remove_class(gone).await?;
+        }
+        store.save_classes(&classes).await
+    }
+    .await;
+    if let Err(error) = result {
+        fail(Work::Store, store::describe(error));
+    }
+}
+
+pub(super) fn remove_image(id: u64) {
+    STATE.with_borrow_mut(|state| {
+        if let Some(position) = state.ids.iter().position(|&i| i == id) {
+            state.ids.remove(position);
+            Rc::make_mut(&mut state.dataset).examples.remove(position);
+        }
+        state.forget_hash(id);
+        state.unsaved.retain(|image| image.id != id);
+    });
+}
+
+/// Decodes, orients and downscales each file once; stores it; answers with thumbnails and per-file
+/// reasons.
+pub(super) async fn add_images(class: ClassId, names: Vec<String>, payloads: Vec<Vec<u8>>) {
+    let _writing = Writing::start();
+    let mut added = Vec::new();
+    let mut rejected = Vec::new();
+    let mut thumbnails = Vec::new();
+    let mut stored = Vec::new();
+    STATE.with_borrow_mut(|state| {
+        let Some(label) = state.class_position(class) else {
+            rejected.extend(names.iter().map(|name| Rejected {
+                name: name.clone(),
+                reason: "its class was deleted".into(),
+            }));
+            return;
+        };
+        for (name, bytes) in names.into_iter().zip(payloads) {
+            let hash = weights::sha256_hex(&bytes);
+            if let Some((existing, existing_name)) = state.by_hash.get(&hash) {
+                let position = state.ids.iter().position(|i| i == existing);
+                let class_name = position
+                    .map(|p| state.dataset.classes[state.dataset.examples[p].label].clone())
+                    .unwrap_or_default();
+                rejected.push(Rejected {
+                    name,
+                    reason: format!("the same picture is already in {class_name:?} (as {existing_name})"),
+                });
+                continue;
+            }
+            let image = match preprocess::decode(&bytes) {
+                Ok(image) => image,
+                Err(error) => {
+                    rejected.push(Rejected {
+                        name,
+                        reason: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let prepared = data::prepare(&image, 224);
+            let encoded = thumbnail(&prepared).and_then(|thumb| jpeg(&prepared, 90).map(|full| (thumb, full)));
+            let (thumb, full) = match encoded {
+                Ok(pair) => pair,
+                Err(reason) => {
+                    rejected.push(Rejected { name, reason });
+                    continue;
+                }
+            };
+            thumbnails.push(thumb);
+            let id = state.next_id;
+            state.next_id += 1;
+            state.ids.push(id);
+            Rc::make_mut(&mut state.dataset).examples.push(Example {
+                // Kept compressed, the same bytes as stored: training sees the same pixels after a
+                // reload, and thousands of pictures fit the tab.
+                image: data::Picture::compressed(full.clone(), &prepared),
+                label,
+            });
+            state.remember_hash(id, hash.clone(), name.clone());
+            stored.push(StoredImage {
+                id,
+                class,
+                name: name.clone(),
+                jpeg: full,
+                hash,
+            });
+            added.push(ImageInfo { id, name });
+        }
+    });
+    post(&WorkerEvent::ImagesAdded { class, added, rejected }, thumbnails);
+    if !stored.is_empty() {
+        keep_images(stored).await;
+    }
+}
+
+/// "1 picture", "3 pictures".
+pub(super) fn pictures(count: usize) -> String {
+    if count == 1 {
+        "1 picture".into()
+    } else {
+        format!("{count} pictures")
+    }
+}

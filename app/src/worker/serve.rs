@@ -1,0 +1,92 @@
+//! What the trained model serves: predictions, export, import.
+
+use std::rc::Rc;
+
+use burn::prelude::*;
+use graft_engine::bundle::{self, BundleHeader};
+use graft_engine::inference::{self, FrozenClassifier};
+use graft_engine::model::{ModelKind, Probes};
+use graft_engine::{metrics, preprocess, readback};
+
+use super::models::compute_device;
+use super::state::{STATE, TrainedModel};
+
+pub(super) async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
+    let image = preprocess::decode(bytes).map_err(|e| e.to_string())?;
+    let (model, frozen, serial, classes, input_size, normalisation) = STATE
+        .with_borrow(|state| {
+            state.trained.as_ref().map(|t| {
+                (
+                    t.model.clone(),
+                    t.frozen.clone(),
+                    t.serial,
+                    t.classes.clone(),
+                    t.input_size,
+                    t.kind.card().normalisation,
+                )
+            })
+        })
+        .ok_or("train or import a model first")?;
+    let frozen = match frozen {
+        Some(frozen) => frozen,
+        None => {
+            // On the CPU, compiled for the kernels. On a GPU, the model as it trained: its shaders are
+            // compiled already, and a folded copy would need new ones (a minute on a software GPU).
+            let frozen = Rc::new(if inference::compiles_for(&model.classifier.weight.device()) {
+                FrozenClassifier::new(&model, Probes::Off)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                FrozenClassifier::Burn(model.valid())
+            });
+            STATE.with_borrow_mut(|state| {
+                if let Some(trained) = state.trained.as_mut().filter(|t| t.serial == serial) {
+                    trained.frozen = Some(frozen.clone());
+                }
+            });
+            frozen
+        }
+    };
+    let device = model.classifier.weight.device();
+    let view = preprocess::evaluation_view(&image, input_size as u32);
+    let input = preprocess::batch_tensor(&[view], &normalisation, &device);
+    let logits = frozen.logits(input).await.map_err(|e| e.to_string())?;
+    let probs = metrics::softmax(&logits);
+    Ok(metrics::top_k(&probs, classes.len().min(5))
+        .into_iter()
+        .map(|(class, prob)| (classes[class].clone(), prob))
+        .collect())
+}
+
+pub(super) async fn export() -> Result<(String, Vec<u8>), String> {
+    let (model, kind, classes, input_size) = STATE
+        .with_borrow(|state| {
+            state
+                .trained
+                .as_ref()
+                .map(|t| (t.model.clone(), t.kind, t.classes.clone(), t.input_size))
+        })
+        .ok_or("train or import a model first")?;
+    // Saving reads tensors synchronously: copy the model to the CPU with async read-backs first.
+    let cpu = readback::module_to_device(model, &Device::flex())
+        .await
+        .map_err(|e| e.to_string())?;
+    let header = BundleHeader::new(kind, classes, input_size);
+    let bytes = bundle::encode(header, &cpu).map_err(|e| e.to_string())?;
+    Ok((format!("graft-{}.{}", kind.card().name, bundle::EXTENSION), bytes))
+}
+
+pub(super) fn import(name: &str, bytes: &[u8]) -> Result<(Vec<String>, ModelKind), String> {
+    let (header, model) = bundle::decode(name, bytes, &Device::flex()).map_err(|e| e.to_string())?;
+    let device = compute_device()?;
+    let model = model.to_device(&device);
+    STATE.with_borrow_mut(|state| {
+        state.trained = Some(TrainedModel::new(
+            header.model,
+            header.classes.clone(),
+            header.input_size,
+            model,
+        ))
+    });
+    Ok((header.classes, header.model))
+}
