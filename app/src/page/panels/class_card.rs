@@ -5,18 +5,35 @@ use leptos::prelude::*;
 use crate::protocol::WorkerRequest;
 
 use crate::page::files::{drag_over, file_list, on_drop, send_files};
-use crate::page::state::{CameraTarget, ClassView};
+use crate::page::state::{CameraTarget, ClassView, Thumb};
 use crate::page::{bridge, studio};
+use crate::protocol::ClassId;
 
 /// Thumbnails shown per class card: a class of thousands shows these and a count of the rest, so
 /// the page stays light.
 pub(crate) const SHOWN_THUMBNAILS: usize = 48;
 
+/// One class's card, found by its id: it stays the same element while other classes come and go
+/// (`<For>` keyed by id) and only what changed in it is redrawn; its `data-testid`s carry its position
+/// as it is now.
 #[component]
-pub(crate) fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
+pub(crate) fn ClassCard(id: ClassId) -> impl IntoView {
     let studio = studio();
     let bridge = bridge();
-    let id = class.id;
+    let index = move || {
+        studio
+            .classes
+            .with(|classes| classes.iter().position(|c| c.id == id))
+            .unwrap_or(usize::MAX)
+    };
+    let with_class = move |read: &dyn Fn(&ClassView) -> String| {
+        studio
+            .classes
+            .with(|classes| classes.iter().find(|c| c.id == id).map(read))
+            .unwrap_or_default()
+    };
+    let name = move || with_class(&|c| c.name.clone());
+    let count = move || with_class(&|c| c.images.len().to_string());
     let rename = {
         let bridge = bridge.clone();
         move |ev: leptos::ev::Event| {
@@ -51,12 +68,69 @@ pub(crate) fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             async move { send_files(studio, &bridge, id, files).await }
         })
     };
-    let count = class.images.len();
+    // The first thumbnails, each with its position; the rest counted.
+    let shown = move || {
+        studio.classes.with(|classes| {
+            classes
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| {
+                    c.images
+                        .iter()
+                        .take(SHOWN_THUMBNAILS)
+                        .cloned()
+                        .enumerate()
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+    };
+    let hidden = move || {
+        studio.classes.with(|classes| {
+            classes
+                .iter()
+                .find(|c| c.id == id)
+                .map_or(0, |c| c.images.len().saturating_sub(SHOWN_THUMBNAILS))
+        })
+    };
+    // Children of a `<For>` must be `Send`: the worker's bridge is fetched where a click needs it.
+    let thumb = move |position: usize, thumb: Thumb| {
+        let image = thumb.id;
+        let remove = move || {
+            studio.classes.update(|classes| {
+                for c in classes.iter_mut() {
+                    c.images.retain(|t| {
+                        if t.id == image {
+                            t.release();
+                        }
+                        t.id != image
+                    });
+                }
+            });
+            crate::page::bridge().send(&WorkerRequest::RemoveImage { id: image }, Vec::new());
+            studio.data_changed();
+        };
+        let label = format!("Remove {}", thumb.name);
+        view! {
+            <span class="thumb">
+                <img src=thumb.url title=thumb.name.clone() alt=thumb.name.clone()/>
+                <button
+                    class="thumb-remove"
+                    title=label.clone()
+                    aria-label=label
+                    data-testid=move || format!("image-remove-{}-{position}", index())
+                    on:click=move |_| remove()
+                >
+                    "×"
+                </button>
+            </span>
+        }
+    };
     view! {
         <div
             class="class-card"
             class:dragging=move || dragging.get()
-            data-testid=format!("class-drop-{index}")
+            data-testid=move || format!("class-drop-{}", index())
             on:dragover=drag_over(dragging)
             on:dragleave=move |_| dragging.set(false)
             on:drop=drop
@@ -64,17 +138,17 @@ pub(crate) fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             <div class="class-head">
                 <input
                     class="class-name"
-                    data-testid=format!("class-name-{index}")
-                    prop:value=class.name.clone()
+                    data-testid=move || format!("class-name-{}", index())
+                    prop:value=name
                     on:change=rename
                 />
-                <span class="count" data-testid=format!("class-count-{index}")>
+                <span class="count" data-testid=move || format!("class-count-{}", index())>
                     {count}
                 </span>
                 <button
                     class="delete"
                     title="Delete this class"
-                    data-testid=format!("class-delete-{index}")
+                    data-testid=move || format!("class-delete-{}", index())
                     on:click=delete
                 >
                     "✕"
@@ -82,7 +156,7 @@ pub(crate) fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
             </div>
             <button
                 class="button small"
-                data-testid=format!("class-webcam-{index}")
+                data-testid=move || format!("class-webcam-{}", index())
                 on:click=move |_| studio.camera.set(Some(CameraTarget::Class(id)))
             >
                 "Webcam…"
@@ -93,57 +167,27 @@ pub(crate) fn ClassCard(index: usize, class: ClassView) -> impl IntoView {
                     type="file"
                     accept="image/*"
                     multiple=true
-                    data-testid=format!("class-files-{index}")
+                    data-testid=move || format!("class-files-{}", index())
                     on:change=files
                 />
             </label>
             <div class="thumbs">
-                {let hidden = class.images.len().saturating_sub(SHOWN_THUMBNAILS);
-                let shown = class
-                    .images
-                    .into_iter()
-                    .take(SHOWN_THUMBNAILS)
-                    .enumerate()
-                    .map(|(position, thumb)| {
-                        let bridge = bridge.clone();
-                        let id = thumb.id;
-                        let remove = move || {
-                            studio.classes.update(|classes| {
-                                for c in classes.iter_mut() {
-                                    c.images.retain(|t| {
-                                        if t.id == id {
-                                            t.release();
-                                        }
-                                        t.id != id
-                                    });
-                                }
-                            });
-                            bridge.send(&WorkerRequest::RemoveImage { id }, Vec::new());
-                            studio.data_changed();
-                        };
-                        let label = format!("Remove {}", thumb.name);
-                        view! {
-                            <span class="thumb">
-                                <img src=thumb.url title=thumb.name.clone() alt=thumb.name.clone()/>
-                                <button
-                                    class="thumb-remove"
-                                    title=label.clone()
-                                    aria-label=label
-                                    data-testid=format!("image-remove-{index}-{position}")
-                                    on:click=move |_| remove()
-                                >
-                                    "×"
-                                </button>
-                            </span>
-                        }
-                    })
-                    .collect_view();
-                let more = (hidden > 0).then(|| {
-                    view! {
-                        <span class="more" data-testid=format!("class-more-{index}")>{format!("+ {hidden} more")}</span>
-                    }
-                });
-                (shown, more)}
+                // Keyed by picture and position: a picture removed takes its own element away, and
+                // the ones after it get their new positions.
+                <For each=shown key=|(position, thumb)| (thumb.id, *position) let:((position, t))>
+                    {thumb(position, t)}
+                </For>
+                {move || {
+                    let hidden = hidden();
+                    (hidden > 0)
+                        .then(|| {
+                            view! {
+                                <span class="more" data-testid=move || format!("class-more-{}", index())>
+                                    {format!("+ {hidden} more")}
+                                </span>
+                            }
+                        })
+                }}
             </div>
         </div>
     }

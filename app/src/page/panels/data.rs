@@ -98,15 +98,14 @@ pub(crate) fn DataPanel() -> impl IntoView {
                 </label>
             </div>
             <div class="classes">
-                {move || {
-                    studio
-                        .classes
-                        .get()
-                        .into_iter()
-                        .enumerate()
-                        .map(|(index, class)| view! { <ClassCard index=index class=class/> })
-                        .collect_view()
-                }}
+                // Keyed by id: a batch of pictures for one class redraws only what changed in its card.
+                <For
+                    each=move || studio.classes.with(|classes| classes.iter().map(|c| c.id).collect::<Vec<_>>())
+                    key=|id| *id
+                    let:id
+                >
+                    <ClassCard id=id/>
+                </For>
             </div>
         </section>
     }
