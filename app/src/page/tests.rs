@@ -238,6 +238,19 @@ fn pictures_for_a_class_deleted_meanwhile_are_not_shown_and_refusals_are_said() 
     let messages = studio.messages.get_untracked();
     assert_eq!(messages[1], (true, "file0.txt was not added: not an image".to_string()));
     assert_eq!(messages[2], (true, "file1.txt was not added: not an image".to_string()));
+    // Three are still said one by one; a fourth makes one message.
+    studio.handle(
+        WorkerEvent::ImagesAdded {
+            class: kept,
+            added: Vec::new(),
+            rejected: refused(3),
+        },
+        Vec::new(),
+    );
+    assert_eq!(
+        studio.messages.get_untracked().last().unwrap().1,
+        "file2.txt was not added: not an image"
+    );
     // Many refusals in one message.
     studio.handle(
         WorkerEvent::ImagesAdded {
