@@ -290,6 +290,24 @@ impl OutboundWatch {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Asserts that nothing but Chromium's own services tried to leave the machine, then that the
+    /// watch does see a request that leaves: a page elsewhere, opened in another tab of `client`.
+    pub async fn assert_nothing_left(&self, client: &Client) {
+        let left = self.requests_not_from_the_browser();
+        assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
+        let app = client.window().await.expect("window");
+        let other = client.new_window(true).await.expect("a tab").handle;
+        client.switch_to_window(other).await.expect("switch");
+        let _ = client.goto("http://graft-privacy-check.example/").await;
+        client.close_window().await.expect("close the tab");
+        client.switch_to_window(app).await.expect("back");
+        let caught = self.requests_not_from_the_browser();
+        assert!(
+            caught.iter().any(|r| r.contains("graft-privacy-check.example")),
+            "the watch missed a request that left: {caught:?}"
+        );
+    }
+
     /// The requests that tried to leave, but for Chromium's own background services (time, updates,
     /// accounts, autofill, optimisation hints, the default search engine's preconnect), which no page
     /// can cause or stop: what is left came from a page, a worker or a service worker.
@@ -569,16 +587,26 @@ pub async fn click(client: &Client, id: &str) {
         .unwrap_or_else(|e| panic!("cannot click {id}: {e}"));
 }
 
+/// A photo of the golden fixture (`tests/fixtures/imagenet/`).
+pub fn fixture_photo(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures/imagenet").join(name)
+}
+
+/// Two predictions agree: the same classes in the same order, each probability within 0.1 points
+/// (the page shows one decimal).
+pub fn assert_same_prediction(shown: &[(String, f64)], expected: &[(String, f64)]) {
+    let shown_classes: Vec<&String> = shown.iter().map(|p| &p.0).collect();
+    let expected_classes: Vec<&String> = expected.iter().take(shown.len()).map(|p| &p.0).collect();
+    assert_eq!(shown_classes, expected_classes, "{shown:?} vs {expected:?}");
+    for ((class, a), (_, b)) in shown.iter().zip(expected) {
+        assert!((a - b).abs() <= 0.1, "{class}: {a}% vs {b:.2}%");
+    }
+}
+
 /// In the app: two classes from the fixture photos — the cat and the astronaut, the espresso and the
 /// rocket — waiting until both counts show 2.
 pub async fn add_two_fixture_classes(client: &Client) {
-    let fixture = |name: &str| {
-        workspace_root()
-            .join("tests/fixtures/imagenet")
-            .join(name)
-            .display()
-            .to_string()
-    };
+    let fixture = |name: &str| fixture_photo(name).display().to_string();
     click(client, "add-class").await;
     click(client, "add-class").await;
     for (index, files) in [
@@ -678,13 +706,7 @@ pub async fn crash_gpu_process(client: &Client) {
 pub async fn predict_fixture(client: &Client, name: &str) -> Result<String, String> {
     by_id(client, "predict-input")
         .await
-        .send_keys(
-            &workspace_root()
-                .join("tests/fixtures/imagenet")
-                .join(name)
-                .display()
-                .to_string(),
-        )
+        .send_keys(&fixture_photo(name).display().to_string())
         .await
         .map_err(|e| format!("choose the picture: {e}"))?;
     wait_for_text(client, "[data-testid=prediction]", Duration::from_secs(120), |t| {

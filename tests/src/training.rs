@@ -241,16 +241,34 @@ async fn block_floats(
     model: &ImageClassifier,
     index: usize,
 ) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
-    struct Collect(Vec<Tensor<1>>);
+    block_tensors(model, index, false).await
+}
+
+/// The floats of body block `index`, read back: all of them, or only the convolution kernels
+/// (`kernels_only`: the 4-D tensors).
+async fn block_tensors(
+    model: &ImageClassifier,
+    index: usize,
+    kernels_only: bool,
+) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
+    struct Collect {
+        kernels_only: bool,
+        tensors: Vec<Tensor<1>>,
+    }
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.push(param.val().flatten(0, D - 1));
+            if !self.kernels_only || D == 4 {
+                self.tensors.push(param.val().flatten(0, D - 1));
+            }
         }
     }
-    let mut collect = Collect(Vec::new());
+    let mut collect = Collect {
+        kernels_only,
+        tensors: Vec::new(),
+    };
     model.visit_block(index, &mut collect);
     let mut all = Vec::new();
-    for tensor in collect.0 {
+    for tensor in collect.tensors {
         all.extend(graft_engine::readback::to_f32_vec(tensor).await?);
     }
     Ok(all)
@@ -484,28 +502,9 @@ pub async fn kernel_change(
     after: &ImageClassifier,
     index: usize,
 ) -> Result<f32, graft_engine::readback::ReadbackError> {
-    async fn kernels(model: &ImageClassifier, index: usize) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {
-        struct Collect(Vec<Tensor<1>>);
-        impl ModuleVisitor for Collect {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if D == 4 {
-                    self.0.push(param.val().flatten(0, D - 1));
-                }
-            }
-        }
-        let mut collect = Collect(Vec::new());
-        model.visit_block(index, &mut collect);
-        assert!(!collect.0.is_empty(), "block {index} has convolutions");
-        let mut all = Vec::new();
-        for tensor in collect.0 {
-            all.extend(graft_engine::readback::to_f32_vec(tensor).await?);
-        }
-        Ok(all)
-    }
-    Ok(max_change(
-        &kernels(before, index).await?,
-        &kernels(after, index).await?,
-    ))
+    let kernels = block_tensors(before, index, true).await?;
+    assert!(!kernels.is_empty(), "block {index} has convolutions");
+    Ok(max_change(&kernels, &block_tensors(after, index, true).await?))
 }
 
 async fn head_floats(model: &ImageClassifier) -> Result<Vec<f32>, graft_engine::readback::ReadbackError> {

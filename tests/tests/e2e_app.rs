@@ -165,9 +165,8 @@ async fn app_trains_on_webgpu() {
         started.elapsed()
     );
     // The cat and the espresso each in their own class, still on the GPU.
-    let fixture = |name: &str| e2e::workspace_root().join("tests/fixtures/imagenet").join(name);
-    let cat = e2e::classify(&client, &fixture("chelsea-224.png")).await;
-    let espresso = e2e::classify(&client, &fixture("coffee-224.png")).await;
+    let cat = e2e::classify(&client, &e2e::fixture_photo("chelsea-224.png")).await;
+    let espresso = e2e::classify(&client, &e2e::fixture_photo("coffee-224.png")).await;
     println!("webgpu predictions: the cat {cat:?}, the espresso {espresso:?}");
     assert_eq!(cat[0].0, "Class 1", "{cat:?}");
     assert_eq!(espresso[0].0, "Class 2", "{espresso:?}");
@@ -179,8 +178,7 @@ async fn app_trains_on_webgpu() {
     let shot = e2e::screenshot(&client, "webgpu-trained").await;
     println!("screenshot {}", shot.display());
     // Nothing of the WebGPU session (measuring, training, predicting) tried to leave the machine.
-    let left = outbound.requests_not_from_the_browser();
-    assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
+    outbound.assert_nothing_left(&client).await;
     client.close().await.expect("close");
 }
 
@@ -209,18 +207,11 @@ async fn webgpu_with_an_imported_model(client: &fantoccini::Client, server: &Sta
     model_file
 }
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    e2e::workspace_root().join("tests/fixtures/imagenet").join(name)
-}
-
-/// The page shows what the engine, natively, answers for `picture` with `model_file`.
+/// The page shows what the engine, natively, answers for `picture` with `model_file`: every class.
 fn assert_engine_answer(shown: &[(String, f64)], model_file: &[u8], picture: &str) {
-    let native = e2e::engine_predictions(model_file, &fixture(picture));
+    let native = e2e::engine_predictions(model_file, &e2e::fixture_photo(picture));
     assert_eq!(shown.len(), native.len(), "{shown:?} vs {native:?}");
-    for ((label, percent), (native_label, native_percent)) in shown.iter().zip(&native) {
-        assert_eq!(label, native_label, "{shown:?} vs {native:?}");
-        assert!((percent - native_percent).abs() < 0.1, "{shown:?} vs {native:?}");
-    }
+    e2e::assert_same_prediction(shown, &native);
 }
 
 /// The GPU goes away before a prediction, and (in a second session) before an export: each time the
@@ -236,11 +227,11 @@ async fn a_gpu_lost_while_predicting_or_exporting_is_survived_on_the_cpu() {
     // Predicting.
     let client = driver.session_watched_with_webgpu(&outbound).await;
     let model_file = webgpu_with_an_imported_model(&client, &server, "gpu-lost-predicting").await;
-    let cat = e2e::classify(&client, &fixture("chelsea-224.png")).await;
+    let cat = e2e::classify(&client, &e2e::fixture_photo("chelsea-224.png")).await;
     println!("on WebGPU, the cat: {cat:?}");
     assert_engine_answer(&cat, &model_file, "chelsea-224.png");
     e2e::crash_gpu_process(&client).await;
-    let espresso = e2e::classify(&client, &fixture("coffee-224.png")).await;
+    let espresso = e2e::classify(&client, &e2e::fixture_photo("coffee-224.png")).await;
     println!("after the GPU was lost, the espresso: {espresso:?}");
     assert_engine_answer(&espresso, &model_file, "coffee-224.png");
     let device = e2e::text_of(&client, "device", Duration::from_secs(30), |t| {
@@ -268,28 +259,15 @@ async fn a_gpu_lost_while_predicting_or_exporting_is_survived_on_the_cpu() {
     println!("messages: {messages}");
     for picture in ["chelsea-224.png", "coffee-224.png"] {
         assert_eq!(
-            e2e::engine_predictions(&exported, &fixture(picture)),
-            e2e::engine_predictions(&model_file, &fixture(picture)),
+            e2e::engine_predictions(&exported, &e2e::fixture_photo(picture)),
+            e2e::engine_predictions(&model_file, &e2e::fixture_photo(picture)),
             "the exported model is the imported one"
         );
     }
-    let espresso = e2e::classify(&client, &fixture("coffee-224.png")).await;
+    let espresso = e2e::classify(&client, &e2e::fixture_photo("coffee-224.png")).await;
     assert_engine_answer(&espresso, &model_file, "coffee-224.png");
 
-    let left = outbound.requests_not_from_the_browser();
-    assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
-    // The watch sees a request that does leave this WebGPU session: a page elsewhere, in another tab.
-    let app = client.window().await.expect("window");
-    let other = client.new_window(true).await.expect("a tab").handle;
-    client.switch_to_window(other).await.expect("switch");
-    let _ = client.goto("http://graft-privacy-check.example/").await;
-    client.close_window().await.expect("close the tab");
-    client.switch_to_window(app).await.expect("back");
-    let caught = outbound.requests_not_from_the_browser();
-    assert!(
-        caught.iter().any(|r| r.contains("graft-privacy-check.example")),
-        "the watch missed a request that left: {caught:?}"
-    );
+    outbound.assert_nothing_left(&client).await;
     client.close().await.expect("close");
 }
 

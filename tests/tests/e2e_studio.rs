@@ -16,17 +16,6 @@ async fn show(client: &Client, id: &str) {
     client.execute(&script, Vec::new()).await.expect("scroll");
 }
 
-/// Two predictions agree: the same classes in the same order, each probability within 0.1 points
-/// (the page shows one decimal).
-fn assert_same_prediction(shown: &[(String, f64)], expected: &[(String, f64)]) {
-    let shown_classes: Vec<&String> = shown.iter().map(|p| &p.0).collect();
-    let expected_classes: Vec<&String> = expected.iter().take(shown.len()).map(|p| &p.0).collect();
-    assert_eq!(shown_classes, expected_classes, "{shown:?} vs {expected:?}");
-    for ((class, a), (_, b)) in shown.iter().zip(expected) {
-        assert!((a - b).abs() <= 0.1, "{class}: {a}% vs {b:.2}%");
-    }
-}
-
 /// How many of the 24 unseen birds and mammals the head-only model gets right, at the least. Measured
 /// here: 17 (deterministic, as below); a head that gives every picture one class gets 12.
 const UNSEEN_RIGHT_FLOOR: usize = 16;
@@ -158,8 +147,8 @@ async fn a_person_trains_predicts_exports_and_imports() {
     let exported = e2e::downloaded(&downloads, "graft-mobilenet-v2.graft").await;
     let natively = e2e::engine_predictions(&exported, &unseen);
     println!("the exported file ({} bytes), natively: {natively:?}", exported.len());
-    assert_same_prediction(&bird, &natively);
-    assert_same_prediction(&mammal, &e2e::engine_predictions(&exported, &unseen_mammal));
+    e2e::assert_same_prediction(&bird, &natively);
+    e2e::assert_same_prediction(&mammal, &e2e::engine_predictions(&exported, &unseen_mammal));
     // The model it holds, judged on the 24 pictures training never saw (the 9th to the 20th of each).
     let mut right = 0;
     for class in ["birds", "mammals"] {
@@ -370,7 +359,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     let imported = e2e::classify(&client, &first_bird).await;
     let native = e2e::engine_predictions(&model_file, &first_bird);
     println!("prediction with the imported model: {imported:?}; the engine natively: {native:?}");
-    assert_same_prediction(&imported, &native);
+    e2e::assert_same_prediction(&imported, &native);
     let _ = std::fs::remove_file(&file);
 
     // The file exported earlier, imported: the head-only model is back and answers as it did.
@@ -385,7 +374,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     assert!(knows.is_ok(), "the exported model came back");
     let again = e2e::classify(&client, &unseen).await;
     println!("the unseen bird with the exported model imported: {again:?} (before: {bird:?})");
-    assert_same_prediction(&again, &bird);
+    e2e::assert_same_prediction(&again, &bird);
     let _ = std::fs::remove_dir_all(&downloads);
 
     // A picture dropped onto a class card joins it; a file that is not an image is refused by name and
@@ -468,20 +457,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
         "requests that tried to leave the machine (Chromium's own services included): {:?}",
         outbound.requests()
     );
-    let left = outbound.requests_not_from_the_browser();
-    assert!(left.is_empty(), "the app's requests left the origin: {left:?}");
-    // The watch itself sees a request that does leave: a page elsewhere, opened in another tab.
-    let app = client.window().await.expect("window");
-    let other = client.new_window(true).await.expect("a tab").handle;
-    client.switch_to_window(other).await.expect("switch");
-    let _ = client.goto("http://graft-privacy-check.example/").await;
-    client.close_window().await.expect("close the tab");
-    client.switch_to_window(app).await.expect("back");
-    let caught = outbound.requests_not_from_the_browser();
-    assert!(
-        caught.iter().any(|r| r.contains("graft-privacy-check.example")),
-        "the watch missed a request that left: {caught:?}"
-    );
+    outbound.assert_nothing_left(&client).await;
     // Every resource the page loaded came from its own origin, and the CSP says so.
     let origin = server.url("");
     let urls = client

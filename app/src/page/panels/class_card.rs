@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::protocol::WorkerRequest;
 
 use crate::page::files::{drag_over, file_list, on_drop, send_files};
-use crate::page::state::{CameraTarget, ClassView, Thumb};
+use crate::page::state::{CameraTarget, ClassView, Studio, Thumb};
 use crate::page::{bridge, studio};
 use crate::protocol::ClassId;
 
@@ -26,14 +26,8 @@ pub(crate) fn ClassCard(id: ClassId) -> impl IntoView {
             .with(|classes| classes.iter().position(|c| c.id == id))
             .unwrap_or(usize::MAX)
     };
-    let with_class = move |read: &dyn Fn(&ClassView) -> String| {
-        studio
-            .classes
-            .with(|classes| classes.iter().find(|c| c.id == id).map(read))
-            .unwrap_or_default()
-    };
-    let name = move || with_class(&|c| c.name.clone());
-    let count = move || with_class(&|c| c.images.len().to_string());
+    let name = move || with_class(studio, id, |c| c.name.clone());
+    let count = move || with_class(studio, id, |c| c.images.len());
     let rename = {
         let bridge = bridge.clone();
         move |ev: leptos::ev::Event| {
@@ -70,29 +64,16 @@ pub(crate) fn ClassCard(id: ClassId) -> impl IntoView {
     };
     // The first thumbnails, each with its position; the rest counted.
     let shown = move || {
-        studio.classes.with(|classes| {
-            classes
+        with_class(studio, id, |c| {
+            c.images
                 .iter()
-                .find(|c| c.id == id)
-                .map(|c| {
-                    c.images
-                        .iter()
-                        .take(SHOWN_THUMBNAILS)
-                        .cloned()
-                        .enumerate()
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
+                .take(SHOWN_THUMBNAILS)
+                .cloned()
+                .enumerate()
+                .collect::<Vec<_>>()
         })
     };
-    let hidden = move || {
-        studio.classes.with(|classes| {
-            classes
-                .iter()
-                .find(|c| c.id == id)
-                .map_or(0, |c| c.images.len().saturating_sub(SHOWN_THUMBNAILS))
-        })
-    };
+    let hidden = move || with_class(studio, id, |c| c.images.len().saturating_sub(SHOWN_THUMBNAILS));
     // Children of a `<For>` must be `Send`: the worker's bridge is fetched where a click needs it.
     let thumb = move |position: usize, thumb: Thumb| {
         let image = thumb.id;
@@ -191,4 +172,12 @@ pub(crate) fn ClassCard(id: ClassId) -> impl IntoView {
             </div>
         </div>
     }
+}
+
+/// What `read` makes of class `id` as it is now (tracked), or the default once the class is gone.
+fn with_class<T: Default>(studio: Studio, id: ClassId, read: impl FnOnce(&ClassView) -> T) -> T {
+    studio
+        .classes
+        .with(|classes| classes.iter().find(|c| c.id == id).map(read))
+        .unwrap_or_default()
 }
