@@ -23,6 +23,16 @@ pub fn pack(json: &str, payloads: Vec<Vec<u8>>) -> (Array, Array) {
     (message, transfer)
 }
 
+/// A message event's JSON and payloads (the other side of [`pack`]).
+pub fn unpack(event: &web_sys::Event) -> (String, Vec<Vec<u8>>) {
+    let message: Array = event.unchecked_ref::<web_sys::MessageEvent>().data().unchecked_into();
+    let json = message.get(0).as_string().unwrap_or_default();
+    let payloads = (1..message.length())
+        .map(|i| message.get(i).unchecked_into::<Uint8Array>().to_vec())
+        .collect();
+    (json, payloads)
+}
+
 /// Requests waiting for the worker: JSON and payloads.
 type Queue = Vec<(String, Vec<Vec<u8>>)>;
 
@@ -46,12 +56,9 @@ impl Bridge {
             pending: pending.clone(),
         };
         let flush = bridge.clone();
-        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-            let message: Array = event.data().unchecked_into();
-            let json = message.get(0).as_string().unwrap_or_default();
-            let payloads: Vec<Vec<u8>> = (1..message.length())
-                .map(|i| message.get(i).unchecked_into::<Uint8Array>().to_vec())
-                .collect();
+        // For the page's whole life, as the worker.
+        gloo_events::EventListener::new(&worker, "message", move |event| {
+            let (json, payloads) = unpack(event);
             match serde_json::from_str::<WorkerEvent>(&json) {
                 Ok(event) => {
                     if matches!(event, WorkerEvent::Ready { .. }) {
@@ -70,9 +77,8 @@ impl Bridge {
                     Vec::new(),
                 ),
             }
-        });
-        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
+        })
+        .forget();
         Ok(bridge)
     }
 

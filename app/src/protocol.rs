@@ -104,7 +104,8 @@ pub enum WorkerRequest {
     },
     /// Fault injection, for the tests of what no device here does by itself: once the next training
     /// batch is done, the GPU reports `fault` as WebGPU would (out of band); the page sends it when
-    /// its address asks (`?fault=gpu-out-of-memory`).
+    /// its address asks (`?fault=gpu-out-of-memory`). Only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     InjectFault {
         fault: InjectedFault,
     },
@@ -174,7 +175,8 @@ pub enum Work {
     Message,
 }
 
-/// A device failure the tests make happen.
+/// A device failure the tests make happen (builds with the `test-hooks` feature).
+#[cfg(feature = "test-hooks")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InjectedFault {

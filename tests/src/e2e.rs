@@ -48,12 +48,26 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The built app, or a panic saying how to build it.
+/// The app as the tests build it (with the `test-hooks` feature: `?fault=...`), or a panic saying how
+/// to build it: `$GRAFT_DIST`, else `dist-test/` in the target directory (`$CARGO_TARGET_DIR`, else
+/// `~/.cache/graft-target`, as `cargo xtask` has it).
 pub fn dist_dir() -> PathBuf {
-    let dist = std::env::var_os("GRAFT_DIST").map_or_else(|| workspace_root().join("dist"), PathBuf::from);
+    let dist = std::env::var_os("GRAFT_DIST").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || {
+                    let home = std::env::var_os("HOME").expect("HOME is set");
+                    PathBuf::from(home).join(".cache/graft-target")
+                },
+                PathBuf::from,
+            );
+            target.join("dist-test")
+        },
+        PathBuf::from,
+    );
     assert!(
         dist.join("index.html").is_file(),
-        "no built app at {}: run `cargo xtask test` (it runs `trunk build --release` first)",
+        "no built app at {}: run `cargo xtask test` (it builds the app with its test hooks there first)",
         dist.display()
     );
     dist

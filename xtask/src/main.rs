@@ -92,9 +92,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut totals = TestTotals::default();
     let mut failures = Vec::new();
 
-    stages.run("build app (trunk)", || {
-        tools::run(workspace.command("trunk").args(["build", "--release"]))
-    })?;
+    stages.run("build app with test hooks (trunk)", || build_for_tests(&workspace))?;
 
     // The app too: its page state has native unit tests (it builds natively on the CPU backend).
     let native = [
@@ -162,6 +160,21 @@ fn test(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// The app as the end-to-end tests and the app benchmark drive it: the release build with the
+/// `test-hooks` feature (`?fault=...`), in `dist-test/` of the target directory, so that `dist/` (what
+/// `trunk build` makes for deploying) never carries them.
+fn build_for_tests(workspace: &tools::Workspace) -> Result<(), String> {
+    let dist = workspace.target_dir.join("dist-test");
+    tools::run(workspace.command("trunk").args([
+        "build",
+        "--release",
+        "--features",
+        "test-hooks",
+        "--dist",
+        &dist.display().to_string(),
+    ]))
+}
+
 /// `cargo fmt --check` and clippy with warnings denied: natively for every crate, and for wasm32 for the
 /// app (whose WebGPU code is browser-only) and the browser tests.
 fn lint(workspace: &tools::Workspace) -> Result<(), String> {
@@ -192,6 +205,9 @@ fn lint(workspace: &tools::Workspace) -> Result<(), String> {
             "-p",
             "graft-tests",
             "--tests",
+            // The test hooks are linted here, the build without them natively.
+            "--features",
+            "graft-app/test-hooks",
             "--",
             "-D",
             "warnings",
@@ -281,9 +297,7 @@ fn bench() -> Result<(), String> {
     stages.run("browser benchmarks (headless Chrome)", || {
         tools::cargo(&workspace, &browser_test_args("browser_bench"))
     })?;
-    stages.run("build app (trunk)", || {
-        tools::run(workspace.command("trunk").args(["build", "--release"]))
-    })?;
+    stages.run("build app with test hooks (trunk)", || build_for_tests(&workspace))?;
     stages.run("app on 200 images (headless Chrome)", || {
         tools::cargo(
             &workspace,

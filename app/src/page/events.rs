@@ -36,7 +36,7 @@ impl Studio {
                         .map(|(info, jpeg)| Thumb {
                             id: info.id,
                             name: info.name,
-                            url: blob_url(&jpeg, "image/jpeg"),
+                            url: blob_url(&jpeg, Some("image/jpeg")),
                         })
                         .collect();
                     self.classes.update(|classes| {
@@ -96,11 +96,9 @@ impl Studio {
             WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
             WorkerEvent::Exported { file_name } => {
                 if let Some(bytes) = payloads.into_iter().next() {
-                    let url = blob_url(&bytes, "application/octet-stream");
+                    let url = blob_url(&bytes, Some("application/octet-stream"));
                     download(&url, &file_name);
-                    if let Some((old, _)) = self.export_url.get_untracked() {
-                        let _ = web_sys::Url::revoke_object_url(&old);
-                    }
+                    // The previous export's URL is released as this one replaces it.
                     self.export_url.set(Some((url, file_name)));
                 }
             }

@@ -1,22 +1,16 @@
 //! Files in: chosen, dropped, read and sent to the worker in batches; downloads and object URLs out.
 
-use js_sys::{Array, Uint8Array};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::bridge::Bridge;
 use crate::protocol::{ClassId, WorkerRequest};
 
-use crate::page::state::Studio;
+use crate::page::state::{ObjectUrl, Studio};
 
-/// An object URL for bytes (thumbnails, the exported model).
-pub(crate) fn blob_url(bytes: &[u8], mime: &str) -> String {
-    let parts = Array::of1(&Uint8Array::from(bytes));
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type(mime);
-    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
-        .and_then(|blob| web_sys::Url::create_object_url_with_blob(&blob))
-        .unwrap_or_default()
+/// An object URL for bytes (thumbnails, the exported model), revoked when the last copy is dropped.
+pub(crate) fn blob_url(bytes: &[u8], mime: Option<&str>) -> ObjectUrl {
+    ObjectUrl::from(gloo_file::Blob::new_with_options(bytes, mime))
 }
 
 /// Starts a download of `url` as `file_name`.
@@ -59,10 +53,11 @@ pub(crate) async fn read_first_file(input: &web_sys::HtmlInputElement) -> Option
     Some((path, read_file(&file).await?))
 }
 
-/// A file's bytes, if the browser can read it.
+/// A file's bytes, if the browser can read it (a file moved or deleted since it was chosen cannot be).
 pub(crate) async fn read_file(file: &web_sys::File) -> Option<Vec<u8>> {
-    let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await.ok()?;
-    Some(Uint8Array::new(&buffer).to_vec())
+    gloo_file::futures::read_as_bytes(&gloo_file::Blob::from(file.clone()))
+        .await
+        .ok()
 }
 
 /// Reads `files` and sends them to the worker for class `class`, [`FILES_PER_MESSAGE`] at a time. A
@@ -90,12 +85,12 @@ pub(crate) async fn send_files(studio: Studio, bridge: &Bridge, class: ClassId, 
         let mut payloads = Vec::with_capacity(chunk.len());
         for (path, file) in chunk {
             let name = path.rsplit('/').next().unwrap_or(path).to_string();
-            match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
-                Ok(buffer) => {
+            match read_file(file).await {
+                Some(bytes) => {
                     names.push(name);
-                    payloads.push(Uint8Array::new(&buffer).to_vec());
+                    payloads.push(bytes);
                 }
-                Err(_) => studio.say(
+                None => studio.say(
                     true,
                     format!("{name} was not added: the browser could not read the file"),
                 ),

@@ -5,7 +5,9 @@ use wasm_bindgen::JsCast;
 
 use crate::DeviceBadge;
 use crate::bridge::Bridge;
-use crate::protocol::{InjectedFault, WorkerRequest};
+#[cfg(feature = "test-hooks")]
+use crate::protocol::InjectedFault;
+use crate::protocol::WorkerRequest;
 
 use crate::page::panels::{
     DataPanel, Messages, ModelPicker, RecommendationPanel, ResultsPanel, TrainingPanel, TryPanel, Webcam,
@@ -63,8 +65,10 @@ pub fn App() -> impl IntoView {
             .into_any();
         }
     };
-    // Fault injection for the tests (see `WorkerRequest::InjectFault`).
+    // Fault injection for the tests (see `WorkerRequest::InjectFault`); not in the deployed build.
+    #[cfg(feature = "test-hooks")]
     let query = window().location().search().unwrap_or_default();
+    #[cfg(feature = "test-hooks")]
     if query.contains("fault=gpu-out-of-memory") {
         bridge.send(
             &WorkerRequest::InjectFault {

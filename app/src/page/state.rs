@@ -10,18 +10,51 @@ use leptos::prelude::*;
 use crate::bridge::Bridge;
 use crate::protocol::{ClassId, EpochPoint, ProjectView, RunResults, WorkerRequest};
 
+/// An object URL (a thumbnail, the picture being classified, an export): revoked once the last copy
+/// is dropped, i.e. once the page no longer holds what it shows.
+pub(crate) type ObjectUrl = gloo_file::ObjectUrl;
+
 /// A thumbnail the page shows for an image the worker holds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub(crate) struct Thumb {
     pub(crate) id: u64,
     pub(crate) name: String,
-    /// An object URL of the JPEG: released with [`Thumb::release`] when the picture goes.
-    pub(crate) url: String,
+    /// The JPEG, released when the picture (or its class) goes.
+    pub(crate) url: ObjectUrl,
 }
 
 impl Thumb {
-    pub(crate) fn release(&self) {
-        let _ = web_sys::Url::revoke_object_url(&self.url);
+    /// What a `<For>` child shows of it (`Send`, as Leptos wants; the URL stays valid while the
+    /// thumbnail is in the studio).
+    pub(crate) fn shown(&self) -> ShownThumb {
+        ShownThumb {
+            id: self.id,
+            name: self.name.clone(),
+            url: self.url.to_string(),
+        }
+    }
+}
+
+/// A thumbnail as a view draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ShownThumb {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) url: String,
+}
+
+impl PartialEq for Thumb {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.name == other.name && *self.url == *other.url
+    }
+}
+
+impl std::fmt::Debug for Thumb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Thumb")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +86,8 @@ pub(crate) struct ProgressView {
 #[derive(Clone, Copy)]
 pub(crate) struct Studio {
     pub(crate) device: RwSignal<Option<(String, bool)>>,
-    pub(crate) classes: RwSignal<Vec<ClassView>>,
+    /// Local: the thumbnails' object URLs belong to this thread.
+    pub(crate) classes: RwSignal<Vec<ClassView>, LocalStorage>,
     pub(crate) messages: RwSignal<Vec<(bool, String)>>,
     pub(crate) model: RwSignal<ModelKind>,
     /// Embedding speed measured here, per model.
@@ -77,8 +111,9 @@ pub(crate) struct Studio {
     pub(crate) selected_cell: RwSignal<Option<(usize, usize)>>,
     pub(crate) model_ready: RwSignal<Option<Vec<String>>>,
     pub(crate) prediction: RwSignal<Option<Vec<(String, f32)>>>,
-    pub(crate) predicted_image: RwSignal<Option<String>>,
-    pub(crate) export_url: RwSignal<Option<(String, String)>>,
+    pub(crate) predicted_image: RwSignal<Option<ObjectUrl>, LocalStorage>,
+    /// The last export, as a download link, and its file name.
+    pub(crate) export_url: RwSignal<Option<(ObjectUrl, String)>, LocalStorage>,
     /// What the webcam feeds: a class (hold to record) or the try-it predictions.
     pub(crate) camera: RwSignal<Option<CameraTarget>>,
     /// Pictures (count) and whether the trained model are in this session only: the storage was full.
@@ -98,7 +133,7 @@ impl Studio {
     pub(crate) fn new() -> Self {
         Self {
             device: RwSignal::new(None),
-            classes: RwSignal::new(Vec::new()),
+            classes: RwSignal::new_local(Vec::new()),
             messages: RwSignal::new(Vec::new()),
             model: RwSignal::new(ModelKind::MobileNetV2),
             speeds: RwSignal::new(Vec::new()),
@@ -120,8 +155,8 @@ impl Studio {
             selected_cell: RwSignal::new(None),
             model_ready: RwSignal::new(None),
             prediction: RwSignal::new(None),
-            predicted_image: RwSignal::new(None),
-            export_url: RwSignal::new(None),
+            predicted_image: RwSignal::new_local(None),
+            export_url: RwSignal::new_local(None),
             camera: RwSignal::new(None),
             unsaved: RwSignal::new((0, false)),
             paused: RwSignal::new(None),
@@ -152,11 +187,8 @@ impl Studio {
         }
     }
 
-    /// Shows `url` (an object URL) as the picture being classified, releasing the one shown before.
-    pub(crate) fn show_predicted(&self, url: Option<String>) {
-        if let Some(old) = self.predicted_image.get_untracked() {
-            let _ = web_sys::Url::revoke_object_url(&old);
-        }
+    /// Shows `url` as the picture being classified (the one shown before is released).
+    pub(crate) fn show_predicted(&self, url: Option<ObjectUrl>) {
         self.predicted_image.set(url);
     }
 
@@ -195,15 +227,7 @@ impl Studio {
 
     /// Deletes class `id` with its pictures (their thumbnails' object URLs are released).
     pub(crate) fn remove_class(&self, id: ClassId, bridge: &Bridge) {
-        let mut gone = None;
-        self.classes.update(|classes| {
-            if let Some(position) = classes.iter().position(|c| c.id == id) {
-                gone = Some(classes.remove(position));
-            }
-        });
-        if let Some(class) = gone {
-            class.images.iter().for_each(Thumb::release);
-        }
+        self.classes.update(|classes| classes.retain(|c| c.id != id));
         if self.camera.get_untracked() == Some(CameraTarget::Class(id)) {
             self.camera.set(None);
         }

@@ -6,9 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use graft_engine::data::Dataset;
-use js_sys::{Array, Uint8Array};
 use wasm_bindgen::JsCast;
-use wasm_bindgen::prelude::*;
 
 use crate::device::{self};
 use crate::protocol::{Work, WorkerEvent, WorkerRequest};
@@ -19,7 +17,9 @@ use self::measure::run_recommend;
 use self::models::recovered_from_gpu_loss;
 use self::persist::{keep_model, restore, save_unsaved};
 use self::project::{add_images, remove_image, save_classes};
-use self::run::{INJECTED, continue_train, run_train};
+#[cfg(feature = "test-hooks")]
+use self::run::INJECTED;
+use self::run::{continue_train, run_train};
 use self::serve::{export, import, predict};
 use self::state::{STATE, STOP, Writing};
 
@@ -37,13 +37,10 @@ pub(super) const THUMBNAIL: u32 = 96;
 
 /// Sets up the worker: opens the device (reporting `Ready`) and handles every message after that.
 pub fn start() {
-    let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(|event: web_sys::MessageEvent| {
-        let message: Array = event.data().unchecked_into();
-        let json = message.get(0).as_string().unwrap_or_default();
-        let payloads: Vec<Vec<u8>> = (1..message.length())
-            .map(|i| message.get(i).unchecked_into::<Uint8Array>().to_vec())
-            .collect();
+    let scope: web_sys::EventTarget = js_sys::global().unchecked_into();
+    // For the worker's whole life.
+    gloo_events::EventListener::new(&scope, "message", |event| {
+        let (json, payloads) = crate::bridge::unpack(event);
         match serde_json::from_str::<WorkerRequest>(&json) {
             // Stop must act while a training task is suspended between batches.
             Ok(WorkerRequest::Stop) => STOP.with(|stop| stop.set(true)),
@@ -56,9 +53,8 @@ pub fn start() {
                 Vec::new(),
             ),
         }
-    });
-    scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    on_message.forget();
+    })
+    .forget();
     receive(WorkerRequest::Init, Vec::new());
 }
 
@@ -233,6 +229,7 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 Err(message) => fail(Work::Export, message),
             }
         }),
+        #[cfg(feature = "test-hooks")]
         WorkerRequest::InjectFault { fault } => INJECTED.set(Some(fault)),
         WorkerRequest::Import { name } => {
             let bytes = payloads.into_iter().next().unwrap_or_default();
@@ -269,15 +266,5 @@ pub(super) fn notice(message: impl ToString) {
 /// Gives the event loop a turn (a zero-delay timeout), so that messages such as `Stop` are handled
 /// while a long computation is in progress.
 pub async fn yield_now() {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let global = js_sys::global();
-        if let Ok(set_timeout) =
-            js_sys::Reflect::get(&global, &"setTimeout".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
-        {
-            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
-        } else {
-            let _ = resolve.call0(&JsValue::NULL);
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    gloo_timers::future::TimeoutFuture::new(0).await;
 }

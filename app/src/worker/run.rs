@@ -13,7 +13,9 @@ use graft_engine::readback;
 use graft_engine::train::{self, TrainConfig, TrainError, TrainEvent, TrainObserver};
 
 use crate::device::ComputeDevice;
-use crate::protocol::{InjectedFault, Work, WorkerEvent};
+#[cfg(feature = "test-hooks")]
+use crate::protocol::InjectedFault;
+use crate::protocol::{Work, WorkerEvent};
 
 use super::models::{compute_device, fall_back_to_cpu, pretrained};
 use super::persist::keep_model;
@@ -26,6 +28,7 @@ pub(super) struct Relay {
     pub(super) stop: Rc<Cell<bool>>,
 }
 
+#[cfg(feature = "test-hooks")]
 thread_local! {
     /// A fault the tests asked for, made to happen after the next training batch.
     pub(super) static INJECTED: Cell<Option<InjectedFault>> = const { Cell::new(None) };
@@ -33,6 +36,7 @@ thread_local! {
 
 impl TrainObserver for Relay {
     fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
+        #[cfg(feature = "test-hooks")]
         if matches!(event, TrainEvent::Batch { .. })
             && let Some(InjectedFault::GpuOutOfMemory) = INJECTED.take()
         {

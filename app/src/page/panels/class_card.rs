@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::protocol::WorkerRequest;
 
 use crate::page::files::{drag_over, file_list, on_drop, send_files};
-use crate::page::state::{CameraTarget, ClassView, Studio, Thumb};
+use crate::page::state::{CameraTarget, ClassView, ShownThumb, Studio, Thumb};
 use crate::page::{bridge, studio};
 use crate::protocol::ClassId;
 
@@ -68,24 +68,19 @@ pub(crate) fn ClassCard(id: ClassId) -> impl IntoView {
             c.images
                 .iter()
                 .take(SHOWN_THUMBNAILS)
-                .cloned()
+                .map(Thumb::shown)
                 .enumerate()
                 .collect::<Vec<_>>()
         })
     };
     let hidden = move || with_class(studio, id, |c| c.images.len().saturating_sub(SHOWN_THUMBNAILS));
     // Children of a `<For>` must be `Send`: the worker's bridge is fetched where a click needs it.
-    let thumb = move |position: usize, thumb: Thumb| {
+    let thumb = move |position: usize, thumb: ShownThumb| {
         let image = thumb.id;
         let remove = move || {
             studio.classes.update(|classes| {
                 for c in classes.iter_mut() {
-                    c.images.retain(|t| {
-                        if t.id == image {
-                            t.release();
-                        }
-                        t.id != image
-                    });
+                    c.images.retain(|t| t.id != image);
                 }
             });
             crate::page::bridge().send(&WorkerRequest::RemoveImage { id: image }, Vec::new());

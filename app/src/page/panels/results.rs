@@ -125,7 +125,7 @@ pub(crate) fn CellImages() -> impl IntoView {
                             <p>{title}</p>
                             {thumbs
                                 .into_iter()
-                                .map(|thumb| view! { <img src=thumb.url title=thumb.name alt=""/> })
+                                .map(|thumb| view! { <img src=thumb.url.to_string() title=thumb.name alt=""/> })
                                 .collect_view()}
                         </div>
                     }

@@ -19,7 +19,7 @@ pub(crate) fn TryPanel() -> impl IntoView {
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
                 if let Some((_, bytes)) = read_first_file(&input).await {
-                    studio.show_predicted(Some(blob_url(&bytes, "")));
+                    studio.show_predicted(Some(blob_url(&bytes, None)));
                     studio.prediction.set(None);
                     bridge.send(&WorkerRequest::Predict, vec![bytes]);
                 }
@@ -63,7 +63,7 @@ pub(crate) fn TryPanel() -> impl IntoView {
                 } else if studio.model_ready.get_untracked().is_none() {
                     studio.say(true, "Train a model (or import one) before classifying a picture.");
                 } else {
-                    studio.show_predicted(Some(blob_url(&bytes, "")));
+                    studio.show_predicted(Some(blob_url(&bytes, None)));
                     studio.prediction.set(None);
                     bridge.send(&WorkerRequest::Predict, vec![bytes]);
                 }
@@ -113,7 +113,7 @@ pub(crate) fn TryPanel() -> impl IntoView {
                     .map(|(url, name)| {
                         view! {
                             <p>
-                                <a href=url download=name.clone() data-testid="export-link">
+                                <a href=url.to_string() download=name.clone() data-testid="export-link">
                                     {format!("Download {name} again")}
                                 </a>
                             </p>
@@ -121,7 +121,7 @@ pub(crate) fn TryPanel() -> impl IntoView {
                     })
             }}
             <div class="prediction-row">
-                {move || studio.predicted_image.get().map(|url| view! { <img class="predicted" src=url alt=""/> })}
+                {move || studio.predicted_image.get().map(|url| view! { <img class="predicted" src=url.to_string() alt=""/> })}
                 {move || {
                     studio
                         .prediction

@@ -31,29 +31,8 @@ pub(crate) fn grab_frame(video: &web_sys::HtmlVideoElement) -> Option<(u32, u32,
     Some((width, height, data.data().0))
 }
 
-/// Calls `tick` every `ms` milliseconds until the returned handle is dropped.
-pub(crate) struct Interval {
-    id: i32,
-    _closure: wasm_bindgen::closure::Closure<dyn FnMut()>,
-}
-
-impl Interval {
-    fn start(ms: i32, tick: impl FnMut() + 'static) -> Option<Self> {
-        let closure = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(tick);
-        let id = web_sys::window()?
-            .set_interval_with_callback_and_timeout_and_arguments_0(closure.as_ref().unchecked_ref(), ms)
-            .ok()?;
-        Some(Self { id, _closure: closure })
-    }
-}
-
-impl Drop for Interval {
-    fn drop(&mut self) {
-        if let Some(window) = web_sys::window() {
-            window.clear_interval_with_handle(self.id);
-        }
-    }
-}
+/// Calls its tick every so many milliseconds until dropped.
+type Interval = gloo_timers::callback::Interval;
 
 /// The webcam panel: a live preview; for a class, hold the button to record frames into it; for
 /// try-it, a prediction every 700 ms.
@@ -118,11 +97,11 @@ pub(crate) fn Webcam() -> impl IntoView {
             studio.show_predicted(None);
             let element = element.clone();
             let bridge = bridge();
-            live.set_value(Interval::start(700, move || {
+            live.set_value(Some(Interval::new(700, move || {
                 if let Some((width, height, rgba)) = grab_frame(&element) {
                     bridge.send(&WorkerRequest::PredictFrame { width, height }, vec![rgba]);
                 }
-            }));
+            })));
         } else {
             live.set_value(None);
         }
@@ -131,12 +110,12 @@ pub(crate) fn Webcam() -> impl IntoView {
         let Some(element) = video.get_untracked() else { return };
         frames.set_value(Vec::new());
         recorded.set(0);
-        recording.set_value(Interval::start(150, move || {
+        recording.set_value(Some(Interval::new(150, move || {
             if let Some(frame) = grab_frame(&element) {
                 frames.update_value(|f| f.push(frame));
                 recorded.update(|n| *n += 1);
             }
-        }));
+        })));
     };
     let stop_recording = move |_| {
         if recording.with_value(Option::is_none) {
