@@ -3,6 +3,7 @@
 //! The tag is `type` (the engine's `TrainEvent`, carried inside, uses `event`). A message is a JS array: the JSON of the enum first, then any binary payloads (image files,
 //! thumbnails, model files) as `Uint8Array`s, whose buffers are transferred rather than copied.
 
+use graft_engine::export::ExportFormat;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
 use graft_engine::strategy::StrategyKind;
@@ -96,12 +97,17 @@ pub enum WorkerRequest {
         width: u32,
         height: u32,
     },
-    /// Serialise the trained model; answered by `Exported` with the file as payload.
-    Export,
+    /// The trained model as `format`; answered by `Exported` with its files as payloads.
+    Export {
+        format: ExportFormat,
+    },
     /// Load a model file (payload) exported earlier.
     Import {
         name: String,
     },
+    /// Use the project in this tab although another tab has it open (after `OpenElsewhere`): that
+    /// tab stops writing, and this one reads the project as it was left.
+    TakeOver,
     /// Fault injection, for the tests of what no device here does by itself: once the next training
     /// batch is done, the GPU reports `fault` as WebGPU would (out of band); the page sends it when
     /// its address asks (`?fault=gpu-out-of-memory`). Only in builds with the `test-hooks` feature.
@@ -109,6 +115,54 @@ pub enum WorkerRequest {
     InjectFault {
         fault: InjectedFault,
     },
+}
+
+impl WorkerRequest {
+    /// Whether it changes the project: refused in a tab that does not hold it.
+    pub fn edits_project(&self) -> bool {
+        match self {
+            Self::AddClass { .. }
+            | Self::RenameClass { .. }
+            | Self::RemoveClass { .. }
+            | Self::AddImages { .. }
+            | Self::RemoveImage { .. }
+            | Self::AddFrames { .. }
+            | Self::SaveView { .. }
+            | Self::Train { .. }
+            | Self::Continue
+            | Self::Import { .. } => true,
+            Self::Init
+            | Self::Recommend { .. }
+            | Self::Stop
+            | Self::Predict
+            | Self::PredictFrame { .. }
+            | Self::Export { .. }
+            | Self::TakeOver => false,
+            #[cfg(feature = "test-hooks")]
+            Self::InjectFault { .. } => false,
+        }
+    }
+
+    /// The work a failure of this request is reported as.
+    pub fn work(&self) -> Work {
+        match self {
+            Self::Train { .. } | Self::Continue | Self::Stop => Work::Train,
+            Self::Recommend { .. } => Work::Recommend,
+            Self::Predict | Self::PredictFrame { .. } => Work::Predict,
+            Self::Export { .. } => Work::Export,
+            Self::Import { .. } => Work::Import,
+            Self::Init | Self::TakeOver => Work::Restore,
+            Self::AddClass { .. }
+            | Self::RenameClass { .. }
+            | Self::RemoveClass { .. }
+            | Self::AddImages { .. }
+            | Self::RemoveImage { .. }
+            | Self::AddFrames { .. }
+            | Self::SaveView { .. } => Work::Store,
+            #[cfg(feature = "test-hooks")]
+            Self::InjectFault { .. } => Work::Train,
+        }
+    }
 }
 
 /// What the page shows besides the classes and pictures — the person's choices and what the app
@@ -248,9 +302,10 @@ pub enum WorkerEvent {
     Prediction {
         top: Vec<(String, f32)>,
     },
-    /// The model file as payload.
+    /// An export (`Export`).
     Exported {
-        file_name: String,
+        /// The files' names, one payload each (the model file first).
+        files: Vec<String>,
     },
     /// Something went wrong with the work named; nothing the page had is lost.
     Failed {
@@ -269,5 +324,11 @@ pub enum WorkerEvent {
     Unsaved {
         pictures: usize,
         model: bool,
+    },
+    /// Another tab holds the project: this one shows and changes nothing of it. `taken`: this tab
+    /// had it and another took it over (this tab stopped writing); else it was held when this tab
+    /// opened (answer with `TakeOver` to use it here).
+    OpenElsewhere {
+        taken: bool,
     },
 }

@@ -5,6 +5,12 @@
 //! Every write waits for its transaction to commit and reports an abort as an error with the
 //! browser's reason: a write refused because the site's storage is full aborts the transaction at
 //! commit (each `put` itself succeeded), and must not pass for a saved change.
+//!
+//! One tab edits the project at a time: the worker that holds it marks the store with its own random
+//! mark ([`Store::claim`]), and every write checks that mark inside its own transaction before it
+//! writes. A tab that took the project over wrote its mark before it read the project, so a write of
+//! the tab it took it from either committed before (and was read) or finds the new mark and writes
+//! nothing ([`StoreError::TakenOver`]): no stale copy ever replaces the project.
 
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
 use idb::{Database, KeyPath, ObjectStore, Transaction, TransactionMode, TransactionResult};
@@ -16,6 +22,8 @@ use crate::protocol::{ClassEntry, ClassId};
 const DATABASE: &str = "graft-project";
 const IMAGES: &str = "images";
 const META: &str = "meta";
+/// The key in `META` of the mark of the worker that holds the project.
+const HOLDER: &str = "holder";
 
 /// An image as stored.
 pub struct StoredImage {
@@ -49,6 +57,9 @@ pub enum StoreError {
     Aborted(String),
     #[error("the browser's storage failed ({0})")]
     Failed(String),
+    /// Another tab holds the project now: nothing was written.
+    #[error("the project is open in another tab now")]
+    TakenOver,
 }
 
 impl StoreError {
@@ -95,6 +106,8 @@ async fn committed(tx: Transaction) -> Result<(), StoreError> {
 /// The open project database.
 pub struct Store {
     db: Database,
+    /// This worker's mark (see [`Store::claim`]).
+    mark: f64,
 }
 
 impl Store {
@@ -105,17 +118,41 @@ impl Store {
             .add_object_store(ObjectStoreBuilder::new(META))
             .build()
             .await?;
-        Ok(Self { db })
+        // Random, so that two tabs' workers never share one; whole, as IndexedDB keeps it exactly.
+        let mark = (js_sys::Math::random() * 9_007_199_254_740_991.0).floor();
+        Ok(Self { db, mark })
     }
 
-    fn write(&self, store: &str) -> Result<(Transaction, ObjectStore), StoreError> {
-        let tx = self.db.transaction(&[store], TransactionMode::ReadWrite)?;
+    /// Makes this worker the project's holder: from the moment this commits, writes of any other
+    /// tab's worker write nothing. Called on opening the project, before reading it.
+    pub async fn claim(&self) -> Result<(), StoreError> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
+        tx.object_store(META)?
+            .put(&JsValue::from_f64(self.mark), Some(&JsValue::from_str(HOLDER)))?
+            .await?;
+        committed(tx).await
+    }
+
+    /// A write transaction on `store` that goes ahead only while this worker holds the project (its
+    /// mark is checked in the same transaction, so no other tab can claim the project in between).
+    async fn write(&self, store: &str) -> Result<(Transaction, ObjectStore), StoreError> {
+        let scope: &[&str] = if store == META { &[META] } else { &[store, META] };
+        let tx = self.db.transaction(scope, TransactionMode::ReadWrite)?;
+        let holder = tx
+            .object_store(META)?
+            .get(JsValue::from_str(HOLDER))?
+            .await?
+            .and_then(|v| v.as_f64());
+        if holder != Some(self.mark) {
+            let _ = tx.abort();
+            return Err(StoreError::TakenOver);
+        }
         let object_store = tx.object_store(store)?;
         Ok((tx, object_store))
     }
 
     async fn put_meta(&self, key: &str, value: &JsValue) -> Result<(), StoreError> {
-        let (tx, store) = self.write(META)?;
+        let (tx, store) = self.write(META).await?;
         store.put(value, Some(&JsValue::from_str(key)))?.await?;
         committed(tx).await
     }
@@ -135,7 +172,7 @@ impl Store {
     }
 
     pub async fn put_images(&self, images: &[StoredImage]) -> Result<(), StoreError> {
-        let (tx, store) = self.write(IMAGES)?;
+        let (tx, store) = self.write(IMAGES).await?;
         for image in images {
             let object = Object::new();
             let set = |key: &str, value: JsValue| {
@@ -152,14 +189,14 @@ impl Store {
     }
 
     pub async fn delete_image(&self, id: u64) -> Result<(), StoreError> {
-        let (tx, store) = self.write(IMAGES)?;
+        let (tx, store) = self.write(IMAGES).await?;
         store.delete(JsValue::from_f64(id as f64))?.await?;
         committed(tx).await
     }
 
     /// Removes class `removed`'s images (the class list is saved apart, with [`Self::save_classes`]).
     pub async fn remove_class(&self, removed: ClassId) -> Result<(), StoreError> {
-        let (tx, store) = self.write(IMAGES)?;
+        let (tx, store) = self.write(IMAGES).await?;
         for value in store.get_all(None, None)?.await? {
             let class = Reflect::get(&value, &"class".into()).ok().and_then(|v| v.as_f64());
             if class == Some(removed.0 as f64) {

@@ -9,6 +9,7 @@ pub mod cache;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod data;
+pub mod export;
 pub mod freeze;
 pub mod imagenet;
 pub mod inference;

@@ -2,15 +2,30 @@
 
 use std::process::Command;
 
+/// The workspace root, as cargo gives it when it runs the tests (not as it was when they were built:
+/// a build reused from a clone elsewhere must still find this clone's files).
+fn root() -> std::path::PathBuf {
+    let engine = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    );
+    engine.join("..")
+}
+
+fn weights_dir() -> std::path::PathBuf {
+    root().join("public/models")
+}
+
 fn graft(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_graft"))
         .args(args)
+        .env("GRAFT_WEIGHTS_DIR", weights_dir())
         .output()
         .expect("graft runs")
 }
 
 fn fixture(name: &str) -> String {
-    format!("{}/../tests/fixtures/imagenet/{name}", env!("CARGO_MANIFEST_DIR"))
+    root().join("tests/fixtures/imagenet").join(name).display().to_string()
 }
 
 #[test]
@@ -228,10 +243,64 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
         unseen.len()
     );
 
+    // Exported for other runtimes: ONNX, and safetensors with labels.json beside it.
+    let exports = std::env::temp_dir().join(format!("graft-cli-exports-{}", std::process::id()));
+    std::fs::create_dir_all(&exports).unwrap();
+    let onnx = exports.join("birds.onnx");
+    let output = graft(&[
+        "export",
+        "--model-file",
+        out.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // MobileNetV2's folded weights (~2.2 M floats) and a six-class head, as one graph.
+    let onnx_bytes = std::fs::metadata(&onnx).unwrap().len();
+    assert!((8_000_000..10_000_000).contains(&onnx_bytes), "{onnx_bytes} bytes");
+    let weights = exports.join("birds.safetensors");
+    let output = graft(&[
+        "export",
+        "--model-file",
+        out.to_str().unwrap(),
+        "--format",
+        "safetensors",
+        "--out",
+        weights.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(weights.is_file());
+    let labels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exports.join("labels.json")).unwrap()).unwrap();
+    assert_eq!(labels["labels"], serde_json::json!(classes));
+    assert_eq!(labels["pytorch"]["constructor"], "mobilenet_v2");
+
     // A damaged model file is refused with its name.
     let mut bytes = std::fs::read(&out).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&out, bytes).unwrap();
+    // Exporting it writes nothing: no file where the export would go, no partial one.
+    let refused = exports.join("damaged.onnx");
+    let output = graft(&[
+        "export",
+        "--model-file",
+        out.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("truncated") || error.contains("size"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(&exports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "only the two good exports and labels.json: {left:?}");
+    let _ = std::fs::remove_dir_all(&exports);
     let output = graft(&["predict", "--model-file", out.to_str().unwrap(), bird.to_str().unwrap()]);
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
@@ -274,7 +343,7 @@ const UNSEEN_RIGHT: usize = 10;
 /// The pretrained MobileNetV2 the command line starts from.
 fn pretrained_mobilenet() -> graft_engine::model::ImageClassifier {
     use graft_engine::model::ModelKind;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../public/models");
+    let dir = weights_dir();
     let manifest: graft_engine::weights::Manifest =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("run `cargo xtask weights`"))
             .unwrap();

@@ -41,7 +41,7 @@ fn stage_page(node_modules: &Path) -> PathBuf {
     let root = std::env::temp_dir().join(format!("graft-tfjs-peer-{}", std::process::id()));
     let tfjs = root.join("tfjs");
     std::fs::create_dir_all(&tfjs).expect("temp dir");
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+    let bench = graft_tests::e2e::workspace_root().join("tests/bench");
     for page in ["tfjs-peer.html", "tfjs-peer.js"] {
         std::fs::copy(bench.join(page), root.join(page)).expect("copy the page");
     }

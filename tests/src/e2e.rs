@@ -41,11 +41,12 @@ fn args_without_webgpu() -> Vec<String> {
 }
 
 /// The workspace root.
+/// The workspace root: from `CARGO_MANIFEST_DIR` as cargo sets it when it runs the tests (a build
+/// reused from a clone elsewhere must still find this clone's files), else as it was at build time.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    let tests =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    tests.parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The app as the tests build it (with the `test-hooks` feature: `?fault=...`), or a panic saying how
@@ -805,6 +806,26 @@ pub fn engine_predictions(bytes: &[u8], path: &Path) -> Vec<(String, f64)> {
     metrics::top_k(&metrics::softmax(&logits), header.classes.len())
         .into_iter()
         .map(|(class, prob)| (header.classes[class].clone(), f64::from(prob) * 100.0))
+        .collect()
+}
+
+/// What the ONNX file `onnx` (exported from the model file `graft`, whose preprocessing it records)
+/// predicts in tract for the picture at `path`: as [`engine_predictions`].
+pub fn onnx_predictions(onnx: &[u8], graft: &[u8], path: &Path) -> Vec<(String, f64)> {
+    use burn::prelude::*;
+    use graft_engine::{bundle, metrics, preprocess, readback};
+
+    let device = Device::flex();
+    let (header, _) = bundle::decode("the exported file", graft, &device).expect("a Graft model file");
+    let labels: Vec<String> =
+        serde_json::from_str(&crate::onnx::metadata(onnx, "labels").expect("labels in the ONNX file")).expect("labels");
+    assert_eq!(labels, header.classes, "the ONNX file names the model file's classes");
+    let image = preprocess::decode(&std::fs::read(path).expect("picture")).expect("decodes");
+    let input = pollster::block_on(readback::to_f32_vec(header.input(&image, &device))).expect("read-back");
+    let (_, probabilities) = crate::onnx::run(onnx, &input, 1, header.input_size);
+    metrics::top_k(&probabilities[0], labels.len())
+        .into_iter()
+        .map(|(class, prob)| (labels[class].clone(), f64::from(prob) * 100.0))
         .collect()
 }
 

@@ -42,5 +42,9 @@ pub mod datasets;
 pub mod e2e;
 pub mod freezing;
 pub mod golden;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod onnx;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod picture_folders;
 pub mod pretrained;
 pub mod training;

@@ -9,9 +9,7 @@ use graft_engine::weights::{self, Manifest, WeightsError};
 
 #[cfg(not(target_arch = "wasm32"))]
 fn read(file: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../public/models")
-        .join(file);
+    let path = crate::e2e::workspace_root().join("public/models").join(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask weights` first", path.display()))
 }
 

@@ -6,89 +6,12 @@
 //! worker never send a picture into another class.
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fantoccini::Client;
-use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, StaticServer, text_of};
-
-/// A fresh folder under the system's temporary directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("graft-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("scratch folder");
-        Self(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The generated photo-sized pictures (distinct files, six source classes), by source class.
-fn sources() -> Vec<Vec<PathBuf>> {
-    let root = datasets::scale_photos(720);
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("scale photos")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    classes
-        .iter()
-        .map(|class| {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(class)
-                .expect("class")
-                .map(|e| e.expect("entry").path())
-                .collect();
-            files.sort();
-            files
-        })
-        .collect()
-}
-
-/// File names as people's folders have them: spaces, accents, capitals, brackets, several dots.
-fn odd_name(n: usize) -> String {
-    match n % 4 {
-        0 => format!("IMG {n:04}.JPG"),
-        1 => format!("été #{n} (copy).jpeg"),
-        2 => format!("photo.{n}.final.jpg"),
-        _ => format!("{n}_Ünïcode ✓.jpg"),
-    }
-}
-
-/// Writes `folder/<class>/<odd name>` for each `(class, pictures)`, returning what the page must show
-/// for them: each class with its count, sorted by name as a chosen folder's classes are.
-fn write_classes(folder: &Path, classes: &[(&str, Vec<PathBuf>)]) -> Vec<(String, usize)> {
-    let mut expected = Vec::new();
-    for (class, pictures) in classes {
-        let dir = folder.join(class);
-        std::fs::create_dir_all(&dir).expect("class folder");
-        for (n, picture) in pictures.iter().enumerate() {
-            std::fs::copy(picture, dir.join(odd_name(n))).expect("copy");
-        }
-        expected.push((class.to_string(), pictures.len()));
-    }
-    expected.sort();
-    expected
-}
-
-/// The pictures `from..from + n` of source class `source`.
-fn take(sources: &[Vec<PathBuf>], source: usize, from: usize, n: usize) -> Vec<PathBuf> {
-    let files = &sources[source % sources.len()];
-    assert!(
-        from + n <= files.len(),
-        "source class {source} has {} pictures",
-        files.len()
-    );
-    files[from..from + n].to_vec()
-}
+use graft_tests::picture_folders::{Scratch, sources, take, write_classes};
 
 async fn open(client: &Client, server: &StaticServer, device_prefix: &str) {
     client.goto(&server.url("/")).await.expect("cannot open the app");

@@ -149,6 +149,41 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("the exported file ({} bytes), natively: {natively:?}", exported.len());
     e2e::assert_same_prediction(&bird, &natively);
     e2e::assert_same_prediction(&mammal, &e2e::engine_predictions(&exported, &unseen_mammal));
+    // Exported as ONNX from the menu: the file runs outside Graft (tract, a runtime that shares no
+    // code with it) and gives the unseen bird what the page showed; as PyTorch weights, with labels.
+    by_id(&client, "export-format")
+        .await
+        .select_by_value("onnx")
+        .await
+        .expect("choose ONNX");
+    by_id(&client, "export-button")
+        .await
+        .click()
+        .await
+        .expect("export ONNX");
+    let onnx_file = e2e::downloaded(&downloads, "graft-mobilenet-v2.onnx").await;
+    let shown = e2e::onnx_predictions(&onnx_file, &exported, &unseen);
+    println!("the ONNX export ({} bytes) in tract: {shown:?}", onnx_file.len());
+    e2e::assert_same_prediction(&bird, &shown);
+    by_id(&client, "export-format")
+        .await
+        .select_by_value("safetensors")
+        .await
+        .expect("choose safetensors");
+    by_id(&client, "export-button")
+        .await
+        .click()
+        .await
+        .expect("export safetensors");
+    let weights = e2e::downloaded(&downloads, "graft-mobilenet-v2.safetensors").await;
+    let labels: serde_json::Value =
+        serde_json::from_slice(&e2e::downloaded(&downloads, "labels.json").await).expect("labels.json");
+    assert_eq!(labels["labels"], serde_json::json!(["birds", "mammals"]));
+    let tensors = safetensors::SafeTensors::deserialize(&weights).expect("a safetensors file");
+    assert_eq!(
+        tensors.tensor("classifier.1.weight").expect("the head").shape(),
+        [2, 1280]
+    );
     // The model it holds, judged on the 24 pictures training never saw (the 9th to the 20th of each).
     let mut right = 0;
     for class in ["birds", "mammals"] {
@@ -382,7 +417,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     let ninth = datasets::tuxpaint_photos("mammals", 9).pop().expect("a 9th mammal");
     e2e::drop_paths(&client, "class-drop-1", &[ninth]).await;
     text_of(&client, "class-count-1", Duration::from_secs(30), |t| t == "9").await;
-    let not_an_image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/imagenet/golden.json");
+    let not_an_image = e2e::workspace_root().join("tests/fixtures/imagenet/golden.json");
     e2e::upload(&client, "class-files-0", &[not_an_image]).await;
     let messages = text_of(&client, "messages", Duration::from_secs(30), |t| {
         t.contains("golden.json was not added")

@@ -18,7 +18,11 @@ impl Workspace {
     /// The workspace root (where `Cargo.lock` is) and the target directory: `$CARGO_TARGET_DIR` if set,
     /// else `~/.cache/graft-target`, outside the clone so that a fresh clone reuses earlier builds.
     pub fn locate() -> Result<Self, String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        // As cargo sets it for `cargo xtask` now: a build of xtask reused from a clone elsewhere (one
+        // target directory serves every clone) must work on this clone, not on the one it was built in.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let root = manifest_dir
             .parent()
             .ok_or("xtask has no parent directory")?
             .to_path_buf();

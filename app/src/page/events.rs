@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use crate::protocol::{EpochPoint, Work, WorkerEvent};
 
 use crate::page::files::{blob_url, download};
-use crate::page::state::{ClassView, ProgressView, Studio, Thumb};
+use crate::page::state::{ClassView, ObjectUrl, ProgressView, Studio, Thumb};
 
 impl Studio {
     /// Applies a worker event (with its binary payloads) to the page's state.
@@ -94,13 +94,17 @@ impl Studio {
                 self.restored.set(true);
             }
             WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
-            WorkerEvent::Exported { file_name } => {
-                if let Some(bytes) = payloads.into_iter().next() {
-                    let url = blob_url(&bytes, Some("application/octet-stream"));
-                    download(&url, &file_name);
-                    // The previous export's URL is released as this one replaces it.
-                    self.export_url.set(Some((url, file_name)));
+            WorkerEvent::Exported { files } => {
+                let downloads: Vec<(ObjectUrl, String)> = files
+                    .into_iter()
+                    .zip(payloads)
+                    .map(|(name, bytes)| (blob_url(&bytes, Some("application/octet-stream")), name))
+                    .collect();
+                for (url, name) in &downloads {
+                    download(url, name);
                 }
+                // The previous export's URLs are released as this one replaces them.
+                self.exported.set(downloads);
             }
             WorkerEvent::Failed { request, message } => {
                 if request == Work::Train {
@@ -114,6 +118,11 @@ impl Studio {
             WorkerEvent::Notice { message } => self.say(false, message),
             WorkerEvent::Unsaved { pictures, model } => self.unsaved.set((pictures, model)),
             WorkerEvent::Paused { at } => self.paused.set(at),
+            WorkerEvent::OpenElsewhere { taken } => {
+                // A run there stops: it could not keep what it trains.
+                self.training.set(false);
+                self.elsewhere.set(Some(taken));
+            }
         }
     }
 

@@ -10,7 +10,8 @@ use crate::protocol::InjectedFault;
 use crate::protocol::WorkerRequest;
 
 use crate::page::panels::{
-    DataPanel, Messages, ModelPicker, RecommendationPanel, ResultsPanel, TrainingPanel, TryPanel, Webcam,
+    DataPanel, Elsewhere, Messages, ModelPicker, RecommendationPanel, ResultsPanel, TAKE_OVER, TrainingPanel, TryPanel,
+    Webcam,
 };
 use crate::page::state::Studio;
 
@@ -89,6 +90,23 @@ pub fn App() -> impl IntoView {
             self::bridge().send(&WorkerRequest::SaveView { view }, Vec::new());
         }
     });
+    // Reloaded to take the project over from another tab ("Use Graft in this tab" there): done at
+    // once, without asking again.
+    let location = window().location();
+    if location.hash().ok().as_deref() == Some(TAKE_OVER) {
+        let _ = location.set_hash("");
+        Effect::new(move |done: Option<bool>| {
+            if done == Some(true) {
+                return true;
+            }
+            if studio.elsewhere.get() == Some(false) {
+                studio.elsewhere.set(None);
+                self::bridge().send(&WorkerRequest::TakeOver, Vec::new());
+                return true;
+            }
+            false
+        });
+    }
     let device = studio.device;
     view! {
         <main class="graft">
@@ -99,14 +117,18 @@ pub fn App() -> impl IntoView {
                 </p>
                 <DeviceBadge label=device.read_only()/>
             </header>
-            <Messages/>
-            <DataPanel/>
-            <ModelPicker/>
-            <RecommendationPanel/>
-            <TrainingPanel/>
-            <ResultsPanel/>
-            <TryPanel/>
-            <Webcam/>
+            <Elsewhere/>
+            // Nothing here can be used while another tab holds the project.
+            <div class="studio" inert=move || studio.elsewhere.get().is_some()>
+                <Messages/>
+                <DataPanel/>
+                <ModelPicker/>
+                <RecommendationPanel/>
+                <TrainingPanel/>
+                <ResultsPanel/>
+                <TryPanel/>
+                <Webcam/>
+            </div>
         </main>
     }
     .into_any()

@@ -1,6 +1,7 @@
 //! The page's state: one `Studio` of Leptos signals (it is `Copy`), the views it holds, and the
 //! edits that go to the worker.
 
+use graft_engine::export::ExportFormat;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
 use graft_engine::strategy::StrategyKind;
@@ -112,14 +113,18 @@ pub(crate) struct Studio {
     pub(crate) model_ready: RwSignal<Option<Vec<String>>>,
     pub(crate) prediction: RwSignal<Option<Vec<(String, f32)>>>,
     pub(crate) predicted_image: RwSignal<Option<ObjectUrl>, LocalStorage>,
-    /// The last export, as a download link, and its file name.
-    pub(crate) export_url: RwSignal<Option<(ObjectUrl, String)>, LocalStorage>,
+    /// The last export's files, as download links with their names (the model file first).
+    pub(crate) exported: RwSignal<Vec<(ObjectUrl, String)>, LocalStorage>,
+    /// What Export makes.
+    pub(crate) export_format: RwSignal<ExportFormat>,
     /// What the webcam feeds: a class (hold to record) or the try-it predictions.
     pub(crate) camera: RwSignal<Option<CameraTarget>>,
     /// Pictures (count) and whether the trained model are in this session only: the storage was full.
     pub(crate) unsaved: RwSignal<(usize, bool)>,
     /// Where the last run stopped, if it can go on from there.
     pub(crate) paused: RwSignal<Option<String>>,
+    /// Another tab holds the project (`Some(taken)`: see `WorkerEvent::OpenElsewhere`).
+    pub(crate) elsewhere: RwSignal<Option<bool>>,
 }
 
 /// Where webcam frames go.
@@ -156,10 +161,12 @@ impl Studio {
             model_ready: RwSignal::new(None),
             prediction: RwSignal::new(None),
             predicted_image: RwSignal::new_local(None),
-            export_url: RwSignal::new_local(None),
+            exported: RwSignal::new_local(Vec::new()),
+            export_format: RwSignal::new(ExportFormat::Graft),
             camera: RwSignal::new(None),
             unsaved: RwSignal::new((0, false)),
             paused: RwSignal::new(None),
+            elsewhere: RwSignal::new(None),
         }
     }
 

@@ -325,3 +325,19 @@ fn a_recommendation_chooses_its_strategy_and_the_choices_make_the_configuration(
     assert_eq!(restored.view(), view);
     assert_eq!(restored.config(), studio.config());
 }
+
+#[test]
+fn another_tab_taking_the_project_over_stops_a_run_here_and_says_so() {
+    let studio = Studio::new();
+    studio.training.set(true);
+    studio.handle(WorkerEvent::OpenElsewhere { taken: true }, Vec::new());
+    assert_eq!(studio.elsewhere.get_untracked(), Some(true));
+    assert!(!studio.training.get_untracked(), "a run there could keep nothing");
+    // The requests that change the project are exactly the ones a tab without it refuses.
+    use crate::protocol::WorkerRequest;
+    assert!(WorkerRequest::RemoveClass { id: ClassId(7) }.edits_project());
+    assert!(WorkerRequest::Continue.edits_project());
+    assert!(!WorkerRequest::TakeOver.edits_project());
+    assert!(!WorkerRequest::Predict.edits_project());
+    assert_eq!(WorkerRequest::Continue.work(), Work::Train);
+}

@@ -31,6 +31,7 @@ mod project;
 mod run;
 mod serve;
 mod state;
+mod tab;
 
 /// Side of the square JPEG thumbnails sent to the page.
 pub(super) const THUMBNAIL: u32 = 96;
@@ -107,8 +108,27 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             let device = device::acquire().await;
             let (label, gpu) = (device.label(), device.is_gpu());
             STATE.with_borrow_mut(|state| state.device = Some(device));
-            restore().await;
+            if tab::acquire(false).await {
+                restore().await;
+            } else {
+                post(&WorkerEvent::OpenElsewhere { taken: false }, Vec::new());
+            }
             post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
+        }
+        WorkerRequest::TakeOver => {
+            // Only a tab that never opened the project asks (one that lost it reloads first).
+            if !tab::holds() && STATE.with_borrow(|state| state.class_ids.is_empty()) && tab::acquire(true).await {
+                restore().await;
+                notice("Graft is open in this tab now; the other tab stopped, with nothing lost.");
+            }
+        }
+        // A view is saved at every change: not worth a message each.
+        WorkerRequest::SaveView { .. } if !tab::holds() => {}
+        request if !tab::holds() && request.edits_project() => {
+            fail(
+                request.work(),
+                "Graft is open in another tab: this tab changes nothing.",
+            );
         }
         WorkerRequest::AddClass { id, name } => {
             if STATE.with_borrow_mut(|state| state.add_class(id, name)) {
@@ -134,6 +154,7 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                     // A full storage is already said (message and banner) for what matters more; a
                     // view is small and saved again at the next change, not worth a message each.
                     Ok(()) | Err(StoreError::Full) => {}
+                    Err(error) if tab::taken_over(&error) => {}
                     Err(error) => fail(Work::Store, store::describe(error)),
                 }
             }
@@ -153,6 +174,7 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             let _writing = Writing::start();
             if let Some(store) = project_store()
                 && let Err(error) = store.delete_image(id).await
+                && !tab::taken_over(&error)
             {
                 fail(Work::Store, store::describe(error));
             }
@@ -219,13 +241,16 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 Err(message) => fail(Work::Predict, message),
             }
         }),
-        WorkerRequest::Export => wasm_bindgen_futures::spawn_local(async {
-            let mut result = export().await;
+        WorkerRequest::Export { format } => wasm_bindgen_futures::spawn_local(async move {
+            let mut result = export(format).await;
             if result.is_err() && recovered_from_gpu_loss("Exporting the model").await {
-                result = export().await;
+                result = export(format).await;
             }
             match result {
-                Ok((file_name, bytes)) => post(&WorkerEvent::Exported { file_name }, vec![bytes]),
+                Ok(files) => {
+                    let (files, payloads) = files.into_iter().map(|f| (f.name, f.bytes)).unzip();
+                    post(&WorkerEvent::Exported { files }, payloads)
+                }
                 Err(message) => fail(Work::Export, message),
             }
         }),

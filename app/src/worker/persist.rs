@@ -13,6 +13,7 @@ use super::images::thumbnail;
 use super::project::pictures;
 use super::serve::import;
 use super::state::{STATE, State};
+use super::tab;
 use super::{fail, notice, post, project_store};
 
 /// Opens the project store and brings back what it holds: classes, images, the trained model.
@@ -31,6 +32,18 @@ pub(super) async fn restore() {
             return;
         }
     };
+    // Claimed before it is read: from now on another tab's writes write nothing (see `store`).
+    if let Err(error) = store.claim().await {
+        post(
+            &WorkerEvent::Notice {
+                message: format!(
+                    "This browser does not let Graft keep the project ({error}): it works, but a reload starts afresh."
+                ),
+            },
+            Vec::new(),
+        );
+        return;
+    }
     STATE.with_borrow_mut(|state| state.store = Some(store.clone()));
     let (project, unreadable) = match store.load().await {
         Ok(loaded) => loaded,
@@ -132,6 +145,7 @@ pub(super) async fn keep_images(new: Vec<StoredImage>) {
             if earlier == 1 { "is" } else { "are" }
         )),
         Ok(()) => {}
+        Err(error) if tab::taken_over(&error) => return,
         Err(error) => {
             // Kept to write later, but not what was removed meanwhile (a picture, or its class).
             let count = STATE.with_borrow_mut(|state| {
@@ -168,6 +182,7 @@ pub(super) async fn keep_model(bytes: Vec<u8>) {
     let Some(store) = project_store() else { return };
     match store.save_model(&bytes).await {
         Ok(()) => STATE.with_borrow_mut(|state| state.unsaved_model = None),
+        Err(error) if tab::taken_over(&error) => return,
         Err(error) => {
             let cause = error.to_string();
             STATE.with_borrow_mut(|state| state.unsaved_model = Some(bytes));

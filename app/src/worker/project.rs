@@ -12,6 +12,7 @@ use crate::store::{self, StoredImage};
 use super::images::{jpeg, thumbnail};
 use super::persist::keep_images;
 use super::state::{STATE, State, Writing};
+use super::tab;
 use super::{fail, post, project_store};
 
 /// Stores the class list as it is now (after the change just applied), and when class `removed`
@@ -27,7 +28,9 @@ pub(super) async fn save_classes(removed: Option<ClassId>) {
         store.save_classes(&classes).await
     }
     .await;
-    if let Err(error) = result {
+    if let Err(error) = result
+        && !tab::taken_over(&error)
+    {
         fail(Work::Store, store::describe(error));
     }
 }

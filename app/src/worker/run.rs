@@ -19,7 +19,7 @@ use crate::protocol::{Work, WorkerEvent};
 
 use super::models::{compute_device, fall_back_to_cpu, pretrained};
 use super::persist::keep_model;
-use super::serve::export;
+use super::serve::model_file;
 use super::state::{STATE, STOP, STORE_WRITES, TrainedModel};
 use super::{fail, notice, post, project_store, yield_now};
 
@@ -254,7 +254,7 @@ impl RunContext {
         );
         // Keep the model for the next visit.
         if project_store().is_some() {
-            match export().await {
+            match model_file().await {
                 Ok((_, bytes)) => keep_model(bytes).await,
                 Err(message) => fail(
                     Work::Store,

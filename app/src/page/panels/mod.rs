@@ -2,6 +2,7 @@
 
 mod class_card;
 mod data;
+mod elsewhere;
 mod messages;
 mod model_picker;
 mod recommendation;
@@ -12,6 +13,7 @@ mod webcam;
 
 pub(crate) use class_card::ClassCard;
 pub(crate) use data::DataPanel;
+pub(crate) use elsewhere::{Elsewhere, TAKE_OVER};
 pub(crate) use messages::Messages;
 pub(crate) use model_picker::ModelPicker;
 pub(crate) use recommendation::RecommendationPanel;

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 
 use crate::protocol::WorkerRequest;
+use graft_engine::export::ExportFormat;
 
 use crate::page::files::{blob_url, drag_over, on_drop, read_file, read_first_file};
 use crate::page::state::CameraTarget;
@@ -28,7 +29,14 @@ pub(crate) fn TryPanel() -> impl IntoView {
     };
     let export = {
         let bridge = bridge.clone();
-        move |_| bridge.send(&WorkerRequest::Export, Vec::new())
+        move |_| {
+            bridge.send(
+                &WorkerRequest::Export {
+                    format: studio.export_format.get_untracked(),
+                },
+                Vec::new(),
+            )
+        }
     };
     let import = {
         let bridge = bridge.clone();
@@ -98,6 +106,21 @@ pub(crate) fn TryPanel() -> impl IntoView {
                 >
                     "Live from the webcam"
                 </button>
+                <select
+                    data-testid="export-format"
+                    title="What Export makes"
+                    on:change=move |ev| {
+                        if let Some(format) = ExportFormat::from_name(&event_target_value(&ev)) {
+                            studio.export_format.set(format);
+                        }
+                    }
+                    prop:value=move || studio.export_format.get().name()
+                >
+                    {ExportFormat::ALL
+                        .into_iter()
+                        .map(|format| view! { <option value=format.name()>{format.label()}</option> })
+                        .collect_view()}
+                </select>
                 <button data-testid="export-button" on:click=export disabled=move || !ready()>
                     "Export model"
                 </button>
@@ -107,18 +130,26 @@ pub(crate) fn TryPanel() -> impl IntoView {
                 </label>
             </div>
             {move || {
-                studio
-                    .export_url
-                    .get()
-                    .map(|(url, name)| {
-                        view! {
-                            <p>
-                                <a href=url.to_string() download=name.clone() data-testid="export-link">
-                                    {format!("Download {name} again")}
-                                </a>
-                            </p>
-                        }
-                    })
+                let files = studio.exported.get();
+                (!files.is_empty()).then(|| {
+                    view! {
+                        <p class="export-links">
+                            {files
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, (url, name))| {
+                                    // The model file is `export-link`; what goes with it `export-link-1`, ….
+                                    let id = if i == 0 { "export-link".to_string() } else { format!("export-link-{i}") };
+                                    view! {
+                                        <a href=url.to_string() download=name.clone() data-testid=id>
+                                            {format!("Download {name} again")}
+                                        </a>
+                                    }
+                                })
+                                .collect_view()}
+                        </p>
+                    }
+                })
             }}
             <div class="prediction-row">
                 {move || studio.predicted_image.get().map(|url| view! { <img class="predicted" src=url.to_string() alt=""/> })}

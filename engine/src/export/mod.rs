@@ -1,0 +1,149 @@
+//! Models that leave Graft, in the formats the rest of the ecosystem runs: [`onnx`] (one graph for
+//! every ONNX runtime) and [`pytorch`] (safetensors with torchvision's or timm's tensor names, and a
+//! `labels.json`). The `.graft` file ([`crate::bundle`]) stays what Graft itself re-imports; every
+//! export starts from one, checked whole first, so a damaged file never yields a partial export.
+
+pub mod onnx;
+mod proto;
+pub mod pytorch;
+
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{self, BundleError, BundleHeader};
+use crate::readback::ReadbackError;
+
+/// What a trained model can be exported as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum ExportFormat {
+    /// The `.graft` file Graft re-imports.
+    Graft,
+    /// ONNX (opset 13).
+    Onnx,
+    /// PyTorch weights as safetensors, with `labels.json`.
+    Safetensors,
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 3] = [Self::Graft, Self::Onnx, Self::Safetensors];
+
+    /// Its name on the command line and in the app's menu.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Graft => "graft",
+            Self::Onnx => "onnx",
+            Self::Safetensors => "safetensors",
+        }
+    }
+
+    /// What a person reads in the menu.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Graft => "Graft model (.graft, to import here again)",
+            Self::Onnx => "ONNX (.onnx: ONNX Runtime, OpenVINO, TensorRT, Core ML tools)",
+            Self::Safetensors => "PyTorch weights (.safetensors + labels.json: torchvision / timm)",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|format| format.name() == name)
+    }
+
+    /// The exported model file's extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Graft => bundle::EXTENSION,
+            Self::Onnx => "onnx",
+            Self::Safetensors => "safetensors",
+        }
+    }
+}
+
+/// Why a model could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The `.graft` file is damaged, truncated or not one.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("could not read the model's weights: {0}")]
+    Readback(#[from] ReadbackError),
+    /// The model does not have the shape the format's readers expect (a bug, or a model file made
+    /// by a later version).
+    #[error("this model cannot be exported so: {0}")]
+    Unsupported(String),
+}
+
+/// The preprocessing a reader must apply, as the exports record it (ONNX metadata, `labels.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preprocessing {
+    /// The picture turned upright (EXIF orientation) and to RGB, its short side resized to this.
+    pub resize_short_side: u32,
+    /// Then the centre square of this side.
+    pub center_crop: usize,
+    /// Then each channel as `(pixel / 255 - mean) / std`, in this order of channels, as NCHW float32.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub channels: &'static str,
+    pub layout: &'static str,
+    /// The same rule in words (for EfficientNet-Lite0 it is TensorFlow's `(pixel - 127) / 128`).
+    pub rule: String,
+}
+
+impl Preprocessing {
+    pub fn of(header: &BundleHeader) -> Self {
+        let n = &header.normalisation;
+        let rule = if n.mean.iter().all(|&m| (m - 127.0 / 255.0).abs() < 1e-6)
+            && n.std.iter().all(|&s| (s - 128.0 / 255.0).abs() < 1e-6)
+        {
+            "(pixel - 127) / 128".to_string()
+        } else {
+            "(pixel / 255 - mean) / std".to_string()
+        };
+        Self {
+            resize_short_side: header.resize_short_side.max(header.input_size as u32),
+            center_crop: header.input_size,
+            mean: n.mean,
+            std: n.std,
+            channels: "RGB",
+            layout: "NCHW",
+            rule,
+        }
+    }
+}
+
+/// One file of an export: its name (from the model file's name) and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Exports the `.graft` file `bytes` (named `file`, for messages) as `format`: the files to write,
+/// named after `stem`. The model file is checked whole (size, sha256, every tensor) before anything
+/// is made; the model runs on `device` only to be read back.
+pub async fn export(
+    file: &str,
+    bytes: &[u8],
+    format: ExportFormat,
+    stem: &str,
+    device: &Device,
+) -> Result<Vec<ExportedFile>, ExportError> {
+    let (header, model) = bundle::decode(file, bytes, device)?;
+    let named = |extension: &str, bytes: Vec<u8>| ExportedFile {
+        name: format!("{stem}.{extension}"),
+        bytes,
+    };
+    Ok(match format {
+        ExportFormat::Graft => vec![named(bundle::EXTENSION, bytes.to_vec())],
+        ExportFormat::Onnx => vec![named("onnx", onnx::encode(&header, &model).await?)],
+        ExportFormat::Safetensors => vec![
+            named("safetensors", pytorch::encode(&header, &model).await?),
+            ExportedFile {
+                name: "labels.json".into(),
+                bytes: pytorch::labels_json(&header).into_bytes(),
+            },
+        ],
+    })
+}
