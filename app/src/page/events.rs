@@ -4,7 +4,9 @@ use graft_engine::strategy::Strategy;
 use graft_engine::train::TrainEvent;
 use leptos::prelude::*;
 
-use crate::protocol::{EpochPoint, Work, WorkerEvent};
+use graft_engine::recommend::Recommendation;
+
+use crate::protocol::{ClassEntry, ClassId, EpochPoint, ImageInfo, Rejected, Work, WorkerEvent};
 
 use crate::page::files::{blob_url, download};
 use crate::page::state::{ClassView, ObjectUrl, ProgressView, Studio, Thumb};
@@ -14,69 +16,10 @@ impl Studio {
     pub(crate) fn handle(&self, event: WorkerEvent, payloads: Vec<Vec<u8>>) {
         match event {
             WorkerEvent::Ready { device, gpu } => self.device.set(Some((device, gpu))),
-            WorkerEvent::ProjectRestored { classes } => {
-                self.classes.set(
-                    classes
-                        .into_iter()
-                        .map(|class| ClassView {
-                            id: class.id,
-                            name: class.name,
-                            images: Vec::new(),
-                        })
-                        .collect(),
-                );
-                self.say(false, "Your project is back as you left it.");
-            }
-            WorkerEvent::ImagesAdded { class, added, rejected } => {
-                // A class deleted meanwhile: the worker removes these pictures with it.
-                if self.has_class(class) {
-                    let thumbs: Vec<Thumb> = added
-                        .into_iter()
-                        .zip(payloads)
-                        .map(|(info, jpeg)| Thumb {
-                            id: info.id,
-                            name: info.name,
-                            url: blob_url(&jpeg, Some("image/jpeg")),
-                        })
-                        .collect();
-                    self.classes.update(|classes| {
-                        if let Some(view) = classes.iter_mut().find(|c| c.id == class) {
-                            view.images.extend(thumbs);
-                        }
-                    });
-                }
-                // A few refusals one by one; many (a folder of thousands) in one message.
-                if rejected.len() <= 3 {
-                    for file in rejected {
-                        self.say(true, format!("{} was not added: {}", file.name, file.reason));
-                    }
-                } else {
-                    let listed: Vec<String> = rejected
-                        .iter()
-                        .take(3)
-                        .map(|file| format!("{} ({})", file.name, file.reason))
-                        .collect();
-                    self.say(
-                        true,
-                        format!(
-                            "{} files were not added: {}, and {} more.",
-                            rejected.len(),
-                            listed.join("; "),
-                            rejected.len() - 3
-                        ),
-                    );
-                }
-                self.data_changed();
-            }
+            WorkerEvent::ProjectRestored { classes } => self.project_restored(classes),
+            WorkerEvent::ImagesAdded { class, added, rejected } => self.images_added(class, added, rejected, payloads),
             WorkerEvent::Measuring { done, total } => self.measuring.set(Some((done, total))),
-            WorkerEvent::Recommendation(recommendation) => {
-                self.measuring.set(None);
-                if let Strategy::PartialFreeze { trainable_blocks } = recommendation.strategy {
-                    self.trainable_blocks.set(trainable_blocks);
-                }
-                self.strategy.set(Some(recommendation.strategy.kind()));
-                self.recommendation.set(Some(*recommendation));
-            }
+            WorkerEvent::Recommendation(recommendation) => self.recommended(*recommendation),
             WorkerEvent::ModelSpeed {
                 model,
                 images_per_second,
@@ -94,18 +37,7 @@ impl Studio {
                 self.restored.set(true);
             }
             WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
-            WorkerEvent::Exported { files } => {
-                let downloads: Vec<(ObjectUrl, String)> = files
-                    .into_iter()
-                    .zip(payloads)
-                    .map(|(name, bytes)| (blob_url(&bytes, Some("application/octet-stream")), name))
-                    .collect();
-                for (url, name) in &downloads {
-                    download(url, name);
-                }
-                // The previous export's URLs are released as this one replaces them.
-                self.exported.set(downloads);
-            }
+            WorkerEvent::Exported { files } => self.exported(files, payloads),
             WorkerEvent::Failed { request, message } => {
                 if request == Work::Train {
                     self.training.set(false);
@@ -124,6 +56,87 @@ impl Studio {
                 self.elsewhere.set(Some(taken));
             }
         }
+    }
+
+    fn project_restored(&self, classes: Vec<ClassEntry>) {
+        self.classes.set(
+            classes
+                .into_iter()
+                .map(|class| ClassView {
+                    id: class.id,
+                    name: class.name,
+                    images: Vec::new(),
+                })
+                .collect(),
+        );
+        self.say(false, "Your project is back as you left it.");
+    }
+
+    /// Thumbnails for pictures the worker took in (one JPEG payload each), and what it refused.
+    fn images_added(&self, class: ClassId, added: Vec<ImageInfo>, rejected: Vec<Rejected>, payloads: Vec<Vec<u8>>) {
+        // A class deleted meanwhile: the worker removes these pictures with it.
+        if self.has_class(class) {
+            let thumbs: Vec<Thumb> = added
+                .into_iter()
+                .zip(payloads)
+                .map(|(info, jpeg)| Thumb {
+                    id: info.id,
+                    name: info.name,
+                    url: blob_url(&jpeg, Some("image/jpeg")),
+                })
+                .collect();
+            self.classes.update(|classes| {
+                if let Some(view) = classes.iter_mut().find(|c| c.id == class) {
+                    view.images.extend(thumbs);
+                }
+            });
+        }
+        // A few refusals one by one; many (a folder of thousands) in one message.
+        if rejected.len() <= 3 {
+            for file in rejected {
+                self.say(true, format!("{} was not added: {}", file.name, file.reason));
+            }
+        } else {
+            let listed: Vec<String> = rejected
+                .iter()
+                .take(3)
+                .map(|file| format!("{} ({})", file.name, file.reason))
+                .collect();
+            self.say(
+                true,
+                format!(
+                    "{} files were not added: {}, and {} more.",
+                    rejected.len(),
+                    listed.join("; "),
+                    rejected.len() - 3
+                ),
+            );
+        }
+        self.data_changed();
+    }
+
+    /// The recommendation chooses its strategy (and its k); the person can still change both.
+    fn recommended(&self, recommendation: Recommendation) {
+        self.measuring.set(None);
+        if let Strategy::PartialFreeze { trainable_blocks } = recommendation.strategy {
+            self.trainable_blocks.set(trainable_blocks);
+        }
+        self.strategy.set(Some(recommendation.strategy.kind()));
+        self.recommendation.set(Some(recommendation));
+    }
+
+    /// Downloads an export's files (one payload each) and keeps links to them.
+    fn exported(&self, files: Vec<String>, payloads: Vec<Vec<u8>>) {
+        let downloads: Vec<(ObjectUrl, String)> = files
+            .into_iter()
+            .zip(payloads)
+            .map(|(name, bytes)| (blob_url(&bytes, Some("application/octet-stream")), name))
+            .collect();
+        for (url, name) in &downloads {
+            download(url, name);
+        }
+        // The previous export's URLs are released as this one replaces them.
+        self.exported.set(downloads);
     }
 
     pub(crate) fn on_train_event(&self, event: TrainEvent) {

@@ -6,13 +6,27 @@ use graft_engine::data::Dataset;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend;
 
-use crate::protocol::WorkerEvent;
+use crate::protocol::{Work, WorkerEvent};
 
-use super::models::{compute_device, pretrained};
+use super::models::{compute_device, pretrained, recovered_from_gpu_loss};
 use super::state::STATE;
-use super::{post, yield_now};
+use super::{fail, post, yield_now};
 
-pub(super) async fn run_recommend(kind: ModelKind, dataset: Rc<Dataset>) -> Result<(), String> {
+/// Measures `dataset` with `kind` and recommends, beside the inbox (again on the CPU if the GPU is
+/// lost meanwhile).
+pub(super) fn start(kind: ModelKind, dataset: Rc<Dataset>) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut result = run_recommend(kind, dataset.clone()).await;
+        if result.is_err() && recovered_from_gpu_loss("Measuring your pictures").await {
+            result = run_recommend(kind, dataset).await;
+        }
+        if let Err(message) = result {
+            fail(Work::Recommend, message);
+        }
+    });
+}
+
+async fn run_recommend(kind: ModelKind, dataset: Rc<Dataset>) -> Result<(), String> {
     dataset.validate().map_err(|e| e.to_string())?;
     let model = pretrained(kind).await?;
     let device = compute_device()?;

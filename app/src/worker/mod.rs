@@ -10,18 +10,10 @@ use wasm_bindgen::JsCast;
 
 use crate::device::{self};
 use crate::protocol::{Work, WorkerEvent, WorkerRequest};
-use crate::store::{self, Store, StoreError};
+use crate::store::Store;
 
-use self::images::frame_png;
-use self::measure::run_recommend;
-use self::models::recovered_from_gpu_loss;
-use self::persist::{keep_model, restore, save_unsaved};
-use self::project::{add_images, remove_image, save_classes};
-#[cfg(feature = "test-hooks")]
-use self::run::INJECTED;
-use self::run::{continue_train, run_train};
-use self::serve::{export, import, predict};
-use self::state::{STATE, STOP, Writing};
+use self::persist::restore;
+use self::state::{STATE, STOP};
 
 mod images;
 mod measure;
@@ -102,26 +94,13 @@ pub(super) fn fail(request: Work, message: impl ToString) {
     );
 }
 
+/// Handles one request: an edit is applied (storage included) before the next request is looked at;
+/// long work starts beside the inbox, on the data as the requests before it left it.
 pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
+    let payload = || payloads.first().cloned().unwrap_or_default();
     match request {
-        WorkerRequest::Init => {
-            let device = device::acquire().await;
-            let (label, gpu) = (device.label(), device.is_gpu());
-            STATE.with_borrow_mut(|state| state.device = Some(device));
-            if tab::acquire(false).await {
-                restore().await;
-            } else {
-                post(&WorkerEvent::OpenElsewhere { taken: false }, Vec::new());
-            }
-            post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
-        }
-        WorkerRequest::TakeOver => {
-            // Only a tab that never opened the project asks (one that lost it reloads first).
-            if !tab::holds() && STATE.with_borrow(|state| state.class_ids.is_empty()) && tab::acquire(true).await {
-                restore().await;
-                notice("Graft is open in this tab now; the other tab stopped, with nothing lost.");
-            }
-        }
+        WorkerRequest::Init => open().await,
+        WorkerRequest::TakeOver => take_over().await,
         // A view is saved at every change: not worth a message each.
         WorkerRequest::SaveView { .. } if !tab::holds() => {}
         request if !tab::holds() && request.edits_project() => {
@@ -130,142 +109,45 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
                 "Graft is open in another tab: this tab changes nothing.",
             );
         }
-        WorkerRequest::AddClass { id, name } => {
-            if STATE.with_borrow_mut(|state| state.add_class(id, name)) {
-                save_classes(None).await;
-            }
-        }
-        WorkerRequest::RenameClass { id, name } => {
-            if STATE.with_borrow_mut(|state| state.rename_class(id, name)) {
-                save_classes(None).await;
-            }
-        }
-        WorkerRequest::RemoveClass { id } => {
-            if STATE.with_borrow_mut(|state| state.remove_class(id)) {
-                save_classes(Some(id)).await;
-                save_unsaved().await;
-            }
-        }
-        WorkerRequest::SaveView { view } => {
-            let _writing = Writing::start();
-            if let Some(store) = project_store() {
-                let json = serde_json::to_string(&view).unwrap_or_default();
-                match store.save_view(&json).await {
-                    // A full storage is already said (message and banner) for what matters more; a
-                    // view is small and saved again at the next change, not worth a message each.
-                    Ok(()) | Err(StoreError::Full) => {}
-                    Err(error) if tab::taken_over(&error) => {}
-                    Err(error) => fail(Work::Store, store::describe(error)),
-                }
-            }
-        }
-        WorkerRequest::AddImages { class, names } => add_images(class, names, payloads).await,
-        WorkerRequest::AddFrames { class, width, height } => {
-            let count = payloads.len();
-            let stamp = js_sys::Date::now() as u64;
-            let names = (0..count).map(|i| format!("webcam-{stamp}-{i}.png")).collect();
-            let frames = payloads
-                .into_iter()
-                .map(|rgba| frame_png(&rgba, width, height))
-                .collect();
-            add_images(class, names, frames).await
-        }
-        WorkerRequest::RemoveImage { id } => {
-            let _writing = Writing::start();
-            if let Some(store) = project_store()
-                && let Err(error) = store.delete_image(id).await
-                && !tab::taken_over(&error)
-            {
-                fail(Work::Store, store::describe(error));
-            }
-            remove_image(id);
-            save_unsaved().await;
-        }
-        // Long work runs beside the inbox, on the data as the requests before it left it.
-        WorkerRequest::Recommend { model } => {
-            let data = snapshot();
-            wasm_bindgen_futures::spawn_local(async move {
-                let mut result = run_recommend(model, data.0.clone()).await;
-                if result.is_err() && recovered_from_gpu_loss("Measuring your pictures").await {
-                    result = run_recommend(model, data.0).await;
-                }
-                if let Err(message) = result {
-                    fail(Work::Recommend, message);
-                }
-            });
-        }
-        WorkerRequest::Train { model, config } => {
-            let busy = STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true));
-            if busy {
-                return fail(Work::Train, "training is already running");
-            }
-            let (dataset, ids) = snapshot();
-            wasm_bindgen_futures::spawn_local(async move {
-                let result = run_train(model, *config, dataset, ids).await;
-                STATE.with_borrow_mut(|state| state.busy = false);
-                if let Err(message) = result {
-                    fail(Work::Train, message);
-                }
-            });
-        }
-        WorkerRequest::Continue => {
-            let busy = STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true));
-            if busy {
-                return fail(Work::Train, "training is already running");
-            }
-            let (dataset, _) = snapshot();
-            wasm_bindgen_futures::spawn_local(async move {
-                let result = continue_train(dataset).await;
-                STATE.with_borrow_mut(|state| state.busy = false);
-                if let Err(message) = result {
-                    fail(Work::Train, message);
-                }
-            });
-        }
+        WorkerRequest::AddClass { id, name } => project::add_class(id, name).await,
+        WorkerRequest::RenameClass { id, name } => project::rename_class(id, name).await,
+        WorkerRequest::RemoveClass { id } => project::remove_class(id).await,
+        WorkerRequest::SaveView { view } => persist::save_view(&view).await,
+        WorkerRequest::AddImages { class, names } => project::add_images(class, names, payloads).await,
+        WorkerRequest::AddFrames { class, width, height } => project::add_frames(class, width, height, payloads).await,
+        WorkerRequest::RemoveImage { id } => project::delete_image(id).await,
+        WorkerRequest::Import { name } => serve::import_and_keep(&name, payload()).await,
+        WorkerRequest::Recommend { model } => measure::start(model, snapshot().0),
+        WorkerRequest::Train { model, config } => run::start(model, *config, snapshot()),
+        WorkerRequest::Continue => run::start_continue(snapshot().0),
         WorkerRequest::Stop => STOP.with(|stop| stop.set(true)),
-        WorkerRequest::Predict => wasm_bindgen_futures::spawn_local(async move {
-            let bytes = payloads.first().map(Vec::as_slice).unwrap_or(&[]);
-            let mut result = predict(bytes).await;
-            if result.is_err() && recovered_from_gpu_loss("Classifying your picture").await {
-                result = predict(bytes).await;
-            }
-            match result {
-                Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
-                Err(message) => fail(Work::Predict, message),
-            }
-        }),
-        WorkerRequest::PredictFrame { width, height } => wasm_bindgen_futures::spawn_local(async move {
-            let png = frame_png(payloads.first().map(Vec::as_slice).unwrap_or(&[]), width, height);
-            match predict(&png).await {
-                Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
-                Err(message) => fail(Work::Predict, message),
-            }
-        }),
-        WorkerRequest::Export { format } => wasm_bindgen_futures::spawn_local(async move {
-            let mut result = export(format).await;
-            if result.is_err() && recovered_from_gpu_loss("Exporting the model").await {
-                result = export(format).await;
-            }
-            match result {
-                Ok(files) => {
-                    let (files, payloads) = files.into_iter().map(|f| (f.name, f.bytes)).unzip();
-                    post(&WorkerEvent::Exported { files }, payloads)
-                }
-                Err(message) => fail(Work::Export, message),
-            }
-        }),
+        WorkerRequest::Predict => serve::start_predict(payload()),
+        WorkerRequest::PredictFrame { width, height } => serve::start_predict_frame(payload(), width, height),
+        WorkerRequest::Export { format } => serve::start_export(format),
         #[cfg(feature = "test-hooks")]
-        WorkerRequest::InjectFault { fault } => INJECTED.set(Some(fault)),
-        WorkerRequest::Import { name } => {
-            let bytes = payloads.into_iter().next().unwrap_or_default();
-            match import(&name, &bytes) {
-                Ok((classes, model)) => {
-                    post(&WorkerEvent::ModelReady { classes, model }, Vec::new());
-                    keep_model(bytes).await;
-                }
-                Err(message) => fail(Work::Import, message),
-            }
-        }
+        WorkerRequest::InjectFault { fault } => run::INJECTED.set(Some(fault)),
+    }
+}
+
+/// Opens the device, then the project if no other tab holds it (else says so), then `Ready`.
+async fn open() {
+    let device = device::acquire().await;
+    let (label, gpu) = (device.label(), device.is_gpu());
+    STATE.with_borrow_mut(|state| state.device = Some(device));
+    if tab::acquire(false).await {
+        restore().await;
+    } else {
+        post(&WorkerEvent::OpenElsewhere { taken: false }, Vec::new());
+    }
+    post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
+}
+
+/// Takes the project over from the tab that holds it and reads it as that tab left it. Only a tab
+/// that never opened the project asks (one that lost it reloads first).
+async fn take_over() {
+    if !tab::holds() && STATE.with_borrow(|state| state.class_ids.is_empty()) && tab::acquire(true).await {
+        restore().await;
+        notice("Graft is open in this tab now; the other tab stopped, with nothing lost.");
     }
 }
 

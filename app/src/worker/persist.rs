@@ -12,7 +12,7 @@ use crate::store::{Store, StoreError, StoredImage};
 use super::images::thumbnail;
 use super::project::pictures;
 use super::serve::import;
-use super::state::{STATE, State};
+use super::state::{STATE, State, Writing};
 use super::tab;
 use super::{fail, notice, post, project_store};
 
@@ -125,6 +125,20 @@ pub(super) async fn restore() {
         }
     }
     post(&WorkerEvent::ViewRestored { view }, Vec::new());
+}
+
+/// Keeps what the page shows besides the pictures (`SaveView`).
+pub(super) async fn save_view(view: &ProjectView) {
+    let _writing = Writing::start();
+    let Some(store) = project_store() else { return };
+    let json = serde_json::to_string(view).unwrap_or_default();
+    match store.save_view(&json).await {
+        // A full storage is already said (message and banner) for what matters more; a view is
+        // small and saved again at the next change, not worth a message each.
+        Ok(()) | Err(StoreError::Full) => {}
+        Err(error) if tab::taken_over(&error) => {}
+        Err(error) => fail(Work::Store, crate::store::describe(error)),
+    }
 }
 
 /// Stores `new` pictures together with any the store refused before. What the store refuses again

@@ -9,8 +9,8 @@ use graft_engine::weights::{self};
 use crate::protocol::{ClassId, ImageInfo, Rejected, Work, WorkerEvent};
 use crate::store::{self, StoredImage};
 
-use super::images::{jpeg, thumbnail};
-use super::persist::keep_images;
+use super::images::{frame_png, jpeg, thumbnail};
+use super::persist::{keep_images, save_unsaved};
 use super::state::{STATE, State, Writing};
 use super::tab;
 use super::{fail, post, project_store};
@@ -33,6 +33,51 @@ pub(super) async fn save_classes(removed: Option<ClassId>) {
     {
         fail(Work::Store, store::describe(error));
     }
+}
+
+pub(super) async fn add_class(id: ClassId, name: String) {
+    if STATE.with_borrow_mut(|state| state.add_class(id, name)) {
+        save_classes(None).await;
+    }
+}
+
+pub(super) async fn rename_class(id: ClassId, name: String) {
+    if STATE.with_borrow_mut(|state| state.rename_class(id, name)) {
+        save_classes(None).await;
+    }
+}
+
+/// Class `id` and its pictures go (pictures for it that arrive later are refused); what a full
+/// storage refused before may fit now.
+pub(super) async fn remove_class(id: ClassId) {
+    if STATE.with_borrow_mut(|state| state.remove_class(id)) {
+        save_classes(Some(id)).await;
+        save_unsaved().await;
+    }
+}
+
+/// Webcam frames (`width x height` RGBA each) into class `class`, as PNG pictures.
+pub(super) async fn add_frames(class: ClassId, width: u32, height: u32, payloads: Vec<Vec<u8>>) {
+    let stamp = js_sys::Date::now() as u64;
+    let names = (0..payloads.len()).map(|i| format!("webcam-{stamp}-{i}.png")).collect();
+    let frames = payloads
+        .into_iter()
+        .map(|rgba| frame_png(&rgba, width, height))
+        .collect();
+    add_images(class, names, frames).await
+}
+
+/// Picture `id` goes, from the store and from the project.
+pub(super) async fn delete_image(id: u64) {
+    let _writing = Writing::start();
+    if let Some(store) = project_store()
+        && let Err(error) = store.delete_image(id).await
+        && !tab::taken_over(&error)
+    {
+        fail(Work::Store, store::describe(error));
+    }
+    remove_image(id);
+    save_unsaved().await;
 }
 
 pub(super) fn remove_image(id: u64) {

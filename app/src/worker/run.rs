@@ -266,7 +266,31 @@ impl RunContext {
     }
 }
 
-pub(super) async fn run_train(
+/// Starts a training run beside the inbox, unless one is running.
+pub(super) fn start(kind: ModelKind, config: TrainConfig, (dataset, ids): (Rc<Dataset>, Vec<u64>)) {
+    beside_the_inbox(run_train(kind, config, dataset, ids));
+}
+
+/// Goes on with the stopped run beside the inbox, unless one is running.
+pub(super) fn start_continue(dataset: Rc<Dataset>) {
+    beside_the_inbox(continue_train(dataset));
+}
+
+/// Runs `training` unless a run is going on (said so then), marking the worker busy meanwhile.
+fn beside_the_inbox(training: impl std::future::Future<Output = Result<(), String>> + 'static) {
+    if STATE.with_borrow_mut(|state| std::mem::replace(&mut state.busy, true)) {
+        return fail(Work::Train, "training is already running");
+    }
+    wasm_bindgen_futures::spawn_local(async move {
+        let result = training.await;
+        STATE.with_borrow_mut(|state| state.busy = false);
+        if let Err(message) = result {
+            fail(Work::Train, message);
+        }
+    });
+}
+
+async fn run_train(
     kind: ModelKind,
     mut config: TrainConfig,
     dataset: Rc<Dataset>,
@@ -295,7 +319,7 @@ pub(super) fn same_data(a: &Dataset, b: &Dataset) -> bool {
 }
 
 /// Goes on with the stopped run from where it stopped, if the pictures are still the ones it trained on.
-pub(super) async fn continue_train(dataset: Rc<Dataset>) -> Result<(), String> {
+async fn continue_train(dataset: Rc<Dataset>) -> Result<(), String> {
     let Some(paused) = STATE.with_borrow_mut(|state| state.paused.take()) else {
         return Err("there is no stopped run to go on with: start one with Train".into());
     };

@@ -9,10 +9,68 @@ use graft_engine::inference::{self, FrozenClassifier};
 use graft_engine::model::{ModelKind, Probes};
 use graft_engine::{metrics, preprocess, readback};
 
-use super::models::compute_device;
-use super::state::{STATE, TrainedModel};
+use crate::protocol::{Work, WorkerEvent};
 
-pub(super) async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
+use super::images::frame_png;
+use super::models::{compute_device, recovered_from_gpu_loss};
+use super::persist::keep_model;
+use super::state::{STATE, TrainedModel};
+use super::{fail, post};
+
+/// Classifies a picture beside the inbox (again on the CPU if the GPU is lost meanwhile).
+pub(super) fn start_predict(bytes: Vec<u8>) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut result = predict(&bytes).await;
+        if result.is_err() && recovered_from_gpu_loss("Classifying your picture").await {
+            result = predict(&bytes).await;
+        }
+        answer(result);
+    });
+}
+
+/// Classifies a webcam frame (`width x height` RGBA) beside the inbox.
+pub(super) fn start_predict_frame(rgba: Vec<u8>, width: u32, height: u32) {
+    wasm_bindgen_futures::spawn_local(async move {
+        answer(predict(&frame_png(&rgba, width, height)).await);
+    });
+}
+
+fn answer(result: Result<Vec<(String, f32)>, String>) {
+    match result {
+        Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
+        Err(message) => fail(Work::Predict, message),
+    }
+}
+
+/// Exports the trained model as `format` beside the inbox: its files go to the page.
+pub(super) fn start_export(format: ExportFormat) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut result = export(format).await;
+        if result.is_err() && recovered_from_gpu_loss("Exporting the model").await {
+            result = export(format).await;
+        }
+        match result {
+            Ok(files) => {
+                let (files, payloads) = files.into_iter().map(|f| (f.name, f.bytes)).unzip();
+                post(&WorkerEvent::Exported { files }, payloads)
+            }
+            Err(message) => fail(Work::Export, message),
+        }
+    });
+}
+
+/// Loads a model file exported earlier and keeps it with the project.
+pub(super) async fn import_and_keep(name: &str, bytes: Vec<u8>) {
+    match import(name, &bytes) {
+        Ok((classes, model)) => {
+            post(&WorkerEvent::ModelReady { classes, model }, Vec::new());
+            keep_model(bytes).await;
+        }
+        Err(message) => fail(Work::Import, message),
+    }
+}
+
+async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
     let image = preprocess::decode(bytes).map_err(|e| e.to_string())?;
     let (model, frozen, serial, classes, input_size, normalisation) = STATE
         .with_borrow(|state| {
@@ -79,7 +137,7 @@ pub(super) async fn model_file() -> Result<(String, Vec<u8>), String> {
 }
 
 /// The trained model as `format`: the `.graft` file, or what is made from it for other runtimes.
-pub(super) async fn export(format: ExportFormat) -> Result<Vec<ExportedFile>, String> {
+async fn export(format: ExportFormat) -> Result<Vec<ExportedFile>, String> {
     let (name, bytes) = model_file().await?;
     let stem = name.trim_end_matches(&format!(".{}", bundle::EXTENSION)).to_string();
     if format == ExportFormat::Graft {
