@@ -409,6 +409,16 @@ pub fn read_folder(
     input_size: u32,
     max_per_class: Option<usize>,
 ) -> std::io::Result<(Dataset, Vec<Skipped>)> {
+    read_folder_with_paths(dir, input_size, max_per_class).map(|(dataset, _, skipped)| (dataset, skipped))
+}
+
+/// [`read_folder`], with the path of each example.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_folder_with_paths(
+    dir: &std::path::Path,
+    input_size: u32,
+    max_per_class: Option<usize>,
+) -> std::io::Result<(Dataset, Vec<std::path::PathBuf>, Vec<Skipped>)> {
     let sorted_entries = |dir: &std::path::Path| -> std::io::Result<Vec<std::path::PathBuf>> {
         let mut paths: Vec<_> = std::fs::read_dir(dir)?
             .map(|entry| entry.map(|entry| entry.path()))
@@ -422,6 +432,7 @@ pub fn read_folder(
         Ok(paths)
     };
     let mut dataset = Dataset::default();
+    let mut paths = Vec::new();
     let mut skipped = Vec::new();
     for class_dir in sorted_entries(dir)?.into_iter().filter(|path| path.is_dir()) {
         let label = dataset.classes.len();
@@ -446,6 +457,7 @@ pub fn read_folder(
                         image: prepare(&image, input_size).into(),
                         label,
                     });
+                    paths.push(file);
                     taken += 1;
                 }
                 Err(reason) => skipped.push(Skipped {
@@ -455,7 +467,7 @@ pub fn read_folder(
             }
         }
     }
-    Ok((dataset, skipped))
+    Ok((dataset, paths, skipped))
 }
 
 #[cfg(test)]

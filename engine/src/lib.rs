@@ -19,6 +19,7 @@ pub mod optim;
 pub mod preprocess;
 pub mod readback;
 pub mod recommend;
+pub mod review;
 pub mod schedule;
 pub mod strategy;
 pub mod train;

@@ -4,6 +4,8 @@
 //! - `graft import-weights --model M --pth FILE`: convert a PyTorch checkpoint into `public/models/`.
 //! - `graft train DATA_DIR --model M --strategy S ...`: fine-tune on a folder of class folders.
 //! - `graft predict --model-file FILE IMAGE...`: classify with a fine-tuned model.
+//! - `graft review DATA_DIR --model M [--json]`: pictures probably in the wrong class, duplicates,
+//!   outliers.
 //! - `graft export --model-file FILE --format onnx|safetensors --out PATH`: the model for other
 //!   runtimes.
 
@@ -71,6 +73,19 @@ enum Command {
         /// Images per class the similarity measurement looks at.
         #[arg(long, default_value_t = graft_engine::recommend::DEFAULT_SAMPLE_PER_CLASS)]
         sample_per_class: usize,
+        #[arg(long, default_value_os_t = default_weights_dir())]
+        weights_dir: PathBuf,
+    },
+    /// Review DATA_DIR before training: pictures that are probably in the wrong class (with the class
+    /// they look like), the same picture twice, pictures unlike every class.
+    Review {
+        /// One subfolder per class, named after the class.
+        data_dir: PathBuf,
+        #[arg(long, value_parser = parse_model)]
+        model: ModelKind,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value_os_t = default_weights_dir())]
         weights_dir: PathBuf,
     },
@@ -203,6 +218,12 @@ fn main() -> ExitCode {
             format,
             out,
         } => export_model(&model_file, format, &out),
+        Command::Review {
+            data_dir,
+            model,
+            json,
+            weights_dir,
+        } => review(&data_dir, model, json, &weights_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,6 +232,81 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reviews a folder of class folders and prints the suspects, most likely first.
+fn review(data_dir: &Path, kind: ModelKind, json: bool, weights_dir: &Path) -> Result<(), String> {
+    use graft_engine::review::{self, ReviewConfig};
+
+    let device = Device::flex();
+    let pretrained = load_pretrained(kind, weights_dir, &device)?;
+    let (dataset, paths, skipped) = data::read_folder_with_paths(data_dir, kind.card().input_size as u32, None)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    for file in &skipped {
+        eprintln!("graft: skipped {}: {}", file.path, file.reason);
+    }
+    dataset.validate().map_err(|e| e.to_string())?;
+    let mut cache = graft_engine::cache::EmbeddingCache::new();
+    let embeddings =
+        pollster::block_on(review::embeddings(&pretrained, kind, &dataset, &mut cache)).map_err(|e| e.to_string())?;
+    let found = review::review(
+        &embeddings,
+        &dataset.labels(),
+        dataset.classes.len(),
+        &ReviewConfig::default(),
+    );
+    let name = |i: usize| {
+        paths[i]
+            .strip_prefix(data_dir)
+            .unwrap_or(&paths[i])
+            .display()
+            .to_string()
+    };
+    let suspects: Vec<serde_json::Value> = found
+        .suspects
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "image": name(s.image),
+                "class": dataset.classes[s.class],
+                "suggested_class": s.suggested_class.map(|c| dataset.classes[c].clone()),
+                "label_probability": s.label_probability,
+                "reason": s.reason,
+                "score": s.score,
+                "duplicate_of": s.duplicate_of.map(name),
+            })
+        })
+        .collect();
+    if json {
+        let report = serde_json::json!({
+            "event": "reviewed",
+            "images": dataset.examples.len(),
+            "suspects": suspects,
+        });
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "{} images in {} classes: {} suspects",
+        dataset.examples.len(),
+        dataset.classes.len(),
+        suspects.len()
+    );
+    for s in &suspects {
+        let detail = match s["reason"].as_str() {
+            Some("label") => format!("looks like {}", s["suggested_class"].as_str().unwrap_or("?")),
+            Some("duplicate") => format!("same picture as {}", s["duplicate_of"].as_str().unwrap_or("?")),
+            _ => "unlike every class".to_string(),
+        };
+        println!(
+            "{:9}  {}  (in {}, {:.0}% for it): {detail}",
+            s["reason"].as_str().unwrap_or(""),
+            s["image"].as_str().unwrap_or(""),
+            s["class"].as_str().unwrap_or(""),
+            s["label_probability"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    Ok(())
 }
 
 /// Writes the export of `model_file` as `format` to `out` (other files of the export beside it). The
