@@ -24,6 +24,19 @@ fn graft(args: &[&str]) -> std::process::Output {
         .expect("graft runs")
 }
 
+/// `graft export` of `model` as `format` to `to`.
+fn export(model: &std::path::Path, format: &str, to: &std::path::Path) -> std::process::Output {
+    graft(&[
+        "export",
+        "--model-file",
+        model.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        to.to_str().unwrap(),
+    ])
+}
+
 fn fixture(name: &str) -> String {
     root().join("tests/fixtures/imagenet").join(name).display().to_string()
 }
@@ -247,29 +260,13 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     let exports = std::env::temp_dir().join(format!("graft-cli-exports-{}", std::process::id()));
     std::fs::create_dir_all(&exports).unwrap();
     let onnx = exports.join("birds.onnx");
-    let output = graft(&[
-        "export",
-        "--model-file",
-        out.to_str().unwrap(),
-        "--format",
-        "onnx",
-        "--out",
-        onnx.to_str().unwrap(),
-    ]);
+    let output = export(&out, "onnx", &onnx);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // MobileNetV2's folded weights (~2.2 M floats) and a six-class head, as one graph.
     let onnx_bytes = std::fs::metadata(&onnx).unwrap().len();
     assert!((8_000_000..10_000_000).contains(&onnx_bytes), "{onnx_bytes} bytes");
     let weights = exports.join("birds.safetensors");
-    let output = graft(&[
-        "export",
-        "--model-file",
-        out.to_str().unwrap(),
-        "--format",
-        "safetensors",
-        "--out",
-        weights.to_str().unwrap(),
-    ]);
+    let output = export(&out, "safetensors", &weights);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(weights.is_file());
     let labels: serde_json::Value =
@@ -283,15 +280,7 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     std::fs::write(&out, bytes).unwrap();
     // Exporting it writes nothing: no file where the export would go, no partial one.
     let refused = exports.join("damaged.onnx");
-    let output = graft(&[
-        "export",
-        "--model-file",
-        out.to_str().unwrap(),
-        "--format",
-        "onnx",
-        "--out",
-        refused.to_str().unwrap(),
-    ]);
+    let output = export(&out, "onnx", &refused);
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("truncated") || error.contains("size"), "{error}");

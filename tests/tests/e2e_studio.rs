@@ -26,6 +26,19 @@ const UNSEEN_RIGHT_FLOOR: usize = 16;
 /// class gets 50%.
 const HEAD_ONLY_ACCURACY_FLOOR: f64 = 75.0;
 
+/// Chooses `format` in the Export menu and exports.
+async fn export_as(client: &Client, format: &str) {
+    by_id(client, "export-format")
+        .await
+        .select_by_value(format)
+        .await
+        .unwrap_or_else(|e| panic!("choose {format}: {e}"));
+    by_id(client, "export-button")
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("export {format}: {e}"));
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_trains_predicts_exports_and_imports() {
     let server = StaticServer::start(e2e::dist_dir());
@@ -151,30 +164,12 @@ async fn a_person_trains_predicts_exports_and_imports() {
     e2e::assert_same_prediction(&mammal, &e2e::engine_predictions(&exported, &unseen_mammal));
     // Exported as ONNX from the menu: the file runs outside Graft (tract, a runtime that shares no
     // code with it) and gives the unseen bird what the page showed; as PyTorch weights, with labels.
-    by_id(&client, "export-format")
-        .await
-        .select_by_value("onnx")
-        .await
-        .expect("choose ONNX");
-    by_id(&client, "export-button")
-        .await
-        .click()
-        .await
-        .expect("export ONNX");
+    export_as(&client, "onnx").await;
     let onnx_file = e2e::downloaded(&downloads, "graft-mobilenet-v2.onnx").await;
     let shown = e2e::onnx_predictions(&onnx_file, &exported, &unseen);
     println!("the ONNX export ({} bytes) in tract: {shown:?}", onnx_file.len());
     e2e::assert_same_prediction(&bird, &shown);
-    by_id(&client, "export-format")
-        .await
-        .select_by_value("safetensors")
-        .await
-        .expect("choose safetensors");
-    by_id(&client, "export-button")
-        .await
-        .click()
-        .await
-        .expect("export safetensors");
+    export_as(&client, "safetensors").await;
     let weights = e2e::downloaded(&downloads, "graft-mobilenet-v2.safetensors").await;
     let labels: serde_json::Value =
         serde_json::from_slice(&e2e::downloaded(&downloads, "labels.json").await).expect("labels.json");

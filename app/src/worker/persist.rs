@@ -18,8 +18,14 @@ use super::{fail, notice, post, project_store};
 
 /// Opens the project store and brings back what it holds: classes, images, the trained model.
 pub(super) async fn restore() {
-    let store = match Store::open().await {
-        Ok(store) => Rc::new(store),
+    // Claimed before it is read: from now on another tab's writes write nothing (see `store`).
+    let opened = async {
+        let store = Store::open().await?;
+        store.claim().await?;
+        Ok::<_, StoreError>(Rc::new(store))
+    };
+    let store = match opened.await {
+        Ok(store) => store,
         Err(error) => {
             post(
                 &WorkerEvent::Notice {
@@ -32,18 +38,6 @@ pub(super) async fn restore() {
             return;
         }
     };
-    // Claimed before it is read: from now on another tab's writes write nothing (see `store`).
-    if let Err(error) = store.claim().await {
-        post(
-            &WorkerEvent::Notice {
-                message: format!(
-                    "This browser does not let Graft keep the project ({error}): it works, but a reload starts afresh."
-                ),
-            },
-            Vec::new(),
-        );
-        return;
-    }
     STATE.with_borrow_mut(|state| state.store = Some(store.clone()));
     let (project, unreadable) = match store.load().await {
         Ok(loaded) => loaded,

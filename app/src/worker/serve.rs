@@ -6,7 +6,7 @@ use burn::prelude::*;
 use graft_engine::bundle::{self, BundleHeader};
 use graft_engine::export::{self, ExportFormat, ExportedFile};
 use graft_engine::inference::{self, FrozenClassifier};
-use graft_engine::model::{ModelKind, Probes};
+use graft_engine::model::{ImageClassifier, ModelKind, Probes};
 use graft_engine::{metrics, preprocess, readback};
 
 use crate::protocol::{Work, WorkerEvent};
@@ -117,8 +117,9 @@ async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
         .collect())
 }
 
-/// The trained model's `.graft` file: its name and bytes.
-pub(super) async fn model_file() -> Result<(String, Vec<u8>), String> {
+/// The trained model on the CPU (saving reads tensors synchronously: copied with async read-backs)
+/// with its header, and the name its files take.
+async fn trained_on_cpu() -> Result<(BundleHeader, ImageClassifier, String), String> {
     let (model, kind, classes, input_size) = STATE
         .with_borrow(|state| {
             state
@@ -131,20 +132,24 @@ pub(super) async fn model_file() -> Result<(String, Vec<u8>), String> {
     let cpu = readback::module_to_device(model, &Device::flex())
         .await
         .map_err(|e| e.to_string())?;
-    let header = BundleHeader::new(kind, classes, input_size);
-    let bytes = bundle::encode(header, &cpu).map_err(|e| e.to_string())?;
-    Ok((format!("graft-{}.{}", kind.card().name, bundle::EXTENSION), bytes))
+    Ok((
+        BundleHeader::new(kind, classes, input_size),
+        cpu,
+        format!("graft-{}", kind.card().name),
+    ))
 }
 
-/// The trained model as `format`: the `.graft` file, or what is made from it for other runtimes.
+/// The trained model's `.graft` file: its name and bytes.
+pub(super) async fn model_file() -> Result<(String, Vec<u8>), String> {
+    let (header, cpu, stem) = trained_on_cpu().await?;
+    let bytes = bundle::encode(header, &cpu).map_err(|e| e.to_string())?;
+    Ok((format!("{stem}.{}", bundle::EXTENSION), bytes))
+}
+
+/// The trained model as `format` (as `graft export` makes it from the model's file).
 async fn export(format: ExportFormat) -> Result<Vec<ExportedFile>, String> {
-    let (name, bytes) = model_file().await?;
-    let stem = name.trim_end_matches(&format!(".{}", bundle::EXTENSION)).to_string();
-    if format == ExportFormat::Graft {
-        return Ok(vec![ExportedFile { name, bytes }]);
-    }
-    // From the file itself, as `graft export` makes it: the same bytes, whichever way it is exported.
-    export::export(&name, &bytes, format, &stem, &Device::flex())
+    let (header, cpu, stem) = trained_on_cpu().await?;
+    export::encode(&header, &cpu, format, &stem)
         .await
         .map_err(|e| e.to_string())
 }

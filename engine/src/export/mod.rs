@@ -11,6 +11,7 @@ use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, BundleError, BundleHeader};
+use crate::model::ImageClassifier;
 use crate::readback::ReadbackError;
 
 /// What a trained model can be exported as.
@@ -131,18 +132,36 @@ pub async fn export(
     device: &Device,
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let (header, model) = bundle::decode(file, bytes, device)?;
+    if format == ExportFormat::Graft {
+        return Ok(vec![ExportedFile {
+            name: format!("{stem}.{}", bundle::EXTENSION),
+            bytes: bytes.to_vec(),
+        }]);
+    }
+    encode(&header, &model, format, stem).await
+}
+
+/// Exports `model` (described by `header`) as `format`: the files to write, named after `stem`. A
+/// `.graft` file is written from a model on a CPU device (see [`bundle::encode`]); the other formats
+/// read the model back from any device.
+pub async fn encode(
+    header: &BundleHeader,
+    model: &ImageClassifier,
+    format: ExportFormat,
+    stem: &str,
+) -> Result<Vec<ExportedFile>, ExportError> {
     let named = |extension: &str, bytes: Vec<u8>| ExportedFile {
         name: format!("{stem}.{extension}"),
         bytes,
     };
     Ok(match format {
-        ExportFormat::Graft => vec![named(bundle::EXTENSION, bytes.to_vec())],
-        ExportFormat::Onnx => vec![named("onnx", onnx::encode(&header, &model).await?)],
+        ExportFormat::Graft => vec![named(bundle::EXTENSION, bundle::encode(header.clone(), model)?)],
+        ExportFormat::Onnx => vec![named("onnx", onnx::encode(header, model).await?)],
         ExportFormat::Safetensors => vec![
-            named("safetensors", pytorch::encode(&header, &model).await?),
+            named("safetensors", pytorch::encode(header, model).await?),
             ExportedFile {
                 name: "labels.json".into(),
-                bytes: pytorch::labels_json(&header).into_bytes(),
+                bytes: pytorch::labels_json(header).into_bytes(),
             },
         ],
     })
