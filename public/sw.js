@@ -12,7 +12,11 @@ async function precache() {
   const assets = [...html.matchAll(/(?:href|src)="([^"]+)"/g)]
     .map((m) => m[1])
     .filter((url) => !url.startsWith("http") && !url.startsWith("data:"));
-  const fixed = ["./worker_loader.js", "./worker.js", "./worker_bg.wasm", "./models/manifest.json"];
+  const fixed = [
+    "./worker_loader.js", "./worker.js", "./worker_bg.wasm", "./models/manifest.json",
+    // The offline web page export's runtime (fetched by the worker when a person exports one).
+    "./runtime/graft-runtime.wasm",
+  ];
   const manifest = await fetch("./models/manifest.json").then((r) => r.json()).catch(() => ({ models: [] }));
   const weights = manifest.models.map((m) => "./models/" + m.file);
   await cache.addAll([...new Set([...assets, ...fixed, ...weights])]);

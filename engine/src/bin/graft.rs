@@ -99,16 +99,19 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Export a fine-tuned model file for other runtimes (ONNX, or PyTorch weights as safetensors
-    /// with `labels.json` written beside them).
+    /// Export a fine-tuned model file for other runtimes: ONNX, PyTorch weights as safetensors (with
+    /// `labels.json` written beside them), or an offline web page (the folder OUT and OUT.zip).
     Export {
         #[arg(long)]
         model_file: PathBuf,
         #[arg(long, value_enum)]
         format: ExportFormat,
-        /// The file to write.
+        /// The file to write (for `web`, the folder, with a `.zip` of it beside).
         #[arg(long)]
         out: PathBuf,
+        /// The web page's runtime module.
+        #[arg(long, default_value_os_t = default_runtime())]
+        runtime: PathBuf,
     },
 }
 
@@ -184,6 +187,15 @@ fn default_weights_dir() -> PathBuf {
     )
 }
 
+/// `$GRAFT_RUNTIME`, else the clone's `public/runtime/graft-runtime.wasm` (where `cargo xtask
+/// runtime` builds it).
+fn default_runtime() -> PathBuf {
+    std::env::var_os("GRAFT_RUNTIME").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/runtime/graft-runtime.wasm")),
+        PathBuf::from,
+    )
+}
+
 fn parse_model(name: &str) -> Result<ModelKind, String> {
     ModelKind::from_name(name).ok_or_else(|| {
         let known: Vec<&str> = ModelKind::ALL.iter().map(|kind| kind.card().name).collect();
@@ -217,7 +229,11 @@ fn main() -> ExitCode {
             model_file,
             format,
             out,
-        } => export_model(&model_file, format, &out),
+            runtime,
+        } => match format {
+            ExportFormat::Web => export_web_page(&model_file, &out, &runtime),
+            _ => export_model(&model_file, format, &out),
+        },
         Command::Review {
             data_dir,
             model,
@@ -320,6 +336,7 @@ fn export_model(model_file: &Path, format: ExportFormat, out: &Path) -> Result<(
         &bytes,
         format,
         stem,
+        None,
         &Device::flex(),
     ))
     .map_err(|e| e.to_string())?;
@@ -342,6 +359,66 @@ fn export_model(model_file: &Path, format: ExportFormat, out: &Path) -> Result<(
             })?;
         println!("wrote {} ({} bytes)", path.display(), file.bytes.len());
     }
+    Ok(())
+}
+
+/// The offline web page as the folder `out` and `out.zip`. Both are made in full beside their final
+/// names first, then renamed, so a failure leaves nothing half-written; an earlier export of a page
+/// at `out` is replaced, any other folder there is left alone.
+fn export_web_page(model_file: &Path, out: &Path, runtime: &Path) -> Result<(), String> {
+    let name = model_file.display().to_string();
+    let bytes = std::fs::read(model_file).map_err(|e| format!("{name}: {e}"))?;
+    let (header, model) = bundle::decode(&name, &bytes, &Device::flex()).map_err(|e| e.to_string())?;
+    let runtime = std::fs::read(runtime).map_err(|e| {
+        format!(
+            "{}: {e} (the web page's runtime: build it with `cargo xtask runtime`, or pass --runtime)",
+            runtime.display()
+        )
+    })?;
+    let files = pollster::block_on(export::web::page(&header, &model, &runtime)).map_err(|e| e.to_string())?;
+    let folder_name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: not a folder name", out.display()))?;
+    let zip = export::web::zip(folder_name, &files).map_err(|e| e.to_string())?;
+    let ours = |entry: &std::fs::DirEntry| files.iter().any(|f| entry.file_name().to_str() == Some(&f.name));
+    if out.exists() {
+        let entries: Vec<_> = std::fs::read_dir(out)
+            .map_err(|e| format!("{}: {e}", out.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        if !entries.iter().all(ours) {
+            return Err(format!(
+                "{} exists and is not an exported web page: choose another --out",
+                out.display()
+            ));
+        }
+    }
+    let partial = out.with_file_name(format!("{folder_name}.partial"));
+    let zip_path = out.with_file_name(format!("{folder_name}.zip"));
+    let zip_partial = out.with_file_name(format!("{folder_name}.zip.partial"));
+    let written = (|| -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial)?;
+        for file in &files {
+            std::fs::write(partial.join(&file.name), &file.bytes)?;
+        }
+        std::fs::write(&zip_partial, &zip)?;
+        if out.exists() {
+            std::fs::remove_dir_all(out)?;
+        }
+        std::fs::rename(&partial, out)?;
+        std::fs::rename(&zip_partial, &zip_path)
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_dir_all(&partial);
+        let _ = std::fs::remove_file(&zip_partial);
+        return Err(format!("{}: {error}", out.display()));
+    }
+    for file in &files {
+        println!("wrote {} ({} bytes)", out.join(&file.name).display(), file.bytes.len());
+    }
+    println!("wrote {} ({} bytes)", zip_path.display(), zip.len());
     Ok(())
 }
 

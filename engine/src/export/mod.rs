@@ -1,11 +1,12 @@
 //! Models that leave Graft, in the formats the rest of the ecosystem runs: [`onnx`] (one graph for
-//! every ONNX runtime) and [`pytorch`] (safetensors with torchvision's or timm's tensor names, and a
-//! `labels.json`). The `.graft` file ([`crate::bundle`]) stays what Graft itself re-imports; every
+//! every ONNX runtime), [`pytorch`] (safetensors with torchvision's or timm's tensor names, and a
+//! `labels.json`) and [`web`] (an offline web page that classifies with Graft's own kernels). The `.graft` file ([`crate::bundle`]) stays what Graft itself re-imports; every
 //! export starts from one, checked whole first, so a damaged file never yields a partial export.
 
 pub mod onnx;
 mod proto;
 pub mod pytorch;
+pub mod web;
 
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
@@ -25,10 +26,12 @@ pub enum ExportFormat {
     Onnx,
     /// PyTorch weights as safetensors, with `labels.json`.
     Safetensors,
+    /// An offline web page (a folder, or a `.zip` of it).
+    Web,
 }
 
 impl ExportFormat {
-    pub const ALL: [ExportFormat; 3] = [Self::Graft, Self::Onnx, Self::Safetensors];
+    pub const ALL: [ExportFormat; 4] = [Self::Graft, Self::Onnx, Self::Safetensors, Self::Web];
 
     /// Its name on the command line and in the app's menu.
     pub fn name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl ExportFormat {
             Self::Graft => "graft",
             Self::Onnx => "onnx",
             Self::Safetensors => "safetensors",
+            Self::Web => "web",
         }
     }
 
@@ -45,6 +49,7 @@ impl ExportFormat {
             Self::Graft => "Graft model (.graft, to import here again)",
             Self::Onnx => "ONNX (.onnx: ONNX Runtime, OpenVINO, TensorRT, Core ML tools)",
             Self::Safetensors => "PyTorch weights (.safetensors + labels.json: torchvision / timm)",
+            Self::Web => "Offline web page (.zip: open index.html anywhere, no server needed)",
         }
     }
 
@@ -52,12 +57,13 @@ impl ExportFormat {
         Self::ALL.into_iter().find(|format| format.name() == name)
     }
 
-    /// The exported model file's extension.
+    /// The extension of the export's main file (the one a single download carries).
     pub fn extension(self) -> &'static str {
         match self {
             Self::Graft => bundle::EXTENSION,
             Self::Onnx => "onnx",
             Self::Safetensors => "safetensors",
+            Self::Web => "zip",
         }
     }
 }
@@ -74,6 +80,9 @@ pub enum ExportError {
     /// by a later version).
     #[error("this model cannot be exported so: {0}")]
     Unsupported(String),
+    /// The web page's runtime module is missing or is not one.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 /// The preprocessing a reader must apply, as the exports record it (ONNX metadata, `labels.json`).
@@ -123,12 +132,14 @@ pub struct ExportedFile {
 
 /// Exports the `.graft` file `bytes` (named `file`, for messages) as `format`: the files to write,
 /// named after `stem`. The model file is checked whole (size, sha256, every tensor) before anything
-/// is made; the model runs on `device` only to be read back.
+/// is made; the model runs on `device` only to be read back. `runtime` is the web page's runtime
+/// module ([`web::RUNTIME_FILE`]), needed for [`ExportFormat::Web`] only.
 pub async fn export(
     file: &str,
     bytes: &[u8],
     format: ExportFormat,
     stem: &str,
+    runtime: Option<&[u8]>,
     device: &Device,
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let (header, model) = bundle::decode(file, bytes, device)?;
@@ -138,17 +149,19 @@ pub async fn export(
             bytes: bytes.to_vec(),
         }]);
     }
-    encode(&header, &model, format, stem).await
+    encode(&header, &model, format, stem, runtime).await
 }
 
-/// Exports `model` (described by `header`) as `format`: the files to write, named after `stem`. A
+/// Exports `model` (described by `header`) as `format`: the files to write, named after `stem` (the
+/// web page as one `{stem}.zip` holding the folder `{stem}/`; [`web::page`] gives its files). A
 /// `.graft` file is written from a model on a CPU device (see [`bundle::encode`]); the other formats
-/// read the model back from any device.
+/// read the model back from any device. `runtime`: see [`export`].
 pub async fn encode(
     header: &BundleHeader,
     model: &ImageClassifier,
     format: ExportFormat,
     stem: &str,
+    runtime: Option<&[u8]>,
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let named = |extension: &str, bytes: Vec<u8>| ExportedFile {
         name: format!("{stem}.{extension}"),
@@ -164,5 +177,15 @@ pub async fn encode(
                 bytes: pytorch::labels_json(header).into_bytes(),
             },
         ],
+        ExportFormat::Web => {
+            let runtime = runtime.ok_or_else(|| {
+                ExportError::Runtime(format!(
+                    "the web page runtime ({}) is not available here",
+                    web::RUNTIME_FILE
+                ))
+            })?;
+            let files = web::page(header, model, runtime).await?;
+            vec![named("zip", web::zip(stem, &files)?)]
+        }
     })
 }

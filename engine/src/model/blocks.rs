@@ -87,12 +87,9 @@ impl ConvBnActConfig {
     }
 }
 
-/// `(before, after)` padding of one spatial dimension under TensorFlow's "SAME" rule.
-pub fn tf_same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    let output = input.div_ceil(stride);
-    let total = ((output - 1) * stride + kernel).saturating_sub(input);
-    (total / 2, total - total / 2)
-}
+/// `(before, after)` padding of one spatial dimension under TensorFlow's "SAME" rule (one rule for
+/// Burn's layers, the kernels and the ONNX export).
+pub use graft_kernels::tf_same_padding;
 
 impl ConvBnAct {
     /// # Shapes

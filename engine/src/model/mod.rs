@@ -9,7 +9,7 @@ pub mod mobilenet_v2;
 pub use blocks::{ConvBnAct, InvertedResidual, Padding, tf_same_padding};
 pub(crate) use classifier::step_module;
 pub use classifier::{Architecture, ImageClassifier, Stage};
-pub use compiled::{CompiledClassifier, Probes};
+pub use compiled::{BodyOutput, CompiledClassifier, Probes, network_spec};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,259 @@
+//! The runtime of the offline web page that `graft export --format web` writes: a wasm module with a
+//! handful of C-ABI exports and no imports, so the page's own twenty lines of JavaScript instantiate
+//! it from bytes (no `fetch`, which `file://` refuses; no wasm-bindgen glue). It reads the network
+//! file the export writes (`graft_kernels::file`), decodes a picture with `graft-ingest` (upright,
+//! RGB, the same refusals as the app), resizes and crops it as the model's preprocessing says, and
+//! runs the network on the kernels: the numbers Graft itself gives, to float rounding.
+//!
+//! The exports: `graft_alloc`/`graft_free` (buffers the page fills), `graft_load` (the model file),
+//! `graft_info` (labels, model and preprocessing as JSON), `graft_classify_file` (encoded picture
+//! bytes), `graft_classify_rgba` (a canvas's pixels), then `graft_output_ptr`/`_len` (the
+//! probabilities, in the labels' order) and `graft_text_ptr`/`_len` (the JSON, or why a call failed).
+//! Each returns 0 on success.
+
+use std::cell::RefCell;
+
+use graft_kernels::{Network, file};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// The model file's metadata keys the export writes and the runtime reads.
+pub const LABELS_KEY: &str = "labels";
+pub const MODEL_KEY: &str = "model";
+pub const PREPROCESSING_KEY: &str = "preprocessing";
+
+/// How a picture becomes the network's input (the part of the export's preprocessing record the
+/// runtime needs; the record has more fields for people).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    pub resize_short_side: u32,
+    pub center_crop: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Why the runtime could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Model(#[from] graft_kernels::NetworkFileError),
+    #[error("the model file's {0} is missing or unreadable")]
+    Metadata(&'static str),
+    #[error("the model has {labels} labels but {outputs} outputs")]
+    Labels { labels: usize, outputs: usize },
+    #[error("no model is loaded")]
+    NoModel,
+    #[error(transparent)]
+    Image(#[from] graft_ingest::ImageInputError),
+    #[error("{width} x {height} pixels need {expected} bytes of RGBA, got {got}")]
+    Pixels {
+        width: u32,
+        height: u32,
+        expected: usize,
+        got: usize,
+    },
+}
+
+/// A loaded model.
+pub struct Classifier {
+    net: Network,
+    labels: Vec<String>,
+    model: String,
+    preprocessing: Preprocessing,
+}
+
+impl Classifier {
+    /// Reads a model file written by the web page export.
+    pub fn load(bytes: &[u8]) -> Result<Self, RuntimeError> {
+        let (spec, metadata) = file::from_bytes(bytes)?;
+        let json = |key: &'static str| metadata.get(key).ok_or(RuntimeError::Metadata(key));
+        let labels: Vec<String> =
+            serde_json::from_str(json(LABELS_KEY)?).map_err(|_| RuntimeError::Metadata(LABELS_KEY))?;
+        let preprocessing: Preprocessing = serde_json::from_str(json(PREPROCESSING_KEY)?)
+            .map_err(|_| RuntimeError::Metadata(PREPROCESSING_KEY))?;
+        if preprocessing.center_crop == 0 || preprocessing.resize_short_side < preprocessing.center_crop as u32 {
+            return Err(RuntimeError::Metadata(PREPROCESSING_KEY));
+        }
+        let model = json(MODEL_KEY).cloned().unwrap_or_default();
+        let net = Network::new(&spec).map_err(graft_kernels::NetworkFileError::from)?;
+        if labels.len() != net.num_classes() {
+            return Err(RuntimeError::Labels {
+                labels: labels.len(),
+                outputs: net.num_classes(),
+            });
+        }
+        Ok(Self {
+            net,
+            labels,
+            model,
+            preprocessing,
+        })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Labels, model name and preprocessing, as the page reads them.
+    pub fn info_json(&self) -> String {
+        serde_json::json!({
+            "labels": self.labels,
+            "model": self.model,
+            "preprocessing": self.preprocessing,
+        })
+        .to_string()
+    }
+
+    /// The probabilities of each label for an upright RGB picture of any size.
+    pub fn classify(&self, image: &RgbImage) -> Vec<f32> {
+        let p = &self.preprocessing;
+        let size = p.center_crop as u32;
+        let resized = graft_ingest::resize_short_side(image, p.resize_short_side);
+        let view = graft_ingest::centre_crop(&resized, size);
+        let input = graft_ingest::normalise(&view, p.mean, p.std);
+        let side = size as usize;
+        let embedding = self.net.embeddings(&input, [1, 3, side, side]);
+        graft_kernels::softmax(&self.net.classify(&embedding), self.net.num_classes())
+    }
+
+    /// The probabilities for a picture file's bytes (JPEG, PNG, GIF, WebP, BMP).
+    pub fn classify_file(&self, bytes: &[u8]) -> Result<Vec<f32>, RuntimeError> {
+        Ok(self.classify(&graft_ingest::decode(bytes)?))
+    }
+
+    /// The probabilities for `width x height` RGBA pixels (a canvas's `ImageData`), alpha ignored.
+    pub fn classify_rgba(&self, rgba: &[u8], width: u32, height: u32) -> Result<Vec<f32>, RuntimeError> {
+        let expected = width as usize * height as usize * 4;
+        if rgba.len() != expected || width == 0 || height == 0 {
+            return Err(RuntimeError::Pixels {
+                width,
+                height,
+                expected,
+                got: rgba.len(),
+            });
+        }
+        let rgb = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        let image = RgbImage::from_raw(width, height, rgb).expect("length checked above");
+        Ok(self.classify(&image))
+    }
+}
+
+/// The module's state between calls (wasm here is single-threaded).
+#[derive(Default)]
+struct State {
+    classifier: Option<Classifier>,
+    output: Vec<f32>,
+    text: String,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Runs `work` on the state; an error's message goes to the text buffer and the call returns 1.
+fn call(work: impl FnOnce(&mut State) -> Result<(), RuntimeError>) -> i32 {
+    STATE.with_borrow_mut(|state| match work(state) {
+        Ok(()) => 0,
+        Err(error) => {
+            state.text = error.to_string();
+            1
+        }
+    })
+}
+
+/// # Safety
+/// `ptr..ptr + len` must be a buffer this module handed out and the page filled.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// A buffer of `len` bytes for the page to fill; give it back with [`graft_free`].
+#[unsafe(no_mangle)]
+pub extern "C" fn graft_alloc(len: usize) -> *mut u8 {
+    let mut buffer = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(len.max(1)));
+    buffer.as_mut_ptr()
+}
+
+/// # Safety
+/// `ptr` and `len` must be what [`graft_alloc`] was given and returned.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn graft_free(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller's contract; the capacity is what graft_alloc asked for.
+    drop(unsafe { Vec::from_raw_parts(ptr, 0, len.max(1)) });
+}
+
+/// Loads the model file in `ptr..ptr + len`.
+///
+/// # Safety
+/// See [`bytes`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn graft_load(ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: the caller's contract.
+    let file = unsafe { bytes(ptr, len) };
+    call(|state| {
+        state.classifier = Some(Classifier::load(file)?);
+        Ok(())
+    })
+}
+
+/// Puts the loaded model's labels, name and preprocessing in the text buffer, as JSON.
+#[unsafe(no_mangle)]
+pub extern "C" fn graft_info() -> i32 {
+    call(|state| {
+        state.text = state.classifier.as_ref().ok_or(RuntimeError::NoModel)?.info_json();
+        Ok(())
+    })
+}
+
+/// Classifies the picture file in `ptr..ptr + len` into the output buffer.
+///
+/// # Safety
+/// See [`bytes`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn graft_classify_file(ptr: *const u8, len: usize) -> i32 {
+    // SAFETY: the caller's contract.
+    let file = unsafe { bytes(ptr, len) };
+    call(|state| {
+        state.output = state.classifier.as_ref().ok_or(RuntimeError::NoModel)?.classify_file(file)?;
+        Ok(())
+    })
+}
+
+/// Classifies `width x height` RGBA pixels at `ptr` into the output buffer.
+///
+/// # Safety
+/// `ptr` must hold `width * height * 4` bytes the page filled (see [`bytes`]).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn graft_classify_rgba(ptr: *const u8, width: u32, height: u32) -> i32 {
+    // SAFETY: the caller's contract.
+    let rgba = unsafe { bytes(ptr, width as usize * height as usize * 4) };
+    call(|state| {
+        let classifier = state.classifier.as_ref().ok_or(RuntimeError::NoModel)?;
+        state.output = classifier.classify_rgba(rgba, width, height)?;
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn graft_output_ptr() -> *const f32 {
+    STATE.with_borrow(|state| state.output.as_ptr())
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn graft_output_len() -> usize {
+    STATE.with_borrow(|state| state.output.len())
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn graft_text_ptr() -> *const u8 {
+    STATE.with_borrow(|state| state.text.as_ptr())
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn graft_text_len() -> usize {
+    STATE.with_borrow(|state| state.text.len())
+}
