@@ -288,9 +288,16 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
     files.sort();
     assert_eq!(files, ["README.md", "graft.js", "index.html", "model.js"]);
     let model_js = std::fs::metadata(page.join("model.js")).unwrap().len();
-    assert!((11_000_000..13_000_000).contains(&model_js), "model.js: {model_js} bytes");
+    assert!(
+        (11_000_000..13_000_000).contains(&model_js),
+        "model.js: {model_js} bytes"
+    );
     let zip = std::fs::read(exports.join("birds-page.zip")).unwrap();
-    assert!(zip.starts_with(b"PK\x03\x04") && zip.len() > 8_000_000, "a zip of the page: {} bytes", zip.len());
+    assert!(
+        zip.starts_with(b"PK\x03\x04") && zip.len() > 8_000_000,
+        "a zip of the page: {} bytes",
+        zip.len()
+    );
     let output = export(&out, "web", &exports);
     assert!(!output.status.success(), "exported over a folder of other files");
     let error = String::from_utf8_lossy(&output.stderr);
@@ -319,7 +326,10 @@ fn train_json_ends_with_the_done_event_and_predict_uses_the_model_file() {
         let output = export(&out, format, &exports.join(name));
         assert!(!output.status.success());
         let error = String::from_utf8_lossy(&output.stderr);
-        assert!(error.contains("truncated") || error.contains("size"), "{format}: {error}");
+        assert!(
+            error.contains("truncated") || error.contains("size"),
+            "{format}: {error}"
+        );
     }
     let left: Vec<_> = std::fs::read_dir(&exports)
         .unwrap()

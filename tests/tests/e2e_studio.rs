@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use graft_tests::{datasets, web_page};
 use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, rename, text_of};
+use graft_tests::{datasets, web_page};
 
 /// Scrolls the element into view (screenshots show the viewport).
 async fn show(client: &Client, id: &str) {

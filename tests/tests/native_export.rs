@@ -89,8 +89,9 @@ fn argmax(values: &[f32]) -> usize {
 fn onnx_runs_in_tract_as_in_the_engine_with_labels_and_preprocessing() {
     for kind in ModelKind::ALL {
         let files = export(kind, ExportFormat::Onnx);
-        assert_eq!(files.len(), 1);
+        assert_eq!(files.len(), 2, "the model and labels.json");
         assert_eq!(files[0].name, "model.onnx");
+        assert_eq!(files[1].name, "labels.json");
         let bytes = &files[0].bytes;
         let (header, inputs, engine) = inputs_and_engine(model_file(kind));
         let size = header.input_size;
@@ -350,8 +351,14 @@ async fn web_results(client: &fantoccini::Client, count: usize) -> Vec<(String, 
                 })
                 .collect();
         }
-        let status = client.execute("return document.getElementById('status').textContent", vec![]).await;
-        assert!(std::time::Instant::now() < deadline, "{} of {count} results; status {status:?}", shown.len());
+        let status = client
+            .execute("return document.getElementById('status').textContent", vec![])
+            .await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {count} results; status {status:?}",
+            shown.len()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -368,8 +375,13 @@ async fn the_web_page_classifies_offline_as_the_engine_does() {
     let _ = std::fs::remove_dir_all(&root);
     // Fine-tuning blocks: off the runtime's threads.
     let exported = tokio::task::spawn_blocking(|| {
-        ModelKind::ALL
-            .map(|kind| (kind, export(kind, ExportFormat::Web), inputs_and_engine(model_file(kind))))
+        ModelKind::ALL.map(|kind| {
+            (
+                kind,
+                export(kind, ExportFormat::Web),
+                inputs_and_engine(model_file(kind)),
+            )
+        })
     })
     .await
     .expect("fine-tunes and exports");
@@ -391,13 +403,18 @@ async fn the_web_page_classifies_offline_as_the_engine_does() {
             .iter()
             .map(|n| std::fs::metadata(folder.join(n)).expect("size").len())
             .collect();
-        println!("{kind}: web page {names:?} of {sizes:?} bytes, zip {} bytes", files[0].bytes.len());
+        println!(
+            "{kind}: web page {names:?} of {sizes:?} bytes, zip {} bytes",
+            files[0].bytes.len()
+        );
 
         // The model the page carries, natively through the page's runtime.
         let classifier = web_page::classifier(&std::fs::read_to_string(folder.join("model.js")).expect("model.js"));
         assert_eq!(classifier.labels(), header.classes);
         for (photo, want) in photos.iter().zip(&engine) {
-            let got = classifier.classify_file(&std::fs::read(photo).expect("photo")).expect("classifies");
+            let got = classifier
+                .classify_file(&std::fs::read(photo).expect("photo"))
+                .expect("classifies");
             let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
             assert!(worst <= 1e-4, "{kind} {}: natively max |diff| {worst}", photo.display());
             assert_eq!(argmax(&got), argmax(want));
@@ -437,8 +454,11 @@ async fn the_web_page_classifies_offline_as_the_engine_does() {
                 .nth(1)
                 .and_then(|rest| rest.split("```").next())
                 .expect("an html snippet in the README");
-            std::fs::write(folder.join("mine.html"), format!("<!doctype html>\n<meta charset=utf-8>\n{snippet}"))
-                .expect("write");
+            std::fs::write(
+                folder.join("mine.html"),
+                format!("<!doctype html>\n<meta charset=utf-8>\n{snippet}"),
+            )
+            .expect("write");
             client.goto(&server.url("/mine.html")).await.expect("opens");
             client
                 .find(fantoccini::Locator::Css("#picture"))

@@ -242,6 +242,8 @@ fn lint(workspace: &tools::Workspace) -> Result<(), String> {
             "graft-app",
             "-p",
             "graft-tests",
+            "-p",
+            "graft-runtime",
             "--tests",
             // The test hooks are linted here, the build without them natively.
             "--features",

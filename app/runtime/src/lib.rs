@@ -69,8 +69,8 @@ impl Classifier {
         let json = |key: &'static str| metadata.get(key).ok_or(RuntimeError::Metadata(key));
         let labels: Vec<String> =
             serde_json::from_str(json(LABELS_KEY)?).map_err(|_| RuntimeError::Metadata(LABELS_KEY))?;
-        let preprocessing: Preprocessing = serde_json::from_str(json(PREPROCESSING_KEY)?)
-            .map_err(|_| RuntimeError::Metadata(PREPROCESSING_KEY))?;
+        let preprocessing: Preprocessing =
+            serde_json::from_str(json(PREPROCESSING_KEY)?).map_err(|_| RuntimeError::Metadata(PREPROCESSING_KEY))?;
         if preprocessing.center_crop == 0 || preprocessing.resize_short_side < preprocessing.center_crop as u32 {
             return Err(RuntimeError::Metadata(PREPROCESSING_KEY));
         }
@@ -218,7 +218,11 @@ pub unsafe extern "C" fn graft_classify_file(ptr: *const u8, len: usize) -> i32 
     // SAFETY: the caller's contract.
     let file = unsafe { bytes(ptr, len) };
     call(|state| {
-        state.output = state.classifier.as_ref().ok_or(RuntimeError::NoModel)?.classify_file(file)?;
+        state.output = state
+            .classifier
+            .as_ref()
+            .ok_or(RuntimeError::NoModel)?
+            .classify_file(file)?;
         Ok(())
     })
 }
@@ -256,4 +260,143 @@ pub extern "C" fn graft_text_ptr() -> *const u8 {
 #[unsafe(no_mangle)]
 pub extern "C" fn graft_text_len() -> usize {
     STATE.with_borrow(|state| state.text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use graft_kernels::{ConvSpec, LayerSpec, LinearSpec, NetworkSpec, Padding};
+
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    fn conv(out: usize, inp: usize, size: usize, stride: usize, seed: usize) -> ConvSpec {
+        ConvSpec {
+            out_channels: out,
+            in_per_group: inp,
+            groups: 1,
+            size,
+            stride,
+            padding: Padding::TfSame,
+            relu6: true,
+            weights: values(out * inp * size * size, seed),
+            bias: Some(values(out, seed + 1)),
+            norm: None,
+        }
+    }
+
+    /// A two-label network file with `metadata` (labels and preprocessing unless overridden).
+    fn model(labels: &str, preprocessing: Option<&str>) -> Vec<u8> {
+        let spec = NetworkSpec {
+            body: vec![
+                LayerSpec::Conv(conv(4, 3, 3, 2, 1)),
+                LayerSpec::Conv(conv(6, 4, 1, 1, 2)),
+            ],
+            classifier: LinearSpec {
+                inputs: 6,
+                outputs: 2,
+                weights: values(12, 3),
+                bias: Some(values(2, 4)),
+            },
+        };
+        let mut metadata = HashMap::from([
+            (LABELS_KEY.to_string(), labels.to_string()),
+            (MODEL_KEY.to_string(), "tiny".to_string()),
+        ]);
+        if let Some(preprocessing) = preprocessing {
+            metadata.insert(PREPROCESSING_KEY.to_string(), preprocessing.to_string());
+        }
+        graft_kernels::file::to_bytes(&spec, &metadata).unwrap()
+    }
+
+    const PREPROCESSING: &str =
+        r#"{"resize_short_side":20,"center_crop":16,"mean":[0.5,0.5,0.5],"std":[0.25,0.25,0.25],"rule":"x"}"#;
+
+    fn picture() -> RgbImage {
+        RgbImage::from_fn(30, 22, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+        })
+    }
+
+    #[test]
+    fn a_picture_file_and_its_pixels_get_the_same_probabilities() {
+        let classifier = Classifier::load(&model(r#"["cat","dog"]"#, Some(PREPROCESSING))).unwrap();
+        assert_eq!(classifier.labels(), ["cat", "dog"]);
+        let info: serde_json::Value = serde_json::from_str(&classifier.info_json()).unwrap();
+        assert_eq!(info["preprocessing"]["center_crop"], 16);
+        let image = picture();
+        let mut png = Vec::new();
+        image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let from_file = classifier.classify_file(&png).unwrap();
+        let rgba: Vec<u8> = image.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        let from_pixels = classifier.classify_rgba(&rgba, 30, 22).unwrap();
+        assert_eq!(from_file, from_pixels);
+        assert!((from_file.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{from_file:?}");
+        // Not the same answer for every picture: the input reaches the output.
+        let other = classifier.classify(&RgbImage::from_pixel(30, 22, image::Rgb([250, 10, 10])));
+        assert_ne!(other, from_file);
+    }
+
+    #[test]
+    fn bad_models_and_bad_pictures_get_their_reasons() {
+        let three_labels = Classifier::load(&model(r#"["a","b","c"]"#, Some(PREPROCESSING)));
+        assert!(matches!(
+            three_labels,
+            Err(RuntimeError::Labels { labels: 3, outputs: 2 })
+        ));
+        let no_preprocessing = Classifier::load(&model(r#"["a","b"]"#, None));
+        assert!(matches!(
+            no_preprocessing,
+            Err(RuntimeError::Metadata(PREPROCESSING_KEY))
+        ));
+        let file = model(r#"["a","b"]"#, Some(PREPROCESSING));
+        assert!(matches!(
+            Classifier::load(&file[..file.len() - 3]),
+            Err(RuntimeError::Model(_))
+        ));
+        let classifier = Classifier::load(&file).unwrap();
+        assert!(matches!(
+            classifier.classify_file(b"not a picture"),
+            Err(RuntimeError::Image(_))
+        ));
+        assert!(matches!(
+            classifier.classify_rgba(&[0; 11], 2, 2),
+            Err(RuntimeError::Pixels {
+                expected: 16,
+                got: 11,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_exports_report_failures_through_the_text_buffer() {
+        let file = model(r#"["a","b"]"#, Some(PREPROCESSING));
+        // SAFETY: a buffer of this module, filled here.
+        unsafe {
+            let ptr = graft_alloc(file.len());
+            std::ptr::copy_nonoverlapping(file.as_ptr(), ptr, file.len());
+            assert_eq!(graft_load(ptr, file.len()), 0);
+            graft_free(ptr, file.len());
+            let garbage = b"garbage";
+            assert_eq!(graft_classify_file(garbage.as_ptr(), garbage.len()), 1);
+        }
+        let text = std::str::from_utf8(
+            // SAFETY: the text buffer as the module holds it.
+            unsafe { std::slice::from_raw_parts(graft_text_ptr(), graft_text_len()) },
+        )
+        .unwrap()
+        .to_string();
+        assert!(text.contains("image") || text.contains("format"), "{text}");
+        assert_eq!(graft_info(), 0);
+        assert_eq!(graft_output_len(), 0);
+    }
 }

@@ -154,7 +154,9 @@ pub fn from_bytes(file: &[u8]) -> Result<(NetworkSpec, HashMap<String, String>),
     let (_, header) = SafeTensors::read_metadata(file).map_err(damaged)?;
     let mut metadata = header.metadata().clone().unwrap_or_default();
     if metadata.remove(FORMAT_KEY).as_deref() != Some(FORMAT) {
-        return Err(NetworkFileError::Format(format!("no {FORMAT_KEY} = {FORMAT} in its metadata")));
+        return Err(NetworkFileError::Format(format!(
+            "no {FORMAT_KEY} = {FORMAT} in its metadata"
+        )));
     }
     let layout: Layout = metadata
         .remove(LAYERS_KEY)
@@ -164,9 +166,7 @@ pub fn from_bytes(file: &[u8]) -> Result<(NetworkSpec, HashMap<String, String>),
     let floats = |name: &str, len: usize| -> Result<Vec<f32>, NetworkFileError> {
         let view = tensors.tensor(name).map_err(damaged)?;
         if view.dtype() != Dtype::F32 || view.data().len() != len * 4 {
-            return Err(NetworkFileError::Damaged(format!(
-                "{name} is not {len} float32 values"
-            )));
+            return Err(NetworkFileError::Damaged(format!("{name} is not {len} float32 values")));
         }
         Ok(view
             .data()
@@ -188,11 +188,7 @@ pub fn from_bytes(file: &[u8]) -> Result<(NetworkSpec, HashMap<String, String>),
             groups: l.groups,
             size: l.size,
             stride: l.stride,
-            padding: if l.tf_same {
-                Padding::TfSame
-            } else {
-                Padding::Symmetric
-            },
+            padding: if l.tf_same { Padding::TfSame } else { Padding::Symmetric },
             relu6: l.relu6,
             weights: floats(&format!("{prefix}.weight"), weights)?,
             bias: if l.bias {
@@ -269,10 +265,10 @@ mod tests {
             } else {
                 Padding::Symmetric
             },
-            relu6: seed % 2 == 0,
+            relu6: seed.is_multiple_of(2),
             weights: values(out * (inp / groups) * size * size, seed),
             bias: Some(values(out, seed + 1)),
-            norm: (seed % 3 == 0).then(|| Affine {
+            norm: seed.is_multiple_of(3).then(|| Affine {
                 scale: values(out, seed + 2),
                 shift: values(out, seed + 3),
             }),
@@ -330,11 +326,9 @@ mod tests {
             let err = from_bytes(&file[..cut]).unwrap_err();
             assert!(matches!(err, NetworkFileError::Damaged(_)), "cut at {cut}: {err}");
         }
-        let plain = safetensors::tensor::serialize(
-            [("x", TensorView::new(Dtype::F32, vec![1], &[0u8; 4]).unwrap())],
-            None,
-        )
-        .unwrap();
+        let plain =
+            safetensors::tensor::serialize([("x", TensorView::new(Dtype::F32, vec![1], &[0u8; 4]).unwrap())], None)
+                .unwrap();
         assert!(matches!(from_bytes(&plain), Err(NetworkFileError::Format(_))));
         // Shapes that do not chain are refused before anything runs.
         let mut broken = small();

@@ -148,7 +148,9 @@ impl NetworkSpec {
                 conv.check(&format!("body block {index}"), channels)?;
                 channels = conv.out_channels;
             }
-            if let LayerSpec::Residual { skip: true, project, .. } = layer
+            if let LayerSpec::Residual {
+                skip: true, project, ..
+            } = layer
                 && (project.out_channels != block_in || layer.convs().iter().any(|c| c.stride != 1))
             {
                 return Err(NetworkError::Shape(format!(
@@ -210,7 +212,12 @@ impl Conv {
                 in_per_group,
             ))
         } else if in_per_group == 1 && groups == channels && groups > 1 {
-            Kernel::Depthwise(DepthwiseWeights::from_channel_major(&spec.weights, bias, channels, size))
+            Kernel::Depthwise(DepthwiseWeights::from_channel_major(
+                &spec.weights,
+                bias,
+                channels,
+                size,
+            ))
         } else {
             Kernel::Dense(DenseWeights::from_output_major(
                 &spec.weights,
@@ -436,7 +443,11 @@ impl Network {
                 linear.inputs,
                 linear.outputs,
             ),
-            probes: spec.body.iter().flat_map(LayerSpec::convs).all(|conv| conv.norm.is_some()),
+            probes: spec
+                .body
+                .iter()
+                .flat_map(LayerSpec::convs)
+                .all(|conv| conv.norm.is_some()),
             buffers: Scratch::default(),
         })
     }

@@ -99,8 +99,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Export a fine-tuned model file for other runtimes: ONNX, PyTorch weights as safetensors (with
-    /// `labels.json` written beside them), or an offline web page (the folder OUT and OUT.zip).
+    /// Export a fine-tuned model file for other runtimes: ONNX or PyTorch weights as safetensors (each
+    /// with `labels.json` written beside it), or an offline web page (the folder OUT and OUT.zip).
     Export {
         #[arg(long)]
         model_file: PathBuf,
@@ -191,7 +191,12 @@ fn default_weights_dir() -> PathBuf {
 /// runtime` builds it).
 fn default_runtime() -> PathBuf {
     std::env::var_os("GRAFT_RUNTIME").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/runtime/graft-runtime.wasm")),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../public/runtime/graft-runtime.wasm"
+            ))
+        },
         PathBuf::from,
     )
 }

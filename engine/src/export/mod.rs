@@ -47,7 +47,7 @@ impl ExportFormat {
     pub fn label(self) -> &'static str {
         match self {
             Self::Graft => "Graft model (.graft, to import here again)",
-            Self::Onnx => "ONNX (.onnx: ONNX Runtime, OpenVINO, TensorRT, Core ML tools)",
+            Self::Onnx => "ONNX (.onnx + labels.json: ONNX Runtime, OpenVINO, TensorRT, Core ML tools)",
             Self::Safetensors => "PyTorch weights (.safetensors + labels.json: torchvision / timm)",
             Self::Web => "Offline web page (.zip: open index.html anywhere, no server needed)",
         }
@@ -152,6 +152,14 @@ pub async fn export(
     encode(&header, &model, format, stem, runtime).await
 }
 
+/// The labels, the preprocessing and the PyTorch constructor as `labels.json`.
+fn labels_json(header: &BundleHeader) -> ExportedFile {
+    ExportedFile {
+        name: "labels.json".into(),
+        bytes: pytorch::labels_json(header).into_bytes(),
+    }
+}
+
 /// Exports `model` (described by `header`) as `format`: the files to write, named after `stem` (the
 /// web page as one `{stem}.zip` holding the folder `{stem}/`; [`web::page`] gives its files). A
 /// `.graft` file is written from a model on a CPU device (see [`bundle::encode`]); the other formats
@@ -169,13 +177,11 @@ pub async fn encode(
     };
     Ok(match format {
         ExportFormat::Graft => vec![named(bundle::EXTENSION, bundle::encode(header.clone(), model)?)],
-        ExportFormat::Onnx => vec![named("onnx", onnx::encode(header, model).await?)],
+        // labels.json beside the ONNX file too: onnxruntime-web cannot read a model's metadata.
+        ExportFormat::Onnx => vec![named("onnx", onnx::encode(header, model).await?), labels_json(header)],
         ExportFormat::Safetensors => vec![
             named("safetensors", pytorch::encode(header, model).await?),
-            ExportedFile {
-                name: "labels.json".into(),
-                bytes: pytorch::labels_json(header).into_bytes(),
-            },
+            labels_json(header),
         ],
         ExportFormat::Web => {
             let runtime = runtime.ok_or_else(|| {

@@ -81,7 +81,9 @@ pub fn zip(folder: &str, files: &[ExportedFile]) -> Result<Vec<u8>, ExportError>
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(0o644);
     for file in files {
-        archive.start_file(format!("{folder}/{}", file.name), options).map_err(failed)?;
+        archive
+            .start_file(format!("{folder}/{}", file.name), options)
+            .map_err(failed)?;
         archive
             .write_all(&file.bytes)
             .map_err(|e| ExportError::Unsupported(format!("zip: {e}")))?;
@@ -90,5 +92,8 @@ pub fn zip(folder: &str, files: &[ExportedFile]) -> Result<Vec<u8>, ExportError>
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
