@@ -3,10 +3,11 @@
 //! The tag is `type` (the engine's `TrainEvent`, carried inside, uses `event`). A message is a JS array: the JSON of the enum first, then any binary payloads (image files,
 //! thumbnails, model files) as `Uint8Array`s, whose buffers are transferred rather than copied.
 
+use graft_engine::compare::{CompareEvent, Comparison};
 use graft_engine::export::ExportFormat;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
-use graft_engine::strategy::StrategyKind;
+use graft_engine::strategy::{Strategy, StrategyKind};
 use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +89,13 @@ pub enum WorkerRequest {
     },
     /// Go on with the stopped run from where it stopped (same data, same settings).
     Continue,
+    /// Compare `recommended` with its alternatives on the pictures (`graft_engine::compare`), within
+    /// `budget_seconds` (`None`: the engine's default); `Stop` stops it.
+    Compare {
+        model: ModelKind,
+        recommended: Strategy,
+        budget_seconds: Option<f64>,
+    },
     /// Stop training at the next batch; the best model so far is kept.
     Stop,
     /// Classify one image (payload) with the trained model.
@@ -133,6 +141,7 @@ impl WorkerRequest {
             | Self::Import { .. } => true,
             Self::Init
             | Self::Recommend { .. }
+            | Self::Compare { .. }
             | Self::Stop
             | Self::Predict
             | Self::PredictFrame { .. }
@@ -148,6 +157,7 @@ impl WorkerRequest {
         match self {
             Self::Train { .. } | Self::Continue | Self::Stop => Work::Train,
             Self::Recommend { .. } => Work::Recommend,
+            Self::Compare { .. } => Work::Compare,
             Self::Predict | Self::PredictFrame { .. } => Work::Predict,
             Self::Export { .. } => Work::Export,
             Self::Import { .. } => Work::Import,
@@ -190,6 +200,9 @@ pub struct ProjectView {
     /// The last finished run.
     #[serde(default)]
     pub results: Option<RunResults>,
+    /// The last comparison of strategies on the pictures as they are (dropped when they change).
+    #[serde(default)]
+    pub comparison: Option<Comparison>,
 }
 
 /// A finished run as the page shows it: its curves, its summary and each validation picture's
@@ -220,6 +233,7 @@ pub enum Work {
     /// Bringing the stored project back.
     Restore,
     Recommend,
+    Compare,
     Train,
     Predict,
     Export,
@@ -289,6 +303,10 @@ pub enum WorkerEvent {
     },
     /// Progress of training (the engine's events as they are).
     Train(Box<TrainEvent>),
+    /// Progress of a comparison (the engine's events, but for its per-batch steps).
+    Comparing(Box<CompareEvent>),
+    /// A comparison finished.
+    Compared(Box<Comparison>),
     /// Each validation image of the kept model: `(image id, true class, predicted class)`, for the
     /// confusion matrix's cells.
     Evaluated {

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod cache;
+pub mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 pub mod data;

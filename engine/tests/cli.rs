@@ -664,3 +664,98 @@ fn review_json_names_the_pictures_in_the_wrong_class_and_the_copies() {
     assert_eq!(copy["suggested_class"], "birds");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `graft compare` on the Tux Paint photos (12 of each class, 3 folds, a 100 s budget): the JSON
+/// contract (planned, a fold event per candidate and fold, the compared line last), every candidate
+/// measured on the same folds, the budget kept (its probes included), and head-only — what the
+/// recommender says for pictures like ImageNet's — within the noise of the best.
+#[test]
+fn compare_json_measures_every_candidate_on_the_same_folds_within_the_budget() {
+    let data = dataset("tuxpaint-photos");
+    let output = graft(&[
+        "compare",
+        data.to_str().unwrap(),
+        "--model",
+        "mobilenet-v2",
+        "--max-per-class",
+        "12",
+        "--budget-seconds",
+        "100",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let planned = &events[0];
+    assert_eq!(planned["event"], "planned");
+    assert_eq!(planned["budget_seconds"], 100.0);
+    assert_eq!(planned["images"], 72);
+    let compared = events.last().unwrap();
+    assert_eq!(compared["event"], "compared");
+    let results = compared["results"].as_array().unwrap();
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| r["strategy"]["kind"].as_str().unwrap())
+        .collect();
+    println!("{}", compared["verdict"]);
+    for result in results {
+        println!(
+            "{:<60} {:.3} ± {:.3} {:?} {:.1} s",
+            result["strategy"].to_string(),
+            result["mean_accuracy"].as_f64().unwrap(),
+            result["std_accuracy"].as_f64().unwrap(),
+            result["folds"],
+            result["seconds"].as_f64().unwrap()
+        );
+    }
+    let mut sorted = kinds.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [
+            "full-fine-tune",
+            "head-only",
+            "partial-freeze",
+            "partial-freeze",
+            "staged"
+        ]
+    );
+    // Each result is the mean of its three folds, each fold reported as it finished; best first.
+    let folds: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "fold").collect();
+    assert_eq!(folds.len(), 15);
+    let mut previous = f64::INFINITY;
+    for result in results {
+        let accuracies: Vec<f64> = result["folds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect();
+        assert_eq!(accuracies.len(), 3);
+        let mean = result["mean_accuracy"].as_f64().unwrap();
+        assert!((mean - accuracies.iter().sum::<f64>() / 3.0).abs() < 1e-9);
+        assert!(mean <= previous, "sorted best first");
+        previous = mean;
+        let reported: Vec<f64> = folds
+            .iter()
+            .filter(|e| e["strategy"] == result["strategy"])
+            .map(|e| e["accuracy"].as_f64().unwrap())
+            .collect();
+        assert_eq!(reported, accuracies);
+        assert!(result["seconds"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(compared["best"], results[0]["strategy"]);
+    assert_eq!(compared["recommended"]["kind"], "head-only");
+    let head_only = serde_json::json!({"kind": "head-only"});
+    let within: &Vec<serde_json::Value> = compared["within_noise"].as_array().unwrap();
+    assert!(
+        compared["best"] == head_only || within.contains(&head_only),
+        "head-only is not within the noise of the best: {}",
+        compared["verdict"]
+    );
+    let seconds = compared["seconds"].as_f64().unwrap();
+    println!("{seconds:.0} s of the 100 s budget");
+    assert!(seconds <= 125.0, "the budget was not kept: {seconds:.0} s");
+}

@@ -154,3 +154,60 @@ fn mistakes_made_on_purpose_are_found_and_a_clean_set_has_few_suspects() {
         labels.len()
     );
 }
+
+/// Training keeps a picture and its copy on the same side of the split: the 209 photos plus 5 re-saved
+/// copies (smaller, JPEG) filed in other classes; over 10 seeds every pair stays together, and no two
+/// different photos of the set are taken for copies.
+#[test]
+fn copies_stay_on_one_side_of_the_split() {
+    let mut dataset = photos();
+    let originals = dataset.examples.len();
+    let classes = dataset.classes.len();
+    let sources: Vec<usize> = (0..5).map(|i| i * 40 + 3).collect();
+    for &source in &sources {
+        let label = (dataset.examples[source].label + 1) % classes;
+        let image = resaved(&dataset.examples[source].image);
+        dataset.examples.push(Example { image, label });
+    }
+    let prints: Vec<&data::Fingerprint> = dataset.examples.iter().map(|e| e.image.fingerprint()).collect();
+    let mut false_copies = Vec::new();
+    let mut closest_grey = f64::INFINITY;
+    for i in 0..originals {
+        for j in 0..i {
+            if prints[i].is_copy_of(prints[j]) {
+                false_copies.push((i, j));
+            }
+            closest_grey = closest_grey.min(prints[i].grey_distance(prints[j]));
+        }
+    }
+    let copies: Vec<(u32, f64, f64)> = sources
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let (a, b) = (prints[s], prints[originals + k]);
+            (a.shape_distance(b), a.grey_distance(b), a.colour_distance(b))
+        })
+        .collect();
+    println!(
+        "re-saved copies (shape bits, grey levels, colour levels): {copies:?}; the closest different \
+         photos: {closest_grey:.1} grey levels; pairs of different photos taken for copies: {false_copies:?}"
+    );
+    assert!(copies.iter().all(|&(bits, grey, colour)| bits <= data::COPY_SHAPE_BITS
+        && grey <= data::COPY_GREY_LEVELS
+        && colour <= data::COPY_COLOUR_LEVELS));
+    assert!(false_copies.is_empty());
+    let mut moved_total = 0;
+    for seed in 0..10 {
+        let mut split = data::stratified_split(&dataset.labels(), classes, 0.3, seed);
+        moved_total += data::keep_copies_together(&mut split, &dataset);
+        for (k, &source) in sources.iter().enumerate() {
+            assert_eq!(
+                split.val.contains(&source),
+                split.val.contains(&(originals + k)),
+                "seed {seed}: photo {source} and its copy on different sides"
+            );
+        }
+    }
+    println!("copies moved to their original's side over 10 splits: {moved_total}");
+    assert!(moved_total > 0, "a random split separates some pairs");
+}

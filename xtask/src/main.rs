@@ -331,6 +331,8 @@ fn bench() -> Result<(), String> {
                 "embedding",
                 "--bench",
                 "training",
+                "--bench",
+                "compare",
             ],
         )
     })?;

@@ -1,5 +1,6 @@
 //! What the worker's events do to the page's state.
 
+use graft_engine::compare::CompareEvent;
 use graft_engine::strategy::Strategy;
 use graft_engine::train::TrainEvent;
 use leptos::prelude::*;
@@ -9,7 +10,7 @@ use graft_engine::recommend::Recommendation;
 use crate::protocol::{ClassEntry, ClassId, EpochPoint, ImageInfo, Rejected, Work, WorkerEvent};
 
 use crate::page::files::{blob_url, download};
-use crate::page::state::{ClassView, ObjectUrl, ProgressView, Studio, Thumb};
+use crate::page::state::{ClassView, CompareProgress, ObjectUrl, ProgressView, Studio, Thumb};
 
 impl Studio {
     /// Applies a worker event (with its binary payloads) to the page's state.
@@ -28,6 +29,11 @@ impl Studio {
                 speeds.push((model, images_per_second));
             }),
             WorkerEvent::Train(event) => self.on_train_event(*event),
+            WorkerEvent::Comparing(event) => self.on_compare_event(*event),
+            WorkerEvent::Compared(comparison) => {
+                self.comparing.set(None);
+                self.comparison.set(Some(*comparison));
+            }
             WorkerEvent::Evaluated { samples } => self.samples.set(samples),
             WorkerEvent::ModelReady { classes, .. } => self.model_ready.set(Some(classes)),
             WorkerEvent::ViewRestored { view } => {
@@ -45,6 +51,9 @@ impl Studio {
                 if request == Work::Recommend {
                     self.measuring.set(None);
                 }
+                if request == Work::Compare {
+                    self.comparing.set(None);
+                }
                 self.say(true, message);
             }
             WorkerEvent::Notice { message } => self.say(false, message),
@@ -53,6 +62,7 @@ impl Studio {
             WorkerEvent::OpenElsewhere { taken } => {
                 // A run there stops: it could not keep what it trains.
                 self.training.set(false);
+                self.comparing.set(None);
                 self.elsewhere.set(Some(taken));
             }
         }
@@ -113,6 +123,41 @@ impl Studio {
             );
         }
         self.data_changed();
+    }
+
+    /// A comparison's progress: its plan, then each fold as it finishes.
+    fn on_compare_event(&self, event: CompareEvent) {
+        match event {
+            CompareEvent::Planned {
+                budget_seconds,
+                folds,
+                candidates,
+                ..
+            } => self.comparing.update(|progress| {
+                let progress = progress.get_or_insert_with(CompareProgress::default);
+                progress.budget_seconds = Some(budget_seconds);
+                progress.folds_total = folds * candidates.len();
+                progress.plan = candidates;
+            }),
+            CompareEvent::Fold { .. } => self.comparing.update(|progress| {
+                if let Some(progress) = progress {
+                    progress.folds_done += 1;
+                }
+            }),
+            CompareEvent::Step { strategy, fold } => {
+                let now = format!("{}, fold {}", strategy.name(), fold + 1);
+                if self
+                    .comparing
+                    .with_untracked(|p| p.as_ref().is_some_and(|p| p.current.as_ref() != Some(&now)))
+                {
+                    self.comparing.update(|progress| {
+                        if let Some(progress) = progress {
+                            progress.current = Some(now);
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// The recommendation chooses its strategy (and its k); the person can still change both.

@@ -1,6 +1,7 @@
 //! The page's state: one `Studio` of Leptos signals (it is `Copy`), the views it holds, and the
 //! edits that go to the worker.
 
+use graft_engine::compare::{Comparison, Planned};
 use graft_engine::export::ExportFormat;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
@@ -83,6 +84,17 @@ pub(crate) struct ProgressView {
     pub(crate) done: Option<String>,
 }
 
+/// A comparison of strategies as it goes: the budget and what will run once planned, folds done.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct CompareProgress {
+    pub(crate) budget_seconds: Option<f64>,
+    pub(crate) plan: Vec<Planned>,
+    pub(crate) folds_done: usize,
+    pub(crate) folds_total: usize,
+    /// The candidate training now.
+    pub(crate) current: Option<String>,
+}
+
 /// All the page's state: signals are `Copy`, so the whole struct is.
 #[derive(Clone, Copy)]
 pub(crate) struct Studio {
@@ -95,6 +107,10 @@ pub(crate) struct Studio {
     pub(crate) speeds: RwSignal<Vec<(ModelKind, f64)>>,
     pub(crate) measuring: RwSignal<Option<(usize, usize)>>,
     pub(crate) recommendation: RwSignal<Option<Recommendation>>,
+    /// A comparison of strategies under way (see [`CompareProgress`]).
+    pub(crate) comparing: RwSignal<Option<CompareProgress>>,
+    /// The last comparison of strategies on the pictures as they are.
+    pub(crate) comparison: RwSignal<Option<Comparison>>,
     pub(crate) strategy: RwSignal<Option<StrategyKind>>,
     pub(crate) epochs: RwSignal<Option<usize>>,
     pub(crate) lr: RwSignal<Option<f64>>,
@@ -144,6 +160,8 @@ impl Studio {
             speeds: RwSignal::new(Vec::new()),
             measuring: RwSignal::new(None),
             recommendation: RwSignal::new(None),
+            comparing: RwSignal::new(None),
+            comparison: RwSignal::new(None),
             strategy: RwSignal::new(None),
             epochs: RwSignal::new(None),
             lr: RwSignal::new(None),
@@ -185,9 +203,10 @@ impl Studio {
             .with(|classes| classes.iter().flat_map(|c| &c.images).find(|t| t.id == id).cloned())
     }
 
-    /// The data changed: an earlier recommendation no longer describes it.
+    /// The data changed: an earlier recommendation or comparison no longer describes it.
     pub(crate) fn data_changed(&self) {
         self.recommendation.set(None);
+        self.comparison.set(None);
         // A stopped run goes on only on the pictures it trained on.
         if !self.training.get_untracked() {
             self.paused.set(None);
@@ -274,6 +293,7 @@ impl Studio {
             batch_norm: self.batch_norm.get(),
             speeds: self.speeds.get(),
             recommendation: self.recommendation.get(),
+            comparison: self.comparison.get(),
             results: self.summary.get().map(|summary| RunResults {
                 history: self.history.get(),
                 summary,
@@ -293,6 +313,7 @@ impl Studio {
         self.batch_norm.set(view.batch_norm);
         self.speeds.set(view.speeds);
         self.recommendation.set(view.recommendation);
+        self.comparison.set(view.comparison);
         if let Some(results) = view.results {
             self.history.set(results.history);
             self.samples.set(results.samples);

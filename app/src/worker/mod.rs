@@ -15,6 +15,7 @@ use crate::store::Store;
 use self::persist::restore;
 use self::state::{STATE, STOP};
 
+mod compare;
 mod images;
 mod measure;
 mod models;
@@ -120,6 +121,11 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
         WorkerRequest::Recommend { model } => measure::start(model, snapshot().0),
         WorkerRequest::Train { model, config } => run::start(model, *config, snapshot()),
         WorkerRequest::Continue => run::start_continue(snapshot().0),
+        WorkerRequest::Compare {
+            model,
+            recommended,
+            budget_seconds,
+        } => compare::start(model, recommended, budget_seconds, snapshot().0),
         WorkerRequest::Stop => STOP.with(|stop| stop.set(true)),
         WorkerRequest::Predict => serve::start_predict(payload()),
         WorkerRequest::PredictFrame { width, height } => serve::start_predict_frame(payload(), width, height),

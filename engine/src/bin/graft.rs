@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use burn::prelude::*;
 use clap::{Parser, Subcommand};
 use graft_engine::bundle::{self, BundleHeader};
+use graft_engine::compare::{CompareConfig, describe as strategy_label};
 use graft_engine::data;
 use graft_engine::export::{self, ExportFormat};
 use graft_engine::model::{ImageClassifier, ModelKind};
@@ -73,6 +74,31 @@ enum Command {
         /// Images per class the similarity measurement looks at.
         #[arg(long, default_value_t = graft_engine::recommend::DEFAULT_SAMPLE_PER_CLASS)]
         sample_per_class: usize,
+        #[arg(long, default_value_os_t = default_weights_dir())]
+        weights_dir: PathBuf,
+    },
+    /// Compare the recommended strategy with its alternatives on DATA_DIR: the same stratified folds,
+    /// an even share of a time budget each; mean accuracy, its spread, seconds, and whether the
+    /// differences are more than noise.
+    Compare {
+        /// One subfolder per class, named after the class.
+        data_dir: PathBuf,
+        #[arg(long, value_parser = parse_model)]
+        model: ModelKind,
+        /// Wall-time budget; default: about one normal training run of the recommended strategy
+        /// (at least a minute).
+        #[arg(long)]
+        budget_seconds: Option<f64>,
+        #[arg(long, default_value_t = graft_engine::compare::DEFAULT_FOLDS)]
+        folds: usize,
+        /// Use at most this many images of each class (the first in name order).
+        #[arg(long)]
+        max_per_class: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// One JSON event per line, the last `{"event":"compared",...}`.
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value_os_t = default_weights_dir())]
         weights_dir: PathBuf,
     },
@@ -245,6 +271,28 @@ fn main() -> ExitCode {
             json,
             weights_dir,
         } => review(&data_dir, model, json, &weights_dir),
+        Command::Compare {
+            data_dir,
+            model,
+            budget_seconds,
+            folds,
+            max_per_class,
+            seed,
+            json,
+            weights_dir,
+        } => compare(
+            &data_dir,
+            model,
+            CompareConfig {
+                budget_seconds,
+                folds,
+                seed,
+                ..CompareConfig::default()
+            },
+            max_per_class,
+            json,
+            &weights_dir,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,6 +304,125 @@ fn main() -> ExitCode {
 }
 
 /// Reviews a folder of class folders and prints the suspects, most likely first.
+fn compare(
+    data_dir: &Path,
+    kind: ModelKind,
+    config: CompareConfig,
+    max_per_class: Option<usize>,
+    json: bool,
+    weights_dir: &Path,
+) -> Result<(), String> {
+    use graft_engine::compare::{self, CompareEvent};
+    use graft_engine::recommend;
+
+    let device = Device::flex();
+    let pretrained = load_pretrained(kind, weights_dir, &device)?;
+    let (dataset, skipped) = data::read_folder(data_dir, kind.card().input_size as u32, max_per_class)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    for file in &skipped {
+        eprintln!("graft: skipped {}: {}", file.path, file.reason);
+    }
+    dataset.validate().map_err(|e| e.to_string())?;
+    let signals = pollster::block_on(recommend::measure(
+        &pretrained,
+        kind,
+        &dataset,
+        &device,
+        recommend::DEFAULT_SAMPLE_PER_CLASS,
+        &mut |_: usize, _: usize| {},
+    ))
+    .map_err(|e| e.to_string())?;
+    let recommendation = recommend::recommend(&pretrained, &dataset.classes, &dataset.class_counts(), signals);
+    if !json {
+        println!(
+            "recommended: {} ({} quadrant); timing each strategy...",
+            recommendation.strategy.name(),
+            recommendation.quadrant.name()
+        );
+    }
+    let mut observer = |event: &CompareEvent| {
+        match event {
+            CompareEvent::Step { .. } => {}
+            _ if json => println!("{}", serde_json::to_string(event).expect("serialises")),
+            CompareEvent::Planned {
+                budget_seconds,
+                folds,
+                images,
+                candidates,
+            } => {
+                let plan: Vec<String> = candidates
+                    .iter()
+                    .map(|p| {
+                        let part = if p.train_fraction < 1.0 {
+                            format!(" on {:.0}% of the training images", p.train_fraction * 100.0)
+                        } else {
+                            String::new()
+                        };
+                        format!("{} x{}{part}", strategy_label(&p.strategy), p.epochs)
+                    })
+                    .collect();
+                println!(
+                    "budget {budget_seconds:.0} s: {folds} folds of {images} images; epochs: {}",
+                    plan.join(", ")
+                );
+            }
+            CompareEvent::Fold {
+                strategy,
+                fold,
+                accuracy,
+                seconds,
+            } => println!(
+                "  {} fold {}: {:.1}% in {seconds:.1} s",
+                strategy.name(),
+                fold + 1,
+                accuracy * 100.0
+            ),
+        }
+        std::ops::ControlFlow::Continue(())
+    };
+    let comparison = pollster::block_on(compare::compare(
+        &pretrained,
+        kind,
+        &dataset,
+        recommendation.strategy,
+        &config,
+        &device,
+        &mut observer,
+    ))
+    .map_err(|e| e.to_string())?;
+    if json {
+        let mut line = serde_json::to_value(&comparison).expect("serialises");
+        line["event"] = serde_json::json!("compared");
+        println!("{line}");
+    } else {
+        println!("strategy                  accuracy   spread   seconds");
+        for result in &comparison.results {
+            let mark = match (
+                result.strategy == comparison.best,
+                result.strategy == comparison.recommended,
+            ) {
+                (true, true) => "best, recommended",
+                (true, false) => "best",
+                (false, true) => "recommended",
+                _ => "",
+            };
+            println!(
+                "{:<24} {:>8.1}% {:>7.1}  {:>8.0}  {mark}",
+                strategy_label(&result.strategy),
+                result.mean_accuracy * 100.0,
+                result.std_accuracy * 100.0,
+                result.seconds,
+            );
+        }
+        println!("{}", comparison.verdict);
+        println!(
+            "{:.0} s of a {:.0} s budget",
+            comparison.seconds, comparison.budget_seconds
+        );
+    }
+    Ok(())
+}
+
 fn review(data_dir: &Path, kind: ModelKind, json: bool, weights_dir: &Path) -> Result<(), String> {
     use graft_engine::review::{self, ReviewConfig};
 

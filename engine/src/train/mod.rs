@@ -64,6 +64,7 @@ pub struct Training<'a> {
     dataset: &'a Dataset,
     embeddings: Option<&'a mut EmbeddingCache>,
     host: Option<Device>,
+    split: Option<data::Split>,
 }
 
 impl<'a> Training<'a> {
@@ -81,6 +82,7 @@ impl<'a> Training<'a> {
             dataset,
             embeddings: None,
             host: None,
+            split: None,
         }
     }
 
@@ -95,6 +97,7 @@ impl<'a> Training<'a> {
             dataset,
             embeddings: None,
             host: None,
+            split: None,
         }
     }
 
@@ -114,6 +117,15 @@ impl<'a> Training<'a> {
         self
     }
 
+    /// Trains and validates on `split` (indices into the dataset, each at most once; images in
+    /// neither are left out) instead of the config's seeded stratified split: one fold of a
+    /// comparison ([`crate::compare`]). Such a run keeps no checkpoints (they re-make the config's
+    /// split when resumed).
+    pub fn split(mut self, split: data::Split) -> Self {
+        self.split = Some(split);
+        self
+    }
+
     /// Trains on `device` (a plain device; training uses its autodiff counterpart), telling
     /// `observer` how it goes.
     pub async fn run<O: TrainObserver>(self, device: &Device, observer: &mut O) -> Result<Trained, TrainError> {
@@ -123,6 +135,7 @@ impl<'a> Training<'a> {
             dataset,
             embeddings,
             host,
+            split,
         } = self;
         let resumed;
         let config = match &start {
@@ -136,7 +149,8 @@ impl<'a> Training<'a> {
         let mut own = EmbeddingCache::new();
         let embeddings = embeddings.unwrap_or(&mut own);
         let mut session = Session::new(kind, dataset, config, device, embeddings);
-        session.host = host;
+        session.host = if split.is_some() { None } else { host };
+        session.split = split;
         session.run(start, observer).await
     }
 }

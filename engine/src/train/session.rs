@@ -34,6 +34,8 @@ pub(super) struct Session<'a> {
     pub(super) device: &'a Device,
     pub(super) embeddings: &'a mut EmbeddingCache,
     pub(super) host: Option<Device>,
+    /// The split to use instead of the config's seeded stratified one (a fold of a comparison).
+    pub(super) split: Option<data::Split>,
 }
 
 impl<'a> Session<'a> {
@@ -51,6 +53,7 @@ impl<'a> Session<'a> {
             device,
             embeddings,
             host: None,
+            split: None,
         }
     }
 
@@ -63,13 +66,30 @@ impl<'a> Session<'a> {
             device,
             embeddings,
             host,
+            split,
         } = self;
         dataset.validate()?;
         if config.batch_size == 0 || config.head_batch_size == Some(0) {
             return Err(TrainError::Zero("the batch size"));
         }
         let classes = dataset.classes.len();
-        let split = data::stratified_split(&dataset.labels(), classes, config.val_fraction, config.seed);
+        let split = match split {
+            Some(split) => {
+                let mut seen = vec![false; dataset.examples.len()];
+                for &i in split.train.iter().chain(&split.val) {
+                    if i >= seen.len() || std::mem::replace(&mut seen[i], true) {
+                        return Err(TrainError::Zero("a split with each image at most once"));
+                    }
+                }
+                if split.train.is_empty() {
+                    return Err(TrainError::Zero("the number of training images"));
+                }
+                split
+            }
+            None => data::stratified_split(&dataset.labels(), classes, config.val_fraction, config.seed),
+        };
+        let mut split = split;
+        let copies_moved = data::keep_copies_together(&mut split, dataset);
         let architecture = kind.architecture();
         let phases = config
             .strategy
@@ -100,6 +120,7 @@ impl<'a> Session<'a> {
             last: None,
             seconds_before: 0.0,
             started,
+            copies_moved,
         };
         let (model, position) = match start {
             Start::Fresh { pretrained, .. } => {
@@ -147,6 +168,21 @@ impl Run<'_> {
             })
             .is_break();
         if let Some(message) = imbalance_notice(dataset) {
+            self.cancelled |= observer.event(TrainEvent::Notice { message }).is_break();
+        }
+        if self.copies_moved > 0 {
+            let message = format!(
+                "{} {} a near-copy of another picture on the other side of the split; {} kept on the \
+                 original's side (validating a picture against its own copy in training would inflate \
+                 the accuracy).",
+                self.copies_moved,
+                if self.copies_moved == 1 {
+                    "picture was"
+                } else {
+                    "pictures were"
+                },
+                if self.copies_moved == 1 { "it is" } else { "they are" },
+            );
             self.cancelled |= observer.event(TrainEvent::Notice { message }).is_break();
         }
         if config.augment && phases.iter().any(|p| p.frozen_blocks > 0) {
@@ -307,4 +343,6 @@ pub(super) struct Run<'a> {
     /// Seconds the run took before it was resumed here.
     pub(super) seconds_before: f64,
     pub(super) started: Instant,
+    /// Near-copies moved to their original's side of the split ([`data::keep_copies_together`]).
+    pub(super) copies_moved: usize,
 }

@@ -1,6 +1,7 @@
 //! The page's panels, one component (with the small ones it alone uses) per file.
 
 mod class_card;
+mod compare;
 mod data;
 mod elsewhere;
 mod messages;
@@ -12,6 +13,7 @@ mod try_it;
 mod webcam;
 
 pub(crate) use class_card::ClassCard;
+pub(crate) use compare::ComparePanel;
 pub(crate) use data::DataPanel;
 pub(crate) use elsewhere::{Elsewhere, TAKE_OVER};
 pub(crate) use messages::Messages;

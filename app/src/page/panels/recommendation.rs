@@ -9,6 +9,8 @@ use crate::protocol::WorkerRequest;
 
 use crate::page::{bridge, studio};
 
+use super::ComparePanel;
+
 #[component]
 pub(crate) fn RecommendationPanel() -> impl IntoView {
     let studio = studio();
@@ -36,6 +38,7 @@ pub(crate) fn RecommendationPanel() -> impl IntoView {
                     .map(|(done, total)| view! { <p class="hint" data-testid="measuring">{format!("Measuring… {done}/{total} images")}</p> })
             }}
             {move || studio.recommendation.get().map(|r| view! { <RecommendationView recommendation=r/> })}
+            <ComparePanel/>
             <fieldset class="strategies">
                 <legend>"Strategy (yours to override)"</legend>
                 {StrategyKind::ALL

@@ -4,11 +4,37 @@ use leptos::prelude::*;
 
 use crate::protocol::{EpochPoint, WorkerRequest};
 
-use crate::page::state::ProgressView;
+use crate::bridge::Bridge;
+use crate::page::state::{ProgressView, Studio};
 use crate::page::{bridge, studio};
 
 /// A train and a validation value of one epoch.
 pub(crate) type CurvePoint = (Option<f64>, Option<f64>);
+
+/// Starts a run with the chosen strategy and settings (or says what is missing).
+pub(crate) fn start_training(studio: Studio, bridge: &Bridge) {
+    let Some(config) = studio.config() else {
+        studio.say(
+            true,
+            "Choose a strategy first (or measure your data for a recommendation).",
+        );
+        return;
+    };
+    studio.training.set(true);
+    studio.paused.set(None);
+    studio.history.set(Vec::new());
+    studio.summary.set(None);
+    studio.samples.set(Vec::new());
+    studio.selected_cell.set(None);
+    studio.progress.set(Some(ProgressView::default()));
+    bridge.send(
+        &WorkerRequest::Train {
+            model: studio.model.get_untracked(),
+            config: Box::new(config),
+        },
+        Vec::new(),
+    );
+}
 
 #[component]
 pub(crate) fn TrainingPanel() -> impl IntoView {
@@ -16,29 +42,7 @@ pub(crate) fn TrainingPanel() -> impl IntoView {
     let bridge = bridge();
     let train = {
         let bridge = bridge.clone();
-        move |_| {
-            let Some(config) = studio.config() else {
-                studio.say(
-                    true,
-                    "Choose a strategy first (or measure your data for a recommendation).",
-                );
-                return;
-            };
-            studio.training.set(true);
-            studio.paused.set(None);
-            studio.history.set(Vec::new());
-            studio.summary.set(None);
-            studio.samples.set(Vec::new());
-            studio.selected_cell.set(None);
-            studio.progress.set(Some(ProgressView::default()));
-            bridge.send(
-                &WorkerRequest::Train {
-                    model: studio.model.get_untracked(),
-                    config: Box::new(config),
-                },
-                Vec::new(),
-            );
-        }
+        move |_| start_training(studio, &bridge)
     };
     let go_on = {
         let bridge = bridge.clone();
