@@ -7,6 +7,7 @@ use graft_engine::compare::{CompareEvent, Comparison};
 use graft_engine::export::ExportFormat;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend::Recommendation;
+use graft_engine::review::Reason;
 use graft_engine::strategy::{Strategy, StrategyKind};
 use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
@@ -98,6 +99,16 @@ pub enum WorkerRequest {
     },
     /// Stop training at the next batch; the best model so far is kept.
     Stop,
+    /// Review the pictures with `model`'s frozen body: pictures likely in the wrong class, copies,
+    /// outliers; answered by `Reviewed`.
+    Review {
+        model: ModelKind,
+    },
+    /// Picture `id` goes to class `to` (a review's suggestion taken); answered by `ImageMoved`.
+    MoveImage {
+        id: u64,
+        to: ClassId,
+    },
     /// Classify one image (payload) with the trained model.
     Predict,
     /// Classify one webcam frame (payload: `width x height` RGBA pixels).
@@ -134,6 +145,7 @@ impl WorkerRequest {
             | Self::RemoveClass { .. }
             | Self::AddImages { .. }
             | Self::RemoveImage { .. }
+            | Self::MoveImage { .. }
             | Self::AddFrames { .. }
             | Self::SaveView { .. }
             | Self::Train { .. }
@@ -142,6 +154,7 @@ impl WorkerRequest {
             Self::Init
             | Self::Recommend { .. }
             | Self::Compare { .. }
+            | Self::Review { .. }
             | Self::Stop
             | Self::Predict
             | Self::PredictFrame { .. }
@@ -158,6 +171,7 @@ impl WorkerRequest {
             Self::Train { .. } | Self::Continue | Self::Stop => Work::Train,
             Self::Recommend { .. } => Work::Recommend,
             Self::Compare { .. } => Work::Compare,
+            Self::Review { .. } => Work::Review,
             Self::Predict | Self::PredictFrame { .. } => Work::Predict,
             Self::Export { .. } => Work::Export,
             Self::Import { .. } => Work::Import,
@@ -167,6 +181,7 @@ impl WorkerRequest {
             | Self::RemoveClass { .. }
             | Self::AddImages { .. }
             | Self::RemoveImage { .. }
+            | Self::MoveImage { .. }
             | Self::AddFrames { .. }
             | Self::SaveView { .. } => Work::Store,
             #[cfg(feature = "test-hooks")]
@@ -203,6 +218,24 @@ pub struct ProjectView {
     /// The last comparison of strategies on the pictures as they are (dropped when they change).
     #[serde(default)]
     pub comparison: Option<Comparison>,
+    /// Pictures a review flagged that the person chose to keep as they are: not flagged again.
+    #[serde(default)]
+    pub review_kept: Vec<u64>,
+}
+
+/// A picture a review flagged, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    pub image: u64,
+    pub class: ClassId,
+    /// The class it looks like (wrong class), or its copy's class (duplicates).
+    pub suggested: Option<ClassId>,
+    /// The out-of-fold probability of its own class.
+    pub label_probability: f32,
+    pub reason: Reason,
+    pub score: f32,
+    /// Its other copy (duplicates).
+    pub duplicate_of: Option<u64>,
 }
 
 /// A finished run as the page shows it: its curves, its summary and each validation picture's
@@ -234,6 +267,7 @@ pub enum Work {
     Restore,
     Recommend,
     Compare,
+    Review,
     Train,
     Predict,
     Export,
@@ -307,6 +341,15 @@ pub enum WorkerEvent {
     Comparing(Box<CompareEvent>),
     /// A comparison finished.
     Compared(Box<Comparison>),
+    /// A review of the pictures: the flagged ones, most likely first.
+    Reviewed {
+        items: Vec<ReviewItem>,
+    },
+    /// Picture `id` is now in class `to`.
+    ImageMoved {
+        id: u64,
+        to: ClassId,
+    },
     /// Each validation image of the kept model: `(image id, true class, predicted class)`, for the
     /// confusion matrix's cells.
     Evaluated {

@@ -123,6 +123,11 @@ impl Picture {
         (self.0.width, self.0.height)
     }
 
+    /// The compressed bytes it is kept as (`None` when it is kept as pixels).
+    pub fn compressed_bytes(&self) -> Option<&[u8]> {
+        (!self.0.compressed.is_empty()).then_some(self.0.compressed.as_slice())
+    }
+
     /// What its pixels look like, coarsely.
     pub fn fingerprint(&self) -> &Fingerprint {
         &self.0.fingerprint

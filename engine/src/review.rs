@@ -14,7 +14,7 @@
 //!
 //! Plain Rust on the host: the embeddings are a few hundred kilobytes and the heads tiny.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::EmbeddingCache;
 use crate::data::{Dataset, Rng};
@@ -98,7 +98,7 @@ impl Default for ReviewConfig {
 }
 
 /// Why a picture is suspect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
     Label,

@@ -30,6 +30,11 @@ impl Studio {
             }),
             WorkerEvent::Train(event) => self.on_train_event(*event),
             WorkerEvent::Comparing(event) => self.on_compare_event(*event),
+            WorkerEvent::Reviewed { items } => {
+                self.reviewing.set(false);
+                self.review.set(Some(items));
+            }
+            WorkerEvent::ImageMoved { id, to } => self.image_moved(id, to),
             WorkerEvent::Compared(comparison) => {
                 self.comparing.set(None);
                 self.comparison.set(Some(*comparison));
@@ -53,6 +58,9 @@ impl Studio {
                 }
                 if request == Work::Compare {
                     self.comparing.set(None);
+                }
+                if request == Work::Review {
+                    self.reviewing.set(false);
                 }
                 self.say(true, message);
             }
@@ -122,6 +130,28 @@ impl Studio {
                 ),
             );
         }
+        self.data_changed();
+    }
+
+    /// Picture `id` is in class `to` now: its thumbnail moves there.
+    fn image_moved(&self, id: u64, to: ClassId) {
+        self.classes.update(|classes| {
+            let Some(thumb) = classes.iter_mut().find_map(|c| {
+                let position = c.images.iter().position(|t| t.id == id)?;
+                Some(c.images.remove(position))
+            }) else {
+                return;
+            };
+            if let Some(class) = classes.iter_mut().find(|c| c.id == to) {
+                class.images.push(thumb);
+            }
+        });
+        // Its case is settled: out of the review's list.
+        self.review.update(|review| {
+            if let Some(items) = review {
+                items.retain(|item| item.image != id);
+            }
+        });
         self.data_changed();
     }
 

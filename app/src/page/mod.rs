@@ -10,8 +10,8 @@ use crate::protocol::InjectedFault;
 use crate::protocol::WorkerRequest;
 
 use crate::page::panels::{
-    DataPanel, Elsewhere, Messages, ModelPicker, RecommendationPanel, ResultsPanel, TAKE_OVER, TrainingPanel, TryPanel,
-    Webcam,
+    DataPanel, Elsewhere, Messages, ModelPicker, RecommendationPanel, ResultsPanel, ReviewPanel, TAKE_OVER,
+    TrainingPanel, TryPanel, Webcam,
 };
 use crate::page::state::Studio;
 
@@ -123,6 +123,7 @@ pub fn App() -> impl IntoView {
                 <Messages/>
                 <DataPanel/>
                 <ModelPicker/>
+                <ReviewPanel/>
                 <RecommendationPanel/>
                 <TrainingPanel/>
                 <ResultsPanel/>

@@ -10,7 +10,7 @@ use graft_engine::train::{BatchNormStatistics, TrainConfig, TrainSummary};
 use leptos::prelude::*;
 
 use crate::bridge::Bridge;
-use crate::protocol::{ClassId, EpochPoint, ProjectView, RunResults, WorkerRequest};
+use crate::protocol::{ClassId, EpochPoint, ProjectView, ReviewItem, RunResults, WorkerRequest};
 
 /// An object URL (a thumbnail, the picture being classified, an export): revoked once the last copy
 /// is dropped, i.e. once the page no longer holds what it shows.
@@ -111,6 +111,12 @@ pub(crate) struct Studio {
     pub(crate) comparing: RwSignal<Option<CompareProgress>>,
     /// The last comparison of strategies on the pictures as they are.
     pub(crate) comparison: RwSignal<Option<Comparison>>,
+    /// A review under way.
+    pub(crate) reviewing: RwSignal<bool>,
+    /// The last review's flagged pictures (those moved, removed or kept since drop out of view).
+    pub(crate) review: RwSignal<Option<Vec<ReviewItem>>>,
+    /// Flagged pictures the person kept as they are: not flagged again.
+    pub(crate) review_kept: RwSignal<Vec<u64>>,
     pub(crate) strategy: RwSignal<Option<StrategyKind>>,
     pub(crate) epochs: RwSignal<Option<usize>>,
     pub(crate) lr: RwSignal<Option<f64>>,
@@ -162,6 +168,9 @@ impl Studio {
             recommendation: RwSignal::new(None),
             comparing: RwSignal::new(None),
             comparison: RwSignal::new(None),
+            reviewing: RwSignal::new(false),
+            review: RwSignal::new(None),
+            review_kept: RwSignal::new(Vec::new()),
             strategy: RwSignal::new(None),
             epochs: RwSignal::new(None),
             lr: RwSignal::new(None),
@@ -294,6 +303,7 @@ impl Studio {
             speeds: self.speeds.get(),
             recommendation: self.recommendation.get(),
             comparison: self.comparison.get(),
+            review_kept: self.review_kept.get(),
             results: self.summary.get().map(|summary| RunResults {
                 history: self.history.get(),
                 summary,
@@ -314,6 +324,7 @@ impl Studio {
         self.speeds.set(view.speeds);
         self.recommendation.set(view.recommendation);
         self.comparison.set(view.comparison);
+        self.review_kept.set(view.review_kept);
         if let Some(results) = view.results {
             self.history.set(results.history);
             self.samples.set(results.samples);

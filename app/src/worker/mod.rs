@@ -21,6 +21,7 @@ mod measure;
 mod models;
 mod persist;
 mod project;
+mod review;
 mod run;
 mod serve;
 mod state;
@@ -117,6 +118,11 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
         WorkerRequest::AddImages { class, names } => project::add_images(class, names, payloads).await,
         WorkerRequest::AddFrames { class, width, height } => project::add_frames(class, width, height, payloads).await,
         WorkerRequest::RemoveImage { id } => project::delete_image(id).await,
+        WorkerRequest::MoveImage { id, to } => project::move_image(id, to).await,
+        WorkerRequest::Review { model } => {
+            let class_ids = STATE.with_borrow(|state| state.class_ids.clone());
+            review::start(model, snapshot(), class_ids)
+        }
         WorkerRequest::Import { name } => serve::import_and_keep(&name, payload()).await,
         WorkerRequest::Recommend { model } => measure::start(model, snapshot().0),
         WorkerRequest::Train { model, config } => run::start(model, *config, snapshot()),

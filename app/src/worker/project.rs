@@ -174,3 +174,36 @@ pub(super) fn pictures(count: usize) -> String {
         format!("{count} pictures")
     }
 }
+
+/// Picture `id` goes to class `to` (a review's suggestion taken): relabelled here, stored again under
+/// its new class, the page told. A picture already there, or gone, or a class that is gone: nothing.
+pub(super) async fn move_image(id: u64, to: ClassId) {
+    let _writing = Writing::start();
+    let moved = STATE.with_borrow_mut(|state| {
+        let position = state.ids.iter().position(|&i| i == id)?;
+        let label = state.class_position(to)?;
+        if state.dataset.examples[position].label == label {
+            return None;
+        }
+        Rc::make_mut(&mut state.dataset).examples[position].label = label;
+        let hash = state.hash_of.get(&id).cloned().unwrap_or_default();
+        let name = state
+            .by_hash
+            .get(&hash)
+            .map(|(_, name)| name.clone())
+            .unwrap_or_default();
+        let jpeg = state.dataset.examples[position].image.compressed_bytes()?.to_vec();
+        Some(StoredImage {
+            id,
+            class: to,
+            name,
+            jpeg,
+            hash,
+        })
+    });
+    let Some(stored) = moved else {
+        return;
+    };
+    post(&WorkerEvent::ImageMoved { id, to }, Vec::new());
+    keep_images(vec![stored]).await;
+}
