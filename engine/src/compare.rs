@@ -4,7 +4,7 @@
 //!
 //! How the budget is kept: each candidate is first timed on a probe (a batch of training and one of
 //! validation images, three epochs: a real run, so that caching, the trainable depth and the device
-//! all count), which gives its seconds per image once (set-up, caches) and per epoch. The budget (by default what one normal run of the recommended strategy takes, at
+//! all count), which gives its set-up seconds per run and its seconds per picture and epoch. The budget (by default what one normal run of the recommended strategy takes, at
 //! least [`MIN_BUDGET_SECONDS`]; the probes count in it) is split evenly between the candidates and
 //! their folds; each candidate gets the epochs that fit its share (at most its normal number). When
 //! one epoch does not fit, the candidate trains one epoch on a stratified part of each fold's
@@ -241,17 +241,17 @@ impl<O: CompareObserver> TrainObserver for Timing<'_, '_, O> {
     }
 }
 
-/// What a candidate's run costs, in seconds per image of the fold (training and validation): once
-/// (set-up, caches), and per epoch.
+/// What a candidate's run costs: `setup` seconds once per run, and `epoch` seconds per picture of the
+/// fold (training and validation) and epoch, plus half an epoch for its caches.
 #[derive(Debug, Clone, Copy)]
 struct Cost {
-    first: f64,
+    setup: f64,
     epoch: f64,
 }
 
 impl Cost {
-    fn run(&self, images: f64, epochs: usize) -> f64 {
-        images * (self.first + self.epoch * epochs as f64)
+    fn run(&self, images: f64, epochs: f64) -> f64 {
+        self.setup + images * self.epoch * (epochs + 0.5)
     }
 }
 
@@ -377,14 +377,16 @@ pub async fn compare<O: CompareObserver>(
             [.., before, last] => last - before,
             _ => total,
         };
-        // Head-only's first epoch embeds the images into the cache every run shares: paid once, in
-        // the first fold, not in each.
-        let first = match strategy {
+        // What the first epoch costs beyond the others is mostly per run (the model copied and
+        // frozen, the optimizer built); its caches grow with the pictures, at about half an epoch's
+        // cost per picture at most. Head-only's first epoch embeds the pictures into the cache every
+        // run shares: paid once, in the first fold, not in each.
+        let setup = match strategy {
             Strategy::HeadOnly => 0.0,
-            _ => (ends.first().copied().unwrap_or(total) - steady).max(0.0) / probe_images,
+            _ => (ends.first().copied().unwrap_or(total) - steady).max(0.0),
         };
         costs.push(Cost {
-            first,
+            setup,
             epoch: steady / probe_images,
         });
     }
@@ -396,7 +398,7 @@ pub async fn compare<O: CompareObserver>(
     let smallest_val = splits.iter().map(|s| s.val.len()).min().unwrap_or(1).max(1);
     let (train_size, val_size) = ((images - images / folds) as f64, (images / folds) as f64);
     let budget = config.budget_seconds.unwrap_or_else(|| {
-        let normal = costs[0].run(train_size + val_size, normal_epochs(strategies[0]));
+        let normal = costs[0].run(train_size + val_size, normal_epochs(strategies[0]) as f64);
         (normal + probing).max(MIN_BUDGET_SECONDS)
     });
     let share = ((budget - probing) / (strategies.len() * folds) as f64).max(0.0);
@@ -407,7 +409,7 @@ pub async fn compare<O: CompareObserver>(
         .zip(&costs)
         .map(|(&strategy, cost)| {
             let fold = train_size + val_size;
-            let epochs = ((share - cost.first * fold) / (cost.epoch * fold).max(1e-9)).floor();
+            let epochs = ((share - cost.setup) / (cost.epoch * fold).max(1e-9) - 0.5).floor();
             if epochs >= 1.0 {
                 Planned {
                     strategy,
@@ -415,7 +417,7 @@ pub async fn compare<O: CompareObserver>(
                     train_fraction: 1.0,
                 }
             } else {
-                let affordable = share / (cost.first + cost.epoch).max(1e-9) - val_size;
+                let affordable = (share - cost.setup) / (1.5 * cost.epoch).max(1e-9) - val_size;
                 Planned {
                     strategy,
                     epochs: 1,

@@ -1,3 +1,15 @@
+"""Checks Graft's PyTorch and ONNX exports in PyTorch itself (run by hand; never a dependency).
+
+Usage, from a folder holding `graft export` outputs of a MobileNetV2 (my.safetensors, labels.json,
+my.onnx) and of an EfficientNet-Lite0 (lite/lite.safetensors, lite/labels.json, lite.onnx):
+
+    python3 -m venv venv && venv/bin/pip install torch torchvision timm safetensors onnxruntime pillow
+    venv/bin/python check_pytorch_export.py PHOTO...
+
+It loads each safetensors file into torchvision's mobilenet_v2 / timm's tf_efficientnet_lite0 with
+strict=True and prints the largest probability difference from the ONNX export (onnxruntime) on the
+photos, asserting the same top-1.
+"""
 import json, sys
 import numpy as np
 import onnxruntime as ort
