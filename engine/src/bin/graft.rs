@@ -303,7 +303,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reviews a folder of class folders and prints the suspects, most likely first.
+/// Compares the recommended strategy with its alternatives on a folder of class folders and prints
+/// the measurements (JSON events with `--json`).
 fn compare(
     data_dir: &Path,
     kind: ModelKind,
@@ -317,11 +318,7 @@ fn compare(
 
     let device = Device::flex();
     let pretrained = load_pretrained(kind, weights_dir, &device)?;
-    let (dataset, skipped) = data::read_folder(data_dir, kind.card().input_size as u32, max_per_class)
-        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    for file in &skipped {
-        eprintln!("graft: skipped {}: {}", file.path, file.reason);
-    }
+    let dataset = read_classes(data_dir, kind, max_per_class)?;
     dataset.validate().map_err(|e| e.to_string())?;
     let signals = pollster::block_on(recommend::measure(
         &pretrained,
@@ -592,6 +589,17 @@ fn export_web_page(model_file: &Path, out: &Path, runtime: &Path) -> Result<(), 
     }
     println!("wrote {} ({} bytes)", zip_path.display(), zip.len());
     Ok(())
+}
+
+/// The class folders of `data_dir` at `kind`'s input size (at most `max_per_class` pictures each),
+/// saying on stderr which files were skipped and why.
+fn read_classes(data_dir: &Path, kind: ModelKind, max_per_class: Option<usize>) -> Result<data::Dataset, String> {
+    let (dataset, skipped) = data::read_folder(data_dir, kind.card().input_size as u32, max_per_class)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    for file in &skipped {
+        eprintln!("graft: skipped {}: {}", file.path, file.reason);
+    }
+    Ok(dataset)
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
@@ -917,11 +925,7 @@ fn recommend(
 
     let device = Device::flex();
     let pretrained = load_pretrained(kind, weights_dir, &device)?;
-    let (dataset, skipped) = data::read_folder(data_dir, kind.card().input_size as u32, None)
-        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    for file in &skipped {
-        eprintln!("graft: skipped {}: {}", file.path, file.reason);
-    }
+    let dataset = read_classes(data_dir, kind, None)?;
     let terminal = !json && std::io::stderr().is_terminal();
     let mut progress = |done: usize, total: usize| {
         if terminal {
