@@ -650,6 +650,24 @@ pub async fn add_two_fixture_classes(client: &Client) {
     }
 }
 
+/// Two classes, `birds` and `mammals`, with `birds` and `mammals` chosen in their file inputs as a
+/// person picks them; returns once the page counts them all.
+pub async fn add_birds_and_mammals(client: &Client, birds: &[PathBuf], mammals: &[PathBuf]) {
+    click(client, "add-class").await;
+    click(client, "add-class").await;
+    rename(client, "class-name-0", "birds").await;
+    rename(client, "class-name-1", "mammals").await;
+    upload(client, "class-files-0", birds).await;
+    upload(client, "class-files-1", mammals).await;
+    for (index, count) in [(0, birds.len()), (1, mammals.len())] {
+        let count = count.to_string();
+        text_of(client, &format!("class-count-{index}"), Duration::from_secs(60), |t| {
+            t == count
+        })
+        .await;
+    }
+}
+
 /// A Chrome DevTools Protocol command sent through ChromeDriver (`goog/cdp/execute`).
 #[derive(Debug)]
 struct DevTools {

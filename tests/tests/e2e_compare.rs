@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use graft_tests::datasets;
-use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, rename, text_of};
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, text_of};
 
 /// The chart's rows as the page shows them: strategy, mean accuracy, best, recommended.
 async fn chart(client: &Client) -> Vec<(String, f64, bool, bool)> {
@@ -28,14 +28,12 @@ async fn a_person_compares_strategies_and_trains_the_winner() {
         t.starts_with("CPU fallback")
     })
     .await;
-    by_id(&client, "add-class").await.click().await.expect("add class");
-    by_id(&client, "add-class").await.click().await.expect("add class");
-    rename(&client, "class-name-0", "birds").await;
-    rename(&client, "class-name-1", "mammals").await;
-    e2e::upload(&client, "class-files-0", &datasets::tuxpaint_photos("birds", 8)).await;
-    e2e::upload(&client, "class-files-1", &datasets::tuxpaint_photos("mammals", 8)).await;
-    text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "8").await;
-    text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "8").await;
+    e2e::add_birds_and_mammals(
+        &client,
+        &datasets::tuxpaint_photos("birds", 8),
+        &datasets::tuxpaint_photos("mammals", 8),
+    )
+    .await;
     by_id(&client, "analyse-button").await.click().await.expect("analyse");
     text_of(&client, "recommendation", Duration::from_secs(240), |t| !t.is_empty()).await;
 

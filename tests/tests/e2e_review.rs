@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use graft_tests::datasets;
-use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, rename, text_of};
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, text_of};
 
 /// The flagged pictures shown: `(review-item test id, picture name, reason)`.
 async fn flagged(client: &Client) -> Vec<(String, String, String)> {
@@ -39,20 +39,13 @@ async fn a_person_moves_a_mislabelled_picture_and_keeps_another() {
         t.starts_with("CPU fallback")
     })
     .await;
-    by_id(&client, "add-class").await.click().await.expect("add class");
-    by_id(&client, "add-class").await.click().await.expect("add class");
-    rename(&client, "class-name-0", "birds").await;
-    rename(&client, "class-name-1", "mammals").await;
     let mut birds = datasets::tuxpaint_photos("birds", 10);
     let mammals = datasets::tuxpaint_photos("mammals", 10);
     // A deer (not among the first ten mammals) filed among the birds.
     let planted = datasets::path("tuxpaint-photos").join("mammals/deer-deer.png");
     let planted_name = "deer-deer.png".to_string();
     birds.push(planted);
-    e2e::upload(&client, "class-files-0", &birds).await;
-    e2e::upload(&client, "class-files-1", &mammals).await;
-    text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "11").await;
-    text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "10").await;
+    e2e::add_birds_and_mammals(&client, &birds, &mammals).await;
 
     let shown = review(&client).await;
     println!("flagged: {shown:?}");

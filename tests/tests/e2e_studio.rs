@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, rename, text_of};
+use graft_tests::e2e::{self, ChromeDriver, StaticServer, by_id, text_of};
 use graft_tests::{datasets, web_page};
 
 /// Scrolls the element into view (screenshots show the viewport).
@@ -55,14 +55,12 @@ async fn a_person_trains_predicts_exports_and_imports() {
     .await;
 
     // Two classes with 8 photos each.
-    by_id(&client, "add-class").await.click().await.expect("add class");
-    by_id(&client, "add-class").await.click().await.expect("add class");
-    rename(&client, "class-name-0", "birds").await;
-    rename(&client, "class-name-1", "mammals").await;
-    e2e::upload(&client, "class-files-0", &datasets::tuxpaint_photos("birds", 8)).await;
-    e2e::upload(&client, "class-files-1", &datasets::tuxpaint_photos("mammals", 8)).await;
-    text_of(&client, "class-count-0", Duration::from_secs(60), |t| t == "8").await;
-    text_of(&client, "class-count-1", Duration::from_secs(60), |t| t == "8").await;
+    e2e::add_birds_and_mammals(
+        &client,
+        &datasets::tuxpaint_photos("birds", 8),
+        &datasets::tuxpaint_photos("mammals", 8),
+    )
+    .await;
     let shot = e2e::screenshot(&client, "studio-1-data").await;
     println!("data: {}", shot.display());
 
