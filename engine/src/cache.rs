@@ -3,9 +3,16 @@
 //! body again.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
-use crate::data::Picture;
-use crate::model::ModelKind;
+use crate::data::{Dataset, Picture};
+use crate::inference::FrozenClassifier;
+use crate::model::{ImageClassifier, ModelKind, Probes};
+use crate::preprocess;
+use crate::readback::ReadbackError;
+
+/// Pictures embedded at a time by [`EmbeddingCache::fill`].
+const FILL_BATCH: usize = 16;
 
 /// Pooled embeddings by image content, for one model and input size.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +48,48 @@ impl EmbeddingCache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Embeds the pictures of `dataset` the cache lacks (their evaluation views, as training and the
+    /// recommender see them) with `pretrained`'s frozen body, 16 at a time, awaiting `between(done,
+    /// missing)` after each batch: `Break` there stops, and `fill` returns `Break` (what was embedded
+    /// so far is kept).
+    pub async fn fill(
+        &mut self,
+        pretrained: &ImageClassifier,
+        kind: ModelKind,
+        dataset: &Dataset,
+        mut between: impl AsyncFnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, ReadbackError> {
+        let card = kind.card();
+        self.use_model(kind, card.input_size as u32);
+        let missing: Vec<usize> = (0..dataset.examples.len())
+            .filter(|&i| self.get(&dataset.examples[i].image).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let device = pretrained.classifier.weight.device();
+        let frozen = FrozenClassifier::new(pretrained, Probes::Off).await?;
+        let width = frozen.embedding_width();
+        let mut done = 0;
+        for chunk in missing.chunks(FILL_BATCH) {
+            let views: Vec<_> = chunk
+                .iter()
+                .map(|&i| preprocess::evaluation_view(&dataset.examples[i].image.pixels(), card.input_size as u32))
+                .collect();
+            let values = frozen
+                .embeddings(preprocess::batch_tensor(&views, &card.normalisation, &device))
+                .await?;
+            for (k, &i) in chunk.iter().enumerate() {
+                self.insert(&dataset.examples[i].image, values[k * width..(k + 1) * width].to_vec());
+            }
+            done += chunk.len();
+            if between(done, missing.len()).await.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! How the budget is kept: each candidate is first timed on a probe (a batch of training and one of
 //! validation images, three epochs: a real run, so that caching, the trainable depth and the device
-//! all count), which gives its set-up seconds per run and its seconds per picture and epoch. The budget (by default what one normal run of the recommended strategy takes, at
-//! least [`MIN_BUDGET_SECONDS`]; the probes count in it) is split evenly between the candidates and
+//! all count), which gives its set-up seconds per run and its seconds per picture and epoch; then,
+//! for head-only, every picture is embedded once into the cache its folds share. The budget (by
+//! default what one normal run of the recommended strategy takes, at least [`MIN_BUDGET_SECONDS`];
+//! the probes and that embedding count in it) is split evenly between the candidates and
 //! their folds; each candidate gets the epochs that fit its share (at most its normal number). When
 //! one epoch does not fit, the candidate trains one epoch on a stratified part of each fold's
 //! training images; every candidate validates on the same whole folds. A run that overruns its share
@@ -90,7 +92,8 @@ pub struct Comparison {
     pub seconds: f64,
     pub folds: usize,
     pub images: usize,
-    /// Seconds spent timing the candidates before the plan (part of the budget).
+    /// Seconds spent before the plan (part of the budget): timing the candidates, and embedding every
+    /// picture once for head-only.
     pub probe_seconds: f64,
 }
 
@@ -380,7 +383,7 @@ pub async fn compare<O: CompareObserver>(
         // What the first epoch costs beyond the others is mostly per run (the model copied and
         // frozen, the optimizer built); its caches grow with the pictures, at about half an epoch's
         // cost per picture at most. Head-only's first epoch embeds the pictures into the cache every
-        // run shares: paid once, in the first fold, not in each.
+        // run shares: done once for all of them below, before the folds.
         let setup = match strategy {
             Strategy::HeadOnly => 0.0,
             _ => (ends.first().copied().unwrap_or(total) - steady).max(0.0),
@@ -389,6 +392,23 @@ pub async fn compare<O: CompareObserver>(
             setup,
             epoch: steady / probe_images,
         });
+    }
+    // Head-only trains on the cached embeddings: every picture is embedded once, here, before the
+    // budget is shared out (it counts in the budget like the probes), so that no fold pays for it.
+    if strategies.contains(&Strategy::HeadOnly) {
+        let filled = embeddings
+            .fill(pretrained, kind, dataset, async |_, _| {
+                observer.between_batches().await;
+                observer.event(&CompareEvent::Step {
+                    strategy: Strategy::HeadOnly,
+                    fold: 0,
+                })
+            })
+            .await
+            .map_err(TrainError::from)?;
+        if filled.is_break() {
+            return Err(CompareError::Cancelled);
+        }
     }
     let probing = started.elapsed().as_secs_f64();
 
@@ -529,7 +549,18 @@ pub async fn compare<O: CompareObserver>(
         .filter(|r| r.strategy == best.strategy || within.contains(&r.strategy))
         .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
         .expect("the best is close to itself");
-    let verdict = verdict(&best, cheapest_close, &within, recommended);
+    // Beaten candidates that the budget cut short of a normal run (fewer epochs, part of the pictures):
+    // the verdict says the budget, not only the strategy, may have ranked them.
+    let cut_short = cut_short(&plan, best.strategy, &within);
+    let mut verdict = verdict(&best, cheapest_close, &within, recommended);
+    if !cut_short.is_empty() {
+        let names: Vec<String> = cut_short.iter().map(describe).collect();
+        verdict.push_str(&format!(
+            " This budget gave {} less training than a normal run: a larger budget measures {} more fairly.",
+            names.join(", "),
+            if cut_short.len() == 1 { "it" } else { "them" }
+        ));
+    }
     results.sort_by(|a, b| b.mean_accuracy.total_cmp(&a.mean_accuracy));
     Ok(Comparison {
         results,
@@ -543,6 +574,16 @@ pub async fn compare<O: CompareObserver>(
         images,
         probe_seconds: probing,
     })
+}
+
+/// The beaten candidates (neither the best nor within its noise) that the plan gave fewer epochs than
+/// their normal run, or part of the pictures.
+fn cut_short(plan: &[Planned], best: Strategy, within: &[Strategy]) -> Vec<Strategy> {
+    plan.iter()
+        .filter(|p| p.strategy != best && !within.contains(&p.strategy))
+        .filter(|p| p.epochs < normal_epochs(p.strategy) || p.train_fraction < 1.0)
+        .map(|p| p.strategy)
+        .collect()
 }
 
 /// A strategy by name, with its depth for partial freezing (two of them are compared).
@@ -602,6 +643,29 @@ fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beaten_candidates_trained_less_than_a_normal_run_are_named() {
+        let planned = |strategy: Strategy, epochs: usize, train_fraction: f64| Planned {
+            strategy,
+            epochs,
+            train_fraction,
+        };
+        let partial = Strategy::PartialFreeze { trainable_blocks: 6 };
+        let plan = [
+            planned(Strategy::HeadOnly, normal_epochs(Strategy::HeadOnly), 1.0),
+            planned(partial, 1, 1.0),
+            planned(Strategy::STAGED_DEFAULT, normal_epochs(Strategy::STAGED_DEFAULT), 1.0),
+            planned(Strategy::FullFineTune, 1, 0.25),
+            planned(Strategy::PartialFreeze { trainable_blocks: 12 }, 1, 0.5),
+        ];
+        let within = [Strategy::PartialFreeze { trainable_blocks: 12 }];
+        // The best, a full run and one within the noise are not named; the two cut short are.
+        assert_eq!(
+            cut_short(&plan, Strategy::HeadOnly, &within),
+            vec![partial, Strategy::FullFineTune]
+        );
+    }
 
     #[test]
     fn candidates_cover_the_alternatives_once_recommended_first() {

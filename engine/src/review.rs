@@ -14,13 +14,13 @@
 //!
 //! Plain Rust on the host: the embeddings are a few hundred kilobytes and the heads tiny.
 
+use std::ops::ControlFlow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cache::EmbeddingCache;
 use crate::data::{Dataset, Rng};
-use crate::inference::FrozenClassifier;
-use crate::model::{ImageClassifier, ModelKind, Probes};
-use crate::preprocess;
+use crate::model::{ImageClassifier, ModelKind};
 use crate::readback::ReadbackError;
 
 /// The frozen pretrained body's embedding of every picture of `dataset`, in order: from `cache` where
@@ -31,26 +31,10 @@ pub async fn embeddings(
     dataset: &Dataset,
     cache: &mut EmbeddingCache,
 ) -> Result<Vec<Vec<f32>>, ReadbackError> {
-    let card = kind.card();
-    cache.use_model(kind, card.input_size as u32);
-    let device = pretrained.classifier.weight.device();
-    let frozen = FrozenClassifier::new(pretrained, Probes::Off).await?;
-    let width = frozen.embedding_width();
-    let missing: Vec<usize> = (0..dataset.examples.len())
-        .filter(|&i| cache.get(&dataset.examples[i].image).is_none())
-        .collect();
-    for chunk in missing.chunks(16) {
-        let views: Vec<_> = chunk
-            .iter()
-            .map(|&i| preprocess::evaluation_view(&dataset.examples[i].image.pixels(), card.input_size as u32))
-            .collect();
-        let values = frozen
-            .embeddings(preprocess::batch_tensor(&views, &card.normalisation, &device))
-            .await?;
-        for (k, &i) in chunk.iter().enumerate() {
-            cache.insert(&dataset.examples[i].image, values[k * width..(k + 1) * width].to_vec());
-        }
-    }
+    // Never stopped: the closure always goes on.
+    let _ = cache
+        .fill(pretrained, kind, dataset, async |_, _| ControlFlow::Continue(()))
+        .await?;
     Ok(dataset
         .examples
         .iter()

@@ -41,32 +41,35 @@ fn main() {
             &mut observer,
         ))
         .expect("compares");
-        let planned: Vec<String> = plan
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} x{} ({:.0}% of the training images)",
-                    describe(&p.strategy),
-                    p.epochs,
-                    p.train_fraction * 100.0
-                )
-            })
-            .collect();
         println!(
-            "bench: compare {} pictures: {:.0} s wall against a {:.0} s budget (probes {:.0} s); {}",
+            "bench: compare {} pictures: {:.0} s wall against a {:.0} s budget (probes and head-only's \
+             embeddings {:.0} s); {} folds, {} candidates",
             dataset.examples.len(),
             comparison.seconds,
             comparison.budget_seconds,
             comparison.probe_seconds,
-            planned.join(", ")
+            comparison.folds,
+            plan.len(),
         );
         for result in &comparison.results {
+            let planned = plan.iter().find(|p| p.strategy == result.strategy).expect("planned");
             println!(
-                "bench:   {:<28} {:>5.1}% ± {:>4.1}  {:>5.0} s",
+                "bench:   {:<28} {:>5.1}% ± {:>4.1}  {:>5.0} s  planned x{} on {:.1}% of each fold's training \
+                 pictures; trained {} epoch(s) on up to {} pictures; folds {:?}; stopped {}",
                 describe(&result.strategy),
                 result.mean_accuracy * 100.0,
                 result.std_accuracy * 100.0,
-                result.seconds
+                result.seconds,
+                planned.epochs,
+                planned.train_fraction * 100.0,
+                result.epochs,
+                result.train_images,
+                result
+                    .folds
+                    .iter()
+                    .map(|a| (a * 1000.0).round() / 10.0)
+                    .collect::<Vec<_>>(),
+                result.stopped_folds,
             );
         }
         println!("bench:   {}", comparison.verdict);
