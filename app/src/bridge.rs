@@ -8,6 +8,7 @@ use js_sys::{Array, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
+use crate::device::ComputeChoice;
 use crate::protocol::{Work, WorkerEvent, WorkerRequest};
 
 /// A message as the protocol lays it out: `[json, payload...]`, and the buffers to transfer.
@@ -45,11 +46,15 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the worker (`worker_loader.js`, which trunk builds from `src/bin/worker.rs`) and calls
+    /// Starts the worker (`worker_loader.js`, which trunk builds from `src/bin/worker.rs`) on the device
+    /// `compute` asks for (named in its URL: the worker opens its device before any message) and calls
     /// `on_event` with each event and its payloads.
-    pub fn spawn(on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static) -> Result<Self, String> {
-        let worker =
-            web_sys::Worker::new("./worker_loader.js").map_err(|e| format!("could not start the worker: {e:?}"))?;
+    pub fn spawn(
+        compute: ComputeChoice,
+        on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static,
+    ) -> Result<Self, String> {
+        let url = format!("./worker_loader.js?compute={}", compute.name());
+        let worker = web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))?;
         let pending: Rc<RefCell<Option<Queue>>> = Rc::new(RefCell::new(Some(Vec::new())));
         let bridge = Self {
             worker: worker.clone(),

@@ -1,4 +1,6 @@
-//! Choosing the compute device: WebGPU when the browser offers an adapter, the CPU backend otherwise.
+//! Choosing the compute device: WebGPU when the browser offers a GPU, the CPU backend otherwise —
+//! also when the only WebGPU adapter is a software one (SwiftShader, llvmpipe, WARP), which trains many
+//! times slower than the CPU backend. A person can override that choice ([`ComputeChoice`]).
 
 use burn::prelude::*;
 
@@ -19,12 +21,12 @@ pub enum ComputeDevice {
         #[cfg(target_arch = "wasm32")]
         wgpu: burn::tensor::wgpu::wgpu::Device,
     },
-    /// No usable WebGPU adapter: Burn's CPU backend (Flex) runs everything.
+    /// Burn's CPU backend (Flex) runs everything, from the start.
     Cpu {
         /// The Burn device (without autodiff).
         device: Device,
-        /// Why WebGPU could not be used.
-        reason: String,
+        /// Why not WebGPU.
+        why: CpuWhy,
     },
     /// WebGPU was in use and failed (the device was lost): the CPU backend took over.
     CpuAfterGpuLoss {
@@ -59,10 +61,81 @@ impl ComputeDevice {
     pub fn label(&self) -> String {
         match self {
             Self::WebGpu { adapter, .. } => format!("WebGPU: {adapter}"),
-            Self::Cpu { reason, .. } => format!("CPU fallback: no WebGPU ({reason})"),
+            Self::Cpu { why, .. } => why.to_string(),
             Self::CpuAfterGpuLoss { reason, .. } => format!("CPU fallback: the GPU was lost ({reason})"),
         }
     }
+}
+
+/// Why Graft computes on the CPU from the start; the badge's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuWhy {
+    /// The browser offers no WebGPU (or it could not be opened): the reason.
+    #[error("CPU fallback: no WebGPU ({0})")]
+    NoWebGpu(String),
+    /// The only WebGPU adapter is a software one (named here), slower than the CPU backend.
+    #[error("CPU fallback: WebGPU here is a software adapter ({0}), slower than the CPU")]
+    SoftwareAdapter(String),
+    /// The person chose the CPU in the settings.
+    #[error("CPU: chosen in the settings")]
+    Chosen,
+}
+
+/// Where a person wants Graft to compute ("Compute on" beside the device badge): kept by the page,
+/// handed to the worker in its URL (`worker_loader.js?compute=webgpu`), since the device is chosen
+/// once, when the worker starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ComputeChoice {
+    /// A GPU when there is one; the CPU without WebGPU or when its only adapter is software.
+    #[default]
+    Auto,
+    /// WebGPU whenever the browser offers an adapter, a software one too.
+    WebGpu,
+    /// The CPU backend.
+    Cpu,
+}
+
+impl ComputeChoice {
+    pub const ALL: [Self; 3] = [Self::Auto, Self::WebGpu, Self::Cpu];
+
+    /// The name in a URL's query (`compute=`) and in the page's storage.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::WebGpu => "webgpu",
+            Self::Cpu => "cpu",
+        }
+    }
+
+    /// What a person reads in the settings.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auto => "Automatic",
+            Self::WebGpu => "WebGPU",
+            Self::Cpu => "CPU",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|choice| choice.name() == name.trim())
+    }
+
+    /// The choice a URL's query names (`?compute=cpu&…`), if any.
+    pub fn from_query(query: &str) -> Option<Self> {
+        query
+            .trim_start_matches('?')
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("compute="))
+            .and_then(Self::from_name)
+    }
+}
+
+/// The choice named in this page's or worker's URL (`?compute=…`), if any.
+pub fn choice_in_url() -> Option<ComputeChoice> {
+    use js_sys::Reflect;
+    let location = Reflect::get(&js_sys::global(), &"location".into()).ok()?;
+    let search = Reflect::get(&location, &"search".into()).ok()?.as_string()?;
+    ComputeChoice::from_query(&search)
 }
 
 thread_local! {
@@ -70,13 +143,13 @@ thread_local! {
     static ACQUIRED: std::cell::RefCell<Option<ComputeDevice>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Opens a WebGPU device, or falls back to the CPU backend and says why. The first call decides; later
-/// calls on the same thread get the same device.
-pub async fn acquire() -> ComputeDevice {
+/// Opens the device `choice` asks for (a WebGPU device, or the CPU backend, saying why). The first
+/// call decides; later calls on the same thread get the same device, whatever they ask.
+pub async fn acquire(choice: ComputeChoice) -> ComputeDevice {
     if let Some(acquired) = ACQUIRED.with_borrow(Clone::clone) {
         return acquired;
     }
-    let acquired = acquire_uncached().await;
+    let acquired = acquire_uncached(choice).await;
     ACQUIRED.set(Some(acquired.clone()));
     acquired
 }
@@ -92,18 +165,25 @@ pub fn fall_back_to_cpu(reason: &str) -> ComputeDevice {
     cpu
 }
 
-async fn acquire_uncached() -> ComputeDevice {
-    let cpu = |reason: String| ComputeDevice::Cpu {
+async fn acquire_uncached(choice: ComputeChoice) -> ComputeDevice {
+    let cpu = |why: CpuWhy| ComputeDevice::Cpu {
         device: Device::flex(),
-        reason,
+        why,
     };
+    if choice == ComputeChoice::Cpu {
+        return cpu(CpuWhy::Chosen);
+    }
     // Ask the browser first: its answer says plainly why there is no WebGPU, where wgpu's error lists
     // every graphics API it did not try.
     let described = match browser_adapter_info().await {
         Ok(info) => info,
-        Err(missing) => return cpu(missing.to_string()),
+        Err(missing) => return cpu(CpuWhy::NoWebGpu(missing.to_string())),
     };
-    open_webgpu(described, cpu).await
+    if choice == ComputeChoice::Auto && described.is_software() {
+        let name = adapter_name("", &described).unwrap_or_else(|| "unnamed".into());
+        return cpu(CpuWhy::SoftwareAdapter(name));
+    }
+    open_webgpu(described, |reason| cpu(CpuWhy::NoWebGpu(reason))).await
 }
 
 /// The page's code also builds natively, for its unit tests, where there is no browser and no WebGPU.
@@ -119,7 +199,7 @@ async fn open_webgpu(described: AdapterInfo, cpu: impl FnOnce(String) -> Compute
         Ok((device, setup)) => {
             watch_uncaptured_errors(&setup.device);
             let info = setup.adapter.get_info();
-            let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+            let software = described.is_software() || info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
             let limits = setup.device.limits();
             ComputeDevice::WebGpu {
                 device,
@@ -160,7 +240,8 @@ pub enum NoWebGpu {
     NoAdapter,
 }
 
-/// What the browser's `GPUAdapterInfo` says: vendor, architecture, device, description.
+/// What the browser's `GPUAdapterInfo` says: vendor, architecture, device, description, and whether
+/// it is a fallback (software) adapter.
 ///
 /// wgpu keeps only the description, which browsers usually leave empty; the vendor and architecture
 /// ("google", "swiftshader") are what tells a person which adapter they got.
@@ -170,6 +251,43 @@ pub struct AdapterInfo {
     pub architecture: String,
     pub device: String,
     pub description: String,
+    /// `isFallbackAdapter`: the browser itself calls it a software adapter.
+    pub fallback: bool,
+}
+
+/// Names of software rasterisers a browser may put behind WebGPU without calling them a fallback
+/// adapter (Chromium's SwiftShader, Mesa's llvmpipe/lavapipe/softpipe, Windows' WARP).
+const SOFTWARE_ADAPTERS: [&str; 6] = [
+    "swiftshader",
+    "llvmpipe",
+    "lavapipe",
+    "softpipe",
+    "microsoft basic render driver",
+    "warp",
+];
+
+impl AdapterInfo {
+    /// Whether this adapter runs on the CPU: the browser says so, or its name is a known software
+    /// rasteriser's.
+    pub fn is_software(&self) -> bool {
+        // The fields as words between spaces, so that "warp" is not found in "warpdrive".
+        let words: String = [&self.vendor, &self.architecture, &self.device, &self.description]
+            .iter()
+            .flat_map(|field| field.chars().chain([' ']))
+            .map(|c| {
+                if c.is_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    ' '
+                }
+            })
+            .collect();
+        let words = format!(" {} ", words.split_whitespace().collect::<Vec<_>>().join(" "));
+        self.fallback
+            || SOFTWARE_ADAPTERS
+                .iter()
+                .any(|name| words.contains(&format!(" {name} ")))
+    }
 }
 
 /// Asks `navigator.gpu` (on the page or in a worker) for an adapter and returns its info.
@@ -196,8 +314,14 @@ pub async fn browser_adapter_info() -> Result<AdapterInfo, NoWebGpu> {
     let adapter = adapter
         .filter(|a| !a.is_null() && !a.is_undefined())
         .ok_or(NoWebGpu::NoAdapter)?;
+    // `isFallbackAdapter` moved from the adapter to its info (Chromium 136); either may be there.
+    let flag = |object: &JsValue| get(object, "isFallbackAdapter").and_then(|v| v.as_bool());
+    let adapter_flag = flag(&adapter);
     let Some(info) = get(&adapter, "info") else {
-        return Ok(AdapterInfo::default());
+        return Ok(AdapterInfo {
+            fallback: adapter_flag.unwrap_or(false),
+            ..AdapterInfo::default()
+        });
     };
     let text = |key: &str| get(&info, key).and_then(|v| v.as_string()).unwrap_or_default();
     Ok(AdapterInfo {
@@ -205,6 +329,7 @@ pub async fn browser_adapter_info() -> Result<AdapterInfo, NoWebGpu> {
         architecture: text("architecture"),
         device: text("device"),
         description: text("description"),
+        fallback: flag(&info).or(adapter_flag).unwrap_or(false),
     })
 }
 
@@ -212,19 +337,94 @@ pub async fn browser_adapter_info() -> Result<AdapterInfo, NoWebGpu> {
 /// `google swiftshader (software adapter)` or `NVIDIA GeForce RTX 3060 (GPU)`.
 pub fn describe_adapter(wgpu_name: &str, info: &AdapterInfo, software: bool) -> String {
     let kind = if software { "software adapter" } else { "GPU" };
-    let mut words: Vec<&str> = Vec::new();
-    for word in [info.vendor.as_str(), info.architecture.as_str(), info.device.as_str()] {
-        if !word.trim().is_empty() {
-            words.push(word.trim());
-        }
+    match adapter_name(wgpu_name, info) {
+        Some(name) => format!("{name} ({kind})"),
+        None => format!("unnamed {kind}"),
     }
-    let name = [wgpu_name.trim(), info.description.trim()]
+}
+
+/// The adapter's name: wgpu's, else the browser's description, else its vendor, architecture and
+/// device; `None` when all are empty.
+pub fn adapter_name(wgpu_name: &str, info: &AdapterInfo) -> Option<String> {
+    let words: Vec<&str> = [info.vendor.as_str(), info.architecture.as_str(), info.device.as_str()]
+        .into_iter()
+        .map(str::trim)
+        .filter(|word| !word.is_empty())
+        .collect();
+    [wgpu_name.trim(), info.description.trim()]
         .into_iter()
         .find(|name| !name.is_empty())
         .map(str::to_string)
-        .unwrap_or_else(|| words.join(" "));
-    match name.as_str() {
-        "" => format!("unnamed {kind}"),
-        name => format!("{name} ({kind})"),
+        .or_else(|| (!words.is_empty()).then(|| words.join(" ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_is_read_from_a_query_and_named_back() {
+        assert_eq!(
+            ComputeChoice::from_query("?compute=webgpu"),
+            Some(ComputeChoice::WebGpu)
+        );
+        assert_eq!(
+            ComputeChoice::from_query("?fault=gpu-out-of-memory&compute=cpu"),
+            Some(ComputeChoice::Cpu)
+        );
+        assert_eq!(ComputeChoice::from_query("?compute=gpu"), None);
+        assert_eq!(ComputeChoice::from_query(""), None);
+        for choice in ComputeChoice::ALL {
+            assert_eq!(ComputeChoice::from_name(choice.name()), Some(choice));
+        }
+    }
+
+    #[test]
+    fn software_adapters_are_told_from_gpus() {
+        let info = |vendor: &str, architecture: &str, description: &str| AdapterInfo {
+            vendor: vendor.into(),
+            architecture: architecture.into(),
+            description: description.into(),
+            ..AdapterInfo::default()
+        };
+        assert!(info("google", "swiftshader", "").is_software());
+        assert!(info("mesa", "", "llvmpipe (LLVM 19.1.7, 256 bits)").is_software());
+        assert!(info("microsoft", "", "Microsoft Basic Render Driver").is_software());
+        assert!(
+            AdapterInfo {
+                fallback: true,
+                ..info("", "", "")
+            }
+            .is_software()
+        );
+        assert!(!info("nvidia", "ampere", "NVIDIA GeForce RTX 3060").is_software());
+        assert!(!info("intel", "gen-12lp", "").is_software());
+        // A word inside another is not the name.
+        assert!(!info("warpdrive", "", "").is_software());
+        assert!(!info("", "", "").is_software());
+    }
+
+    #[test]
+    fn the_badge_says_why_the_cpu() {
+        let software = CpuWhy::SoftwareAdapter(
+            adapter_name(
+                "",
+                &AdapterInfo {
+                    vendor: "google".into(),
+                    architecture: "swiftshader".into(),
+                    ..AdapterInfo::default()
+                },
+            )
+            .expect("named"),
+        );
+        assert_eq!(
+            software.to_string(),
+            "CPU fallback: WebGPU here is a software adapter (google swiftshader), slower than the CPU"
+        );
+        assert_eq!(CpuWhy::Chosen.to_string(), "CPU: chosen in the settings");
+        assert_eq!(
+            CpuWhy::NoWebGpu(NoWebGpu::NoAdapter.to_string()).to_string(),
+            "CPU fallback: no WebGPU (the browser found no WebGPU adapter)"
+        );
     }
 }

@@ -209,6 +209,9 @@ pub struct ProjectView {
     /// Embedding speed measured here, per model.
     #[serde(default)]
     pub speeds: Vec<(ModelKind, f64)>,
+    /// The device (its badge) `speeds` were measured on: on another device they are forgotten.
+    #[serde(default)]
+    pub speeds_device: Option<String>,
     /// The recommendation for the pictures as they are (dropped when they change).
     #[serde(default)]
     pub recommendation: Option<Recommendation>,

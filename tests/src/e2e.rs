@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
+/// The app's path with WebGPU chosen ("Compute on: WebGPU"): the only adapter of this headless
+/// Chromium is SwiftShader, a software one, which the app otherwise passes over for the CPU.
+pub const WEBGPU: &str = "/?compute=webgpu";
+
 /// Chromium's flags: WebGPU on (SwiftShader when there is no GPU), and nothing that reaches the network.
 pub const CHROME_ARGS: &[&str] = &[
     "--headless=new",
@@ -594,6 +598,15 @@ pub async fn by_id(client: &Client, id: &str) -> fantoccini::elements::Element {
 }
 
 /// Clicks the element with `data-testid` = `id`.
+/// Chooses `value` in the `<select>` with the test id `id`.
+pub async fn select(client: &Client, id: &str, value: &str) {
+    by_id(client, id)
+        .await
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("choose {value} in {id}: {e}"));
+}
+
 pub async fn click(client: &Client, id: &str) {
     by_id(client, id)
         .await

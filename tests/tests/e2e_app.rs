@@ -8,7 +8,7 @@ use graft_tests::e2e::{self, ChromeDriver, StaticServer};
 /// The app open in a WebGPU session (the badge must name an adapter), two classes of two fixture
 /// photos added, and "measure and recommend" clicked.
 async fn webgpu_app_analysing_two_classes(server: &StaticServer, driver: &ChromeDriver) -> fantoccini::Client {
-    webgpu_app_at_analysing_two_classes(server, driver, "/").await
+    webgpu_app_at_analysing_two_classes(server, driver, e2e::WEBGPU).await
 }
 
 /// [`webgpu_app_analysing_two_classes`] with the app opened at `path` (a query, say).
@@ -22,7 +22,7 @@ async fn webgpu_app_at_analysing_two_classes(
     client
 }
 
-/// Opens the app at `path` in `client` (the badge must name an adapter), adds two classes of two
+/// Opens the app at `path` in `client` (WebGPU chosen in it; the badge must name an adapter), adds two classes of two
 /// fixture photos and clicks "measure and recommend".
 async fn open_on_webgpu_analysing_two_classes(client: &fantoccini::Client, server: &StaticServer, path: &str) {
     client.goto(&server.url(path)).await.expect("cannot open the app");
@@ -36,30 +36,93 @@ async fn open_on_webgpu_analysing_two_classes(client: &fantoccini::Client, serve
     e2e::click(client, "analyse-button").await;
 }
 
+/// The badge once it names a device that `done` accepts.
+async fn badge(client: &fantoccini::Client, done: impl Fn(&str) -> bool) -> String {
+    e2e::text_of(client, "device", Duration::from_secs(180), done).await
+}
+
+/// The embedding speed the MobileNetV2 card shows once measured, in images per second.
+async fn measured_speed(client: &fantoccini::Client, timeout: Duration) -> f64 {
+    let text = e2e::wait_for_text(client, "[data-testid=model-mobilenet-v2] .speed", timeout, |t| {
+        t.contains("images/s")
+    })
+    .await
+    .expect("the speed was measured");
+    text.split_whitespace()
+        .next()
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("a speed in {text:?}"))
+}
+
+/// In this headless Chromium the only WebGPU adapter is SwiftShader, a software one: the app computes
+/// on the CPU and says why on its badge. "Compute on: WebGPU" opens WebGPU on it anyway (kept in the
+/// browser, over a reload), "CPU" says it was chosen, "Automatic" goes back. The pictures stay through
+/// every switch, and the embedding speed measured on each device shows why the CPU is the default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn app_shows_the_webgpu_adapter() {
+async fn a_software_adapter_is_passed_over_for_the_cpu_unless_webgpu_is_chosen() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
     let client = driver.session().await;
     client.goto(&server.url("/")).await.expect("cannot open the app");
-
     let title = client.title().await.expect("no title");
     assert!(title.starts_with("Graft"), "unexpected title {title:?}");
 
-    let device = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(120), |text| {
-        text.starts_with("WebGPU: ") || text.starts_with("CPU fallback")
-    })
-    .await;
+    let automatic = badge(&client, |t| t.starts_with("WebGPU: ") || t.starts_with("CPU")).await;
     let shot = e2e::screenshot(&client, "device").await;
-    println!("device badge: {device:?}; screenshot: {}", shot.display());
-    client.close().await.expect("cannot close the session");
-
-    let device = device.expect("the app never reported a compute device");
+    println!("automatic: {automatic:?}; screenshot: {}", shot.display());
     assert!(
-        device.starts_with("WebGPU: "),
-        "expected a WebGPU adapter, got {device:?}"
+        automatic.starts_with("CPU fallback: WebGPU here is a software adapter (")
+            && automatic.to_lowercase().contains("swiftshader"),
+        "{automatic}"
     );
-    assert!(device.len() > "WebGPU: ".len(), "empty adapter description: {device:?}");
+    e2e::add_two_fixture_classes(&client).await;
+    e2e::click(&client, "analyse-button").await;
+    let on_cpu = measured_speed(&client, Duration::from_secs(120)).await;
+
+    // WebGPU chosen: the page reloads onto it, with the pictures, and the CPU's speed is not shown as
+    // WebGPU's.
+    e2e::select(&client, "compute-choice", "webgpu").await;
+    let chosen = badge(&client, |t| t.starts_with("WebGPU: ")).await;
+    assert!(chosen.ends_with("(software adapter)"), "{chosen}");
+    for index in 0..2 {
+        e2e::text_of(&client, &format!("class-count-{index}"), Duration::from_secs(60), |t| {
+            t == "2"
+        })
+        .await;
+    }
+    let speed = e2e::wait_for_text(
+        &client,
+        "[data-testid=model-mobilenet-v2] .speed",
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await
+    .expect("speed");
+    assert_eq!(speed, "speed here: not measured yet", "a speed from another device");
+    e2e::click(&client, "analyse-button").await;
+    let on_webgpu = measured_speed(&client, Duration::from_secs(400)).await;
+    println!("MobileNetV2 embedding: {on_cpu:.1} images/s on the CPU backend, {on_webgpu:.1} images/s on {chosen}");
+    assert!(
+        on_cpu > 2.0 * on_webgpu,
+        "the software adapter is not slower than the CPU here: {on_cpu:.1} vs {on_webgpu:.1} images/s"
+    );
+    client.refresh().await.expect("reload");
+    let kept = badge(&client, |t| t.starts_with("WebGPU: ") || t.starts_with("CPU")).await;
+    assert!(kept.starts_with("WebGPU: "), "the choice is kept over a reload: {kept}");
+
+    e2e::select(&client, "compute-choice", "cpu").await;
+    let cpu = badge(&client, |t| t.starts_with("CPU")).await;
+    assert_eq!(cpu, "CPU: chosen in the settings");
+    e2e::select(&client, "compute-choice", "auto").await;
+    let back = badge(&client, |t| t.starts_with("CPU fallback")).await;
+    assert_eq!(back, automatic);
+    for index in 0..2 {
+        e2e::text_of(&client, &format!("class-count-{index}"), Duration::from_secs(60), |t| {
+            t == "2"
+        })
+        .await;
+    }
+    client.close().await.expect("cannot close the session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +207,7 @@ async fn app_trains_on_webgpu() {
     // Whatever tries to leave the machine goes to this proxy, which refuses it and tells the test.
     let outbound = e2e::OutboundWatch::start();
     let client = driver.session_watched_with_webgpu(&outbound).await;
-    open_on_webgpu_analysing_two_classes(&client, &server, "/").await;
+    open_on_webgpu_analysing_two_classes(&client, &server, e2e::WEBGPU).await;
     let started = std::time::Instant::now();
     let recommendation = e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
@@ -185,7 +248,10 @@ async fn app_trains_on_webgpu() {
 /// The app open on WebGPU in a session watched by `outbound`, with a model made by the engine
 /// natively (MobileNetV2 with a new head for "cats" and "espresso") imported; returns the model file.
 async fn webgpu_with_an_imported_model(client: &fantoccini::Client, server: &StaticServer, name: &str) -> Vec<u8> {
-    client.goto(&server.url("/")).await.expect("cannot open the app");
+    client
+        .goto(&server.url(e2e::WEBGPU))
+        .await
+        .expect("cannot open the app");
     let device = e2e::text_of(client, "device", Duration::from_secs(120), |t| {
         t.starts_with("WebGPU: ") || t.starts_with("CPU fallback")
     })
@@ -398,7 +464,8 @@ async fn a_gpu_lost_while_recommending_is_survived_on_the_cpu() {
 async fn training_goes_on_in_smaller_batches_when_the_gpu_runs_out_of_memory() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
-    let client = webgpu_app_at_analysing_two_classes(&server, &driver, "/?fault=gpu-out-of-memory").await;
+    let client =
+        webgpu_app_at_analysing_two_classes(&server, &driver, "/?fault=gpu-out-of-memory&compute=webgpu").await;
     e2e::wait_for_text(&client, "[data-testid=recommendation]", Duration::from_secs(300), |t| {
         !t.is_empty()
     })

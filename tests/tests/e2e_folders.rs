@@ -14,7 +14,8 @@ use graft_tests::e2e::{self, ChromeDriver, StaticServer, text_of};
 use graft_tests::picture_folders::{Scratch, sources, take, write_classes};
 
 async fn open(client: &Client, server: &StaticServer, device_prefix: &str) {
-    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let path = if device_prefix == "WebGPU" { e2e::WEBGPU } else { "/" };
+    client.goto(&server.url(path)).await.expect("cannot open the app");
     text_of(client, "device", Duration::from_secs(180), |t| {
         t.starts_with(device_prefix)
     })

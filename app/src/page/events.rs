@@ -16,7 +16,10 @@ impl Studio {
     /// Applies a worker event (with its binary payloads) to the page's state.
     pub(crate) fn handle(&self, event: WorkerEvent, payloads: Vec<Vec<u8>>) {
         match event {
-            WorkerEvent::Ready { device, gpu } => self.device.set(Some((device, gpu))),
+            WorkerEvent::Ready { device, gpu } => {
+                self.device.set(Some((device, gpu)));
+                self.forget_speeds_of_another_device();
+            }
             WorkerEvent::ProjectRestored { classes } => self.project_restored(classes),
             WorkerEvent::ImagesAdded { class, added, rejected } => self.images_added(class, added, rejected, payloads),
             WorkerEvent::Measuring { done, total } => self.measuring.set(Some((done, total))),
@@ -24,10 +27,14 @@ impl Studio {
             WorkerEvent::ModelSpeed {
                 model,
                 images_per_second,
-            } => self.speeds.update(|speeds| {
-                speeds.retain(|(m, _)| *m != model);
-                speeds.push((model, images_per_second));
-            }),
+            } => {
+                self.speeds.update(|speeds| {
+                    speeds.retain(|(m, _)| *m != model);
+                    speeds.push((model, images_per_second));
+                });
+                self.speeds_device
+                    .set(self.device.get_untracked().map(|(device, _)| device));
+            }
             WorkerEvent::Train(event) => self.on_train_event(*event),
             WorkerEvent::Comparing(event) => self.on_compare_event(*event),
             WorkerEvent::Reviewed { items } => {

@@ -10,8 +10,8 @@ use crate::protocol::InjectedFault;
 use crate::protocol::WorkerRequest;
 
 use crate::page::panels::{
-    DataPanel, Elsewhere, Messages, ModelPicker, RecommendationPanel, ResultsPanel, ReviewPanel, TAKE_OVER,
-    TrainingPanel, TryPanel, Webcam,
+    ComputeSetting, DataPanel, Elsewhere, Messages, ModelPicker, RecommendationPanel, ResultsPanel, ReviewPanel,
+    TAKE_OVER, TrainingPanel, TryPanel, Webcam,
 };
 use crate::page::state::Studio;
 
@@ -53,7 +53,9 @@ fn register_service_worker(studio: Studio) {
 pub fn App() -> impl IntoView {
     let studio = Studio::new();
     register_service_worker(studio);
-    let bridge = Bridge::spawn(move |event, payloads| studio.handle(event, payloads));
+    let bridge = Bridge::spawn(panels::current_choice(), move |event, payloads| {
+        studio.handle(event, payloads)
+    });
     let bridge = match bridge {
         Ok(bridge) => bridge,
         Err(message) => {
@@ -115,7 +117,10 @@ pub fn App() -> impl IntoView {
                 <p class="tagline">
                     "Fine-tune an ImageNet-pretrained CNN on your own pictures. Nothing leaves this device."
                 </p>
-                <DeviceBadge label=device.read_only()/>
+                <div class="device-row">
+                    <DeviceBadge label=device.read_only()/>
+                    <ComputeSetting/>
+                </div>
             </header>
             <Elsewhere/>
             // Nothing here can be used while another tab holds the project.

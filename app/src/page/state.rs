@@ -105,6 +105,8 @@ pub(crate) struct Studio {
     pub(crate) model: RwSignal<ModelKind>,
     /// Embedding speed measured here, per model.
     pub(crate) speeds: RwSignal<Vec<(ModelKind, f64)>>,
+    /// The device (its badge) the speeds were measured on.
+    pub(crate) speeds_device: RwSignal<Option<String>>,
     pub(crate) measuring: RwSignal<Option<(usize, usize)>>,
     pub(crate) recommendation: RwSignal<Option<Recommendation>>,
     /// A comparison of strategies under way (see [`CompareProgress`]).
@@ -164,6 +166,7 @@ impl Studio {
             messages: RwSignal::new(Vec::new()),
             model: RwSignal::new(ModelKind::MobileNetV2),
             speeds: RwSignal::new(Vec::new()),
+            speeds_device: RwSignal::new(None),
             measuring: RwSignal::new(None),
             recommendation: RwSignal::new(None),
             comparing: RwSignal::new(None),
@@ -289,6 +292,18 @@ impl Studio {
         Some(TrainConfig::new(strategy))
     }
 
+    /// Speeds measured on another device than the one in use now (the person chose another, or the
+    /// GPU was lost) say nothing about this one: they are dropped until measured again.
+    pub(crate) fn forget_speeds_of_another_device(&self) {
+        let Some((device, _)) = self.device.get_untracked() else {
+            return;
+        };
+        if !self.speeds.get_untracked().is_empty() && self.speeds_device.get_untracked().as_ref() != Some(&device) {
+            self.speeds.set(Vec::new());
+            self.speeds_device.set(None);
+        }
+    }
+
     /// What a reload should show again (tracked: read inside an effect, it reruns on any change).
     pub(crate) fn view(&self) -> ProjectView {
         ProjectView {
@@ -301,6 +316,7 @@ impl Studio {
             augment: self.augment.get(),
             batch_norm: self.batch_norm.get(),
             speeds: self.speeds.get(),
+            speeds_device: self.speeds_device.get(),
             recommendation: self.recommendation.get(),
             comparison: self.comparison.get(),
             review_kept: self.review_kept.get(),
@@ -322,6 +338,8 @@ impl Studio {
         self.augment.set(view.augment);
         self.batch_norm.set(view.batch_norm);
         self.speeds.set(view.speeds);
+        self.speeds_device.set(view.speeds_device);
+        self.forget_speeds_of_another_device();
         self.recommendation.set(view.recommendation);
         self.comparison.set(view.comparison);
         self.review_kept.set(view.review_kept);

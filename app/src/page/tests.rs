@@ -341,3 +341,56 @@ fn another_tab_taking_the_project_over_stops_a_run_here_and_says_so() {
     assert!(!WorkerRequest::Predict.edits_project());
     assert_eq!(WorkerRequest::Continue.work(), Work::Train);
 }
+
+#[test]
+fn speeds_measured_on_another_device_are_forgotten() {
+    use graft_engine::model::ModelKind;
+    let ready = |device: &str, gpu: bool| WorkerEvent::Ready {
+        device: device.into(),
+        gpu,
+    };
+    let speed = |images_per_second: f64| WorkerEvent::ModelSpeed {
+        model: ModelKind::MobileNetV2,
+        images_per_second,
+    };
+    let cpu = "CPU fallback: WebGPU here is a software adapter (google swiftshader), slower than the CPU";
+    let gpu = "WebGPU: google swiftshader (software adapter)";
+
+    let studio = Studio::new();
+    studio.handle(ready(cpu, false), Vec::new());
+    studio.handle(speed(70.0), Vec::new());
+    let view = studio.view();
+    assert_eq!(view.speeds, vec![(ModelKind::MobileNetV2, 70.0)]);
+    assert_eq!(view.speeds_device.as_deref(), Some(cpu));
+
+    // Reloaded on the same device, the view first: the speed stays.
+    let same = Studio::new();
+    same.restore_view(view.clone());
+    same.handle(ready(cpu, false), Vec::new());
+    assert_eq!(same.speeds.get_untracked(), vec![(ModelKind::MobileNetV2, 70.0)]);
+
+    // Reloaded after WebGPU was chosen, in either order of the events: the CPU's speed is not WebGPU's.
+    let device_first = Studio::new();
+    device_first.handle(ready(gpu, true), Vec::new());
+    device_first.restore_view(view.clone());
+    assert!(device_first.speeds.get_untracked().is_empty());
+    let view_first = Studio::new();
+    view_first.restore_view(view);
+    assert_eq!(
+        view_first.speeds.get_untracked().len(),
+        1,
+        "the device is not known yet"
+    );
+    view_first.handle(ready(gpu, true), Vec::new());
+    assert!(view_first.speeds.get_untracked().is_empty());
+    assert_eq!(view_first.view().speeds_device, None);
+
+    // The GPU lost mid-session: its speed goes too; measured again, it is the CPU's.
+    studio.handle(ready("CPU fallback: the GPU was lost (device lost)", false), Vec::new());
+    assert!(studio.speeds.get_untracked().is_empty());
+    studio.handle(speed(65.0), Vec::new());
+    assert_eq!(
+        studio.view().speeds_device.as_deref(),
+        Some("CPU fallback: the GPU was lost (device lost)")
+    );
+}

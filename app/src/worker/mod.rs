@@ -143,7 +143,8 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
 
 /// Opens the device, then the project if no other tab holds it (else says so), then `Ready`.
 async fn open() {
-    let device = device::acquire().await;
+    // The page names the person's choice in this worker's URL.
+    let device = device::acquire(device::choice_in_url().unwrap_or_default()).await;
     let (label, gpu) = (device.label(), device.is_gpu());
     STATE.with_borrow_mut(|state| state.device = Some(device));
     if tab::acquire(false).await {

@@ -1,7 +1,7 @@
 //! Choosing and naming the compute device.
 
 use burn::prelude::*;
-use graft_app::device::{self, AdapterInfo, ComputeDevice};
+use graft_app::device::{self, AdapterInfo, ComputeChoice, ComputeDevice};
 use graft_engine::readback::{self, ReadbackError};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
@@ -43,7 +43,7 @@ fn adapter_description_prefers_a_name_and_falls_back_to_vendor_and_architecture(
 /// numbers; the device itself stays usable.
 #[wasm_bindgen_test]
 async fn a_buffer_the_gpu_refuses_fails_the_next_read_back() {
-    let compute = device::acquire().await;
+    let compute = device::acquire(ComputeChoice::WebGpu).await;
     let ComputeDevice::WebGpu { device, wgpu: gpu, .. } = compute else {
         panic!("no WebGPU adapter in this browser: {}", compute.label());
     };

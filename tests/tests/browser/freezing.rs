@@ -1,12 +1,12 @@
 //! Freezing on WebGPU: the first four MobileNetV2 blocks frozen, three AdamW steps.
 
-use graft_app::device::{self, ComputeDevice};
+use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_tests::freezing;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 #[wasm_bindgen_test]
 async fn frozen_blocks_stay_bit_identical_on_webgpu() {
-    let ComputeDevice::WebGpu { device, .. } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, .. } = device::acquire(ComputeChoice::WebGpu).await else {
         panic!("no WebGPU adapter in this browser");
     };
     let report = freezing::run(&device.clone().autodiff(), 4, 3)

@@ -1,14 +1,14 @@
 //! The frozen-prefix scenario in the browser, on WebGPU and on the CPU backend.
 
 use burn::prelude::*;
-use graft_app::device::{self, ComputeDevice};
+use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_tests::frozen_prefix;
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 /// Fails (never skips) when the browser offers no WebGPU adapter.
 #[wasm_bindgen_test]
 async fn frozen_first_block_trains_five_steps_on_webgpu() {
-    let compute = device::acquire().await;
+    let compute = device::acquire(ComputeChoice::WebGpu).await;
     console_log!("compute device: {}", compute.label());
     let ComputeDevice::WebGpu {
         device,

@@ -1,14 +1,14 @@
 //! The pretrained models on WebGPU in the browser against PyTorch's logits.
 
 use burn::prelude::*;
-use graft_app::device::{self, ComputeDevice};
+use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_engine::inference::FrozenClassifier;
 use graft_engine::model::{ModelKind, Probes};
 use graft_tests::{golden, pretrained};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 async fn check_on_webgpu(kind: ModelKind) {
-    let ComputeDevice::WebGpu { device, adapter, .. } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, adapter, .. } = device::acquire(ComputeChoice::WebGpu).await else {
         panic!("no WebGPU adapter in this browser");
     };
     console_log!("{kind} on WebGPU ({adapter})");

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 
 use burn::prelude::*;
-use graft_app::device::{self, ComputeDevice};
+use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::model::ModelKind;
 use graft_engine::strategy::Strategy;
@@ -33,7 +33,7 @@ async fn few_steps(strategy: Strategy, device: Device, label: &str) {
 }
 
 async fn webgpu() -> Device {
-    let ComputeDevice::WebGpu { device, .. } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, .. } = device::acquire(ComputeChoice::WebGpu).await else {
         panic!("no WebGPU adapter in this browser");
     };
     device

@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use graft_app::device::{self, ComputeDevice};
+use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_engine::inference::FrozenClassifier;
 use graft_engine::model::{Architecture, ModelKind, Probes};
 use graft_engine::readback;
@@ -82,7 +82,7 @@ async fn throughput(
 
 #[wasm_bindgen_test]
 async fn embedding_throughput_on_webgpu() {
-    let ComputeDevice::WebGpu { device, adapter, .. } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, adapter, .. } = device::acquire(ComputeChoice::WebGpu).await else {
         panic!("no WebGPU adapter");
     };
     console_log!("bench: adapter {adapter}");
@@ -194,7 +194,7 @@ async fn epoch_seconds(device: Device, backend: &str) {
 
 #[wasm_bindgen_test]
 async fn training_epoch_seconds_on_webgpu() {
-    let ComputeDevice::WebGpu { device, .. } = device::acquire().await else {
+    let ComputeDevice::WebGpu { device, .. } = device::acquire(ComputeChoice::WebGpu).await else {
         panic!("no WebGPU adapter");
     };
     epoch_seconds(device, "webgpu").await;

@@ -2,6 +2,7 @@
 
 mod class_card;
 mod compare;
+mod compute;
 mod data;
 mod elsewhere;
 mod messages;
@@ -15,6 +16,7 @@ mod webcam;
 
 pub(crate) use class_card::ClassCard;
 pub(crate) use compare::ComparePanel;
+pub(crate) use compute::{ComputeSetting, current_choice};
 pub(crate) use data::DataPanel;
 pub(crate) use elsewhere::{Elsewhere, TAKE_OVER};
 pub(crate) use messages::Messages;
