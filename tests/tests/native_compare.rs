@@ -79,7 +79,10 @@ fn on_digits_a_strategy_that_trains_body_blocks_beats_head_only_by_more_than_the
         .find(|r| r.strategy == Strategy::HeadOnly)
         .expect("head-only measured");
     // Its embeddings are made once before the folds: none of its folds overran its share.
-    assert_eq!(head_only.stopped_folds, 0, "head-only paid for its embeddings in a fold");
+    assert_eq!(
+        head_only.stopped_folds, 0,
+        "head-only paid for its embeddings in a fold"
+    );
     let body = &comparison.results[0];
     assert!(
         body.strategy != Strategy::HeadOnly && !comparison.within_noise.contains(&Strategy::HeadOnly),
