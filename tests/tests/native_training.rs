@@ -4,6 +4,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::ops::ControlFlow;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use burn::prelude::*;
 use graft_engine::bundle::{self, BundleError, BundleHeader};
@@ -17,6 +18,17 @@ use graft_tests::{datasets, pretrained, training};
 
 fn cpu() -> Device {
     Device::flex()
+}
+
+/// Burn's CPU backend draws every random number (a new network's weights, dropout masks) from one
+/// process-wide generator that each run seeds: tests training side by side interleave their draws,
+/// so a run's initial weights depended on what the other test thread did (a network from scratch
+/// then started anywhere between loss 0.60 and 0.86 and sometimes did not learn in 16 steps). Each
+/// test here holds this while it runs, so every run is the one its seed says.
+static RANDOM: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    RANDOM.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_strategy(strategy: Strategy) {
@@ -37,31 +49,37 @@ fn check_strategy(strategy: Strategy) {
 
 #[test]
 fn head_only_trains_the_head_on_cached_embeddings() {
+    let _serial = serial();
     check_strategy(Strategy::HeadOnly);
 }
 
 #[test]
 fn partial_freeze_trains_the_top_blocks_on_cached_boundary_activations() {
+    let _serial = serial();
     check_strategy(Strategy::PartialFreeze { trainable_blocks: 3 });
 }
 
 #[test]
 fn staged_trains_the_head_then_everything() {
+    let _serial = serial();
     check_strategy(Strategy::STAGED_DEFAULT);
 }
 
 #[test]
 fn full_fine_tune_trains_every_block() {
+    let _serial = serial();
     check_strategy(Strategy::FullFineTune);
 }
 
 #[test]
 fn from_scratch_trains_a_random_network() {
+    let _serial = serial();
     check_strategy(Strategy::FromScratch);
 }
 
 #[test]
 fn caches_are_used_where_nothing_before_them_trains() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let caches = |strategy| {
@@ -83,6 +101,7 @@ fn caches_are_used_where_nothing_before_them_trains() {
 
 #[test]
 fn augmentation_turns_caching_off_and_says_so() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let mut config = training::few_steps_config(Strategy::HeadOnly);
@@ -113,6 +132,7 @@ fn augmentation_turns_caching_off_and_says_so() {
 
 #[test]
 fn a_cancel_stops_between_batches_and_keeps_what_was_trained() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let mut config = training::few_steps_config(Strategy::FullFineTune);
@@ -153,6 +173,7 @@ fn a_cancel_stops_between_batches_and_keeps_what_was_trained() {
 
 #[test]
 fn degenerate_datasets_and_settings_are_refused_with_reasons() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let run = |dataset: &data::Dataset, config: &TrainConfig| {
@@ -192,6 +213,7 @@ fn degenerate_datasets_and_settings_are_refused_with_reasons() {
 
 #[test]
 fn a_model_file_round_trips_and_damage_is_refused() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device)
         .unwrap()
@@ -235,6 +257,7 @@ fn preprocess_photo() -> image::RgbImage {
 
 #[test]
 fn head_only_on_real_photos_reaches_high_validation_accuracy() {
+    let _serial = serial();
     // 209 Tux Paint photo cut-outs in 6 classes (birds, flowers, fruit, insects, mammals, vegetables).
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
@@ -261,6 +284,7 @@ fn head_only_on_real_photos_reaches_high_validation_accuracy() {
 
 #[test]
 fn an_unbalanced_dataset_is_called_out() {
+    let _serial = serial();
     use graft_engine::train::imbalance_notice;
     let mut dataset = training::photo_dataset();
     assert_eq!(imbalance_notice(&dataset), None, "6 and 6 are balanced");
@@ -289,6 +313,7 @@ fn an_unbalanced_dataset_is_called_out() {
 
 #[test]
 fn batches_too_large_for_the_device_are_made_smaller_and_said() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let architecture = ModelKind::MobileNetV2.architecture();
@@ -328,6 +353,7 @@ fn batches_too_large_for_the_device_are_made_smaller_and_said() {
 /// default, the other strategies use each batch's.
 #[test]
 fn trained_batch_norms_keep_the_pretrained_statistics_or_follow_the_batches() {
+    let _serial = serial();
     use graft_engine::train::BatchNormStatistics;
 
     let device = cpu();
@@ -480,16 +506,19 @@ fn check_learning(strategy: Strategy, epochs: usize, frozen: &[usize]) {
 
 #[test]
 fn head_only_learns_and_moves_only_the_head() {
+    let _serial = serial();
     check_learning(Strategy::HeadOnly, 4, &[19]);
 }
 
 #[test]
 fn partial_freeze_learns_and_moves_only_its_top_blocks() {
+    let _serial = serial();
     check_learning(Strategy::PartialFreeze { trainable_blocks: 3 }, 4, &[16]);
 }
 
 #[test]
 fn staged_trains_the_head_alone_then_the_unfrozen_blocks() {
+    let _serial = serial();
     check_learning(
         Strategy::Staged {
             head_epochs: 2,
@@ -503,17 +532,20 @@ fn staged_trains_the_head_alone_then_the_unfrozen_blocks() {
 
 #[test]
 fn full_fine_tune_learns_and_moves_every_block() {
+    let _serial = serial();
     check_learning(Strategy::FullFineTune, 8, &[0]);
 }
 
 #[test]
 fn from_scratch_learns_and_moves_every_block() {
+    let _serial = serial();
     check_learning(Strategy::FromScratch, 8, &[0]);
 }
 
 /// The model kept after early stopping is the best epoch's, bit for bit, not the last one's.
 #[test]
 fn early_stopping_keeps_the_best_epochs_model() {
+    let _serial = serial();
     let device = cpu();
     let pretrained = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let mut config = training::few_steps_config(Strategy::FullFineTune);
@@ -564,6 +596,7 @@ const EARLY_STOP_LR: f64 = 1e-2;
 /// loss falling).
 #[test]
 fn a_boundary_cache_over_the_memory_budget_is_recomputed_instead_and_the_run_trains() {
+    let _serial = serial();
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let run = |budget: u64| {
