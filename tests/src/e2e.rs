@@ -598,6 +598,16 @@ pub async fn by_id(client: &Client, id: &str) -> fantoccini::elements::Element {
 }
 
 /// Clicks the element with `data-testid` = `id`.
+/// Opens the app's start page in `client` (a session without WebGPU) and waits until its worker is
+/// ready on the CPU backend.
+pub async fn open_on_cpu(client: &Client, server: &StaticServer) {
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    text_of(client, "device", Duration::from_secs(120), |t| {
+        t.starts_with("CPU fallback")
+    })
+    .await;
+}
+
 /// Chooses `value` in the `<select>` with the test id `id`.
 pub async fn select(client: &Client, id: &str, value: &str) {
     by_id(client, id)

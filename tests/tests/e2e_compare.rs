@@ -23,11 +23,7 @@ async fn a_person_compares_strategies_and_trains_the_winner() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
     let client = driver.session_without_webgpu().await;
-    client.goto(&server.url("/")).await.expect("opens the app");
-    text_of(&client, "device", Duration::from_secs(120), |t| {
-        t.starts_with("CPU fallback")
-    })
-    .await;
+    e2e::open_on_cpu(&client, &server).await;
     e2e::add_birds_and_mammals(
         &client,
         &datasets::tuxpaint_photos("birds", 8),

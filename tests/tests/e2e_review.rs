@@ -34,11 +34,7 @@ async fn a_person_moves_a_mislabelled_picture_and_keeps_another() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
     let client = driver.session_without_webgpu().await;
-    client.goto(&server.url("/")).await.expect("opens the app");
-    text_of(&client, "device", Duration::from_secs(120), |t| {
-        t.starts_with("CPU fallback")
-    })
-    .await;
+    e2e::open_on_cpu(&client, &server).await;
     let mut birds = datasets::tuxpaint_photos("birds", 10);
     let mammals = datasets::tuxpaint_photos("mammals", 10);
     // A deer (not among the first ten mammals) filed among the birds.

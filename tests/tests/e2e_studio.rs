@@ -48,11 +48,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     // Whatever tries to leave the machine goes to this proxy, which refuses it and tells the test.
     let outbound = e2e::OutboundWatch::start();
     let client = driver.session_watched(&outbound).await;
-    client.goto(&server.url("/")).await.expect("cannot open the app");
-    text_of(&client, "device", Duration::from_secs(120), |t| {
-        t.starts_with("CPU fallback")
-    })
-    .await;
+    e2e::open_on_cpu(&client, &server).await;
 
     // Two classes with 8 photos each.
     e2e::add_birds_and_mammals(
@@ -584,11 +580,7 @@ async fn folders_chosen_or_dropped_become_classes() {
     let server = StaticServer::start(e2e::dist_dir());
     let driver = ChromeDriver::start();
     let client = driver.session_without_webgpu().await;
-    client.goto(&server.url("/")).await.expect("cannot open the app");
-    text_of(&client, "device", Duration::from_secs(120), |t| {
-        t.starts_with("CPU fallback")
-    })
-    .await;
+    e2e::open_on_cpu(&client, &server).await;
     let names = || {
         let client = client.clone();
         async move {
