@@ -109,12 +109,16 @@ pub enum WorkerRequest {
         id: u64,
         to: ClassId,
     },
-    /// Classify one image (payload) with the trained model.
-    Predict,
-    /// Classify one webcam frame (payload: `width x height` RGBA pixels).
+    /// Classify one image (payload) with the trained model; the answer names `picture` (the page's
+    /// count of pictures asked about, so that a late answer is never shown beside a newer picture).
+    Predict {
+        picture: u64,
+    },
+    /// Classify one webcam frame (payload: `width x height` RGBA pixels), as `Predict`.
     PredictFrame {
         width: u32,
         height: u32,
+        picture: u64,
     },
     /// The trained model as `format`; answered by `Exported` with its files as payloads.
     Export {
@@ -156,7 +160,7 @@ impl WorkerRequest {
             | Self::Compare { .. }
             | Self::Review { .. }
             | Self::Stop
-            | Self::Predict
+            | Self::Predict { .. }
             | Self::PredictFrame { .. }
             | Self::Export { .. }
             | Self::TakeOver => false,
@@ -172,7 +176,7 @@ impl WorkerRequest {
             Self::Recommend { .. } => Work::Recommend,
             Self::Compare { .. } => Work::Compare,
             Self::Review { .. } => Work::Review,
-            Self::Predict | Self::PredictFrame { .. } => Work::Predict,
+            Self::Predict { .. } | Self::PredictFrame { .. } => Work::Predict,
             Self::Export { .. } => Work::Export,
             Self::Import { .. } => Work::Import,
             Self::Init | Self::TakeOver => Work::Restore,
@@ -363,7 +367,9 @@ pub enum WorkerEvent {
         classes: Vec<String>,
         model: ModelKind,
     },
+    /// The classes most likely for the picture the page numbered `picture`, best first.
     Prediction {
+        picture: u64,
         top: Vec<(String, f32)>,
     },
     /// An export (`Export`).

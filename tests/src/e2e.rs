@@ -758,14 +758,16 @@ pub async fn crash_gpu_process(client: &Client) {
 }
 
 /// Classifies the fixture photo `name` (in `tests/fixtures/imagenet/`) through the try-it input and
-/// returns the prediction's text once it shows a probability.
+/// returns the prediction's text once the page shows the answer for it.
 pub async fn predict_fixture(client: &Client, name: &str) -> Result<String, String> {
+    let before = answered_picture(client).await;
     by_id(client, "predict-input")
         .await
         .send_keys(&fixture_photo(name).display().to_string())
         .await
         .map_err(|e| format!("choose the picture: {e}"))?;
-    wait_for_text(client, "[data-testid=prediction]", Duration::from_secs(120), |t| {
+    next_answer(client, before, Duration::from_secs(120)).await?;
+    wait_for_text(client, "[data-testid=prediction]", Duration::from_secs(5), |t| {
         t.contains('%')
     })
     .await
@@ -780,12 +782,49 @@ pub async fn prediction_shown(client: &Client) -> Vec<(String, f64)> {
     serde_json::from_value(shown).expect("labels and percentages")
 }
 
+/// The number of the picture (file or webcam frame) whose answer the try-it panel shows: 0 before
+/// any. The page counts the pictures it asks about, so an answer shown for a later number is the
+/// answer for a later picture, never the previous one still on screen.
+pub async fn answered_picture(client: &Client) -> u64 {
+    let script = "const answer = document.querySelector('[data-testid=prediction]');
+        return answer ? Number(answer.dataset.picture) : 0;";
+    let shown = client.execute(script, Vec::new()).await.expect("the answer's picture");
+    shown.as_u64().expect("a picture number")
+}
+
+/// Waits (up to `timeout`) until the try-it panel shows the answer for a picture asked about after the
+/// one answered at `before` (see [`answered_picture`]), and returns it (see [`prediction_shown`]).
+pub async fn next_answer(client: &Client, before: u64, timeout: Duration) -> Result<Vec<(String, f64)>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if answered_picture(client).await > before {
+            let shown = prediction_shown(client).await;
+            if !shown.is_empty() {
+                return Ok(shown);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no answer after picture {before} within {timeout:?}; messages: {:?}",
+                messages(client).await
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Classifies `picture` through the try-it input and returns what the page shows for it (see
-/// [`prediction_shown`]), once it shows it.
+/// [`prediction_shown`]), once it shows the answer for it.
 pub async fn classify(client: &Client, picture: &Path) -> Vec<(String, f64)> {
+    let before = answered_picture(client).await;
     upload(client, "predict-input", &[picture.to_path_buf()]).await;
-    text_of(client, "prediction", Duration::from_secs(120), |t| t.contains('%')).await;
-    prediction_shown(client).await
+    match next_answer(client, before, Duration::from_secs(120)).await {
+        Ok(shown) => shown,
+        Err(error) => {
+            let shot = screenshot(client, "failed-classify").await;
+            panic!("{error}; screenshot {}", shot.display());
+        }
+    }
 }
 
 /// Lets the page's downloads go to a fresh folder (DevTools `Browser.setDownloadBehavior`), returned.

@@ -360,32 +360,16 @@ async fn a_person_trains_predicts_exports_and_imports() {
     println!("prediction after the reload: {prediction:?}");
     assert_eq!(prediction[0].0, "mammals", "{prediction:?}");
     // A picture dropped onto the try-it panel is classified too.
-    let shown = || {
-        let client = client.clone();
-        async move {
-            match client.find(Locator::Css("img.predicted")).await {
-                Ok(image) => image.attr("src").await.expect("src"),
-                Err(_) => None,
-            }
-        }
-    };
-    let before = shown().await;
+    let before = e2e::answered_picture(&client).await;
     e2e::drop_paths(
         &client,
         "predict-drop",
         &[datasets::tuxpaint_photos("birds", 12).pop().expect("a 12th bird")],
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while shown().await == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dropped picture was not taken"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    text_of(&client, "prediction", Duration::from_secs(60), |t| t.contains('%')).await;
-    let dropped = e2e::prediction_shown(&client).await;
+    let dropped = e2e::next_answer(&client, before, Duration::from_secs(60))
+        .await
+        .expect("the dropped picture's answer");
     println!("prediction of a dropped bird: {dropped:?}");
     assert_eq!(dropped[0].0, "birds", "{dropped:?}");
     show(&client, "class-count-0").await;
@@ -493,8 +477,11 @@ async fn a_person_trains_predicts_exports_and_imports() {
     })
     .await;
     println!("class 0 after holding record for 1.5 s: {count} images");
+    let before = e2e::answered_picture(&client).await;
     by_id(&client, "predict-webcam").await.click().await.expect("live");
-    let live = text_of(&client, "prediction", Duration::from_secs(30), |t| t.contains('%')).await;
+    let live = e2e::next_answer(&client, before, Duration::from_secs(30))
+        .await
+        .expect("a live webcam prediction");
     println!("live webcam prediction: {live:?}");
     by_id(&client, "webcam-close")
         .await

@@ -54,7 +54,11 @@ impl Studio {
                 }
                 self.restored.set(true);
             }
-            WorkerEvent::Prediction { top } => self.prediction.set(Some(top)),
+            WorkerEvent::Prediction { picture, top } => {
+                self.trying.update(|trying| {
+                    trying.answered(picture, top);
+                });
+            }
             WorkerEvent::Exported { files } => self.exported(files, payloads),
             WorkerEvent::Failed { request, message } => {
                 if request == Work::Train {

@@ -135,7 +135,8 @@ pub(crate) struct Studio {
     pub(crate) samples: RwSignal<Vec<(u64, usize, usize)>>,
     pub(crate) selected_cell: RwSignal<Option<(usize, usize)>>,
     pub(crate) model_ready: RwSignal<Option<Vec<String>>>,
-    pub(crate) prediction: RwSignal<Option<Vec<(String, f32)>>>,
+    /// The try-it panel's pictures and the answer shown.
+    pub(crate) trying: RwSignal<Trying>,
     pub(crate) predicted_image: RwSignal<Option<ObjectUrl>, LocalStorage>,
     /// The last export's files, as download links with their names (the model file first).
     pub(crate) exported: RwSignal<Vec<(ObjectUrl, String)>, LocalStorage>,
@@ -149,6 +150,54 @@ pub(crate) struct Studio {
     pub(crate) paused: RwSignal<Option<String>>,
     /// Another tab holds the project (`Some(taken)`: see `WorkerEvent::OpenElsewhere`).
     pub(crate) elsewhere: RwSignal<Option<bool>>,
+}
+
+/// The try-it panel: the pictures asked about and the answer shown. Answers come back from the worker
+/// in any order (each prediction runs beside the worker's inbox, a webcam frame every 700 ms): each
+/// names the picture it is for, and one for a picture older than what the panel shows is dropped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Trying {
+    /// Pictures (files and webcam frames) asked about so far: the number of the last one.
+    asked: u64,
+    /// Answers for pictures before this one are late: never shown.
+    floor: u64,
+    /// The file being classified, by name (none for the webcam).
+    pub(crate) name: Option<String>,
+    /// The answer shown and the number of the picture it is for.
+    pub(crate) answer: Option<(u64, Vec<(String, f32)>)>,
+}
+
+impl Trying {
+    /// A file to classify: nothing asked before it is shown any more. Its number, for the worker.
+    pub(crate) fn ask_file(&mut self, name: String) -> u64 {
+        self.asked += 1;
+        self.floor = self.asked;
+        self.name = Some(name);
+        self.answer = None;
+        self.asked
+    }
+
+    /// The webcam starts feeding predictions: what was shown goes.
+    pub(crate) fn start_live(&mut self) {
+        self.floor = self.asked + 1;
+        self.name = None;
+        self.answer = None;
+    }
+
+    /// A webcam frame to classify: its number. Its answer replaces an older frame's.
+    pub(crate) fn ask_frame(&mut self) -> u64 {
+        self.asked += 1;
+        self.asked
+    }
+
+    /// The worker's answer for picture `picture`: shown unless it is older than what is shown.
+    pub(crate) fn answered(&mut self, picture: u64, top: Vec<(String, f32)>) -> bool {
+        let late = picture < self.floor || self.answer.as_ref().is_some_and(|(shown, _)| *shown >= picture);
+        if !late {
+            self.answer = Some((picture, top));
+        }
+        !late
+    }
 }
 
 /// Where webcam frames go.
@@ -189,7 +238,7 @@ impl Studio {
             samples: RwSignal::new(Vec::new()),
             selected_cell: RwSignal::new(None),
             model_ready: RwSignal::new(None),
-            prediction: RwSignal::new(None),
+            trying: RwSignal::new(Trying::default()),
             predicted_image: RwSignal::new_local(None),
             exported: RwSignal::new_local(Vec::new()),
             export_format: RwSignal::new(ExportFormat::Graft),

@@ -338,7 +338,7 @@ fn another_tab_taking_the_project_over_stops_a_run_here_and_says_so() {
     assert!(WorkerRequest::RemoveClass { id: ClassId(7) }.edits_project());
     assert!(WorkerRequest::Continue.edits_project());
     assert!(!WorkerRequest::TakeOver.edits_project());
-    assert!(!WorkerRequest::Predict.edits_project());
+    assert!(!WorkerRequest::Predict { picture: 1 }.edits_project());
     assert_eq!(WorkerRequest::Continue.work(), Work::Train);
 }
 
@@ -393,4 +393,58 @@ fn speeds_measured_on_another_device_are_forgotten() {
         studio.view().speeds_device.as_deref(),
         Some("CPU fallback: the GPU was lost (device lost)")
     );
+}
+
+/// Predictions run beside the worker's inbox, so their answers can come back in any order: the
+/// try-it panel shows the answer for the picture asked about last, never a late one beside it.
+#[test]
+fn a_late_answer_is_never_shown_beside_a_newer_picture() {
+    let studio = Studio::new();
+    let answer = |picture: u64, class: &str| {
+        studio.handle(
+            WorkerEvent::Prediction {
+                picture,
+                top: vec![(class.to_string(), 0.9)],
+            },
+            Vec::new(),
+        )
+    };
+    let shown = || {
+        studio
+            .trying
+            .with_untracked(|t| t.answer.clone().map(|(n, top)| (n, top[0].0.clone())))
+    };
+    let ask = |name: &str| studio.trying.try_update(|t| t.ask_file(name.into())).unwrap();
+
+    let cat = ask("cat.png");
+    let espresso = ask("espresso.png");
+    assert!(espresso > cat);
+    answer(cat, "cats");
+    assert_eq!(shown(), None, "the cat's answer came after the espresso was chosen");
+    answer(espresso, "coffee");
+    assert_eq!(shown(), Some((espresso, "coffee".into())));
+    assert_eq!(
+        studio.trying.with_untracked(|t| t.name.clone()).as_deref(),
+        Some("espresso.png")
+    );
+
+    // The webcam: each frame's answer replaces an older one's, and a late one is dropped; what the
+    // file showed goes when the webcam starts.
+    studio.trying.update(|t| t.start_live());
+    assert_eq!(shown(), None);
+    assert_eq!(studio.trying.with_untracked(|t| t.name.clone()), None);
+    let frames: Vec<u64> = (0..3)
+        .map(|_| studio.trying.try_update(|t| t.ask_frame()).unwrap())
+        .collect();
+    answer(frames[1], "second");
+    answer(frames[0], "first");
+    assert_eq!(shown(), Some((frames[1], "second".into())));
+    answer(frames[2], "third");
+    assert_eq!(shown(), Some((frames[2], "third".into())));
+    // A file chosen while frames are still out: their answers no longer show.
+    let bird = ask("bird.png");
+    answer(frames[2], "third again");
+    assert_eq!(shown(), None);
+    answer(bird, "birds");
+    assert_eq!(shown(), Some((bird, "birds".into())));
 }

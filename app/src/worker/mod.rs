@@ -133,8 +133,10 @@ pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
             budget_seconds,
         } => compare::start(model, recommended, budget_seconds, snapshot().0),
         WorkerRequest::Stop => STOP.with(|stop| stop.set(true)),
-        WorkerRequest::Predict => serve::start_predict(payload()),
-        WorkerRequest::PredictFrame { width, height } => serve::start_predict_frame(payload(), width, height),
+        WorkerRequest::Predict { picture } => serve::start_predict(picture, payload()),
+        WorkerRequest::PredictFrame { width, height, picture } => {
+            serve::start_predict_frame(picture, payload(), width, height)
+        }
         WorkerRequest::Export { format } => serve::start_export(format),
         #[cfg(feature = "test-hooks")]
         WorkerRequest::InjectFault { fault } => run::INJECTED.set(Some(fault)),

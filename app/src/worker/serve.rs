@@ -18,26 +18,26 @@ use super::state::{STATE, TrainedModel};
 use super::{fail, post};
 
 /// Classifies a picture beside the inbox (again on the CPU if the GPU is lost meanwhile).
-pub(super) fn start_predict(bytes: Vec<u8>) {
+pub(super) fn start_predict(picture: u64, bytes: Vec<u8>) {
     wasm_bindgen_futures::spawn_local(async move {
         let mut result = predict(&bytes).await;
         if result.is_err() && recovered_from_gpu_loss("Classifying your picture").await {
             result = predict(&bytes).await;
         }
-        answer(result);
+        answer(picture, result);
     });
 }
 
 /// Classifies a webcam frame (`width x height` RGBA) beside the inbox.
-pub(super) fn start_predict_frame(rgba: Vec<u8>, width: u32, height: u32) {
+pub(super) fn start_predict_frame(picture: u64, rgba: Vec<u8>, width: u32, height: u32) {
     wasm_bindgen_futures::spawn_local(async move {
-        answer(predict(&frame_png(&rgba, width, height)).await);
+        answer(picture, predict(&frame_png(&rgba, width, height)).await);
     });
 }
 
-fn answer(result: Result<Vec<(String, f32)>, String>) {
+fn answer(picture: u64, result: Result<Vec<(String, f32)>, String>) {
     match result {
-        Ok(top) => post(&WorkerEvent::Prediction { top }, Vec::new()),
+        Ok(top) => post(&WorkerEvent::Prediction { picture, top }, Vec::new()),
         Err(message) => fail(Work::Predict, message),
     }
 }

@@ -5,9 +5,24 @@ use leptos::prelude::*;
 use crate::protocol::WorkerRequest;
 use graft_engine::export::ExportFormat;
 
+use crate::bridge::Bridge;
 use crate::page::files::{blob_url, drag_over, on_drop, read_file, read_first_file};
-use crate::page::state::CameraTarget;
+use crate::page::state::{CameraTarget, Studio};
 use crate::page::{bridge, studio};
+
+/// Asks the worker to classify the picture file `name`: it is shown with the answer once that comes
+/// (the live webcam, if it was feeding predictions, stops).
+fn classify(studio: Studio, bridge: &Bridge, name: String, bytes: Vec<u8>) {
+    if studio.camera.get_untracked() == Some(CameraTarget::Predict) {
+        studio.camera.set(None);
+    }
+    studio.show_predicted(Some(blob_url(&bytes, None)));
+    let picture = studio
+        .trying
+        .try_update(|trying| trying.ask_file(name))
+        .unwrap_or_default();
+    bridge.send(&WorkerRequest::Predict { picture }, vec![bytes]);
+}
 
 #[component]
 pub(crate) fn TryPanel() -> impl IntoView {
@@ -19,10 +34,8 @@ pub(crate) fn TryPanel() -> impl IntoView {
             let input: web_sys::HtmlInputElement = event_target(&ev);
             let bridge = bridge.clone();
             leptos::task::spawn_local(async move {
-                if let Some((_, bytes)) = read_first_file(&input).await {
-                    studio.show_predicted(Some(blob_url(&bytes, None)));
-                    studio.prediction.set(None);
-                    bridge.send(&WorkerRequest::Predict, vec![bytes]);
+                if let Some((name, bytes)) = read_first_file(&input).await {
+                    classify(studio, &bridge, name, bytes);
                 }
             });
         }
@@ -71,9 +84,7 @@ pub(crate) fn TryPanel() -> impl IntoView {
                 } else if studio.model_ready.get_untracked().is_none() {
                     studio.say(true, "Train a model (or import one) before classifying a picture.");
                 } else {
-                    studio.show_predicted(Some(blob_url(&bytes, None)));
-                    studio.prediction.set(None);
-                    bridge.send(&WorkerRequest::Predict, vec![bytes]);
+                    classify(studio, &bridge, name, bytes);
                 }
             }
         })
@@ -153,29 +164,37 @@ pub(crate) fn TryPanel() -> impl IntoView {
             }}
             <div class="prediction-row">
                 {move || studio.predicted_image.get().map(|url| view! { <img class="predicted" src=url.to_string() alt=""/> })}
-                {move || {
-                    studio
-                        .prediction
-                        .get()
-                        .map(|top| {
-                            view! {
-                                <ol class="prediction" data-testid="prediction">
-                                    {top
-                                        .into_iter()
-                                        .map(|(label, prob)| {
-                                            view! {
-                                                <li>
-                                                    <span class="label">{label}</span>
-                                                    <meter min="0" max="1" value=prob></meter>
-                                                    <span>{format!("{:.1}%", prob * 100.0)}</span>
-                                                </li>
-                                            }
-                                        })
-                                        .collect_view()}
-                                </ol>
-                            }
-                        })
-                }}
+                <div class="answer">
+                    {move || {
+                        studio
+                            .trying
+                            .with(|trying| trying.name.clone())
+                            .map(|name| view! { <p class="predicted-name" data-testid="predicted-name">{name}</p> })
+                    }}
+                    {move || {
+                        studio
+                            .trying
+                            .with(|trying| trying.answer.clone())
+                            .map(|(picture, top)| {
+                                view! {
+                                    <ol class="prediction" data-testid="prediction" data-picture=picture.to_string()>
+                                        {top
+                                            .into_iter()
+                                            .map(|(label, prob)| {
+                                                view! {
+                                                    <li>
+                                                        <span class="label">{label}</span>
+                                                        <meter min="0" max="1" value=prob></meter>
+                                                        <span>{format!("{:.1}%", prob * 100.0)}</span>
+                                                    </li>
+                                                }
+                                            })
+                                            .collect_view()}
+                                    </ol>
+                                }
+                            })
+                    }}
+                </div>
             </div>
         </section>
     }

@@ -5,7 +5,7 @@ use wasm_bindgen::JsCast;
 
 use crate::protocol::WorkerRequest;
 
-use crate::page::state::CameraTarget;
+use crate::page::state::{CameraTarget, Trying};
 use crate::page::{bridge, studio};
 
 /// The largest side webcam frames are sent at (the worker downscales to 256 anyway).
@@ -93,13 +93,14 @@ pub(crate) fn Webcam() -> impl IntoView {
             });
         }
         if target == CameraTarget::Predict {
-            studio.prediction.set(None);
+            studio.trying.update(Trying::start_live);
             studio.show_predicted(None);
             let element = element.clone();
             let bridge = bridge();
             live.set_value(Some(Interval::new(700, move || {
                 if let Some((width, height, rgba)) = grab_frame(&element) {
-                    bridge.send(&WorkerRequest::PredictFrame { width, height }, vec![rgba]);
+                    let picture = studio.trying.try_update(Trying::ask_frame).unwrap_or_default();
+                    bridge.send(&WorkerRequest::PredictFrame { width, height, picture }, vec![rgba]);
                 }
             })));
         } else {
