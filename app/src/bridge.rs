@@ -46,7 +46,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the worker (`worker_loader.js`, which trunk builds from `src/bin/worker.rs`) on the device
+    /// Starts the worker (`worker_loader.js`, which trunk builds from `graft-worker`) on the device
     /// `compute` asks for (named in its URL: the worker opens its device before any message) and calls
     /// `on_event` with each event and its payloads.
     pub fn spawn(

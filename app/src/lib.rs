@@ -1,8 +1,8 @@
 //! Graft's client-side app: what a person sees in the browser.
 //!
 //! The page never runs Burn: every decode, measurement, training step and prediction happens in the
-//! training worker ([`worker`], a second wasm entry), driven through [`bridge`] with the two enums of
-//! [`protocol`]. The page keeps the view state in Leptos signals and draws it.
+//! training worker (the `graft-worker` package, a second wasm entry), driven through [`bridge`] with
+//! the two enums of [`protocol`]. The page keeps the view state in Leptos signals and draws it.
 
 pub mod bridge;
 pub mod device;
@@ -10,8 +10,6 @@ pub mod dropped;
 pub mod folders;
 mod page;
 pub mod protocol;
-pub mod store;
-pub mod worker;
 
 use leptos::prelude::*;
 

@@ -122,7 +122,7 @@ impl train::TrainObserver for Recorder {
 
     async fn between_batches(&mut self) {
         #[cfg(target_arch = "wasm32")]
-        graft_app::worker::yield_now().await;
+        graft_worker::yield_now().await;
     }
 }
 
@@ -362,7 +362,7 @@ impl<F: FnMut(TrainEvent) -> ControlFlow<()>> train::TrainObserver for Yielding<
 
     async fn between_batches(&mut self) {
         #[cfg(target_arch = "wasm32")]
-        graft_app::worker::yield_now().await;
+        graft_worker::yield_now().await;
     }
 }
 

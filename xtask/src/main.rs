@@ -132,7 +132,8 @@ fn test(args: &[String]) -> Result<(), String> {
 
     stages.run("build app with test hooks (trunk)", || build_for_tests(&workspace))?;
 
-    // The app too: its page state has native unit tests (it builds natively on the CPU backend).
+    // The app too: its page state and the worker's device choice have native unit tests (both build
+    // natively, the worker on the CPU backend).
     let native = [
         "test",
         "--release",
@@ -241,13 +242,15 @@ fn lint(workspace: &tools::Workspace) -> Result<(), String> {
             "-p",
             "graft-app",
             "-p",
+            "graft-worker",
+            "-p",
             "graft-tests",
             "-p",
             "graft-runtime",
             "--tests",
             // The test hooks are linted here, the build without them natively.
             "--features",
-            "graft-app/test-hooks",
+            "graft-worker/test-hooks",
             "--",
             "-D",
             "warnings",

@@ -1,8 +1,8 @@
 //! Choosing and naming the compute device.
 
 use burn::prelude::*;
-use graft_app::device::{self, AdapterInfo, ComputeChoice, ComputeDevice};
 use graft_engine::readback::{self, ReadbackError};
+use graft_worker::device::{self, AdapterInfo, ComputeChoice, ComputeDevice};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 #[wasm_bindgen_test]
@@ -65,7 +65,7 @@ async fn a_buffer_the_gpu_refuses_fails_the_next_read_back() {
                 break;
             }
         }
-        graft_app::worker::yield_now().await;
+        graft_worker::yield_now().await;
     }
     huge.destroy();
     let failure = failure.expect("the refused allocation reached the handler and failed a read-back");

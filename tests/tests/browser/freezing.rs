@@ -1,7 +1,7 @@
 //! Freezing on WebGPU: the first four MobileNetV2 blocks frozen, three AdamW steps.
 
-use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_tests::freezing;
+use graft_worker::device::{self, ComputeChoice, ComputeDevice};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 #[wasm_bindgen_test]

@@ -1,8 +1,8 @@
 //! The frozen-prefix scenario in the browser, on WebGPU and on the CPU backend.
 
 use burn::prelude::*;
-use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_tests::frozen_prefix;
+use graft_worker::device::{self, ComputeChoice, ComputeDevice};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 /// Fails (never skips) when the browser offers no WebGPU adapter.

@@ -1,10 +1,10 @@
 //! The pretrained models on WebGPU in the browser against PyTorch's logits.
 
 use burn::prelude::*;
-use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_engine::inference::FrozenClassifier;
 use graft_engine::model::{ModelKind, Probes};
 use graft_tests::{golden, pretrained};
+use graft_worker::device::{self, ComputeChoice, ComputeDevice};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 async fn check_on_webgpu(kind: ModelKind) {

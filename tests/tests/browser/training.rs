@@ -4,12 +4,12 @@
 use std::ops::ControlFlow;
 
 use burn::prelude::*;
-use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::model::ModelKind;
 use graft_engine::strategy::Strategy;
 use graft_engine::train::{self, CacheKind, TrainEvent};
 use graft_tests::{pretrained, training};
+use graft_worker::device::{self, ComputeChoice, ComputeDevice};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 async fn few_steps(strategy: Strategy, device: Device, label: &str) {

@@ -5,11 +5,11 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use graft_app::device::{self, ComputeChoice, ComputeDevice};
 use graft_engine::inference::FrozenClassifier;
 use graft_engine::model::{Architecture, ModelKind, Probes};
 use graft_engine::readback;
 use graft_tests::pretrained;
+use graft_worker::device::{self, ComputeChoice, ComputeDevice};
 use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
 
 // In a dedicated worker, as the app computes: the page's thread stays free to answer the test runner.
@@ -32,7 +32,7 @@ fn now_ms() -> f64 {
 /// measuring loop never yields by itself: without this, a loop of a minute keeps the page from
 /// answering the test runner (ChromeDriver gives up on a renderer silent for 30 s).
 async fn breathe() {
-    graft_app::worker::yield_now().await;
+    graft_worker::yield_now().await;
 }
 
 /// Images per second of embeddings read back to the host, after one warm-up call (shader

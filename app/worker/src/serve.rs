@@ -9,7 +9,7 @@ use graft_engine::inference::{self, FrozenClassifier};
 use graft_engine::model::{ImageClassifier, ModelKind, Probes};
 use graft_engine::{metrics, preprocess, readback};
 
-use crate::protocol::{Work, WorkerEvent};
+use graft_app::protocol::{Work, WorkerEvent};
 
 use super::images::frame_png;
 use super::models::{compute_device, recovered_from_gpu_loss};

@@ -17,7 +17,7 @@ use idb::{Database, KeyPath, ObjectStore, Transaction, TransactionMode, Transact
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::protocol::{ClassEntry, ClassId};
+use graft_app::protocol::{ClassEntry, ClassId};
 
 const DATABASE: &str = "graft-project";
 const IMAGES: &str = "images";

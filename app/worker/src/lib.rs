@@ -8,12 +8,15 @@ use std::rc::Rc;
 use graft_engine::data::Dataset;
 use wasm_bindgen::JsCast;
 
-use crate::device::{self};
-use crate::protocol::{Work, WorkerEvent, WorkerRequest};
+use graft_app::protocol::{Work, WorkerEvent, WorkerRequest};
+
 use crate::store::Store;
 
 use self::persist::restore;
 use self::state::{STATE, STOP};
+
+pub mod device;
+pub mod store;
 
 mod compare;
 mod images;
@@ -28,14 +31,14 @@ mod state;
 mod tab;
 
 /// Side of the square JPEG thumbnails sent to the page.
-pub(super) const THUMBNAIL: u32 = 96;
+pub(crate) const THUMBNAIL: u32 = 96;
 
 /// Sets up the worker: opens the device (reporting `Ready`) and handles every message after that.
 pub fn start() {
     let scope: web_sys::EventTarget = js_sys::global().unchecked_into();
     // For the worker's whole life.
     gloo_events::EventListener::new(&scope, "message", |event| {
-        let (json, payloads) = crate::bridge::unpack(event);
+        let (json, payloads) = graft_app::bridge::unpack(event);
         match serde_json::from_str::<WorkerRequest>(&json) {
             // Stop must act while a training task is suspended between batches.
             Ok(WorkerRequest::Stop) => STOP.with(|stop| stop.set(true)),
@@ -65,7 +68,7 @@ thread_local! {
 /// edit (a class made, pictures for it) is applied before the next request is looked at, even when
 /// it waits for storage; long work (measuring, training, predicting, exporting) starts in order, on
 /// the data as the requests before it left it, and runs beside the queue.
-pub(super) fn receive(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
+pub(crate) fn receive(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
     INBOX.with_borrow_mut(|inbox| inbox.push_back((request, payloads)));
     if !HANDLING.replace(true) {
         wasm_bindgen_futures::spawn_local(async {
@@ -80,13 +83,14 @@ pub(super) fn receive(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
 /// Sends an event with its payloads (their buffers transferred).
 pub fn post(event: &WorkerEvent, payloads: Vec<Vec<u8>>) {
     let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let (message, transfer) = crate::bridge::pack(&serde_json::to_string(event).expect("events serialise"), payloads);
+    let (message, transfer) =
+        graft_app::bridge::pack(&serde_json::to_string(event).expect("events serialise"), payloads);
     if let Err(error) = scope.post_message_with_transfer(&message, &transfer) {
         leptos::logging::error!("graft worker: postMessage failed: {error:?}");
     }
 }
 
-pub(super) fn fail(request: Work, message: impl ToString) {
+pub(crate) fn fail(request: Work, message: impl ToString) {
     post(
         &WorkerEvent::Failed {
             request,
@@ -98,7 +102,7 @@ pub(super) fn fail(request: Work, message: impl ToString) {
 
 /// Handles one request: an edit is applied (storage included) before the next request is looked at;
 /// long work starts beside the inbox, on the data as the requests before it left it.
-pub(super) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
+pub(crate) async fn handle(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
     let payload = || payloads.first().cloned().unwrap_or_default();
     match request {
         WorkerRequest::Init => open().await,
@@ -166,17 +170,17 @@ async fn take_over() {
     }
 }
 
-pub(super) fn project_store() -> Option<Rc<Store>> {
+pub(crate) fn project_store() -> Option<Rc<Store>> {
     STATE.with_borrow(|state| state.store.clone())
 }
 
 /// The pictures as they are now and their image ids, for work that runs beside later edits.
-pub(super) fn snapshot() -> (Rc<Dataset>, Vec<u64>) {
+pub(crate) fn snapshot() -> (Rc<Dataset>, Vec<u64>) {
     STATE.with_borrow(|state| (state.dataset.clone(), state.ids.clone()))
 }
 
 /// Tells the person something that is not an error.
-pub(super) fn notice(message: impl ToString) {
+pub(crate) fn notice(message: impl ToString) {
     post(
         &WorkerEvent::Notice {
             message: message.to_string(),

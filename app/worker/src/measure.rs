@@ -6,7 +6,7 @@ use graft_engine::data::Dataset;
 use graft_engine::model::ModelKind;
 use graft_engine::recommend;
 
-use crate::protocol::{Work, WorkerEvent};
+use graft_app::protocol::{Work, WorkerEvent};
 
 use super::models::{compute_device, pretrained, recovered_from_gpu_loss};
 use super::state::STATE;

@@ -11,8 +11,8 @@ use graft_engine::inference::FrozenClassifier;
 use graft_engine::model::{ImageClassifier, ModelKind};
 
 use crate::device::ComputeDevice;
-use crate::protocol::{ClassEntry, ClassId, WorkerEvent};
 use crate::store::{Store, StoredImage};
+use graft_app::protocol::{ClassEntry, ClassId, WorkerEvent};
 
 use super::run::Paused;
 

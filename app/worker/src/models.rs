@@ -9,7 +9,7 @@ use js_sys::Uint8Array;
 use wasm_bindgen::JsCast;
 
 use crate::device::{self, ComputeDevice};
-use crate::protocol::{Work, WorkerEvent};
+use graft_app::protocol::{Work, WorkerEvent};
 
 use super::serve::import;
 use super::state::STATE;

@@ -9,7 +9,7 @@ use graft_engine::data::Dataset;
 use graft_engine::model::ModelKind;
 use graft_engine::strategy::Strategy;
 
-use crate::protocol::{Work, WorkerEvent};
+use graft_app::protocol::{Work, WorkerEvent};
 
 use super::models::{compute_device, pretrained};
 use super::state::{STATE, STOP};

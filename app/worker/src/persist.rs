@@ -6,8 +6,8 @@ use std::rc::Rc;
 use graft_engine::data::{self, Example};
 use graft_engine::preprocess;
 
-use crate::protocol::{ImageInfo, ProjectView, Work, WorkerEvent};
 use crate::store::{Store, StoreError, StoredImage};
+use graft_app::protocol::{ImageInfo, ProjectView, Work, WorkerEvent};
 
 use super::images::thumbnail;
 use super::project::pictures;

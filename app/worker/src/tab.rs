@@ -15,8 +15,8 @@ use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::protocol::WorkerEvent;
 use crate::store::StoreError;
+use graft_app::protocol::WorkerEvent;
 
 use super::post;
 use super::state::{STATE, STOP};

@@ -6,8 +6,8 @@ use graft_engine::data::{self, Example};
 use graft_engine::preprocess;
 use graft_engine::weights::{self};
 
-use crate::protocol::{ClassId, ImageInfo, Rejected, Work, WorkerEvent};
 use crate::store::{self, StoredImage};
+use graft_app::protocol::{ClassId, ImageInfo, Rejected, Work, WorkerEvent};
 
 use super::images::{frame_png, jpeg, thumbnail};
 use super::persist::{keep_images, save_unsaved};

@@ -14,8 +14,8 @@ use graft_engine::train::{self, TrainConfig, TrainError, TrainEvent, TrainObserv
 
 use crate::device::ComputeDevice;
 #[cfg(feature = "test-hooks")]
-use crate::protocol::InjectedFault;
-use crate::protocol::{Work, WorkerEvent};
+use graft_app::protocol::InjectedFault;
+use graft_app::protocol::{Work, WorkerEvent};
 
 use super::models::{compute_device, fall_back_to_cpu, pretrained};
 use super::persist::keep_model;

@@ -8,7 +8,7 @@ use graft_engine::data::Dataset;
 use graft_engine::model::ModelKind;
 use graft_engine::review::{self, ReviewConfig};
 
-use crate::protocol::{ClassId, ReviewItem, Work, WorkerEvent};
+use graft_app::protocol::{ClassId, ReviewItem, Work, WorkerEvent};
 
 use super::models::pretrained;
 use super::state::STATE;
