@@ -3,10 +3,9 @@
 //!
 //! Native only. `cargo xtask test` builds `dist/` before running the tests that use this.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -85,97 +84,9 @@ pub fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// A static file server for `dist/` on 127.0.0.1, on a free port, until dropped.
-pub struct StaticServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    pub addr: SocketAddr,
-}
-
-impl StaticServer {
-    pub fn start(root: PathBuf) -> Self {
-        Self::with_headers(root, &[])
-    }
-
-    /// Cross-origin isolated (COOP + COEP): pages get `SharedArrayBuffer`, so wasm can run threads.
-    pub fn cross_origin_isolated(root: PathBuf) -> Self {
-        Self::with_headers(
-            root,
-            &[
-                ("Cross-Origin-Opener-Policy", "same-origin"),
-                ("Cross-Origin-Embedder-Policy", "require-corp"),
-            ],
-        )
-    }
-
-    /// Serves `root`, adding `headers` to every response.
-    pub fn with_headers(root: PathBuf, headers: &[(&str, &str)]) -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("cannot bind 127.0.0.1"));
-        let addr = server.server_addr().to_ip().expect("an IP address");
-        let serving = Arc::clone(&server);
-        let headers: Vec<tiny_http::Header> = headers
-            .iter()
-            .map(|(name, value)| tiny_http::Header::from_bytes(*name, *value).expect("valid header"))
-            .collect();
-        let thread = std::thread::spawn(move || {
-            for request in serving.incoming_requests() {
-                let mut response = respond(&root, request.url());
-                for header in &headers {
-                    response.add_header(header.clone());
-                }
-                let _ = request.respond(response);
-            }
-        });
-        Self {
-            server,
-            thread: Some(thread),
-            addr,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn respond(root: &Path, url: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let path = url.split(['?', '#']).next().unwrap_or("/");
-    let relative = path.trim_start_matches('/');
-    let relative = if relative.is_empty() { "index.html" } else { relative };
-    if relative.split('/').any(|part| part == "..") {
-        return tiny_http::Response::from_string("bad path").with_status_code(400);
-    }
-    match std::fs::read(root.join(relative)) {
-        Ok(bytes) => {
-            let content_type = content_type(relative);
-            let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-            tiny_http::Response::from_data(bytes).with_header(header)
-        }
-        Err(_) => tiny_http::Response::from_string("not found").with_status_code(404),
-    }
-}
-
-fn content_type(path: &str) -> &'static str {
-    match path.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript",
-        Some("wasm") => "application/wasm",
-        Some("css") => "text/css",
-        Some("json") => "application/json",
-        Some("png") => "image/png",
-        Some("svg") => "image/svg+xml",
-        _ => "application/octet-stream",
-    }
-}
+/// A static file server for `dist/` on 127.0.0.1, on a free port, until dropped: what `cargo xtask
+/// serve` runs (gzip copies to a browser that takes them, as a static host should).
+pub use xtask::web::StaticServer;
 
 /// A chromedriver process on a free loopback port, killed when dropped.
 pub struct ChromeDriver {

