@@ -221,7 +221,7 @@ pub async fn measure_with_cache<P: MeasureProgress>(
     }
     let card = kind.card();
     let model = pretrained.valid();
-    // Unfolded, so that what each BatchNorm receives can be measured; on the CPU in wasm, compiled.
+    // Unfolded, so that what each BatchNorm receives can be measured; on the CPU backend, compiled.
     let frozen = FrozenClassifier::new(pretrained, Probes::On).await?;
     let num_blocks = model.block_names().len();
 

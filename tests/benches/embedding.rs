@@ -1,7 +1,7 @@
 //! Embedding throughput of the pretrained models natively on the CPU backend (criterion):
 //! `features()` at 224 px, batch 1 and 16, including the read-back that waits for the result; and the
-//! same on the CPU kernels the browser uses on its CPU backend (natively: one thread, the four-lane
-//! type as plain arrays, where Burn's backend uses every core and AVX).
+//! same on the CPU kernels, which the engine uses on the CPU backend (natively each batch shared out
+//! over every core, the four-lane type as plain arrays, where Burn's backend uses every core and AVX).
 //! Run with `cargo xtask bench` (or `cargo bench -p graft-tests --bench embedding`).
 
 use burn::prelude::*;

@@ -3,6 +3,8 @@
 //! weighed 9.9 MB instead of 2.1 — and every file worth compressing has its gzip copy, which the server
 //! sends. Prints the sizes a first visit downloads.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

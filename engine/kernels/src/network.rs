@@ -411,6 +411,16 @@ impl Scratch {
     }
 }
 
+/// Threads a batch of `pictures` is shared out over: `threads`, or natively one per core, in wasm one
+/// (threads there need shared memory); at most one per picture.
+fn worker_threads(threads: Option<usize>, pictures: usize) -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    let cores = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    #[cfg(target_arch = "wasm32")]
+    let cores = threads.map_or(1, |_| 1);
+    cores.clamp(1, pictures.max(1))
+}
+
 /// What a run of the body returns for a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BodyOutput {
@@ -428,6 +438,8 @@ pub struct Network {
     /// Every BatchNorm kept apart from its convolution (so [`Network::probed`] can measure them).
     probes: bool,
     buffers: Scratch,
+    /// Threads a batch is shared out over (`None`: one per core natively, one in wasm).
+    threads: Option<usize>,
 }
 
 impl Network {
@@ -449,7 +461,14 @@ impl Network {
                 .flat_map(LayerSpec::convs)
                 .all(|conv| conv.norm.is_some()),
             buffers: Scratch::default(),
+            threads: None,
         })
+    }
+
+    /// Shares each batch out over `threads` threads (natively; `None`: one per core). Every picture is
+    /// computed the same way on any thread: the results do not depend on it.
+    pub fn set_threads(&mut self, threads: Option<usize>) {
+        self.threads = threads;
     }
 
     /// Body blocks (stem, inverted residuals, head conv).
@@ -538,22 +557,37 @@ impl Network {
             batch * channels * height * width,
             "images are not {dims:?}"
         );
-        let mut buffers = self.buffers.lock();
-        let mut values = Vec::new();
-        let mut out_dims = [batch, channels, height, width];
-        for i in 0..batch {
+        if batch == 0 {
+            return BodyOutput {
+                values: Vec::new(),
+                dims,
+            };
+        }
+        // Picture `i` through the blocks, its activation left NHWC in `buffers.x`.
+        let run = |i: usize, buffers: &mut Buffers| {
             Self::load_image(images, i, [channels, height, width], &mut buffers.x);
-            let ([h, w], c) = self.body(count, [height, width], channels, &mut buffers, None);
-            out_dims = [batch, c, h, w];
-            let start = values.len();
-            values.resize(start + c * h * w, 0.0);
-            let plane = h * w;
-            for (p, pixel) in buffers.x[..plane * c].chunks_exact(c).enumerate() {
+            self.body(count, [height, width], channels, buffers, None)
+        };
+        // ... and copied out NCHW.
+        let nchw = |x: &[f32], plane: usize, c: usize, values: &mut [f32]| {
+            for (p, pixel) in x[..plane * c].chunks_exact(c).enumerate() {
                 for (channel, &value) in pixel.iter().enumerate() {
-                    values[start + channel * plane + p] = value;
+                    values[channel * plane + p] = value;
                 }
             }
-        }
+        };
+        // The first picture gives the output's shape; the others follow it.
+        let mut buffers = self.buffers.lock();
+        let ([h, w], c) = run(0, &mut buffers);
+        let size = c * h * w;
+        let mut values = vec![0.0; batch * size];
+        nchw(&buffers.x, h * w, c, &mut values[..size]);
+        drop(buffers);
+        self.per_picture(1, &mut values[size..], size, |i, buffers, out| {
+            run(i, buffers);
+            nchw(&buffers.x, h * w, c, out);
+        });
+        let out_dims = [batch, c, h, w];
         BodyOutput { values, dims: out_dims }
     }
 
@@ -565,7 +599,7 @@ impl Network {
         self.embed(images, dims, None)
     }
 
-    fn embed(&self, images: &[f32], dims: [usize; 4], mut stats: Option<&mut Vec<Vec<ChannelSums>>>) -> Vec<f32> {
+    fn embed(&self, images: &[f32], dims: [usize; 4], stats: Option<&mut Vec<Vec<ChannelSums>>>) -> Vec<f32> {
         let [batch, channels, height, width] = dims;
         assert_eq!(
             images.len(),
@@ -574,20 +608,58 @@ impl Network {
         );
         let embedding = self.embedding_width();
         let mut out = vec![0.0; batch * embedding];
-        let mut buffers = self.buffers.lock();
-        for (i, row) in out.chunks_exact_mut(embedding).enumerate() {
+        let one = |i: usize, buffers: &mut Buffers, row: &mut [f32], stats: Option<&mut Vec<Vec<ChannelSums>>>| {
             Self::load_image(images, i, [channels, height, width], &mut buffers.x);
-            let ([h, w], c) = self.body(
-                self.body.len(),
-                [height, width],
-                channels,
-                &mut buffers,
-                stats.as_deref_mut(),
-            );
+            let ([h, w], c) = self.body(self.body.len(), [height, width], channels, buffers, stats);
             debug_assert_eq!(c, embedding);
             conv::mean_pool(&buffers.x, h * w, c, row);
+        };
+        match stats {
+            // The BatchNorms' sums add up in picture order: one thread.
+            Some(stats) => {
+                let mut buffers = self.buffers.lock();
+                for (i, row) in out.chunks_exact_mut(embedding).enumerate() {
+                    one(i, &mut buffers, row, Some(&mut *stats));
+                }
+            }
+            None => self.per_picture(0, &mut out, embedding, |i, buffers, row| one(i, buffers, row, None)),
         }
         out
+    }
+
+    /// Runs `one(i, buffers, out_i)` for pictures `first..` of a batch, whose outputs are `out`, `size`
+    /// values each. Natively the pictures are shared out over the machine's cores (each thread with its
+    /// own buffers; the calling thread takes the first share); in wasm, one thread.
+    fn per_picture(
+        &self,
+        first: usize,
+        out: &mut [f32],
+        size: usize,
+        one: impl Fn(usize, &mut Buffers, &mut [f32]) + Sync,
+    ) {
+        let batch = out.len() / size.max(1);
+        let threads = worker_threads(self.threads, batch);
+        let share = batch.div_ceil(threads).max(1);
+        let run = |start: usize, outs: &mut [f32], buffers: &mut Buffers| {
+            for (j, picture) in outs.chunks_exact_mut(size).enumerate() {
+                one(first + start + j, buffers, picture);
+            }
+        };
+        if threads <= 1 {
+            run(0, out, &mut self.buffers.lock());
+            return;
+        }
+        std::thread::scope(|scope| {
+            let mut shares = out.chunks_mut(share * size).enumerate();
+            let mine = shares.next();
+            for (index, outs) in shares {
+                let run = &run;
+                scope.spawn(move || run(index * share, outs, &mut Buffers::default()));
+            }
+            if let Some((_, outs)) = mine {
+                run(0, outs, &mut self.buffers.lock());
+            }
+        });
     }
 
     /// Logits `[batch, classes]` from embeddings `[batch, width]`.

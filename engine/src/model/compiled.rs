@@ -128,6 +128,11 @@ impl CompiledClassifier {
         // The spec comes from a model whose shapes Burn has already checked: a mismatch is a bug.
         Ok(Self(Network::new(&spec).expect("a model's own layers chain")))
     }
+
+    /// See [`Network::set_threads`].
+    pub fn set_threads(&mut self, threads: Option<usize>) {
+        self.0.set_threads(threads);
+    }
 }
 
 impl std::ops::Deref for CompiledClassifier {
@@ -177,6 +182,40 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{what}: lengths");
         let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
         assert!(worst <= tolerance, "{what}: max |difference| {worst}");
+    }
+
+    /// A batch shared out over threads gives the numbers one thread gives, bit for bit: every picture
+    /// is computed the same way wherever it runs (and whatever batch it is in).
+    #[test]
+    fn threads_change_no_number() {
+        let device = Device::flex();
+        let model = perturbed(ModelKind::MobileNetV2, &device);
+        let images = Tensor::<4>::random([5, 3, 45, 51], Distribution::Normal(0.0, 1.0), &device);
+        let dims = images.dims();
+        let input = host(images);
+        let compile = |threads| {
+            let mut net = pollster::block_on(CompiledClassifier::compile(&model, Probes::Off)).unwrap();
+            net.set_threads(Some(threads));
+            net
+        };
+        let (one, three) = (compile(1), compile(3));
+        let embeddings = one.embeddings(&input, dims);
+        assert!(
+            three.embeddings(&input, dims) == embeddings,
+            "embeddings differ on 3 threads"
+        );
+        for count in [0, 1, 5, one.num_body_blocks()] {
+            assert!(
+                three.prefix(count, &input, dims) == one.prefix(count, &input, dims),
+                "the activation after {count} blocks differs on 3 threads"
+            );
+        }
+        let width = one.embedding_width();
+        let last = &input[4 * 3 * 45 * 51..];
+        assert!(
+            three.embeddings(last, [1, 3, 45, 51]) == embeddings[4 * width..],
+            "a picture alone differs from the same picture in a batch"
+        );
     }
 
     /// The compiled network computes what Burn computes, for both architectures (symmetric and

@@ -29,8 +29,8 @@ pub(super) enum Cache {
         train: Tensor<4>,
         val: Option<Tensor<4>>,
     },
-    /// Nothing cached, but the frozen blocks `..start` compiled for the CPU kernels (the CPU backend in
-    /// wasm): every batch goes through them there, then through Burn from block `start`.
+    /// Nothing cached, but the frozen blocks `..start` compiled for the CPU kernels (the CPU backend):
+    /// every batch goes through them there, then through Burn from block `start`.
     Compiled {
         start: usize,
         net: CompiledClassifier,
@@ -107,7 +107,7 @@ impl Run<'_> {
         Tensor::from_data(TensorData::new(out.values, out.dims), &self.device)
     }
 
-    /// No cache for a phase whose blocks `..start` are frozen: on the CPU in wasm, those blocks
+    /// No cache for a phase whose blocks `..start` are frozen: on the CPU backend, those blocks
     /// compiled for the CPU kernels; elsewhere Burn runs them each batch.
     async fn uncached(&self, model: &ImageClassifier, start: usize) -> Result<Cache, TrainError> {
         if start > 0 && inference::compiles_for(&self.device) {
@@ -206,7 +206,7 @@ impl Run<'_> {
                 return self.uncached(model, start).await;
             }
         }
-        // BatchNorm folded into the convolutions; on the CPU in wasm, compiled for the CPU kernels.
+        // BatchNorm folded into the convolutions; on the CPU backend, compiled for the CPU kernels.
         let frozen = FrozenClassifier::new(model, Probes::Off).await?;
         let total = self.split.train.len() + self.split.val.len();
         let mut progress = Progress {

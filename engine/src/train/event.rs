@@ -20,7 +20,7 @@ pub enum CacheKind {
     /// Images through the network every epoch.
     None,
     /// Images through the network every epoch, the frozen blocks on the CPU kernels (the CPU backend
-    /// in wasm, when there is no cache: augmentation, or over the memory budget).
+    /// when there is no cache: augmentation, or over the memory budget).
     Kernels,
 }
 
