@@ -43,15 +43,20 @@ pub struct Bridge {
     worker: web_sys::Worker,
     /// Requests sent before the worker said it is ready.
     pending: Rc<RefCell<Option<Queue>>>,
+    /// Called for each request that edits the project, as it is sent (the worker answers each with
+    /// `WorkerEvent::Handled`).
+    on_edit: Rc<dyn Fn()>,
 }
 
 impl Bridge {
     /// Starts the worker (`worker_loader.js`, which trunk builds from `graft-worker`) on the device
-    /// `compute` asks for (named in its URL: the worker opens its device before any message) and calls
-    /// `on_event` with each event and its payloads.
+    /// `compute` asks for (named in its URL: the worker opens its device before any message), calls
+    /// `on_event` with each event and its payloads, and `on_edit` as each request that edits the
+    /// project is sent.
     pub fn spawn(
         compute: ComputeChoice,
         on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static,
+        on_edit: impl Fn() + 'static,
     ) -> Result<Self, String> {
         let url = format!("./worker_loader.js?compute={}", compute.name());
         let worker = web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))?;
@@ -59,6 +64,7 @@ impl Bridge {
         let bridge = Self {
             worker: worker.clone(),
             pending: pending.clone(),
+            on_edit: Rc::new(on_edit),
         };
         let flush = bridge.clone();
         // For the page's whole life, as the worker.
@@ -89,6 +95,9 @@ impl Bridge {
 
     /// Sends a request with its payloads (queued until the worker is ready).
     pub fn send(&self, request: &WorkerRequest, payloads: Vec<Vec<u8>>) {
+        if request.edits_project() {
+            (self.on_edit)();
+        }
         let json = serde_json::to_string(request).expect("requests serialise");
         if let Some(queue) = self.pending.borrow_mut().as_mut() {
             queue.push((json, payloads));

@@ -367,6 +367,12 @@ pub enum WorkerEvent {
         classes: Vec<String>,
         model: ModelKind,
     },
+    /// The worker has handled `edits` requests that edit the project (`WorkerRequest::edits_project`)
+    /// since it started, their storage included: with the page's count of those it sent, whether
+    /// something the person did is still on its way to storage.
+    Handled {
+        edits: u64,
+    },
     /// The classes most likely for the picture the page numbered `picture`, best first.
     Prediction {
         picture: u64,

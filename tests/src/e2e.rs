@@ -421,6 +421,36 @@ pub async fn text_of(client: &Client, id: &str, timeout: Duration, done: impl Fn
     }
 }
 
+/// Waits (up to two minutes) until the worker has handled, storage included, every edit the page sent
+/// (`data-edits-pending` on the page's `<main>` is 0): what a reload now brings back is all of it.
+pub async fn stored(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pending = client
+            .execute(
+                "const main = document.querySelector('main.graft'); return main ? main.dataset.editsPending : null;",
+                Vec::new(),
+            )
+            .await
+            .expect("edits pending");
+        if pending.as_str() == Some("0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edits still pending after two minutes: {pending}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reloads the page once everything the person did is stored (see [`stored`]), as a person who sees
+/// no "Saving your changes…" would.
+pub async fn reload(client: &Client) {
+    stored(client).await;
+    client.refresh().await.expect("reload");
+}
+
 /// The page's messages as they are now (empty when there are none).
 pub async fn messages(client: &Client) -> String {
     match client.find(Locator::Css("[data-testid=messages]")).await {

@@ -83,7 +83,7 @@ async fn a_person_compares_strategies_and_trains_the_winner() {
     );
 
     // Kept with the project: after a reload the same chart.
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     by_id(&client, "compare-chart").await;
     let again = chart(&client).await;
     assert_eq!(again, shown, "the comparison survives a reload");

@@ -59,7 +59,7 @@ async fn a_chosen_folder_of_five_classes_keeps_every_picture_on_webgpu() {
     let shot = e2e::screenshot(&client, "folders-five-classes").await;
     println!("five classes chosen: {expected:?}; screenshot {}", shot.display());
 
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     text_of(&client, "device", Duration::from_secs(180), |t| t.starts_with("WebGPU")).await;
     e2e::wait_for_classes(&client, &expected, Duration::from_secs(120)).await;
     assert_nothing_refused(&client).await;
@@ -124,7 +124,7 @@ async fn twelve_classes_of_several_hundred_pictures_chosen_and_five_dropped_on_t
     let shot = e2e::screenshot(&client, "folders-twelve-classes").await;
     println!("17 classes: screenshot {}", shot.display());
 
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     e2e::wait_for_classes(&client, &expected, Duration::from_secs(300)).await;
     assert_nothing_refused(&client).await;
     client.close().await.expect("close");
@@ -212,7 +212,7 @@ async fn classes_deleted_renamed_and_added_while_pictures_arrive_keep_their_own(
         shot.display()
     );
 
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     e2e::wait_for_classes_in_any_order(&client, &expected, Duration::from_secs(120)).await;
     client.close().await.expect("close");
 }

@@ -85,7 +85,7 @@ async fn a_person_moves_a_mislabelled_picture_and_keeps_another() {
     }
 
     // After a reload: the picture is a mammal, the counts as they were left, the kept one not flagged.
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     text_of(&client, "device", Duration::from_secs(120), |t| {
         t.starts_with("CPU fallback")
     })

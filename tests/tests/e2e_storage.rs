@@ -90,7 +90,7 @@ async fn damaged_stored_pictures_are_dropped_with_a_message_and_the_rest_comes_b
         };
     "#;
     client.execute_async(script, vec![]).await.expect("damage two records");
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(120), |t| {
         t.contains("damaged")
     })
@@ -293,7 +293,7 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     assert_eq!(unsaved_banner(&client).await, None, "nothing left unsaved");
 
     // A reload brings back every picture, the ones saved late included, and not the removed one.
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(120), |t| {
         t.contains("back as you left it")
     })

@@ -305,7 +305,7 @@ async fn a_person_trains_predicts_exports_and_imports() {
     show(&client, "batch-norm-select").await;
     let shot = e2e::screenshot(&client, "studio-4b-advanced-settings").await;
     println!("advanced settings: {}", shot.display());
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     text_of(&client, "device", Duration::from_secs(120), |t| {
         t.starts_with("CPU fallback")
     })
@@ -642,7 +642,7 @@ async fn folders_chosen_or_dropped_become_classes() {
         checked
     };
     let strategy = preselected(client.clone()).await;
-    client.refresh().await.expect("reload");
+    e2e::reload(&client).await;
     counts(&["5", "3", "2", "2", "3"]).await;
     let restored = text_of(&client, "recommendation", Duration::from_secs(30), |t| !t.is_empty()).await;
     assert_eq!(restored, recommendation);

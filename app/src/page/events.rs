@@ -54,6 +54,7 @@ impl Studio {
                 }
                 self.restored.set(true);
             }
+            WorkerEvent::Handled { edits } => self.edits.update(|(_, handled)| *handled = edits),
             WorkerEvent::Prediction { picture, top } => {
                 self.trying.update(|trying| {
                     trying.answered(picture, top);

@@ -61,9 +61,11 @@ pub fn App() -> impl IntoView {
             register_service_worker(studio);
         }
     });
-    let bridge = Bridge::spawn(panels::current_choice(), move |event, payloads| {
-        studio.handle(event, payloads)
-    });
+    let bridge = Bridge::spawn(
+        panels::current_choice(),
+        move |event, payloads| studio.handle(event, payloads),
+        move || studio.edits.update(|(sent, _)| *sent += 1),
+    );
     let bridge = match bridge {
         Ok(bridge) => bridge,
         Err(message) => {
@@ -119,7 +121,7 @@ pub fn App() -> impl IntoView {
     }
     let device = studio.device;
     view! {
-        <main class="graft">
+        <main class="graft" data-edits-pending=move || studio.edits_pending().to_string()>
             <header>
                 <h1>"Graft"</h1>
                 <p class="tagline">
@@ -133,6 +135,10 @@ pub fn App() -> impl IntoView {
             <Elsewhere/>
             // Nothing here can be used while another tab holds the project.
             <div class="studio" inert=move || studio.elsewhere.get().is_some()>
+                {move || {
+                    (studio.edits_pending() > 0)
+                        .then(|| view! { <p class="saving" data-testid="saving">"Saving your changes…"</p> })
+                }}
                 <Messages/>
                 <DataPanel/>
                 <ModelPicker/>

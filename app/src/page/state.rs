@@ -150,6 +150,8 @@ pub(crate) struct Studio {
     pub(crate) paused: RwSignal<Option<String>>,
     /// Another tab holds the project (`Some(taken)`: see `WorkerEvent::OpenElsewhere`).
     pub(crate) elsewhere: RwSignal<Option<bool>>,
+    /// Requests that edit the project: sent to the worker, and handled by it (storage included).
+    pub(crate) edits: RwSignal<(u64, u64)>,
 }
 
 /// The try-it panel: the pictures asked about and the answer shown. Answers come back from the worker
@@ -246,7 +248,13 @@ impl Studio {
             unsaved: RwSignal::new((0, false)),
             paused: RwSignal::new(None),
             elsewhere: RwSignal::new(None),
+            edits: RwSignal::new((0, 0)),
         }
+    }
+
+    /// Edits sent that the worker has not handled (and stored) yet: a reload now would lose them.
+    pub(crate) fn edits_pending(&self) -> u64 {
+        self.edits.with(|(sent, handled)| sent.saturating_sub(*handled))
     }
 
     pub(crate) fn say(&self, error: bool, message: impl Into<String>) {

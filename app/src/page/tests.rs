@@ -448,3 +448,19 @@ fn a_late_answer_is_never_shown_beside_a_newer_picture() {
     answer(bird, "birds");
     assert_eq!(shown(), Some((bird, "birds".into())));
 }
+
+/// Edits the page sent and the worker has not handled yet are counted, so that the page can say it is
+/// still saving (and the tests reload only once everything is stored).
+#[test]
+fn edits_are_pending_until_the_worker_has_handled_them() {
+    let studio = Studio::new();
+    assert_eq!(studio.edits_pending(), 0);
+    for _ in 0..3 {
+        studio.edits.update(|(sent, _)| *sent += 1);
+    }
+    assert_eq!(studio.edits_pending(), 3);
+    studio.handle(WorkerEvent::Handled { edits: 2 }, Vec::new());
+    assert_eq!(studio.edits_pending(), 1);
+    studio.handle(WorkerEvent::Handled { edits: 3 }, Vec::new());
+    assert_eq!(studio.edits_pending(), 0);
+}

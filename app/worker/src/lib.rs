@@ -62,6 +62,8 @@ thread_local! {
         const { RefCell::new(std::collections::VecDeque::new()) };
     /// Whether a task is handling the inbox.
     static HANDLING: Cell<bool> = const { Cell::new(false) };
+    /// Requests that edit the project handled so far (see `WorkerEvent::Handled`).
+    static EDITS_HANDLED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Queues a request; one task handles the queue, a request at a time, in the order received. An
@@ -73,7 +75,15 @@ pub(crate) fn receive(request: WorkerRequest, payloads: Vec<Vec<u8>>) {
     if !HANDLING.replace(true) {
         wasm_bindgen_futures::spawn_local(async {
             while let Some((request, payloads)) = INBOX.with_borrow_mut(|inbox| inbox.pop_front()) {
+                let edit = request.edits_project();
                 handle(request, payloads).await;
+                if edit {
+                    let edits = EDITS_HANDLED.with(|n| {
+                        n.set(n.get() + 1);
+                        n.get()
+                    });
+                    post(&WorkerEvent::Handled { edits }, Vec::new());
+                }
             }
             HANDLING.set(false);
         });
