@@ -39,6 +39,19 @@ async fn stored_images(client: &Client, expected: u64) -> u64 {
         .expect("a count")
 }
 
+/// Waits (up to a minute) until the class cards show `expected` picture counts, and returns what they
+/// show then: a restored project's pictures arrive after its classes.
+async fn counts_become(client: &Client, expected: &[&str]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = counts(client, expected.len()).await;
+        if shown == expected || std::time::Instant::now() >= deadline {
+            return shown;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn counts(client: &Client, classes: usize) -> Vec<String> {
     let mut counts = Vec::new();
     for index in 0..classes {
@@ -299,7 +312,7 @@ async fn a_full_storage_is_reported_loses_nothing_stored_and_saves_what_did_not_
     })
     .await
     .expect("the project restored");
-    assert_eq!(counts(&client, 2).await, ["4", "1"]);
+    assert_eq!(counts_become(&client, &["4", "1"]).await, ["4", "1"]);
     // And the model saved late came back with it.
     let prediction = e2e::predict_fixture(&client, "coffee-224.png")
         .await
