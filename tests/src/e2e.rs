@@ -151,23 +151,39 @@ impl ChromeDriver {
         self.session_with_args(args_without_webgpu()).await
     }
 
-    async fn session_with_args(&self, mut args: Vec<String>) -> Client {
+    async fn session_with_args(&self, args: Vec<String>) -> Client {
         static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let profile = std::env::temp_dir().join(format!("graft-chrome-{}-{}-{session}", std::process::id(), self.port));
-        let _ = std::fs::remove_dir_all(&profile);
-        args.push(format!("--user-data-dir={}", profile.display()));
-        self.profiles.lock().unwrap_or_else(|p| p.into_inner()).push(profile);
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }),
-        );
-        ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("cannot open a Chromium session through chromedriver")
+        let mut attempt = 0;
+        loop {
+            // A fresh profile for each attempt: a browser left from a failed one may still hold its own.
+            let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let profile =
+                std::env::temp_dir().join(format!("graft-chrome-{}-{}-{session}", std::process::id(), self.port));
+            let _ = std::fs::remove_dir_all(&profile);
+            let mut args = args.clone();
+            args.push(format!("--user-data-dir={}", profile.display()));
+            self.profiles.lock().unwrap_or_else(|p| p.into_inner()).push(profile);
+            let mut capabilities = serde_json::Map::new();
+            capabilities.insert(
+                "goog:chromeOptions".into(),
+                serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }),
+            );
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&format!("http://127.0.0.1:{}", self.port))
+                .await
+            {
+                Ok(client) => return client,
+                // On a loaded machine chromedriver now and then drops the connection that asks for a
+                // session (seen once in a full run: "connection reset by peer"); asked again, it opens one.
+                Err(error) if attempt < 2 => {
+                    attempt += 1;
+                    eprintln!("chromedriver did not open a session ({error}); asking again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(error) => panic!("cannot open a Chromium session through chromedriver: {error}"),
+            }
+        }
     }
 }
 
