@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         Some("runtime") => runtime(&mut Stages::new()),
         Some("datasets") => datasets(&mut Stages::new()),
         Some("serve") => serve(args.get(1).is_some_and(|a| a == "--deploy")),
-        Some("dist") => dist().map(|_| ()),
+        Some("dist") => dist(true).map(|_| ()),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
         Some("fuzz") => fuzz(args.get(1).map_or(Ok(300), |s| {
@@ -113,36 +113,29 @@ fn datasets(stages: &mut Stages) -> Result<(), String> {
     stages.run("datasets", || datasets::ensure_datasets(&workspace))
 }
 
-/// Builds the app into `dist/` (the tests' `release` profile, or `dist` with `deploy`) and serves it
-/// on 127.0.0.1:8080 as a static host should: gzip copies to browsers that take them.
+/// Builds the app into `dist/` (see [`dist`]) and serves it on 127.0.0.1:8080 as a static host should:
+/// gzip copies to browsers that take them.
 fn serve(deploy: bool) -> Result<(), String> {
-    let dist = if deploy {
-        dist()?
-    } else {
-        let mut stages = Stages::new();
-        setup(&mut stages)?;
-        weights(&mut stages)?;
-        runtime(&mut stages)?;
-        let workspace = tools::Workspace::locate()?;
-        let dist = workspace.root.join("dist");
-        stages.run("build the app (trunk)", || build_app(&workspace, &dist, &["--release"]))?;
-        dist
-    };
-    let server = xtask::web::StaticServer::bind("127.0.0.1:8080", dist, &[])?;
+    let server = xtask::web::StaticServer::bind("127.0.0.1:8080", dist(deploy)?, &[])?;
     println!("xtask: serving the app on {} (Ctrl-C to stop)", server.url("/"));
     server.wait();
     Ok(())
 }
 
-/// The app for a static host, in `dist/`: built with the `dist` profile, each file with a `.gz` copy
-/// beside it. Prints what a first visit downloads.
-fn dist() -> Result<std::path::PathBuf, String> {
+/// The app for a static host, in `dist/`, each file with a `.gz` copy beside it: built with the
+/// size-oriented `dist` profile when `deploy` (printing what a first visit downloads), else with the
+/// `release` profile the tests share.
+fn dist(deploy: bool) -> Result<std::path::PathBuf, String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     weights(&mut stages)?;
     runtime(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
     let dist = workspace.root.join("dist");
+    if !deploy {
+        stages.run("build the app (trunk)", || build_app(&workspace, &dist, &["--release"]))?;
+        return Ok(dist);
+    }
     stages.run("build the app for deploying (trunk, profile dist)", || {
         build_app(&workspace, &dist, &["--release", "--cargo-profile", "dist"])
     })?;
