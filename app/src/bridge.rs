@@ -58,7 +58,19 @@ impl Bridge {
         on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static,
         on_edit: impl Fn() + 'static,
     ) -> Result<Self, String> {
-        let url = format!("./worker_loader.js?compute={}", compute.name());
+        // `?helpers=N` in the page's address is passed on (the worker's helper workers; see
+        // `graft_worker::helpers`), and in the tests' build `?fault=…` (which the helpers read).
+        let passed_on: &[&str] = if cfg!(feature = "test-hooks") {
+            &["helpers", "fault"]
+        } else {
+            &["helpers"]
+        };
+        let query = crate::device::query_in_url().unwrap_or_default();
+        let passed_on: String = passed_on
+            .iter()
+            .filter_map(|name| Some(format!("&{name}={}", crate::device::query_value(&query, name)?)))
+            .collect();
+        let url = format!("./worker_loader.js?compute={}{passed_on}", compute.name());
         let worker = web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))?;
         let pending: Rc<RefCell<Option<Queue>>> = Rc::new(RefCell::new(Some(Vec::new())));
         let bridge = Self {

@@ -42,20 +42,28 @@ impl ComputeChoice {
 
     /// The choice a URL's query names (`?compute=cpu&…`), if any.
     pub fn from_query(query: &str) -> Option<Self> {
-        query
-            .trim_start_matches('?')
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("compute="))
-            .and_then(Self::from_name)
+        query_value(query, "compute").and_then(Self::from_name)
     }
+}
+
+/// The value of `name` in a URL's query (`?compute=cpu&helpers=1`), if it is there.
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The choice named in this page's or worker's URL (`?compute=…`), if any.
 pub fn choice_in_url() -> Option<ComputeChoice> {
+    ComputeChoice::from_query(&query_in_url()?)
+}
+
+/// This page's or worker's URL query (`?compute=…`), if it has one.
+pub fn query_in_url() -> Option<String> {
     use js_sys::Reflect;
     let location = Reflect::get(&js_sys::global(), &"location".into()).ok()?;
-    let search = Reflect::get(&location, &"search".into()).ok()?.as_string()?;
-    ComputeChoice::from_query(&search)
+    Reflect::get(&location, &"search".into()).ok()?.as_string()
 }
 
 #[cfg(test)]
@@ -74,6 +82,9 @@ mod tests {
         );
         assert_eq!(ComputeChoice::from_query("?compute=gpu"), None);
         assert_eq!(ComputeChoice::from_query(""), None);
+        assert_eq!(query_value("?compute=cpu&helpers=0", "helpers"), Some("0"));
+        assert_eq!(query_value("?helpers_off=1&helpers=2", "helpers"), Some("2"));
+        assert_eq!(query_value("?helpersx=1", "helpers"), None);
         for choice in ComputeChoice::ALL {
             assert_eq!(ComputeChoice::from_name(choice.name()), Some(choice));
         }

@@ -316,6 +316,11 @@ pub enum WorkerEvent {
         device: String,
         gpu: bool,
     },
+    /// The CPU cores frozen inference (embeddings, frozen prefixes, measuring) runs on now, on the CPU
+    /// backend: the worker's own and one per helper worker that is ready (`graft_worker::helpers`).
+    Cores {
+        cores: usize,
+    },
     /// The project found in the browser's storage: its classes (their images follow as `ImagesAdded`).
     ProjectRestored {
         classes: Vec<ClassEntry>,

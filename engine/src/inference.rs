@@ -6,9 +6,14 @@
 //! over every core and run MobileNetV2 at about twice the pace of Burn's backend on the same cores
 //! (`benches/embedding.rs`). On WebGPU Burn runs it, with its BatchNorms folded. Both give the same
 //! numbers to float rounding (tested against each other and against PyTorch's logits).
+//!
+//! On the kernels, embeddings, frozen-prefix activations and probes are shared with this thread's
+//! helpers when the browser's worker installed them (`crate::helpers`: one helper worker per spare
+//! core).
 
 use burn::prelude::*;
 
+use crate::helpers::Work;
 use crate::model::{CompiledClassifier, ImageClassifier, Probes};
 use crate::readback::{self, ReadbackError};
 
@@ -76,7 +81,8 @@ impl FrozenClassifier {
             Self::Burn(model) => readback::to_f32_vec(model.features(images)).await,
             Self::Compiled { net, .. } => {
                 let dims = images.dims();
-                Ok(net.embeddings(&readback::to_f32_vec(images).await?, dims))
+                let images = readback::to_f32_vec(images).await?;
+                Ok(net.run(Work::Embeddings, &images, dims).await.values)
             }
         }
     }
@@ -119,7 +125,8 @@ impl FrozenClassifier {
             }
             Self::Compiled { net, .. } => {
                 let dims = images.dims();
-                let (embeddings, probes) = net.probed(&readback::to_f32_vec(images).await?, dims);
+                let images = readback::to_f32_vec(images).await?;
+                let (embeddings, probes) = net.run_probed(&images, dims).await;
                 Ok((net.classify(&embeddings), embeddings, probes))
             }
         }
@@ -134,7 +141,8 @@ impl FrozenClassifier {
             Self::Burn(model) => Ok(model.forward_prefix(count, images)),
             Self::Compiled { net, device } => {
                 let dims = images.dims();
-                let out = net.prefix(count, &readback::to_f32_vec(images).await?, dims);
+                let images = readback::to_f32_vec(images).await?;
+                let out = net.run(Work::Prefix(count), &images, dims).await;
                 Ok(Tensor::from_data(TensorData::new(out.values, out.dims), device))
             }
         }

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod data;
 pub mod export;
 pub mod freeze;
+pub mod helpers;
 pub mod imagenet;
 pub mod inference;
 pub mod metrics;

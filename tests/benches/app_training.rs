@@ -5,28 +5,10 @@
 //! (SwiftShader's WebGPU is ~20x slower here). Each strategy runs `GRAFT_BENCH_EPOCHS` epochs (default 2,
 //! so that the whole bench stays within minutes; head-only uses its cached embeddings either way).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use graft_tests::datasets;
 use graft_tests::e2e::{self, ChromeDriver, StaticServer};
-
-/// The first `n` distinct pictures of `class` (the dataset repeats some silhouettes, and the app
-/// refuses a picture it already has).
-fn images(class: &str, n: usize) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(datasets::path("animal-silhouettes").join(class))
-        .expect("class folder")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    let mut seen = std::collections::HashSet::new();
-    files
-        .into_iter()
-        .filter(|path| seen.insert(std::fs::read(path).expect("read a picture")))
-        .take(n)
-        .map(|p| p.display().to_string())
-        .collect()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -50,7 +32,7 @@ fn main() {
             .expect("device");
             for (index, class) in ["cat", "dog"].into_iter().enumerate() {
                 e2e::by_id(&client, "add-class").await.click().await.expect("add class");
-                let files = images(class, 100);
+                let files = datasets::distinct_silhouettes(class, 100);
                 let started = Instant::now();
                 e2e::by_id(&client, &format!("class-files-{index}"))
                     .await

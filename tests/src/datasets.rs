@@ -103,3 +103,20 @@ pub fn tuxpaint_photos(class: &str, n: usize) -> Vec<PathBuf> {
     files.truncate(n);
     files
 }
+
+/// The first `n` distinct pictures (by file name) of an animal silhouette class (`cat`, `dog`, …), as
+/// absolute paths: the dataset repeats some silhouettes, and the app refuses a picture it already has.
+pub fn distinct_silhouettes(class: &str, n: usize) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path("animal-silhouettes").join(class))
+        .unwrap_or_else(|e| panic!("the {class} silhouettes (cargo xtask datasets): {e}"))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let mut seen = std::collections::HashSet::new();
+    files
+        .into_iter()
+        .filter(|path| seen.insert(std::fs::read(path).expect("read a picture")))
+        .take(n)
+        .map(|p| p.display().to_string())
+        .collect()
+}

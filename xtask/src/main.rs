@@ -294,6 +294,8 @@ fn lint(workspace: &tools::Workspace) -> Result<(), String> {
             "-p",
             "graft-worker",
             "-p",
+            "graft-helper",
+            "-p",
             "graft-tests",
             "-p",
             "graft-runtime",
@@ -398,6 +400,12 @@ fn bench() -> Result<(), String> {
         tools::cargo(
             &workspace,
             &["bench", "--locked", "-p", "graft-tests", "--bench", "app_training"],
+        )
+    })?;
+    stages.run("the app on one core and on every core (headless Chrome)", || {
+        tools::cargo(
+            &workspace,
+            &["bench", "--locked", "-p", "graft-tests", "--bench", "app_cores"],
         )
     })?;
     stages.run("first visit at 20 Mbit/s (headless Chrome)", || {

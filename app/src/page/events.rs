@@ -18,8 +18,11 @@ impl Studio {
         match event {
             WorkerEvent::Ready { device, gpu } => {
                 self.device.set(Some((device, gpu)));
+                // Helpers report once they are ready, after the device.
+                self.cores.set(None);
                 self.forget_speeds_of_another_device();
             }
+            WorkerEvent::Cores { cores } => self.cores.set(Some(cores)),
             WorkerEvent::ProjectRestored { classes } => self.project_restored(classes),
             WorkerEvent::ImagesAdded { class, added, rejected } => self.images_added(class, added, rejected, payloads),
             WorkerEvent::Measuring { done, total } => self.measuring.set(Some((done, total))),

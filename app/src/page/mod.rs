@@ -129,6 +129,21 @@ pub fn App() -> impl IntoView {
                 </p>
                 <div class="device-row">
                     <DeviceBadge label=device.read_only()/>
+                    {move || {
+                        let cpu = matches!(device.get(), Some((_, false)));
+                        studio.cores.get().filter(|_| cpu).map(|cores| {
+                            view! {
+                                <span
+                                    class="cores"
+                                    data-testid="cores"
+                                    data-cores=cores
+                                    title="Embeddings, frozen layers and measurements are shared out over this many CPU cores (a helper worker each beyond the first)."
+                                >
+                                    {if cores == 1 { "1 core".to_string() } else { format!("{cores} cores") }}
+                                </span>
+                            }
+                        })
+                    }}
                     <ComputeSetting/>
                 </div>
             </header>

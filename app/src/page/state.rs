@@ -99,6 +99,8 @@ pub(crate) struct CompareProgress {
 #[derive(Clone, Copy)]
 pub(crate) struct Studio {
     pub(crate) device: RwSignal<Option<(String, bool)>>,
+    /// On the CPU backend, the cores frozen inference runs on (once the worker has helpers).
+    pub(crate) cores: RwSignal<Option<usize>>,
     /// Local: the thumbnails' object URLs belong to this thread.
     pub(crate) classes: RwSignal<Vec<ClassView>, LocalStorage>,
     pub(crate) messages: RwSignal<Vec<(bool, String)>>,
@@ -213,6 +215,7 @@ impl Studio {
     pub(crate) fn new() -> Self {
         Self {
             device: RwSignal::new(None),
+            cores: RwSignal::new(None),
             classes: RwSignal::new_local(Vec::new()),
             messages: RwSignal::new(Vec::new()),
             model: RwSignal::new(ModelKind::MobileNetV2),

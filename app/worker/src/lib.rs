@@ -16,6 +16,7 @@ use self::persist::restore;
 use self::state::{STATE, STOP};
 
 pub mod device;
+pub mod helpers;
 pub mod store;
 
 mod compare;
@@ -169,6 +170,9 @@ async fn open() {
         post(&WorkerEvent::OpenElsewhere { taken: false }, Vec::new());
     }
     post(&WorkerEvent::Ready { device: label, gpu }, Vec::new());
+    if !gpu {
+        helpers::start_on_cpu();
+    }
 }
 
 /// Takes the project over from the tab that holds it and reads it as that tab left it. Only a tab

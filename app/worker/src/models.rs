@@ -82,6 +82,7 @@ pub(super) fn fall_back_to_cpu(reason: &str) -> ComputeDevice {
         },
         Vec::new(),
     );
+    super::helpers::start_on_cpu();
     cpu
 }
 

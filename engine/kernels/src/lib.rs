@@ -16,7 +16,7 @@ pub use conv::{DenseWeights, DepthwiseWeights, Geometry, channel_sums, dense, de
 pub use file::NetworkFileError;
 pub use gemm::{Activation, PackedWeights, pointwise};
 pub use network::{
-    Affine, BodyOutput, ConvSpec, LayerSpec, LinearSpec, Network, NetworkError, NetworkSpec, Padding, softmax,
+    Affine, BodyOutput, ConvSpec, LayerSpec, LinearSpec, Network, NetworkError, NetworkSpec, Padding, Work, softmax,
     tf_same_padding,
 };
 

@@ -429,6 +429,44 @@ pub struct BodyOutput {
     pub dims: [usize; 4],
 }
 
+/// What a frozen network computes for a batch: what a caller asks of a [`Network`] in one word (the
+/// engine's helpers receive it with their share of a batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Pooled embeddings `[pictures, width]`.
+    Embeddings,
+    /// The activation entering body block `count`, NCHW `[pictures, channels, height, width]`.
+    Prefix(usize),
+    /// [`Network::probed`] as one list: the embeddings `[pictures, width]`, then the probes, block by
+    /// block and convolution by convolution (means over the pictures given; [`Network::unflatten_probed`]
+    /// splits them again).
+    Probed,
+}
+
+impl Work {
+    /// `work` run by `net` on `images` (NCHW, `dims`): the values, and their dims for a prefix.
+    pub fn run(self, net: &Network, images: &[f32], dims: [usize; 4]) -> BodyOutput {
+        match self {
+            Self::Embeddings => {
+                let values = net.embeddings(images, dims);
+                BodyOutput {
+                    dims: [dims[0], net.embedding_width(), 1, 1],
+                    values,
+                }
+            }
+            Self::Prefix(count) => net.prefix(count, images, dims),
+            Self::Probed => {
+                let (mut values, probes) = net.probed(images, dims);
+                values.extend(probes.iter().flatten().flatten());
+                BodyOutput {
+                    dims: [dims[0], net.embedding_width(), 1, 1],
+                    values,
+                }
+            }
+        }
+    }
+}
+
 /// A [`NetworkSpec`] compiled for the kernels.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -668,6 +706,24 @@ impl Network {
         let mut logits = vec![0.0; rows * self.num_classes()];
         gemm::pointwise(embeddings, rows, &self.classifier, Activation::None, None, &mut logits);
         logits
+    }
+
+    /// What [`Work::Probed`] gives for `pictures` pictures, as [`Network::probed`] gives it (`None`
+    /// when `values` is not that long).
+    #[allow(clippy::type_complexity)] // the shape `probed` returns
+    pub fn unflatten_probed(&self, values: &[f32], pictures: usize) -> Option<(Vec<f32>, Vec<Vec<Vec<f32>>>)> {
+        let (embeddings, mut rest) = values.split_at_checked(pictures * self.embedding_width())?;
+        let mut probes = Vec::with_capacity(self.body.len());
+        for block in &self.body {
+            let mut convs = Vec::new();
+            for conv in block.convs() {
+                let (probe, after) = rest.split_at_checked(2 * conv.channels)?;
+                convs.push(probe.to_vec());
+                rest = after;
+            }
+            probes.push(convs);
+        }
+        rest.is_empty().then(|| (embeddings.to_vec(), probes))
     }
 
     /// Embeddings `[batch, width]` and, per body block and per convolution in it, `[2 * channels]`:

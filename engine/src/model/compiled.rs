@@ -12,6 +12,7 @@ use graft_kernels::{Affine, ConvSpec, LayerSpec, LinearSpec, Network, NetworkSpe
 
 use super::blocks::{ConvBnAct, InvertedResidual};
 use super::classifier::ImageClassifier;
+use crate::helpers::{self, SharedNetwork, Work};
 use crate::readback::{self, ReadbackError};
 
 pub use graft_kernels::BodyOutput;
@@ -116,9 +117,16 @@ pub async fn network_spec(model: &ImageClassifier, probes: Probes) -> Result<Net
 }
 
 /// A frozen [`ImageClassifier`] compiled for the CPU kernels (see the module's documentation); it
-/// derefs to the kernels' [`Network`] (`prefix`, `embeddings`, `classify`, `probed`).
+/// derefs to the kernels' [`Network`] (`prefix`, `embeddings`, `classify`, `probed`), and [`run`]
+/// shares a batch with this thread's helpers (`crate::helpers`) when they are installed.
+///
+/// [`run`]: CompiledClassifier::run
 #[derive(Debug, Clone)]
-pub struct CompiledClassifier(Network);
+pub struct CompiledClassifier {
+    net: Network,
+    /// The network as helpers receive it: made when it was compiled with helpers installed.
+    shared: Option<SharedNetwork>,
+}
 
 impl CompiledClassifier {
     /// Reads `model`'s weights (from any device, through the async read-back) and lays them out for
@@ -126,12 +134,28 @@ impl CompiledClassifier {
     pub async fn compile(model: &ImageClassifier, probes: Probes) -> Result<Self, ReadbackError> {
         let spec = network_spec(model, probes).await?;
         // The spec comes from a model whose shapes Burn has already checked: a mismatch is a bug.
-        Ok(Self(Network::new(&spec).expect("a model's own layers chain")))
+        let net = Network::new(&spec).expect("a model's own layers chain");
+        // Likewise its file: the layers' JSON and the weights' safetensors from checked shapes.
+        let shared = helpers::installed().map(|_| SharedNetwork::new(&spec).expect("a checked network's file"));
+        Ok(Self { net, shared })
     }
 
     /// See [`Network::set_threads`].
     pub fn set_threads(&mut self, threads: Option<usize>) {
-        self.0.set_threads(threads);
+        self.net.set_threads(threads);
+    }
+
+    /// `work` on a batch `images` (NCHW, `dims`), shared with this thread's helpers when they are
+    /// installed (see `crate::helpers::run_shared`): the same numbers either way.
+    pub async fn run(&self, work: Work, images: &[f32], dims: [usize; 4]) -> BodyOutput {
+        helpers::run_shared(&self.net, self.shared.as_ref(), work, images, dims).await
+    }
+
+    /// [`Network::probed`] on a batch, shared with this thread's helpers when they are installed (see
+    /// `crate::helpers::probed_shared`).
+    #[allow(clippy::type_complexity)] // the shape `probed` returns
+    pub async fn run_probed(&self, images: &[f32], dims: [usize; 4]) -> (Vec<f32>, Vec<Vec<Vec<f32>>>) {
+        helpers::probed_shared(&self.net, self.shared.as_ref(), images, dims).await
     }
 }
 
@@ -139,7 +163,7 @@ impl std::ops::Deref for CompiledClassifier {
     type Target = Network;
 
     fn deref(&self) -> &Network {
-        &self.0
+        &self.net
     }
 }
 
@@ -260,6 +284,122 @@ mod tests {
                     close(got, &want, 1e-4 * scale, &format!("{kind} probe {block}.{conv}"));
                 }
             }
+        }
+    }
+
+    /// Helpers as the browser's behave: each builds its own network from the file it is sent (once per
+    /// network) and answers what it computed, or fails, or answers a share of the wrong size.
+    struct FileHelpers {
+        nets: std::cell::RefCell<Vec<Option<(u64, Network)>>>,
+        answers: Vec<Result<(), &'static str>>,
+        files_sent: std::cell::Cell<usize>,
+        shares: std::cell::Cell<usize>,
+    }
+
+    impl helpers::Helpers for FileHelpers {
+        fn ready(&self) -> usize {
+            self.answers.len()
+        }
+
+        fn run(
+            &self,
+            index: usize,
+            network: &SharedNetwork,
+            work: Work,
+            images: Vec<f32>,
+            dims: [usize; 4],
+        ) -> helpers::Answer {
+            self.shares.set(self.shares.get() + 1);
+            let mut nets = self.nets.borrow_mut();
+            if nets[index].as_ref().map(|(key, _)| *key) != Some(network.key) {
+                let (spec, _) = graft_kernels::file::from_bytes(&network.file).unwrap();
+                nets[index] = Some((network.key, Network::new(&spec).unwrap()));
+                self.files_sent.set(self.files_sent.get() + 1);
+            }
+            let values = work.run(&nets[index].as_ref().unwrap().1, &images, dims).values;
+            let answer = match self.answers[index] {
+                Ok(()) => Ok(values),
+                Err("short") => Ok(values[1..].to_vec()),
+                Err(why) => Err(helpers::HelperError(why.to_string())),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    /// A batch shared with helpers (each with the network rebuilt from its file) gives the numbers
+    /// this thread alone gives, bit for bit, in picture order; a helper that fails or answers the
+    /// wrong amount has its share computed here; a network is sent to a helper once.
+    #[test]
+    fn helpers_change_no_number() {
+        let device = Device::flex();
+        let model = perturbed(ModelKind::MobileNetV2, &device);
+        let images = Tensor::<4>::random([7, 3, 45, 51], Distribution::Normal(0.0, 1.0), &device);
+        let dims = images.dims();
+        let input = host(images);
+        let mut alone = pollster::block_on(CompiledClassifier::compile(&model, Probes::Off)).unwrap();
+        alone.set_threads(Some(1));
+        assert!(alone.shared.is_none(), "compiled without helpers: nothing to share");
+        for answers in [
+            vec![Ok(())],
+            vec![Ok(()), Ok(()), Ok(())],
+            vec![Err("short"), Ok(()), Err("stopped")],
+        ] {
+            let pool = std::rc::Rc::new(FileHelpers {
+                nets: std::cell::RefCell::new(vec![None; answers.len()]),
+                answers: answers.clone(),
+                files_sent: std::cell::Cell::new(0),
+                shares: std::cell::Cell::new(0),
+            });
+            helpers::install(Some(pool.clone()));
+            let mut shared = pollster::block_on(CompiledClassifier::compile(&model, Probes::Off)).unwrap();
+            shared.set_threads(Some(1));
+            let embeddings = pollster::block_on(shared.run(Work::Embeddings, &input, dims));
+            assert!(
+                embeddings.values == alone.embeddings(&input, dims),
+                "{answers:?}: embeddings differ"
+            );
+            assert_eq!(
+                pool.shares.get(),
+                answers.len(),
+                "{answers:?}: a share for every helper"
+            );
+            for count in [0, 1, 5, alone.num_body_blocks()] {
+                assert!(
+                    pollster::block_on(shared.run(Work::Prefix(count), &input, dims))
+                        == alone.prefix(count, &input, dims),
+                    "{answers:?}: the activations entering block {count} differ"
+                );
+            }
+            assert_eq!(
+                pool.files_sent.get(),
+                answers.len(),
+                "{answers:?}: the network sent once to each helper"
+            );
+            // The probes: embeddings bit for bit, each probe the batch's mean (to rounding).
+            let probed = pollster::block_on(CompiledClassifier::compile(&model, Probes::On)).unwrap();
+            let (embeddings, probes) = pollster::block_on(probed.run_probed(&input, dims));
+            let (want_embeddings, want_probes) = probed.probed(&input, dims);
+            assert!(embeddings == want_embeddings, "{answers:?}: probed embeddings differ");
+            let (got, want) = (probes.concat().concat(), want_probes.concat().concat());
+            assert_eq!(got.len(), want.len(), "{answers:?}: probes");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{answers:?}: a probe {g} where one thread gives {w}"
+                );
+            }
+            assert_eq!(
+                pool.files_sent.get(),
+                2 * answers.len(),
+                "{answers:?}: the probed network sent too"
+            );
+            // One picture stays here.
+            let shares = pool.shares.get();
+            let one = &input[..input.len() / 7];
+            let got = pollster::block_on(shared.run(Work::Embeddings, one, [1, 3, 45, 51]));
+            assert_eq!(got.values, alone.embeddings(one, [1, 3, 45, 51]));
+            assert_eq!(pool.shares.get(), shares, "one picture is not shared");
+            helpers::install(None);
         }
     }
 }

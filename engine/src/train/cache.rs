@@ -5,6 +5,7 @@ use burn::prelude::*;
 use image::RgbImage;
 
 use crate::data::{self};
+use crate::helpers::Work;
 use crate::inference::{self, FrozenClassifier};
 use crate::metrics::Evaluation;
 use crate::model::{CompiledClassifier, ImageClassifier, Probes};
@@ -49,7 +50,12 @@ impl Cache {
 }
 
 impl Run<'_> {
-    pub(super) fn train_logits(&mut self, model: &ImageClassifier, cache: &Cache, positions: &[usize]) -> Tensor<2> {
+    pub(super) async fn train_logits(
+        &mut self,
+        model: &ImageClassifier,
+        cache: &Cache,
+        positions: &[usize],
+    ) -> Tensor<2> {
         let rows = || {
             Tensor::<1, Int>::from_data(
                 TensorData::new(
@@ -83,7 +89,7 @@ impl Run<'_> {
                     .collect();
                 match cache {
                     Cache::Compiled { start, net } => {
-                        model.forward_from(*start, self.compiled_boundary(net, *start, &views).autodiff())
+                        model.forward_from(*start, self.compiled_boundary(net, *start, &views).await.autodiff())
                     }
                     _ => model.forward_train(preprocess::batch_tensor(
                         &views,
@@ -95,15 +101,21 @@ impl Run<'_> {
         }
     }
 
-    /// The activations entering block `start` for `views`, computed by `net` on the host (no graph),
-    /// as a tensor on the plain device.
-    fn compiled_boundary(&self, net: &CompiledClassifier, start: usize, views: &[RgbImage]) -> Tensor<4> {
+    /// The activations entering block `start` for `views`, computed by `net` on the host (no graph;
+    /// shared with the helpers when there are), as a tensor on the plain device.
+    async fn compiled_boundary(&self, net: &CompiledClassifier, start: usize, views: &[RgbImage]) -> Tensor<4> {
         let (width, height) = views.first().map_or((0, 0), |view| view.dimensions());
         let input: Vec<f32> = views
             .iter()
             .flat_map(|view| preprocess::normalise(view, &self.input.normalisation))
             .collect();
-        let out = net.prefix(start, &input, [views.len(), 3, height as usize, width as usize]);
+        let out = net
+            .run(
+                Work::Prefix(start),
+                &input,
+                [views.len(), 3, height as usize, width as usize],
+            )
+            .await;
         Tensor::from_data(TensorData::new(out.values, out.dims), &self.device)
     }
 
@@ -147,7 +159,7 @@ impl Run<'_> {
                 } => model.forward_from(*start, val.clone().select(0, rows())),
                 Cache::Compiled { start, net } => {
                     let views = self.views(chunk.iter().map(|&p| self.split.val[p]));
-                    model.forward_from(*start, self.compiled_boundary(net, *start, &views))
+                    model.forward_from(*start, self.compiled_boundary(net, *start, &views).await)
                 }
                 _ => model.forward(self.view_batch(chunk.iter().map(|&p| self.split.val[p]))),
             };

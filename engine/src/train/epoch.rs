@@ -206,7 +206,7 @@ impl Run<'_> {
             .iter()
             .map(|&p| self.dataset.examples[self.split.train[p]].label)
             .collect();
-        let logits = self.train_logits(&model, &plan.cache, positions);
+        let logits = self.train_logits(&model, &plan.cache, positions).await;
         let targets = Tensor::<1, Int>::from_data(
             TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
             &self.autodiff,

@@ -1,0 +1,217 @@
+//! The helper workers: one per spare core (`navigator.hardwareConcurrency - 1`, at most
+//! [`MAX_HELPERS`]; `?helpers=N` in the worker's URL, which the page passes on from its own, sets the
+//! number), started once the device is the CPU backend and installed as the engine's helpers
+//! (`graft_engine::helpers`), so that embeddings and frozen-prefix activations on the CPU kernels
+//! use every core. Each is `graft-helper` in its own Web Worker (`helper_loader.js`), holding its own
+//! copy of the network.
+//!
+//! A helper counts only once it said it is ready; one that fails (its wasm did not load, it
+//! trapped) is not asked again, and its shares waiting for an answer are computed here instead.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use graft_engine::helpers::{Answer, HelperError, Helpers, SharedNetwork, Work};
+use graft_helper::{FromHelper, ToHelper};
+use wasm_bindgen::prelude::*;
+
+/// Helpers at most: each holds a copy of the network (~30 MB for MobileNetV2 with its file), and
+/// a batch of 16 pictures is shared out in 4 or more shares of 4 at most.
+pub const MAX_HELPERS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Starting,
+    Ready,
+    Failed,
+}
+
+/// One helper worker, and the shares sent to it that wait for an answer (their promises' `resolve`).
+struct Helper {
+    worker: web_sys::Worker,
+    health: Cell<Health>,
+    /// The key of the network it holds.
+    holds: Cell<Option<u64>>,
+    waiting: RefCell<VecDeque<js_sys::Function>>,
+}
+
+thread_local! {
+    /// Helpers ready now, of every pool.
+    static READY: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Tells the page how many cores frozen inference runs on now.
+fn report_cores() {
+    crate::post(
+        &graft_app::protocol::WorkerEvent::Cores { cores: READY.get() + 1 },
+        Vec::new(),
+    );
+}
+
+impl Helper {
+    fn set_ready(&self) {
+        if self.health.replace(Health::Ready) == Health::Starting {
+            READY.set(READY.get() + 1);
+            report_cores();
+        }
+    }
+
+    /// Resolves every share waiting with a failure, and stops the helper.
+    fn fail(&self) {
+        if self.health.replace(Health::Failed) == Health::Ready {
+            READY.set(READY.get() - 1);
+            report_cores();
+        }
+        self.worker.terminate();
+        let (failed, _) = FromHelper::Failed("the helper stopped".into()).pack();
+        for resolve in self.waiting.borrow_mut().drain(..) {
+            let _ = resolve.call1(&JsValue::NULL, &failed);
+        }
+    }
+}
+
+/// The helper workers of this worker.
+pub struct Pool {
+    helpers: Vec<Rc<Helper>>,
+}
+
+/// How many helpers to start: the worker's URL's `helpers=N`, else one per core beyond this one.
+pub fn wanted() -> usize {
+    use graft_app::device::{query_in_url, query_value};
+    let from_url = query_in_url().and_then(|query| query_value(&query, "helpers")?.parse::<usize>().ok());
+    let cores = || {
+        use wasm_bindgen::JsCast;
+        let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        scope.navigator().hardware_concurrency() as usize
+    };
+    from_url.unwrap_or_else(|| cores().saturating_sub(1)).min(MAX_HELPERS)
+}
+
+/// Starts the helpers and installs them as the engine's, once (on the CPU backend: on WebGPU the GPU
+/// runs frozen inference). The person's pictures never wait for them: until a helper is ready, the
+/// worker computes every share itself.
+pub fn start_on_cpu() {
+    if graft_engine::helpers::installed().is_none() {
+        let count = wanted();
+        if count > 0 {
+            graft_engine::helpers::install(Some(Rc::new(Pool::start(count))));
+        }
+    }
+}
+
+impl Pool {
+    /// Starts `count` helper workers (they count once ready).
+    pub fn start(count: usize) -> Self {
+        // The tests' build passes its faults on (`?fault=helper-panic`).
+        let url = if cfg!(feature = "test-hooks") {
+            format!(
+                "./helper_loader.js{}",
+                graft_app::device::query_in_url().unwrap_or_default()
+            )
+        } else {
+            "./helper_loader.js".to_string()
+        };
+        let helpers = (0..count)
+            .filter_map(|_| web_sys::Worker::new(&url).ok())
+            .map(|worker| {
+                let helper = Rc::new(Helper {
+                    worker: worker.clone(),
+                    health: Cell::new(Health::Starting),
+                    holds: Cell::new(None),
+                    waiting: RefCell::new(VecDeque::new()),
+                });
+                let on_message = Rc::downgrade(&helper);
+                // For the helper's whole life.
+                gloo_events::EventListener::new(&worker, "message", move |event| {
+                    let Some(helper) = on_message.upgrade() else { return };
+                    let data = wasm_bindgen::JsCast::unchecked_ref::<web_sys::MessageEvent>(event).data();
+                    if FromHelper::unpack(&data) == FromHelper::Ready {
+                        helper.set_ready();
+                    } else if let Some(resolve) = helper.waiting.borrow_mut().pop_front() {
+                        let _ = resolve.call1(&JsValue::NULL, &data);
+                    }
+                })
+                .forget();
+                let on_error = Rc::downgrade(&helper);
+                gloo_events::EventListener::new(&worker, "error", move |_| {
+                    if let Some(helper) = on_error.upgrade() {
+                        helper.fail();
+                    }
+                })
+                .forget();
+                helper
+            })
+            .collect();
+        Self { helpers }
+    }
+
+    fn ready_ones(&self) -> impl Iterator<Item = &Rc<Helper>> {
+        self.helpers
+            .iter()
+            .filter(|helper| helper.health.get() == Health::Ready)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for helper in &self.helpers {
+            helper.fail();
+        }
+    }
+}
+
+impl Helpers for Pool {
+    fn ready(&self) -> usize {
+        self.ready_ones().count()
+    }
+
+    fn run(&self, index: usize, network: &SharedNetwork, work: Work, images: Vec<f32>, dims: [usize; 4]) -> Answer {
+        let Some(helper) = self.ready_ones().nth(index).cloned() else {
+            return Box::pin(async { Err(HelperError("no such helper".into())) });
+        };
+        let send = |message: ToHelper| {
+            let (message, transfer) = message.pack();
+            helper.worker.post_message_with_transfer(&message, &transfer)
+        };
+        let mut sent = Ok(());
+        if helper.holds.get() != Some(network.key) {
+            sent = send(ToHelper::Load {
+                key: network.key,
+                file: network.file.to_vec(),
+            });
+            helper.holds.set(Some(network.key));
+        }
+        let sent = sent.and_then(|()| {
+            send(ToHelper::Run {
+                key: network.key,
+                work,
+                dims,
+                images,
+            })
+        });
+        if sent.is_err() {
+            helper.fail();
+            return Box::pin(async { Err(HelperError("the share could not be sent".into())) });
+        }
+        let promise = js_sys::Promise::new(&mut |resolve, _reject| helper.waiting.borrow_mut().push_back(resolve));
+        Box::pin(async move {
+            let answer = match wasm_bindgen_futures::JsFuture::from(promise).await {
+                Ok(data) => FromHelper::unpack(&data),
+                Err(_) => FromHelper::Failed("no answer".into()),
+            };
+            match answer {
+                FromHelper::Done(values) => Ok(values),
+                // Not asked again: what failed once would fail again.
+                FromHelper::Failed(why) => {
+                    helper.fail();
+                    Err(HelperError(why))
+                }
+                FromHelper::Ready => {
+                    helper.fail();
+                    Err(HelperError("an answer out of turn".into()))
+                }
+            }
+        })
+    }
+}
