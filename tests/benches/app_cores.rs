@@ -63,20 +63,7 @@ async fn run(server: &StaticServer, driver: &ChromeDriver, query: &str) -> Vec<S
         "measure the data {seconds:.1} s (the model card: {})",
         speed.as_str().unwrap_or("?")
     ));
-    client
-        .execute("document.querySelector('details.advanced').open = true;", Vec::new())
-        .await
-        .expect("open the settings");
-    let epochs = e2e::by_id(&client, "epochs-input").await;
-    epochs.clear().await.expect("clear epochs");
-    epochs.send_keys("2").await.expect("epochs");
-    client
-        .execute(
-            "document.querySelector('[data-testid=epochs-input]').dispatchEvent(new Event('change', {bubbles: true}));",
-            Vec::new(),
-        )
-        .await
-        .expect("commit epochs");
+    e2e::set_epochs(&client, "2").await;
     for strategy in ["head-only", "partial-freeze"] {
         e2e::click(&client, &format!("strategy-{strategy}")).await;
         let (seconds, accuracy) = timed(&client, "train-button", "val-accuracy", |t| t.ends_with('%')).await;

@@ -53,19 +53,7 @@ fn main() {
                     100.0 / started.elapsed().as_secs_f64()
                 );
             }
-            let epochs_input = e2e::by_id(&client, "epochs-input").await;
-            client
-                .execute("document.querySelector('details.advanced').open = true;", Vec::new())
-                .await
-                .expect("open settings");
-            epochs_input.send_keys(&epochs).await.expect("epochs");
-            client
-                .execute(
-                    "const e = document.querySelector('[data-testid=epochs-input]'); e.dispatchEvent(new Event('change', {bubbles: true}));",
-                    Vec::new(),
-                )
-                .await
-                .expect("commit epochs");
+            e2e::set_epochs(&client, &epochs).await;
             for strategy in ["head-only", "partial-freeze", "staged", "full", "scratch"] {
                 e2e::by_id(&client, &format!("strategy-{strategy}")).await.click().await.expect("strategy");
                 let started = Instant::now();

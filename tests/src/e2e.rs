@@ -582,6 +582,24 @@ pub async fn click(client: &Client, id: &str) {
         .unwrap_or_else(|e| panic!("cannot click {id}: {e}"));
 }
 
+/// Sets the training's epochs in the advanced settings (opened) to `epochs`, as a person types it.
+pub async fn set_epochs(client: &Client, epochs: &str) {
+    client
+        .execute("document.querySelector('details.advanced').open = true;", Vec::new())
+        .await
+        .expect("open the settings");
+    let input = by_id(client, "epochs-input").await;
+    input.clear().await.expect("clear the epochs");
+    input.send_keys(epochs).await.expect("type the epochs");
+    client
+        .execute(
+            "document.querySelector('[data-testid=epochs-input]').dispatchEvent(new Event('change', {bubbles: true}));",
+            Vec::new(),
+        )
+        .await
+        .expect("commit the epochs");
+}
+
 /// A photo of the golden fixture (`tests/fixtures/imagenet/`).
 pub fn fixture_photo(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures/imagenet").join(name)

@@ -79,20 +79,7 @@ async fn session(server: &StaticServer, driver: &ChromeDriver, query: &str) -> S
     };
     e2e::click(&client, "analyse-button").await;
     let recommendation = text_of(&client, "recommendation", Duration::from_secs(300), |t| !t.is_empty()).await;
-    client
-        .execute("document.querySelector('details.advanced').open = true;", Vec::new())
-        .await
-        .expect("open the settings");
-    let epochs = e2e::by_id(&client, "epochs-input").await;
-    epochs.clear().await.expect("clear epochs");
-    epochs.send_keys("2").await.expect("epochs");
-    client
-        .execute(
-            "document.querySelector('[data-testid=epochs-input]').dispatchEvent(new Event('change', {bubbles: true}));",
-            Vec::new(),
-        )
-        .await
-        .expect("commit epochs");
+    e2e::set_epochs(&client, "2").await;
     let head_only = train(&client, "head-only").await;
     let partial_freeze = train(&client, "partial-freeze").await;
     let cores_at_the_end = cores_shown(&client).await;
