@@ -154,13 +154,25 @@ async fn classes_deleted_renamed_and_added_while_pictures_arrive_keep_their_own(
     open(&client, &server, "CPU fallback").await;
     // Watches the cards from inside the page, so that each edit happens at the first change that
     // allows it, not a WebDriver round trip later; what it did is in `window.graftEdits`.
+    // It also watches "+ Add class" while the pictures are being stored: nothing under a person's
+    // pointer may move because an edit is on its way (the indicator of it once pushed the studio
+    // down and back at every edit; a second click then landed on the text above the button).
     let watch = r#"
-        const seen = {};
+        const seen = { pending: 0, tops: {} };
         window.graftEdits = seen;
+        const button = () => document.querySelector('[data-testid=add-class]');
+        const watchLayout = () => {
+            seen.pending = Math.max(seen.pending, Number(document.querySelector('main').dataset.editsPending));
+            // Messages above the panel move it, and stay: one position per number of messages.
+            const messages = document.querySelectorAll('[data-testid=messages] li').length;
+            const top = Math.round(button().getBoundingClientRect().top + window.scrollY);
+            (seen.tops[messages] ??= []).includes(top) || seen.tops[messages].push(top);
+        };
         const card = (name) => [...document.querySelectorAll('.class-card')]
             .find(c => c.querySelector('[data-testid^=class-name-]').value === name);
         const count = (c) => Number(c.querySelector('[data-testid^=class-count-]').textContent);
         const step = () => {
+            watchLayout();
             const a = card('a deleted');
             if (!('deleted_at' in seen) && a && count(a) > 0) {
                 seen.deleted_at = count(a);
@@ -174,8 +186,7 @@ async fn classes_deleted_renamed_and_added_while_pictures_arrive_keep_their_own(
                 input.dispatchEvent(new Event('change', { bubbles: true }));
                 // "+ Add class" names it after the number of classes there are.
                 seen.added = 'Class ' + (document.querySelectorAll('.class-card').length + 1);
-                document.querySelector('[data-testid=add-class]').click();
-                observer.disconnect();
+                button().click();
             }
         };
         const observer = new MutationObserver(step);
@@ -205,6 +216,26 @@ async fn classes_deleted_renamed_and_added_while_pictures_arrive_keep_their_own(
     let mut expected = vec![("b (new name)".to_string(), 41), ("c kept".to_string(), 67), (added, 0)];
     expected.sort();
     e2e::wait_for_classes_in_any_order(&client, &expected, Duration::from_secs(120)).await;
+    let layout = client
+        .execute("return window.graftEdits;", Vec::new())
+        .await
+        .expect("edits");
+    println!(
+        "edits pending at most {}, \"+ Add class\" at {}",
+        layout["pending"], layout["tops"]
+    );
+    assert!(
+        layout["pending"].as_u64().is_some_and(|n| n > 1),
+        "the page never had edits on their way: {layout}"
+    );
+    for (messages, tops) in layout["tops"].as_object().expect("tops") {
+        let tops = tops.as_array().expect("tops");
+        assert_eq!(
+            tops.len(),
+            1,
+            "\"+ Add class\" moved while edits were being stored ({messages} messages shown): at {tops:?}"
+        );
+    }
     let shot = e2e::screenshot(&client, "folders-edits-in-flight").await;
     println!(
         "messages: {}; screenshot {}",

@@ -152,7 +152,7 @@ pub fn App() -> impl IntoView {
             <div class="studio" inert=move || studio.elsewhere.get().is_some()>
                 {move || {
                     (studio.edits_pending() > 0)
-                        .then(|| view! { <p class="saving" data-testid="saving">"Saving your changes…"</p> })
+                        .then(|| view! { <p class="saving" data-testid="saving" role="status">"Saving your changes…"</p> })
                 }}
                 <Messages/>
                 <DataPanel/>
