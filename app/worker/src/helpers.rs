@@ -34,17 +34,15 @@ struct Helper {
     /// The key of the network it holds.
     holds: Cell<Option<u64>>,
     waiting: RefCell<VecDeque<js_sys::Function>>,
+    /// Its pool's count of helpers ready, and who is told when it changes.
+    ready: Rc<Cell<usize>>,
+    on_ready: Rc<dyn Fn(usize)>,
 }
 
-thread_local! {
-    /// Helpers ready now, of every pool.
-    static READY: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Tells the page how many cores frozen inference runs on now.
-fn report_cores() {
+/// Tells the page how many cores frozen inference runs on now (`ready` helpers and this worker).
+fn report_cores(ready: usize) {
     crate::post(
-        &graft_app::protocol::WorkerEvent::Cores { cores: READY.get() + 1 },
+        &graft_app::protocol::WorkerEvent::Cores { cores: ready + 1 },
         Vec::new(),
     );
 }
@@ -52,16 +50,16 @@ fn report_cores() {
 impl Helper {
     fn set_ready(&self) {
         if self.health.replace(Health::Ready) == Health::Starting {
-            READY.set(READY.get() + 1);
-            report_cores();
+            self.ready.set(self.ready.get() + 1);
+            (self.on_ready)(self.ready.get());
         }
     }
 
     /// Resolves every share waiting with a failure, and stops the helper.
     fn fail(&self) {
         if self.health.replace(Health::Failed) == Health::Ready {
-            READY.set(READY.get() - 1);
-            report_cores();
+            self.ready.set(self.ready.get() - 1);
+            (self.on_ready)(self.ready.get());
         }
         self.worker.terminate();
         let (failed, _) = FromHelper::Failed("the helper stopped".into()).pack();
@@ -101,7 +99,8 @@ pub fn start_on_cpu() {
 }
 
 impl Pool {
-    /// Starts `count` helper workers (they count once ready).
+    /// Starts `count` helper workers (they count once ready), telling the page how many cores are
+    /// in use each time that changes.
     pub fn start(count: usize) -> Self {
         // The tests' build passes its faults on (`?fault=helper-panic`).
         let url = if cfg!(feature = "test-hooks") {
@@ -112,14 +111,34 @@ impl Pool {
         } else {
             "./helper_loader.js".to_string()
         };
+        Self::start_at(&url, None, count, report_cores)
+    }
+
+    /// Starts `count` helper workers from the script at `url` (of `kind`, classic when `None`), each
+    /// a `graft_helper::serve`; `on_ready` is told the number of helpers ready each time it changes.
+    /// (The browser benchmarks start theirs from the test runner's own wasm, as module workers.)
+    pub fn start_at(
+        url: &str,
+        kind: Option<web_sys::WorkerType>,
+        count: usize,
+        on_ready: impl Fn(usize) + 'static,
+    ) -> Self {
+        let ready = Rc::new(Cell::new(0));
+        let on_ready: Rc<dyn Fn(usize)> = Rc::new(on_ready);
+        let options = web_sys::WorkerOptions::new();
+        if let Some(kind) = kind {
+            options.set_type(kind);
+        }
         let helpers = (0..count)
-            .filter_map(|_| web_sys::Worker::new(&url).ok())
+            .filter_map(|_| web_sys::Worker::new_with_options(url, &options).ok())
             .map(|worker| {
                 let helper = Rc::new(Helper {
                     worker: worker.clone(),
                     health: Cell::new(Health::Starting),
                     holds: Cell::new(None),
                     waiting: RefCell::new(VecDeque::new()),
+                    ready: ready.clone(),
+                    on_ready: on_ready.clone(),
                 });
                 let on_message = Rc::downgrade(&helper);
                 // For the helper's whole life.

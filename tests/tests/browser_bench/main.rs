@@ -93,6 +93,85 @@ async fn embedding_throughput_on_webgpu() {
     }
 }
 
+/// A helper worker's side (`graft_helper::serve`), exported from this test's wasm: the test runner
+/// cannot serve the app's `helper_loader.js`, so the benchmark's helpers are module workers that load
+/// this same wasm (see [`helper_loader_url`]) and call this.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn graft_bench_helper() {
+    graft_helper::serve();
+}
+
+/// A module worker script, as a blob URL, that loads the test runner's wasm from this worker's
+/// origin and serves as a helper.
+fn helper_loader_url() -> String {
+    // `self.location.href` (read by name: web-sys's `WorkerLocation` is not among the features built).
+    let location = js_sys::Reflect::get(&js_sys::global(), &"location".into()).expect("a worker's location");
+    let base = js_sys::Reflect::get(&location, &"href".into())
+        .ok()
+        .and_then(|href| href.as_string())
+        .expect("a worker's URL");
+    // The runner serves its wasm-bindgen glue as `wasm-bindgen-test` beside this worker's script.
+    let script = format!(
+        "const base = {base:?};\n\
+         const glue = await import(new URL('wasm-bindgen-test', base).href);\n\
+         await glue.default({{ module_or_path: new URL('wasm-bindgen-test_bg.wasm', base).href }});\n\
+         glue.graft_bench_helper();\n"
+    );
+    let parts = js_sys::Array::of1(&script.into());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("text/javascript");
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).expect("a blob");
+    web_sys::Url::create_object_url_with_blob(&blob).expect("a blob URL")
+}
+
+/// Helper workers as the app starts them on this machine (one per core beyond this one, at most
+/// `MAX_HELPERS`), installed for frozen inference once every one is ready; `None` on one core.
+async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
+    use graft_engine::helpers::Helpers;
+    use wasm_bindgen::JsCast;
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let count = (scope.navigator().hardware_concurrency() as usize)
+        .saturating_sub(1)
+        .min(graft_worker::helpers::MAX_HELPERS);
+    if count == 0 {
+        return None;
+    }
+    let pool = std::rc::Rc::new(graft_worker::helpers::Pool::start_at(
+        &helper_loader_url(),
+        Some(web_sys::WorkerType::Module),
+        count,
+        |_| {},
+    ));
+    let start = now_ms();
+    while pool.ready() < count {
+        assert!(
+            now_ms() - start < 60_000.0,
+            "{} of {count} helpers ready after a minute",
+            pool.ready()
+        );
+        gloo_timers::future::TimeoutFuture::new(50).await;
+    }
+    graft_engine::helpers::install(Some(pool.clone()));
+    Some(pool)
+}
+
+/// The CPU kernels on every core, as the app runs them (the worker and its helpers): batch 16
+/// (a batch of one is never shared). Printed beside the one-core figures of
+/// `embedding_throughput_on_cpu_backend` and TF.js's (`cargo xtask bench`).
+#[wasm_bindgen_test]
+async fn embedding_throughput_on_every_core() {
+    let Some(pool) = start_helpers().await else {
+        console_log!("bench: one core here: no helpers to start");
+        return;
+    };
+    let backend = format!("cpu, {} cores", graft_engine::helpers::Helpers::ready(&*pool) + 1);
+    let device = Device::flex();
+    for kind in ModelKind::ALL {
+        throughput(kind, &device, &backend, true, 16, 3, 2000.0).await;
+    }
+    graft_engine::helpers::install(None);
+}
+
 #[wasm_bindgen_test]
 async fn embedding_throughput_on_cpu_backend() {
     let device = Device::flex();
