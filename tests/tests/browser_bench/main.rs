@@ -351,35 +351,10 @@ fn pointwise_shapes(architecture: &Architecture, size: usize) -> Vec<(usize, usi
 /// the same shapes. This is where the kernels' speed comes from.
 #[wasm_bindgen_test]
 async fn pointwise_products_on_cpu() {
-    use graft_kernels::{Activation, PackedWeights, pointwise};
-    let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
     let shapes = pointwise_shapes(&ModelKind::MobileNetV2.architecture(), 224);
     let macs: f64 = shapes.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
-    let mut layers: Vec<_> = shapes
-        .iter()
-        .map(|&(p, k, n)| {
-            let weights = PackedWeights::from_output_major(&values(n * k), Some(&values(n)), n, k);
-            (p, weights, values(p * k), vec![0.0f32; p * n])
-        })
-        .collect();
-    let mut run_kernels = || {
-        for (p, weights, input, out) in &mut layers {
-            pointwise(input, *p, weights, Activation::Relu6, None, out);
-        }
-    };
-    run_kernels();
-    breathe().await;
-    let mut elapsed_ms = 0.0;
-    let mut rounds = 0;
-    while rounds < 3 || elapsed_ms < 2000.0 {
-        let start = now_ms();
-        run_kernels();
-        elapsed_ms += now_ms() - start;
-        rounds += 1;
-        breathe().await;
-    }
-    let kernels = macs * rounds as f64 / (elapsed_ms / 1000.0) / 1e9;
-
+    let kernels = kernels_gmacs(&shapes).await;
+    let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
     let device = Device::flex();
     let tensors: Vec<_> = shapes
         .iter()
@@ -407,4 +382,161 @@ async fn pointwise_products_on_cpu() {
         "bench: mobilenet-v2 1x1 convolutions ({:.0} M MACs per image): graft-kernels {kernels:.1} GMAC/s, burn cpu matmul {burn:.1} GMAC/s",
         macs / 1e6
     );
+}
+
+/// GMAC/s of the CPU kernels' packed product (bias and ReLU6 fused) on `(pixels, in, out)` 1x1
+/// convolutions, on this thread: the fastest multiply-adds this machine's wasm reaches here, the
+/// bound the training figures are measured against.
+async fn kernels_gmacs(shapes: &[(usize, usize, usize)]) -> f64 {
+    use graft_kernels::{Activation, PackedWeights, pointwise};
+    let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
+    let macs: f64 = shapes.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
+    let mut layers: Vec<_> = shapes
+        .iter()
+        .map(|&(p, k, n)| {
+            let weights = PackedWeights::from_output_major(&values(n * k), Some(&values(n)), n, k);
+            (p, weights, values(p * k), vec![0.0f32; p * n])
+        })
+        .collect();
+    let mut run_kernels = || {
+        for (p, weights, input, out) in &mut layers {
+            pointwise(input, *p, weights, Activation::Relu6, None, out);
+        }
+    };
+    run_kernels();
+    breathe().await;
+    let mut elapsed_ms = 0.0;
+    let mut rounds = 0;
+    while rounds < 3 || elapsed_ms < 2000.0 {
+        let start = now_ms();
+        run_kernels();
+        elapsed_ms += now_ms() - start;
+        rounds += 1;
+        breathe().await;
+    }
+    macs * rounds as f64 / (elapsed_ms / 1000.0) / 1e9
+}
+
+/// Multiply-adds per image of each convolution and linear layer of `model` at `size` px, in order,
+/// with the body block each belongs to (`None`: the stem before the blocks; `Some(blocks.len())`:
+/// the head conv and the classifier after them). Read off the layers' weights and the shapes of one
+/// image going through them.
+fn layer_macs(model: &graft_engine::model::ImageClassifier, size: usize) -> Vec<(Option<usize>, f64)> {
+    use graft_engine::model::ConvBnAct;
+    let device = Device::flex();
+    let conv_macs = |conv: &ConvBnAct, x: &Tensor<4>| -> (Tensor<4>, f64) {
+        let out = conv.forward(x.clone());
+        let [kernel_out, per_group, kh, kw] = conv.conv.weight.dims();
+        let [_, _, h, w] = out.dims();
+        (out, (kernel_out * per_group * kh * kw * h * w) as f64)
+    };
+    let mut macs = Vec::new();
+    let x = Tensor::<4>::zeros([1, 3, size, size], &device);
+    let (mut x, stem) = conv_macs(&model.stem, &x);
+    macs.push((None, stem));
+    for (index, block) in model.blocks.iter().enumerate() {
+        let mut h = x.clone();
+        if let Some(expand) = &block.expand {
+            let (out, m) = conv_macs(expand, &h);
+            macs.push((Some(index), m));
+            h = out;
+        }
+        let (out, m) = conv_macs(&block.depthwise, &h);
+        macs.push((Some(index), m));
+        let (out, m) = conv_macs(&block.project, &out);
+        macs.push((Some(index), m));
+        x = block.forward(x);
+        assert_eq!(x.dims(), out.dims(), "block {index}: its layers give its output");
+    }
+    let after = Some(model.blocks.len());
+    let (_, head) = conv_macs(&model.head_conv, &x);
+    macs.push((after, head));
+    let [inputs, outputs] = model.classifier.weight.dims();
+    macs.push((after, (inputs * outputs) as f64));
+    macs
+}
+
+/// Training images per second on the CPU backend at the shapes (MobileNetV2, 224 px, batches
+/// of 16; the last 6 body blocks trained with the head, and a full fine-tune), each beside the bound
+/// of this machine: the multiply-adds of a training step per image (forward, then the gradients of
+/// the weights and of the inputs, 3x the forward's multiply-adds of every layer trained, less the
+/// first trained layer's input gradient, which nothing needs) at the CPU kernels' measured rate
+/// (`kernels_gmacs`), on one core and on every core. Frozen layers run once, for the cache, and are
+/// not in the step. 64 pictures of 2 classes (their content does not change the time: random
+/// pixels), no validation; the figure is the second epoch's (the first allocates once).
+#[wasm_bindgen_test]
+async fn training_rate_against_the_bound_on_cpu() {
+    use graft_engine::data::{Dataset, Example};
+    use graft_engine::strategy::Strategy;
+    use graft_engine::train::TrainConfig;
+    use graft_tests::training;
+    use wasm_bindgen::JsCast;
+
+    let device = Device::flex();
+    let kind = ModelKind::MobileNetV2;
+    let model = pretrained::load(kind, &device).expect("weights load");
+    let gmacs = kernels_gmacs(&pointwise_shapes(&kind.architecture(), 224)).await;
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let cores = (scope.navigator().hardware_concurrency() as usize).max(1);
+    let layers = layer_macs(&model, 224);
+    let forward: f64 = layers.iter().map(|(_, m)| m).sum();
+    // MobileNetV2 (width 1.0, 224 px) is 300 M multiply-adds in its paper (Sandler et al. 2018).
+    assert!(
+        (0.29e9..0.31e9).contains(&forward),
+        "MobileNetV2 counted at {:.3} G MACs per image",
+        forward / 1e9
+    );
+    let pictures = 64;
+    let mut seed = 12345u32;
+    let examples = (0..pictures)
+        .map(|i| {
+            let image = image::RgbImage::from_fn(224, 224, |_, _| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let [r, g, b, _] = seed.to_le_bytes();
+                image::Rgb([r, g, b])
+            });
+            Example {
+                image: image.into(),
+                label: i % 2,
+            }
+        })
+        .collect();
+    let dataset = Dataset {
+        classes: vec!["a".into(), "b".into()],
+        examples,
+    };
+    let blocks = model.blocks.len();
+    for (strategy, first_trained) in [
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, Some(blocks - 6)),
+        (Strategy::FullFineTune, None),
+    ] {
+        // What a step multiplies per image: the trained layers' forward, 3 times, less the first
+        // trained layer's input gradient.
+        let trained: Vec<f64> = layers
+            .iter()
+            .filter(|(block, _)| *block >= first_trained)
+            .map(|&(_, m)| m)
+            .collect();
+        let step_macs = 3.0 * trained.iter().sum::<f64>() - trained[0];
+        let mut config = TrainConfig::new(strategy);
+        config.epochs = 2;
+        config.batch_size = 16;
+        config.val_fraction = 0.0;
+        config.patience = None;
+        let start = now_ms();
+        let times = training::epoch_times(&model, &dataset, &config, &device, move || (now_ms() - start) / 1000.0)
+            .await
+            .expect("training");
+        let (_, seconds) = times.epochs.last().cloned().expect("an epoch");
+        let rate = pictures as f64 / seconds;
+        let bound = gmacs * 1e9 / step_macs;
+        console_log!(
+            "bench: training on the cpu backend, mobilenet-v2 224 px batch 16, {}: {rate:.2} img/s; bound {bound:.1} img/s on one core, {:.1} on {cores} ({:.2} G MACs per image per step, of {:.2} G forward; graft-kernels {gmacs:.1} GMAC/s here): {:.0}% of one core's bound",
+            strategy.name(),
+            bound * cores as f64,
+            step_macs / 1e9,
+            forward / 1e9,
+            100.0 * rate / bound
+        );
+    }
 }
