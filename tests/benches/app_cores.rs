@@ -23,14 +23,7 @@ async fn timed(client: &Client, button: &str, done_id: &str, done: impl Fn(&str)
 
 async fn run(server: &StaticServer, driver: &ChromeDriver, query: &str) -> Vec<String> {
     let client = driver.session_without_webgpu().await;
-    client
-        .goto(&server.url(&format!("/{query}")))
-        .await
-        .expect("open the app");
-    text_of(&client, "device", Duration::from_secs(120), |t| {
-        t.starts_with("CPU fallback")
-    })
-    .await;
+    e2e::open_on_cpu_with(&client, server, query).await;
     for (index, class) in ["cat", "dog"].into_iter().enumerate() {
         e2e::click(&client, "add-class").await;
         e2e::by_id(&client, &format!("class-files-{index}"))

@@ -558,7 +558,15 @@ pub async fn by_id(client: &Client, id: &str) -> fantoccini::elements::Element {
 /// Opens the app's start page in `client` (a session without WebGPU) and waits until its worker is
 /// ready on the CPU backend.
 pub async fn open_on_cpu(client: &Client, server: &StaticServer) {
-    client.goto(&server.url("/")).await.expect("cannot open the app");
+    open_on_cpu_with(client, server, "").await;
+}
+
+/// [`open_on_cpu`] with `query` in the address (`?helpers=0`, a test fault, ...; empty for none).
+pub async fn open_on_cpu_with(client: &Client, server: &StaticServer, query: &str) {
+    client
+        .goto(&server.url(&format!("/{query}")))
+        .await
+        .expect("cannot open the app");
     text_of(client, "device", Duration::from_secs(120), |t| {
         t.starts_with("CPU fallback")
     })

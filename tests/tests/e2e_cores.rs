@@ -51,14 +51,7 @@ async fn train(client: &Client, strategy: &str) -> (String, Vec<(String, f64)>) 
 /// trained head-only and with partial freezing (two epochs each).
 async fn session(server: &StaticServer, driver: &ChromeDriver, query: &str) -> Seen {
     let client = driver.session_without_webgpu().await;
-    client
-        .goto(&server.url(&format!("/{query}")))
-        .await
-        .expect("open the app");
-    text_of(&client, "device", Duration::from_secs(120), |t| {
-        t.starts_with("CPU fallback")
-    })
-    .await;
+    e2e::open_on_cpu_with(&client, server, query).await;
     let cores_expected = client
         .execute("return Math.min(navigator.hardwareConcurrency, 4);", Vec::new())
         .await
