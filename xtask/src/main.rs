@@ -393,7 +393,14 @@ fn bench() -> Result<(), String> {
     })?;
     let tfjs = stages_tfjs(&mut stages, &workspace)?;
     stages.run("browser benchmarks (headless Chrome)", || {
-        tools::cargo(&workspace, &browser_test_args("browser_bench"))
+        // The runner's time limit is for the whole binary: the benchmarks, WebGPU on a software
+        // adapter among them, take longer together than the tests' 600 s.
+        tools::run(
+            workspace
+                .command("cargo")
+                .args(browser_test_args("browser_bench"))
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "1800"),
+        )
     })?;
     stages.run("build app with test hooks (trunk)", || build_for_tests(&workspace))?;
     stages.run("app on 200 images (headless Chrome)", || {
