@@ -14,7 +14,10 @@ use graft_engine::strategy::Strategy;
 use graft_tests::{datasets, pretrained};
 
 const KIND: ModelKind = ModelKind::MobileNetV2;
-const BUDGET_SECONDS: f64 = 600.0;
+/// Enough for the body-training candidates to train a few epochs each on a slow machine: with 600 s,
+/// on this 2-core machine at a slow hour (its multiply-add rate half of other days'), the planner gave
+/// partial freezing 2 epochs on 200 pictures and it lost to head-only (81% against 86%).
+const BUDGET_SECONDS: f64 = 900.0;
 
 #[test]
 fn on_digits_a_strategy_that_trains_body_blocks_beats_head_only_by_more_than_the_noise() {
