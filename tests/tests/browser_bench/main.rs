@@ -124,15 +124,18 @@ fn helper_loader_url() -> String {
     web_sys::Url::create_object_url_with_blob(&blob).expect("a blob URL")
 }
 
+/// The browser's cores (`navigator.hardwareConcurrency`, at least 1).
+fn cores() -> usize {
+    use wasm_bindgen::JsCast;
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    (scope.navigator().hardware_concurrency() as usize).max(1)
+}
+
 /// Helper workers as the app starts them on this machine (one per core beyond this one, at most
 /// `MAX_HELPERS`), installed for frozen inference once every one is ready; `None` on one core.
 async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
     use graft_engine::helpers::Helpers;
-    use wasm_bindgen::JsCast;
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let count = (scope.navigator().hardware_concurrency() as usize)
-        .saturating_sub(1)
-        .min(graft_worker::helpers::MAX_HELPERS);
+    let count = cores().saturating_sub(1).min(graft_worker::helpers::MAX_HELPERS);
     if count == 0 {
         return None;
     }
@@ -354,7 +357,6 @@ async fn pointwise_products_on_cpu() {
     let shapes = pointwise_shapes(&ModelKind::MobileNetV2.architecture(), 224);
     let macs: f64 = shapes.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
     let kernels = kernels_gmacs(&shapes).await;
-    let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
     let device = Device::flex();
     let tensors: Vec<_> = shapes
         .iter()
@@ -384,12 +386,16 @@ async fn pointwise_products_on_cpu() {
     );
 }
 
+/// `n` values in [-0.5, 0.5) for the products' operands (their values do not change the time).
+fn values(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect()
+}
+
 /// GMAC/s of the CPU kernels' packed product (bias and ReLU6 fused) on `(pixels, in, out)` 1x1
 /// convolutions, on this thread: the fastest multiply-adds this machine's wasm reaches here, the
 /// bound the training figures are measured against.
 async fn kernels_gmacs(shapes: &[(usize, usize, usize)]) -> f64 {
     use graft_kernels::{Activation, PackedWeights, pointwise};
-    let values = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect() };
     let macs: f64 = shapes.iter().map(|&(p, k, n)| (p * k * n) as f64).sum();
     let mut layers: Vec<_> = shapes
         .iter()
@@ -418,10 +424,10 @@ async fn kernels_gmacs(shapes: &[(usize, usize, usize)]) -> f64 {
 }
 
 /// Multiply-adds per image of each convolution and linear layer of `model` at `size` px, in order,
-/// with the body block each belongs to (`None`: the stem before the blocks; `Some(blocks.len())`:
-/// the head conv and the classifier after them). Read off the layers' weights and the shapes of one
-/// image going through them.
-fn layer_macs(model: &graft_engine::model::ImageClassifier, size: usize) -> Vec<(Option<usize>, f64)> {
+/// with the body block each belongs to as the engine numbers them for freezing (`block_names`: 0 the
+/// stem, then the inverted residuals, then the head conv; the classifier after them all). Read off
+/// the layers' weights and the shapes of one image going through them.
+fn layer_macs(model: &graft_engine::model::ImageClassifier, size: usize) -> Vec<(usize, f64)> {
     use graft_engine::model::ConvBnAct;
     let device = Device::flex();
     let conv_macs = |conv: &ConvBnAct, x: &Tensor<4>| -> (Tensor<4>, f64) {
@@ -433,26 +439,27 @@ fn layer_macs(model: &graft_engine::model::ImageClassifier, size: usize) -> Vec<
     let mut macs = Vec::new();
     let x = Tensor::<4>::zeros([1, 3, size, size], &device);
     let (mut x, stem) = conv_macs(&model.stem, &x);
-    macs.push((None, stem));
+    macs.push((0, stem));
     for (index, block) in model.blocks.iter().enumerate() {
+        let body_block = index + 1;
         let mut h = x.clone();
         if let Some(expand) = &block.expand {
             let (out, m) = conv_macs(expand, &h);
-            macs.push((Some(index), m));
+            macs.push((body_block, m));
             h = out;
         }
         let (out, m) = conv_macs(&block.depthwise, &h);
-        macs.push((Some(index), m));
+        macs.push((body_block, m));
         let (out, m) = conv_macs(&block.project, &out);
-        macs.push((Some(index), m));
+        macs.push((body_block, m));
         x = block.forward(x);
         assert_eq!(x.dims(), out.dims(), "block {index}: its layers give its output");
     }
-    let after = Some(model.blocks.len());
+    let head_conv = model.blocks.len() + 1;
     let (_, head) = conv_macs(&model.head_conv, &x);
-    macs.push((after, head));
+    macs.push((head_conv, head));
     let [inputs, outputs] = model.classifier.weight.dims();
-    macs.push((after, (inputs * outputs) as f64));
+    macs.push((head_conv + 1, (inputs * outputs) as f64));
     macs
 }
 
@@ -470,14 +477,12 @@ async fn training_rate_against_the_bound_on_cpu() {
     use graft_engine::strategy::Strategy;
     use graft_engine::train::TrainConfig;
     use graft_tests::training;
-    use wasm_bindgen::JsCast;
 
     let device = Device::flex();
     let kind = ModelKind::MobileNetV2;
     let model = pretrained::load(kind, &device).expect("weights load");
     let gmacs = kernels_gmacs(&pointwise_shapes(&kind.architecture(), 224)).await;
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let cores = (scope.navigator().hardware_concurrency() as usize).max(1);
+    let cores = cores();
     let layers = layer_macs(&model, 224);
     let forward: f64 = layers.iter().map(|(_, m)| m).sum();
     // MobileNetV2 (width 1.0, 224 px) is 300 M multiply-adds in its paper (Sandler et al. 2018).
@@ -505,16 +510,17 @@ async fn training_rate_against_the_bound_on_cpu() {
         classes: vec!["a".into(), "b".into()],
         examples,
     };
-    let blocks = model.blocks.len();
-    for (strategy, first_trained) in [
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, Some(blocks - 6)),
-        (Strategy::FullFineTune, None),
-    ] {
+    for strategy in [Strategy::PartialFreeze { trainable_blocks: 6 }, Strategy::FullFineTune] {
+        // The blocks the strategy freezes, as the engine plans them (one phase for these two).
+        let frozen = strategy
+            .phases(model.block_names().len(), 1, strategy.default_base_lr())
+            .expect("a plan")[0]
+            .frozen_blocks;
         // What a step multiplies per image: the trained layers' forward, 3 times, less the first
         // trained layer's input gradient.
         let trained: Vec<f64> = layers
             .iter()
-            .filter(|(block, _)| *block >= first_trained)
+            .filter(|(block, _)| *block >= frozen)
             .map(|&(_, m)| m)
             .collect();
         let step_macs = 3.0 * trained.iter().sum::<f64>() - trained[0];
