@@ -10,11 +10,13 @@ pub mod conv;
 pub mod file;
 pub mod gemm;
 pub mod network;
+pub mod train;
 mod simd;
 
 pub use conv::{DenseWeights, DepthwiseWeights, Geometry, channel_sums, dense, depthwise, mean_pool, scale_shift};
 pub use file::NetworkFileError;
 pub use gemm::{Activation, PackedWeights, pointwise};
+pub use train::PlaneConv;
 pub use network::{
     Affine, BodyOutput, ConvSpec, LayerSpec, LinearSpec, Network, NetworkError, NetworkSpec, Padding, Work, softmax,
     tf_same_padding,

@@ -9,6 +9,8 @@ use burn::tensor::activation::relu6;
 use burn::tensor::module::batch_norm;
 use burn::tensor::ops::PadMode;
 
+use super::cpu_train;
+
 /// How a convolution pads its input.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum Padding {
@@ -96,6 +98,9 @@ impl ConvBnAct {
     /// - `x`: `[batch, channels_in, height, width]` -> `[batch, channels_out, height / stride, width / stride]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv_forward(x);
+        if !self.folded && !self.running_statistics && self.norm.training.is_enabled() && cpu_train::applies(&x) {
+            return self.batch_norm_train_cpu(x);
+        }
         let x = if self.folded {
             x
         } else if self.running_statistics {
@@ -146,7 +151,28 @@ impl ConvBnAct {
             }
             None => x,
         };
+        let [channels_out, channels_per_group, kernel, _] = self.conv.weight.dims();
+        let depthwise = channels_per_group == 1 && self.conv.groups == channels_out && channels_out > 1;
+        if depthwise && self.conv.bias.is_none() && cpu_train::applies(&x) {
+            let padding = if self.tf_same.is_some() { 0 } else { (kernel - 1) / 2 };
+            return cpu_train::depthwise_conv2d(x, self.conv.weight.val(), self.conv.stride[0], padding);
+        }
         self.conv.forward(x)
+    }
+
+    /// BatchNorm on the batch's statistics (+ ReLU6) on the CPU backend (see [`cpu_train`]), the
+    /// running statistics updated as Burn's `BatchNorm` does.
+    fn batch_norm_train_cpu(&self, x: Tensor<4>) -> Tensor<4> {
+        let norm = &self.norm;
+        let (output, mean, variance) =
+            cpu_train::batch_norm_train_act(x, norm.gamma.val(), norm.beta.val(), norm.epsilon, self.activation);
+        let momentum = norm.momentum;
+        let update = |running: Tensor<1>, batch: Tensor<1>| {
+            running.to_device(&batch.device()).mul_scalar(1.0 - momentum).add(batch.mul_scalar(momentum)).detach()
+        };
+        norm.running_mean.update(update(norm.running_mean.value_sync(), mean));
+        norm.running_var.update(update(norm.running_var.value_sync(), variance));
+        output
     }
 
     /// [`forward`](Self::forward), also pushing onto `probes` the per-channel statistics of what the

@@ -2,6 +2,7 @@
 
 mod blocks;
 mod classifier;
+pub mod cpu_train;
 pub mod compiled;
 pub mod efficientnet_lite;
 pub mod mobilenet_v2;

@@ -1,0 +1,319 @@
+//! Training kernels on Burn's CPU layout (NCHW f32), one `(image, channel)` plane at a time, for the
+//! two operations whose backward Burn's CPU backend runs slowest on these networks: the depthwise
+//! convolution (Burn's weight gradient runs one small convolution per channel, thousands per step)
+//! and BatchNorm in training mode with the ReLU6 after it (about ten passes over the activation
+//! forward and as many backward, each allocating). Here each is one or two passes per plane. The
+//! caller splits the planes over threads; nothing here allocates.
+
+/// The geometry of a depthwise convolution on one plane (square kernel and stride, the same padding
+/// before and after: `(kernel - 1) / 2`, or 0 when the input was padded beforehand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaneConv {
+    /// `[height, width]` of the input plane.
+    pub input: [usize; 2],
+    /// `[height, width]` of the output plane.
+    pub output: [usize; 2],
+    pub kernel: usize,
+    pub stride: usize,
+    /// `[rows, columns]` of zeros on each side.
+    pub padding: [usize; 2],
+}
+
+impl PlaneConv {
+    /// The geometry of a `kernel` x `kernel` convolution of an `input` plane.
+    pub fn new(input: [usize; 2], kernel: usize, stride: usize, padding: [usize; 2]) -> Self {
+        let out = |size: usize, pad: usize| (size + 2 * pad - kernel) / stride + 1;
+        Self {
+            input,
+            output: [out(input[0], padding[0]), out(input[1], padding[1])],
+            kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// Elements of an input plane.
+    pub fn input_len(&self) -> usize {
+        self.input[0] * self.input[1]
+    }
+
+    /// Elements of an output plane.
+    pub fn output_len(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// The output columns `ow` whose input column `ow * stride + tap - padding` lies inside the
+    /// plane, for the kernel column `tap`.
+    fn valid_columns(&self, tap: usize) -> core::ops::Range<usize> {
+        let [pad, width, stride] = [self.padding[1], self.input[1], self.stride];
+        let low = pad.saturating_sub(tap).div_ceil(stride);
+        // ow * stride + tap < width + pad
+        let high = (width + pad).saturating_sub(tap).div_ceil(stride).min(self.output[1]);
+        low..high.max(low)
+    }
+}
+
+/// The gradients of a depthwise convolution on one plane: adds `d loss / d input` into `dx` (when
+/// given; an input plane) and `d loss / d weight` into `dw` (when given; `kernel * kernel`), from the
+/// input plane `x`, the channel's weights `w` (`kernel * kernel`, row-major) and the output's
+/// gradient `dy` (an output plane).
+pub fn depthwise_backward_plane(
+    geometry: &PlaneConv,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
+) {
+    let PlaneConv {
+        input: [height, width],
+        output: [out_height, out_width],
+        kernel,
+        stride,
+        padding: [pad_rows, pad_cols],
+    } = *geometry;
+    assert_eq!(x.len(), height * width, "input plane");
+    assert_eq!(dy.len(), out_height * out_width, "output gradient plane");
+    assert_eq!(w.len(), kernel * kernel, "weights");
+    for tap_row in 0..kernel {
+        for tap_col in 0..kernel {
+            let tap = tap_row * kernel + tap_col;
+            let weight = w[tap];
+            let columns = geometry.valid_columns(tap_col);
+            if columns.is_empty() {
+                continue;
+            }
+            let mut sum = 0.0f64;
+            for oh in 0..out_height {
+                let Some(ih) = (oh * stride + tap_row).checked_sub(pad_rows).filter(|&ih| ih < height) else {
+                    continue;
+                };
+                let dy_row = &dy[oh * out_width..][columns.clone()];
+                // The input column of the first valid output column.
+                let first = columns.start * stride + tap_col - pad_cols;
+                let row = ih * width;
+                if dw.is_some() {
+                    sum += if stride == 1 {
+                        dot(dy_row, &x[row + first..][..dy_row.len()])
+                    } else {
+                        dy_row
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &g)| g * x[row + first + i * stride])
+                            .sum::<f32>() as f64
+                    };
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    if stride == 1 {
+                        for (d, &g) in dx[row + first..][..dy_row.len()].iter_mut().zip(dy_row) {
+                            *d += g * weight;
+                        }
+                    } else {
+                        for (i, &g) in dy_row.iter().enumerate() {
+                            dx[row + first + i * stride] += g * weight;
+                        }
+                    }
+                }
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                dw[tap] += sum as f32;
+            }
+        }
+    }
+}
+
+/// `sum(a * b)` over eight lanes (an order LLVM can vectorise), in f64 at the end.
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            lanes[lane] += a[lane] * b[lane];
+        }
+    }
+    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+}
+
+/// `(sum(x), sum(x * x))` of a plane, the partial sums in f32 over at most 1024 elements.
+pub fn plane_moments(x: &[f32]) -> (f64, f64) {
+    let (mut sum, mut squares) = (0.0f64, 0.0f64);
+    for block in x.chunks(1024) {
+        let mut s = [0.0f32; 8];
+        let mut q = [0.0f32; 8];
+        let chunks = block.chunks_exact(8);
+        for &v in chunks.remainder() {
+            sum += v as f64;
+            squares += (v * v) as f64;
+        }
+        for c in chunks {
+            for lane in 0..8 {
+                s[lane] += c[lane];
+                q[lane] += c[lane] * c[lane];
+            }
+        }
+        sum += s.iter().map(|&v| v as f64).sum::<f64>();
+        squares += q.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (sum, squares)
+}
+
+/// `y = x * scale + shift`, clamped to `[0, 6]` when `relu6` (a normalised plane of one channel).
+pub fn scale_shift_plane(x: &[f32], scale: f32, shift: f32, relu6: bool, y: &mut [f32]) {
+    if relu6 {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = (x * scale + shift).clamp(0.0, 6.0);
+        }
+    } else {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x * scale + shift;
+        }
+    }
+}
+
+/// The gradient that reaches the BatchNorm's output: `dy`, or with ReLU6 after it, `dy` where the
+/// pre-activation `x * scale + shift` is inside `(0, 6)` and 0 elsewhere.
+#[inline(always)]
+fn masked(x: f32, dy: f32, scale: f32, shift: f32, relu6: bool) -> f32 {
+    let pre = x * scale + shift;
+    if !relu6 || (pre > 0.0 && pre < 6.0) { dy } else { 0.0 }
+}
+
+/// `(sum(g), sum(g * x))` over a plane, where `g` is the gradient reaching the BatchNorm's output
+/// (see [`scale_shift_plane`] for `scale`, `shift` and `relu6`): what the backward pass needs of
+/// each channel before it can write the input's gradient.
+pub fn batch_norm_backward_sums(x: &[f32], dy: &[f32], scale: f32, shift: f32, relu6: bool) -> (f64, f64) {
+    let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+    for (xb, gb) in x.chunks(1024).zip(dy.chunks(1024)) {
+        let mut s = [0.0f32; 8];
+        let mut w = [0.0f32; 8];
+        let (xc, gc) = (xb.chunks_exact(8), gb.chunks_exact(8));
+        for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
+            let g = masked(x, g, scale, shift, relu6);
+            sum += g as f64;
+            weighted += (g * x) as f64;
+        }
+        for (x, g) in xc.zip(gc) {
+            for lane in 0..8 {
+                let g = masked(x[lane], g[lane], scale, shift, relu6);
+                s[lane] += g;
+                w[lane] += g * x[lane];
+            }
+        }
+        sum += s.iter().map(|&v| v as f64).sum::<f64>();
+        weighted += w.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (sum, weighted)
+}
+
+/// The input's gradient on one plane: `dx = a * g + b * x + c`, `g` the masked output gradient (as
+/// in [`batch_norm_backward_sums`]) and `[a, b, c]` the channel's coefficients, which fold the batch
+/// statistics' own gradients into one affine map.
+pub fn batch_norm_backward_plane(
+    x: &[f32],
+    dy: &[f32],
+    scale: f32,
+    shift: f32,
+    relu6: bool,
+    [a, b, c]: [f32; 3],
+    dx: &mut [f32],
+) {
+    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+        *d = a * masked(x, g, scale, shift, relu6) + b * x + c;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::values;
+
+    /// The depthwise convolution of one plane by its definition.
+    fn forward(g: &PlaneConv, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let [h, wd] = g.input;
+        let [ho, wo] = g.output;
+        let mut y = vec![0.0; ho * wo];
+        for oh in 0..ho {
+            for ow in 0..wo {
+                for i in 0..g.kernel {
+                    for j in 0..g.kernel {
+                        let ih = (oh * g.stride + i) as isize - g.padding[0] as isize;
+                        let iw = (ow * g.stride + j) as isize - g.padding[1] as isize;
+                        if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                            y[oh * wo + ow] += x[ih as usize * wd + iw as usize] * w[i * g.kernel + j];
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// `loss = sum(forward * r)`: its gradient by central differences agrees with the kernel's.
+    #[test]
+    fn depthwise_gradients_match_finite_differences() {
+        for (input, kernel, stride, padding) in [
+            ([7, 9], 3, 1, [1, 1]),
+            ([8, 8], 3, 2, [1, 1]),
+            ([9, 7], 5, 2, [2, 2]),
+            ([6, 6], 5, 1, [2, 2]),
+            ([7, 8], 3, 2, [0, 0]),
+        ] {
+            let g = PlaneConv::new(input, kernel, stride, padding);
+            let x = values(g.input_len(), 1);
+            let w = values(kernel * kernel, 2);
+            let r = values(g.output_len(), 3);
+            let loss = |x: &[f32], w: &[f32]| -> f64 {
+                forward(&g, x, w).iter().zip(&r).map(|(a, b)| (a * b) as f64).sum()
+            };
+            let mut dx = vec![0.0; x.len()];
+            let mut dw = vec![0.0; w.len()];
+            depthwise_backward_plane(&g, &x, &w, &r, Some(&mut dx), Some(&mut dw));
+            let eps = 1e-2;
+            for i in 0..x.len() {
+                let (mut up, mut down) = (x.clone(), x.clone());
+                up[i] += eps;
+                down[i] -= eps;
+                let numeric = (loss(&up, &w) - loss(&down, &w)) / (2.0 * eps as f64);
+                assert!((numeric - dx[i] as f64).abs() < 1e-3, "{g:?} dx[{i}]: {numeric} vs {}", dx[i]);
+            }
+            for i in 0..w.len() {
+                let (mut up, mut down) = (w.clone(), w.clone());
+                up[i] += eps;
+                down[i] -= eps;
+                let numeric = (loss(&x, &up) - loss(&x, &down)) / (2.0 * eps as f64);
+                assert!((numeric - dw[i] as f64).abs() < 1e-3, "{g:?} dw[{i}]: {numeric} vs {}", dw[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_columns_stay_inside_the_plane() {
+        let g = PlaneConv::new([5, 5], 3, 2, [1, 1]);
+        assert_eq!(g.output, [3, 3]);
+        assert_eq!(g.valid_columns(0), 1..3);
+        assert_eq!(g.valid_columns(1), 0..3);
+        assert_eq!(g.valid_columns(2), 0..2);
+    }
+
+    #[test]
+    fn moments_are_sums_of_values_and_squares() {
+        let x = values(3001, 7);
+        let (s, q) = plane_moments(&x);
+        let s0: f64 = x.iter().map(|&v| v as f64).sum();
+        let q0: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        assert!((s - s0).abs() < 1e-3 && (q - q0).abs() < 1e-3, "{s} {s0} {q} {q0}");
+    }
+
+    #[test]
+    fn relu6_blocks_the_gradient_outside_its_linear_range() {
+        // pre-activations -1, 3, 7: only the middle one passes.
+        let x = [-1.0, 3.0, 7.0];
+        let dy = [1.0, 2.0, 4.0];
+        assert_eq!(batch_norm_backward_sums(&x, &dy, 1.0, 0.0, true), (2.0, 6.0));
+        assert_eq!(batch_norm_backward_sums(&x, &dy, 1.0, 0.0, false), (7.0, 33.0));
+        let mut dx = [0.0; 3];
+        batch_norm_backward_plane(&x, &dy, 1.0, 0.0, true, [1.0, 0.0, 0.5], &mut dx);
+        assert_eq!(dx, [0.5, 2.5, 0.5]);
+    }
+}
