@@ -10,17 +10,17 @@ pub mod conv;
 pub mod file;
 pub mod gemm;
 pub mod network;
-pub mod train;
 mod simd;
+pub mod train;
 
 pub use conv::{DenseWeights, DepthwiseWeights, Geometry, channel_sums, dense, depthwise, mean_pool, scale_shift};
 pub use file::NetworkFileError;
 pub use gemm::{Activation, PackedWeights, pointwise};
-pub use train::PlaneConv;
 pub use network::{
     Affine, BodyOutput, ConvSpec, LayerSpec, LinearSpec, Network, NetworkError, NetworkSpec, Padding, Work, softmax,
     tf_same_padding,
 };
+pub use train::PlaneConv;
 
 /// Test inputs shared by the kernels' tests.
 #[cfg(test)]

@@ -126,7 +126,12 @@ pub fn depthwise_backward_plane(
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0.0f32; 8];
     let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (a, b) in a_chunks.zip(b_chunks) {
         for lane in 0..8 {
             lanes[lane] += a[lane] * b[lane];
@@ -263,9 +268,8 @@ mod tests {
             let x = values(g.input_len(), 1);
             let w = values(kernel * kernel, 2);
             let r = values(g.output_len(), 3);
-            let loss = |x: &[f32], w: &[f32]| -> f64 {
-                forward(&g, x, w).iter().zip(&r).map(|(a, b)| (a * b) as f64).sum()
-            };
+            let loss =
+                |x: &[f32], w: &[f32]| -> f64 { forward(&g, x, w).iter().zip(&r).map(|(a, b)| (a * b) as f64).sum() };
             let mut dx = vec![0.0; x.len()];
             let mut dw = vec![0.0; w.len()];
             depthwise_backward_plane(&g, &x, &w, &r, Some(&mut dx), Some(&mut dw));
@@ -275,14 +279,22 @@ mod tests {
                 up[i] += eps;
                 down[i] -= eps;
                 let numeric = (loss(&up, &w) - loss(&down, &w)) / (2.0 * eps as f64);
-                assert!((numeric - dx[i] as f64).abs() < 1e-3, "{g:?} dx[{i}]: {numeric} vs {}", dx[i]);
+                assert!(
+                    (numeric - dx[i] as f64).abs() < 1e-3,
+                    "{g:?} dx[{i}]: {numeric} vs {}",
+                    dx[i]
+                );
             }
             for i in 0..w.len() {
                 let (mut up, mut down) = (w.clone(), w.clone());
                 up[i] += eps;
                 down[i] -= eps;
                 let numeric = (loss(&x, &up) - loss(&x, &down)) / (2.0 * eps as f64);
-                assert!((numeric - dw[i] as f64).abs() < 1e-3, "{g:?} dw[{i}]: {numeric} vs {}", dw[i]);
+                assert!(
+                    (numeric - dw[i] as f64).abs() < 1e-3,
+                    "{g:?} dw[{i}]: {numeric} vs {}",
+                    dw[i]
+                );
             }
         }
     }

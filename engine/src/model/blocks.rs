@@ -168,7 +168,11 @@ impl ConvBnAct {
             cpu_train::batch_norm_train_act(x, norm.gamma.val(), norm.beta.val(), norm.epsilon, self.activation);
         let momentum = norm.momentum;
         let update = |running: Tensor<1>, batch: Tensor<1>| {
-            running.to_device(&batch.device()).mul_scalar(1.0 - momentum).add(batch.mul_scalar(momentum)).detach()
+            running
+                .to_device(&batch.device())
+                .mul_scalar(1.0 - momentum)
+                .add(batch.mul_scalar(momentum))
+                .detach()
         };
         norm.running_mean.update(update(norm.running_mean.value_sync(), mean));
         norm.running_var.update(update(norm.running_var.value_sync(), variance));

@@ -80,7 +80,11 @@ pub fn batch_norm_train_act(
         epsilon,
         relu6,
     );
-    (Tensor::from_dispatch(output), Tensor::from_dispatch(mean), Tensor::from_dispatch(variance))
+    (
+        Tensor::from_dispatch(output),
+        Tensor::from_dispatch(mean),
+        Tensor::from_dispatch(variance),
+    )
 }
 
 impl CpuTraining for Flex {
@@ -98,7 +102,11 @@ impl CpuTraining for Flex {
         relu6: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let forward = BatchNormForward::run(&contiguous(x), &values(&gamma), &values(&beta), epsilon, relu6);
-        (forward.output, vector(forward.saved.mean.clone()), vector(forward.variance))
+        (
+            forward.output,
+            vector(forward.saved.mean.clone()),
+            vector(forward.variance),
+        )
     }
 }
 
@@ -109,7 +117,11 @@ impl<C: CheckpointStrategy> CpuTraining for Autodiff<Flex, C> {
         stride: usize,
         padding: usize,
     ) -> FloatTensor<Self> {
-        match DepthwiseBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+        match DepthwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let dims = dims4(x.primitive());
@@ -138,13 +150,21 @@ impl<C: CheckpointStrategy> CpuTraining for Autodiff<Flex, C> {
         let run = |x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor| {
             BatchNormForward::run(&contiguous(x.clone()), &values(gamma), &values(beta), epsilon, relu6)
         };
-        match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let forward = run(x.primitive(), gamma.primitive(), beta.primitive());
                 let mean = vector(forward.saved.mean.clone());
                 let output = prep.finish((x_state, forward.saved), forward.output);
-                (output, Self::from_inner(mean), Self::from_inner(vector(forward.variance)))
+                (
+                    output,
+                    Self::from_inner(mean),
+                    Self::from_inner(vector(forward.variance)),
+                )
             }
             OpsKind::UnTracked(prep) => {
                 let forward = run(x.primitive(), gamma.primitive(), beta.primitive());
@@ -175,9 +195,23 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let (x, output_grad) = (slice(&x), slice(&output_grad));
         let taps = geometry.kernel * geometry.kernel;
         let (input_len, output_len) = (geometry.input_len(), geometry.output_len());
-        let mut dx = vec![0.0f32; if node_x.is_some() { batch * channels * input_len } else { 0 }];
+        let mut dx = vec![
+            0.0f32;
+            if node_x.is_some() {
+                batch * channels * input_len
+            } else {
+                0
+            }
+        ];
         // One `taps` row per plane, summed over the batch afterwards (planes run in parallel).
-        let mut dw = vec![0.0f32; if node_weight.is_some() { batch * channels * taps } else { 0 }];
+        let mut dw = vec![
+            0.0f32;
+            if node_weight.is_some() {
+                batch * channels * taps
+            } else {
+                0
+            }
+        ];
         let plane = |p: usize, dx: Option<&mut [f32]>, dw: Option<&mut [f32]>| {
             let c = p % channels;
             depthwise_backward_plane(
@@ -233,7 +267,9 @@ impl BatchNormForward {
         let count = (batch * len) as f64;
         let (mut mean, mut variance, mut inv_std) = (vec![0.0; channels], vec![0.0; channels], vec![0.0; channels]);
         for c in 0..channels {
-            let (sum, squares) = (0..batch).map(|n| moments[n * channels + c]).fold((0.0, 0.0), |a, m| (a.0 + m.0, a.1 + m.1));
+            let (sum, squares) = (0..batch)
+                .map(|n| moments[n * channels + c])
+                .fold((0.0, 0.0), |a, m| (a.0 + m.0, a.1 + m.1));
             let m = sum / count;
             let v = (squares / count - m * m).max(0.0);
             mean[c] = m as f32;
@@ -250,7 +286,14 @@ impl BatchNormForward {
         Self {
             output: tensor(output, [batch, channels, height, width]),
             variance,
-            saved: SavedStatistics { mean, inv_std, gamma: gamma.to_vec(), scale, shift, relu6 },
+            saved: SavedStatistics {
+                mean,
+                inv_std,
+                gamma: gamma.to_vec(),
+                scale,
+                shift,
+                relu6,
+            },
         }
     }
 }
@@ -269,7 +312,14 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
         let [batch, channels, height, width] = dims4(&x);
         let (x, dy, len) = (slice(&x), slice(&output_grad), height * width);
-        let SavedStatistics { mean, inv_std, gamma, scale, shift, relu6 } = &saved;
+        let SavedStatistics {
+            mean,
+            inv_std,
+            gamma,
+            scale,
+            shift,
+            relu6,
+        } = &saved;
         let sums = parallel::map(batch * channels, |p| {
             let c = p % channels;
             batch_norm_backward_sums(&x[p * len..][..len], &dy[p * len..][..len], scale[c], shift[c], *relu6)
@@ -279,7 +329,9 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (mut beta_grad, mut gamma_grad) = (vec![0.0f32; channels], vec![0.0f32; channels]);
         let mut coefficients = vec![[0.0f32; 3]; channels];
         for c in 0..channels {
-            let (sum, weighted) = (0..batch).map(|n| sums[n * channels + c]).fold((0.0, 0.0), |a, s| (a.0 + s.0, a.1 + s.1));
+            let (sum, weighted) = (0..batch)
+                .map(|n| sums[n * channels + c])
+                .fold((0.0, 0.0), |a, s| (a.0 + s.0, a.1 + s.1));
             let (m, s) = (mean[c] as f64, inv_std[c] as f64);
             let normalized = s * (weighted - m * sum);
             beta_grad[c] = sum as f32;
@@ -294,7 +346,15 @@ impl Backward<Flex, 3> for BatchNormBackward {
             parallel::planes(&mut dx, len, |p, out| {
                 let c = p % channels;
                 let range = p * len..(p + 1) * len;
-                batch_norm_backward_plane(&x[range.clone()], &dy[range], scale[c], shift[c], *relu6, coefficients[c], out);
+                batch_norm_backward_plane(
+                    &x[range.clone()],
+                    &dy[range],
+                    scale[c],
+                    shift[c],
+                    *relu6,
+                    coefficients[c],
+                    out,
+                );
             });
             grads.register::<Flex>(node.id, tensor(dx, [batch, channels, height, width]));
         }
@@ -308,11 +368,16 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
 }
 
 fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("a contiguous f32 tensor (checked by `applies`)")
+    t.as_slice::<f32>()
+        .expect("a contiguous f32 tensor (checked by `applies`)")
 }
 
 fn values(t: &FlexTensor) -> Vec<f32> {
@@ -417,7 +482,12 @@ mod tests {
             let x = Tensor::<4>::random([3, 5, size, size], Distribution::Normal(0.0, 1.0), &device).require_grad();
             let w = Tensor::<4>::random([5, 1, kernel, kernel], Distribution::Normal(0.0, 1.0), &device).require_grad();
             let r = Tensor::<4>::random(
-                [3, 5, (size + 2 * padding - kernel) / stride + 1, (size + 2 * padding - kernel) / stride + 1],
+                [
+                    3,
+                    5,
+                    (size + 2 * padding - kernel) / stride + 1,
+                    (size + 2 * padding - kernel) / stride + 1,
+                ],
                 Distribution::Normal(0.0, 1.0),
                 &device,
             );
@@ -427,8 +497,18 @@ mod tests {
             close(ours.clone(), burns.clone(), 1e-4, "output");
             let grads_ours = (ours * r.clone()).sum().backward();
             let grads_burns = (burns * r).sum().backward();
-            close(x.grad(&grads_ours).unwrap(), x.grad(&grads_burns).unwrap(), 1e-4, "input gradient");
-            close(w.grad(&grads_ours).unwrap(), w.grad(&grads_burns).unwrap(), 1e-3, "weight gradient");
+            close(
+                x.grad(&grads_ours).unwrap(),
+                x.grad(&grads_burns).unwrap(),
+                1e-4,
+                "input gradient",
+            );
+            close(
+                w.grad(&grads_ours).unwrap(),
+                w.grad(&grads_burns).unwrap(),
+                1e-3,
+                "weight gradient",
+            );
         }
     }
 
@@ -439,7 +519,8 @@ mod tests {
         let device = Device::flex().autodiff();
         for activation in [true, false] {
             // Shifted and scaled so that ReLU6 clips on both sides.
-            let x = (Tensor::<4>::random([4, 6, 7, 5], Distribution::Normal(0.0, 1.0), &device) * 3.0 + 1.5).require_grad();
+            let x =
+                (Tensor::<4>::random([4, 6, 7, 5], Distribution::Normal(0.0, 1.0), &device) * 3.0 + 1.5).require_grad();
             let gamma = Tensor::<1>::random([6], Distribution::Uniform(0.5, 3.0), &device).require_grad();
             let beta = Tensor::<1>::random([6], Distribution::Uniform(-1.0, 4.0), &device).require_grad();
             let r = Tensor::<4>::random([4, 6, 7, 5], Distribution::Normal(0.0, 1.0), &device);
@@ -451,9 +532,24 @@ mod tests {
             close(ours.clone(), burns_output.clone(), 1e-4, "output");
             let grads_ours = (ours * r.clone()).sum().backward();
             let grads_burns = (burns_output * r).sum().backward();
-            close(x.grad(&grads_ours).unwrap(), x.grad(&grads_burns).unwrap(), 1e-4, "input gradient");
-            close1(gamma.grad(&grads_ours).unwrap(), gamma.grad(&grads_burns).unwrap(), 1e-3, "gamma gradient");
-            close1(beta.grad(&grads_ours).unwrap(), beta.grad(&grads_burns).unwrap(), 1e-3, "beta gradient");
+            close(
+                x.grad(&grads_ours).unwrap(),
+                x.grad(&grads_burns).unwrap(),
+                1e-4,
+                "input gradient",
+            );
+            close1(
+                gamma.grad(&grads_ours).unwrap(),
+                gamma.grad(&grads_burns).unwrap(),
+                1e-3,
+                "gamma gradient",
+            );
+            close1(
+                beta.grad(&grads_ours).unwrap(),
+                beta.grad(&grads_burns).unwrap(),
+                1e-3,
+                "beta gradient",
+            );
         }
     }
 

@@ -2,8 +2,8 @@
 
 mod blocks;
 mod classifier;
-pub mod cpu_train;
 pub mod compiled;
+pub mod cpu_train;
 pub mod efficientnet_lite;
 pub mod mobilenet_v2;
 
