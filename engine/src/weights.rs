@@ -4,10 +4,14 @@
 //! [`convert`](crate::convert). Every load checks the file's size and sha256 against the manifest, and
 //! that each tensor the model needs is present with the right shape, so a damaged download is never
 //! used silently.
+//!
+//! On the wire the convolutions' and the classifier's weights are half precision ([`Precision::F16`]:
+//! half the bytes a first visit downloads); every tensor is widened to f32 as it loads, so the model
+//! computes in f32 wherever it runs.
 
 use burn::prelude::*;
-use burn::store::{ApplyError, BurnpackStore, ModuleSnapshot};
-use burn::tensor::Bytes;
+use burn::store::{ApplyError, BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter, ModuleSnapshot};
+use burn::tensor::{Bytes, DType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +34,10 @@ pub struct ManifestEntry {
     pub sha256: String,
     /// File size.
     pub bytes: u64,
+    /// How the file stores the convolutions' and the classifier's weights (manifests written before
+    /// half precision have no such field: f32).
+    #[serde(default)]
+    pub precision: Precision,
     pub input_size: usize,
     pub normalisation: Normalisation,
     pub imagenet_top1_percent: f32,
@@ -47,6 +55,58 @@ pub struct WeightsSource {
     pub file: String,
     /// Hex sha256 of the checkpoint.
     pub sha256: String,
+}
+
+/// How a weights file stores the weights of the convolutions and the classifier. BatchNorm's
+/// parameters and statistics stay f32 either way (a running variance can underflow in f16), and a
+/// load widens everything to f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Four bytes a weight, exactly as the checkpoint.
+    #[default]
+    F32,
+    /// Two bytes a weight, rounded to nearest: the converted files `cargo xtask weights` makes.
+    F16,
+}
+
+impl Precision {
+    /// What `graft import-weights` writes unless told otherwise.
+    pub const DEFAULT: Self = Self::F16;
+
+    /// The adapter that narrows a model's tensors as they are saved at this precision.
+    fn save_adapter(self) -> Option<HalfPrecisionAdapter> {
+        match self {
+            Self::F32 => None,
+            Self::F16 => Some(HalfPrecisionAdapter::new()),
+        }
+    }
+
+    /// `f32` or `f16`, as the CLI takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(format!("unknown precision {other:?}: f32 or f16")),
+        }
+    }
 }
 
 impl Manifest {
@@ -71,6 +131,8 @@ pub enum WeightsError {
     },
     #[error("{file} is not a readable weights file: {reason}")]
     Unreadable { file: String, reason: String },
+    #[error("{file} could not be written: {reason}")]
+    Unwritable { file: String, reason: String },
     #[error("{file} lacks tensors the model needs: {missing:?}")]
     MissingTensors { file: String, missing: Vec<String> },
     #[error(
@@ -126,6 +188,26 @@ pub fn load_pretrained(
     load_unverified(kind, &entry.file, bytes, device)
 }
 
+/// `model` as burnpack bytes, its convolutions and classifier at `precision` (what [`load_unverified`]
+/// reads back as f32), with the model's name and the precision in the file's metadata.
+pub fn encode(model: &ImageClassifier, kind: ModelKind, precision: Precision) -> Result<Vec<u8>, WeightsError> {
+    let unwritable = |reason: String| WeightsError::Unwritable {
+        file: kind.card().weights_file.to_string(),
+        reason,
+    };
+    let mut store = BurnpackStore::from_bytes(None)
+        .metadata("model", kind.card().name)
+        .metadata("precision", precision.name());
+    if let Some(adapter) = precision.save_adapter() {
+        store = store.with_to_adapter(adapter);
+    }
+    model
+        .save_into(&mut store)
+        .map_err(|error| unwritable(error.to_string()))?;
+    let bytes = store.get_bytes().map_err(|error| unwritable(error.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
 /// Loads burnpack bytes into a fresh `kind` model, checking that every tensor is present and fits.
 /// `file` names the source in errors.
 pub fn load_unverified(
@@ -136,7 +218,10 @@ pub fn load_unverified(
 ) -> Result<ImageClassifier, WeightsError> {
     let mut model = kind.architecture().init(1000, device);
     // Validation is ours (check_applied), so that errors name the tensor instead of listing them all.
+    // Whatever the file's precision, the model's parameters are f32 (a loaded tensor otherwise keeps
+    // the dtype it was stored in).
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)))
+        .with_from_adapter(FloatCastAdapter::to(DType::F32))
         .validate(false)
         .allow_partial(true);
     let result = model.load_from(&mut store).map_err(|error| WeightsError::Unreadable {
@@ -176,4 +261,69 @@ pub(crate) fn check_applied(file: &str, missing: Vec<String>, errors: Vec<ApplyE
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::RunningState;
+    use burn::store::bridge;
+    use burn::tensor::{Distribution, f16};
+
+    use super::*;
+
+    /// Every tensor a weights file holds for `model`, by path: its dtype and values.
+    fn tensors(model: &ImageClassifier) -> Vec<(String, DType, Vec<f32>)> {
+        model
+            .collect(None, None, false)
+            .iter()
+            .map(|tensor| {
+                let data = bridge::to_data(tensor).expect("tensor data");
+                let dtype = data.dtype();
+                let values = data.convert::<f32>().try_to_vec::<f32>().expect("f32 values");
+                (tensor.name.clone(), dtype, values)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn half_precision_rounds_convolutions_and_classifier_only_and_loads_as_f32() {
+        let device = Device::flex();
+        let kind = ModelKind::MobileNetV2;
+        let mut model = kind.architecture().init(1000, &device);
+        // BatchNorm statistics far below f16's smallest normal (6e-5): rounded to f16 they would
+        // lose most of their digits, so keeping them f32 is visible.
+        let tiny = |n: usize| Tensor::<1>::random([n], Distribution::Uniform(1e-9, 1e-6), &device);
+        let width = model.stem.norm.running_var.value().dims()[0];
+        model.stem.norm.running_var = RunningState::new(tiny(width));
+        model.head_conv.norm.running_mean =
+            RunningState::new(tiny(model.head_conv.norm.running_mean.value().dims()[0]));
+
+        let full = encode(&model, kind, Precision::F32).expect("f32 bytes");
+        let half = encode(&model, kind, Precision::F16).expect("f16 bytes");
+        let ratio = half.len() as f64 / full.len() as f64;
+        assert!((0.5..0.53).contains(&ratio), "f16 file is {ratio:.3} of the f32 one");
+
+        let loaded = load_unverified(kind, "half.bpk", half, &device).expect("f16 file loads");
+        let original = tensors(&model);
+        let widened = tensors(&loaded);
+        assert_eq!(original.len(), widened.len());
+        let mut rounded = 0;
+        for ((name, _, before), (loaded_name, dtype, after)) in original.iter().zip(&widened) {
+            assert_eq!(name, loaded_name);
+            assert_eq!(*dtype, DType::F32, "{name} loads as {dtype:?}");
+            let batch_norm = name.contains(".norm.");
+            for (b, a) in before.iter().zip(after) {
+                let expected = if batch_norm { *b } else { f16::from_f32(*b).to_f32() };
+                assert_eq!(a.to_bits(), expected.to_bits(), "{name}: {b} loaded as {a}");
+            }
+            if !batch_norm && before != after {
+                rounded += 1;
+            }
+        }
+        // Every convolution (52 in MobileNetV2) and the classifier's weight and bias.
+        assert!(rounded >= 53, "only {rounded} tensors were stored in f16");
+
+        let exact = load_unverified(kind, "full.bpk", full, &device).expect("f32 file loads");
+        assert_eq!(tensors(&exact), original, "an f32 file loads bit for bit");
+    }
 }

@@ -11,8 +11,16 @@ use graft_engine::preprocess;
 use graft_engine::readback::{self, ReadbackError};
 use serde::Deserialize;
 
-/// Largest |logit difference| to PyTorch that passes.
+/// Largest |logit difference| to PyTorch that passes, for the checkpoint's own f32 values.
 pub const MAX_LOGIT_DIFFERENCE: f32 = 1e-3;
+
+/// Largest |logit difference| to PyTorch that passes for the weights the app serves, whose
+/// convolutions and classifier are rounded to half precision. Measured on these crops
+/// (`native_pretrained`, on Burn and on the CPU kernels alike): 0.008-0.024 for EfficientNet-Lite0
+/// and 0.020-0.035 for MobileNetV2 (whose logits reach 21), top-5 PyTorch's; rounding a weight to
+/// f16 moves it by up to 2^-11 of itself, and 50-odd layers add that up. Above this, something other
+/// than the rounding is wrong.
+pub const MAX_LOGIT_DIFFERENCE_HALF_PRECISION: f32 = 0.06;
 
 const GOLDEN_JSON: &str = include_str!("../fixtures/imagenet/golden.json");
 
@@ -124,6 +132,11 @@ impl std::fmt::Display for Comparison {
 
 /// Identical top-5, logits within [`MAX_LOGIT_DIFFERENCE`], the cat a cat and the coffee an espresso.
 pub fn assert_matches_reference(kind: ModelKind, comparisons: &[Comparison]) {
+    assert_matches_reference_within(kind, comparisons, MAX_LOGIT_DIFFERENCE);
+}
+
+/// Identical top-5, logits within `max_logit_difference`, the cat a cat and the coffee an espresso.
+pub fn assert_matches_reference_within(kind: ModelKind, comparisons: &[Comparison], max_logit_difference: f32) {
     assert_eq!(comparisons.len(), CROPS.len());
     for comparison in comparisons {
         assert_eq!(
@@ -131,8 +144,8 @@ pub fn assert_matches_reference(kind: ModelKind, comparisons: &[Comparison]) {
             "{kind}: top-5 differs: {comparison:?}"
         );
         assert!(
-            comparison.max_abs_difference <= MAX_LOGIT_DIFFERENCE,
-            "{kind}: logits differ from PyTorch by {} (> {MAX_LOGIT_DIFFERENCE}): {comparison:?}",
+            comparison.max_abs_difference <= max_logit_difference,
+            "{kind}: logits differ from PyTorch by {} (> {max_logit_difference}): {comparison:?}",
             comparison.max_abs_difference
         );
     }

@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use graft_engine::inference::FrozenClassifier;
 use graft_engine::model::{ModelKind, Probes};
-use graft_engine::weights::WeightsError;
+use graft_engine::weights::{Precision, WeightsError};
 use graft_tests::{golden, pretrained};
 
 fn check(kind: ModelKind) {
@@ -38,6 +38,38 @@ fn efficientnet_lite0_matches_pytorch_on_cpu() {
 #[test]
 fn mobilenet_v2_matches_pytorch_on_cpu() {
     check(ModelKind::MobileNetV2);
+}
+
+/// What a first visit downloads: half precision for the convolutions and the classifier (two bytes a
+/// parameter, plus BatchNorm's four f32 vectors a channel), widened to f32 as it loads, and still
+/// PyTorch's top-5 with logits within the rounding's reach, on Burn and on the CPU kernels.
+#[test]
+fn the_weights_shipped_are_half_precision_and_give_pytorchs_answers() {
+    let manifest = pretrained::shipped_manifest();
+    let device = Device::flex();
+    for kind in ModelKind::ALL {
+        let entry = manifest.entry(kind).expect("in the manifest");
+        assert_eq!(entry.precision, Precision::F16, "{kind}: {entry:?}");
+        let model = pretrained::load_shipped(kind, &device).expect("weights load");
+        let bytes_per_parameter = entry.bytes as f64 / model.num_params() as f64;
+        println!("{kind}: {} bytes, {bytes_per_parameter:.2} a parameter", entry.bytes);
+        assert!(
+            (2.0..2.2).contains(&bytes_per_parameter),
+            "{kind}: {bytes_per_parameter:.2} bytes a parameter"
+        );
+        assert_eq!(model.classifier.weight.val().dtype(), burn::tensor::DType::F32);
+        assert_eq!(model.stem.conv.weight.val().dtype(), burn::tensor::DType::F32);
+
+        let comparisons = pollster::block_on(golden::compare(kind, &model, &device)).expect("read-back");
+        let compiled = pollster::block_on(FrozenClassifier::compiled(&model, Probes::Off)).expect("read-back");
+        let on_kernels = pollster::block_on(golden::compare_frozen(kind, &compiled, &device)).expect("read-back");
+        for (variant, comparisons) in [("f16 file", comparisons), ("f16 file, CPU kernels", on_kernels)] {
+            for c in &comparisons {
+                println!("{kind} ({variant}) {c}");
+            }
+            golden::assert_matches_reference_within(kind, &comparisons, golden::MAX_LOGIT_DIFFERENCE_HALF_PRECISION);
+        }
+    }
 }
 
 #[test]

