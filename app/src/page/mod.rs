@@ -52,7 +52,7 @@ fn register_service_worker(studio: Studio) {
 #[component]
 pub fn App() -> impl IntoView {
     let studio = Studio::new();
-    // The service worker precaches everything, the weights too (30 MB): only once the worker is up, so
+    // The service worker precaches everything, the weights too (16 MB): only once the worker is up, so
     // that on a first visit they never share the link with the worker's wasm the page waits for.
     let registered = StoredValue::new(false);
     Effect::new(move |_| {
