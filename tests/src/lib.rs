@@ -4,6 +4,7 @@
 //! `pollster`) and in headless Chrome (awaited by `wasm-bindgen-test`) on WebGPU and on the CPU
 //! backend. Scenarios return a report of what they measured; the test files assert on it.
 
+pub mod cpu_ops;
 pub mod frozen_prefix;
 
 use burn::module::{Module, ModuleVisitor, Param};

@@ -645,3 +645,14 @@ fn a_boundary_cache_over_the_memory_budget_is_recomputed_instead_and_the_run_tra
         assert!(run[run.len() - 1] < 0.8 * run[0], "the loss falls: {run:?}");
     }
 }
+
+/// The CPU backend's own training operations agree with Burn's, values and every gradient, through a
+/// whole inverted residual block (the same check runs in the browser on wasm's products).
+#[test]
+fn the_cpu_training_operations_agree_with_burns_through_a_block() {
+    for (batch, inputs, expanded, size) in [(2, 8, 48, 12), (3, 24, 144, 9), (1, 300, 70, 5)] {
+        let differences = graft_tests::cpu_ops::inverted_residual_against_burn(batch, inputs, expanded, size);
+        println!("{batch}x{inputs}->{expanded} at {size}px: {differences:?}");
+        differences.assert_within(1e-4);
+    }
+}

@@ -9,6 +9,7 @@
 pub mod conv;
 pub mod file;
 pub mod gemm;
+pub mod matmul;
 pub mod network;
 mod simd;
 pub mod train;

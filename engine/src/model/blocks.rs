@@ -153,6 +153,10 @@ impl ConvBnAct {
         };
         let [channels_out, channels_per_group, kernel, _] = self.conv.weight.dims();
         let depthwise = channels_per_group == 1 && self.conv.groups == channels_out && channels_out > 1;
+        let pointwise = kernel == 1 && self.conv.groups == 1 && self.conv.stride == [1, 1];
+        if pointwise && self.conv.bias.is_none() && cpu_train::applies(&x) {
+            return cpu_train::pointwise_conv2d(x, self.conv.weight.val());
+        }
         if depthwise && self.conv.bias.is_none() && cpu_train::applies(&x) {
             let padding = if self.tf_same.is_some() { 0 } else { (kernel - 1) / 2 };
             return cpu_train::depthwise_conv2d(x, self.conv.weight.val(), self.conv.stride[0], padding);

@@ -1,9 +1,13 @@
-//! Training on Burn's CPU backend (Flex) with two operations of its own, forward and backward: the
-//! depthwise convolution and BatchNorm in training mode with its ReLU6. Burn runs the first's weight
-//! gradient as one small convolution per channel (about 7,000 per MobileNetV2 step) and the second as
-//! some twenty passes over the activation, forward and backward, each allocating; they were over a
-//! third of a full fine-tune's time natively. Here each is a pass or two per `(image, channel)`
-//! plane ([`graft_kernels::train`]), split over the cores natively.
+//! Training on Burn's CPU backend (Flex) with three operations of its own, forward and backward: the
+//! depthwise convolution, the 1x1 (pointwise) convolution and BatchNorm in training mode with its
+//! ReLU6. Burn runs the depthwise weight gradient as one small convolution per channel (about 7,000
+//! per MobileNetV2 step) and BatchNorm as some twenty passes over the activation, forward and
+//! backward, each allocating; they were over a third of a full fine-tune's time natively. Here each is
+//! a pass or two per `(image, channel)` plane ([`graft_kernels::train`]), split over the cores
+//! natively. The 1x1 convolutions, most of the network's multiply-adds, are three matrix products per
+//! image on NCHW planes as they lie (`y = w x`, `dx = wᵀ dy`, `dw = Σ dy xᵀ`,
+//! [`graft_kernels::matmul`]); Burn's go through an unfolding copy, a transposed convolution and a
+//! weight-gradient convolution, and its wasm matrix product reaches about a quarter of the kernels'.
 //!
 //! A Burn backend extension ([`CpuTraining`]) with a hand-written autodiff node for each operation.
 //! The blocks use it only where it applies ([`applies`]): an f32 tensor on the CPU backend with
@@ -21,14 +25,18 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
+use graft_kernels::matmul::{Matrix, Workspace, matmul};
 use graft_kernels::train::{
     PlaneConv, batch_norm_backward_plane, batch_norm_backward_sums, depthwise_backward_plane, plane_moments,
     scale_shift_plane,
 };
 
-/// The two operations, on the CPU backend with and without autodiff.
+/// The three operations, on the CPU backend with and without autodiff.
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuTraining: Backend {
+    /// A 1x1 convolution with stride 1 and no bias: weight `[out, in, 1, 1]`.
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// A depthwise convolution (one `kernel` x `kernel` filter per channel, weight
     /// `[channels, 1, kernel, kernel]`) with `padding` zeros on every side.
     fn depthwise_conv2d(
@@ -53,6 +61,14 @@ pub trait CpuTraining: Backend {
 pub fn applies(x: &Tensor<4>) -> bool {
     let device = x.device();
     device.is_autodiff() && x.dtype() == DType::F32 && device.without_autodiff() == Device::flex()
+}
+
+/// [`CpuTraining::pointwise_conv2d`] on tensors.
+pub fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as CpuTraining>::pointwise_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+    ))
 }
 
 /// [`CpuTraining::depthwise_conv2d`] on tensors.
@@ -88,6 +104,14 @@ pub fn batch_norm_train_act(
 }
 
 impl CpuTraining for Flex {
+    fn pointwise_conv2d(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        let [batch, inputs, height, width] = dims4(&x);
+        let outputs = weight.layout().shape()[0];
+        let output = pointwise::forward(slice(&x), &values(&weight), batch, inputs, outputs, height * width);
+        tensor(output, [batch, outputs, height, width])
+    }
+
     fn depthwise_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
         let channels = weight.layout().shape()[0];
         let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], channels);
@@ -111,6 +135,25 @@ impl CpuTraining for Flex {
 }
 
 impl<C: CheckpointStrategy> CpuTraining for Autodiff<Flex, C> {
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match PointwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let dims = dims4(x.primitive());
+                let weights = values(weight.primitive());
+                let output = Flex::pointwise_conv2d(x.into_primitive(), weight.into_primitive());
+                prep.finish((x_state, weights, dims), output)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::pointwise_conv2d(x.into_primitive(), weight.into_primitive()))
+            }
+        }
+    }
+
     fn depthwise_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -176,6 +219,83 @@ impl<C: CheckpointStrategy> CpuTraining for Autodiff<Flex, C> {
                 )
             }
         }
+    }
+}
+
+/// The 1x1 convolution's backward pass; the state is the input's checkpoint, the weights `[out, in]`
+/// as the forward pass used them and the input's `[batch, channels, height, width]`.
+#[derive(Debug)]
+struct PointwiseBackward;
+
+impl Backward<Flex, 2> for PointwiseBackward {
+    type State = (NodeId, Vec<f32>, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let output_grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x_state, weights, [batch, inputs, height, width]) = ops.state;
+        let (dy, plane) = (slice(&output_grad), height * width);
+        let outputs = weights.len() / inputs;
+        if let Some(node) = node_weight {
+            let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+            let dw = pointwise::weight_gradient(slice(&x), dy, batch, inputs, outputs, plane);
+            grads.register::<Flex>(node.id, tensor(dw, [outputs, inputs, 1, 1]));
+        }
+        if let Some(node) = node_x {
+            let dx = pointwise::input_gradient(dy, &weights, batch, inputs, outputs, plane);
+            grads.register::<Flex>(node.id, tensor(dx, [batch, inputs, height, width]));
+        }
+    }
+}
+
+/// The 1x1 convolution's three products, image by image (over the cores natively). `x` is
+/// `[batch, inputs, plane]`, `y` and `dy` `[batch, outputs, plane]`, `w` `[outputs, inputs]`.
+mod pointwise {
+    use super::{Matrix, matmul, parallel};
+
+    /// `y[n] = w x[n]`.
+    pub fn forward(x: &[f32], w: &[f32], batch: usize, inputs: usize, outputs: usize, plane: usize) -> Vec<f32> {
+        let mut y = vec![0.0f32; batch * outputs * plane];
+        let w = Matrix::row_major(w, outputs, inputs);
+        parallel::images(&mut y, outputs * plane, |workspace, n, y| {
+            let x = Matrix::row_major(&x[n * inputs * plane..], inputs, plane);
+            matmul(w, x, y, false, workspace);
+        });
+        y
+    }
+
+    /// `dx[n] = wᵀ dy[n]`.
+    pub fn input_gradient(
+        dy: &[f32],
+        w: &[f32],
+        batch: usize,
+        inputs: usize,
+        outputs: usize,
+        plane: usize,
+    ) -> Vec<f32> {
+        let mut dx = vec![0.0f32; batch * inputs * plane];
+        let wt = Matrix::row_major(w, outputs, inputs).transposed();
+        parallel::images(&mut dx, inputs * plane, |workspace, n, dx| {
+            let dy = Matrix::row_major(&dy[n * outputs * plane..], outputs, plane);
+            matmul(wt, dy, dx, false, workspace);
+        });
+        dx
+    }
+
+    /// `dw = Σ_n dy[n] x[n]ᵀ`.
+    pub fn weight_gradient(
+        x: &[f32],
+        dy: &[f32],
+        batch: usize,
+        inputs: usize,
+        outputs: usize,
+        plane: usize,
+    ) -> Vec<f32> {
+        parallel::sum(batch, outputs * inputs, |workspace, n, dw| {
+            let dy = Matrix::row_major(&dy[n * outputs * plane..], outputs, plane);
+            let xt = Matrix::row_major(&x[n * inputs * plane..], inputs, plane).transposed();
+            matmul(dy, xt, dw, true, workspace);
+        })
     }
 }
 
@@ -427,6 +547,57 @@ mod parallel {
         out.chunks_mut(len).enumerate().for_each(|(p, plane)| f(p, plane));
     }
 
+    /// `f(workspace, n, image)` for each `len`-element image of `out` (a thread's product buffers
+    /// reused across its images).
+    pub fn images(out: &mut [f32], len: usize, f: impl Fn(&mut super::Workspace, usize, &mut [f32]) + Sync + Send) {
+        #[cfg(not(target_arch = "wasm32"))]
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each_init(super::Workspace::default, |workspace, (n, image)| {
+                f(workspace, n, image)
+            });
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut workspace = super::Workspace::default();
+            out.chunks_mut(len)
+                .enumerate()
+                .for_each(|(n, image)| f(&mut workspace, n, image));
+        }
+    }
+
+    /// The sum over `n` in `0..count` of what `f(workspace, n, sum)` adds into a `len`-element sum
+    /// (natively a partial sum per thread, added up at the end).
+    pub fn sum(
+        count: usize,
+        len: usize,
+        f: impl Fn(&mut super::Workspace, usize, &mut [f32]) + Sync + Send,
+    ) -> Vec<f32> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return (0..count)
+            .into_par_iter()
+            .fold(
+                || (super::Workspace::default(), vec![0.0f32; len]),
+                |(mut workspace, mut sum), n| {
+                    f(&mut workspace, n, &mut sum);
+                    (workspace, sum)
+                },
+            )
+            .map(|(_, sum)| sum)
+            .reduce(
+                || vec![0.0f32; len],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (mut workspace, mut sum) = (super::Workspace::default(), vec![0.0f32; len]);
+            (0..count).for_each(|n| f(&mut workspace, n, &mut sum));
+            sum
+        }
+    }
+
     /// `f(p, a_plane, b_plane)` for each of `count` planes, `a` and `b` in planes of `a_len` and
     /// `b_len` elements; an empty `a` or `b` gives `None` for its planes.
     pub fn planes2(
@@ -470,6 +641,39 @@ mod tests {
     fn close1(a: Tensor<1>, b: Tensor<1>, tolerance: f32, what: &str) {
         let diff: f32 = (a - b).abs().max().into_scalar();
         assert!(diff < tolerance, "{what}: max difference {diff}");
+    }
+
+    /// The 1x1 convolution agrees with Burn's convolution, values and gradients of the input and the
+    /// weights, on planes that leave partial product tiles and cross the products' blocks.
+    #[test]
+    fn pointwise_matches_burns_convolution_and_its_gradients() {
+        let device = Device::flex().autodiff();
+        for (batch, inputs, outputs, size) in [(3, 5, 7, 6), (2, 24, 144, 9), (1, 300, 70, 5), (2, 16, 8, 33)] {
+            let x = Tensor::<4>::random([batch, inputs, size, size], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let w =
+                Tensor::<4>::random([outputs, inputs, 1, 1], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let r = Tensor::<4>::random([batch, outputs, size, size], Distribution::Normal(0.0, 1.0), &device);
+            let ours = pointwise_conv2d(x.clone(), w.clone());
+            let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+            let burns = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options);
+            let what = format!("{batch}x{inputs}->{outputs} at {size}x{size}");
+            close(ours.clone(), burns.clone(), 1e-3, &format!("{what}: output"));
+            let grads_ours = (ours * r.clone()).sum().backward();
+            let grads_burns = (burns * r).sum().backward();
+            close(
+                x.grad(&grads_ours).unwrap(),
+                x.grad(&grads_burns).unwrap(),
+                1e-3,
+                &format!("{what}: input gradient"),
+            );
+            close(
+                w.grad(&grads_ours).unwrap(),
+                w.grad(&grads_burns).unwrap(),
+                1e-2,
+                &format!("{what}: weight gradient"),
+            );
+        }
     }
 
     /// The depthwise convolution agrees with Burn's grouped convolution, values and gradients of the

@@ -168,3 +168,15 @@ async fn a_run_stopped_on_webgpu_resumes_on_the_cpu_backend() {
         assert_eq!(moved > 0.0, block >= blocks - 3, "block {block} moved {moved}");
     }
 }
+
+/// The CPU backend's own training operations (wasm SIMD products, one thread) agree with Burn's
+/// operations, values and every gradient, through a whole inverted residual block; shapes that leave
+/// partial product tiles and cross the products' blocks.
+#[wasm_bindgen_test]
+fn the_cpu_training_operations_agree_with_burns_in_the_browser() {
+    for (batch, inputs, expanded, size) in [(2, 8, 48, 12), (3, 24, 144, 9), (1, 300, 70, 5)] {
+        let differences = graft_tests::cpu_ops::inverted_residual_against_burn(batch, inputs, expanded, size);
+        console_log!("{batch}x{inputs}->{expanded} at {size}px: {differences:?}");
+        differences.assert_within(1e-4);
+    }
+}

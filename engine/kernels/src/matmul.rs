@@ -1,0 +1,296 @@
+//! The general matrix product `c = a * b` (or `c += a * b`) of training's 1x1 convolutions, whose
+//! operands are NCHW planes and their transposes: the forward pass `y = w * x`, the input's gradient
+//! `dx = wᵀ * dy` and the weights' `dw += dy * xᵀ`. Both operands are strided views ([`Matrix`]),
+//! copied block by block into panels (the packing of BLIS-style products) so that the same `MR x NR`
+//! tile as [`pointwise`](crate::pointwise) reads both contiguously, whatever their layout.
+//!
+//! Blocks: `KC` steps of the inner dimension at a time; of `b`, `NC` columns packed at once (at most
+//! `KC x NC` floats, 1 MiB, for the L2 cache); of `a`, `MC` rows (64 KiB). The inner loops pass one
+//! `KC x NR` panel of `b` (8 KiB, in L1) over every `MR`-row panel of the `a` block.
+
+use crate::gemm::{MR, NR};
+use crate::simd::F32x4;
+
+const KC: usize = 256;
+const MC: usize = 64;
+const NC: usize = 1024;
+
+/// A read-only strided matrix: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// `rows x cols`, stored row after row.
+    ///
+    /// # Panics
+    /// When `data` is shorter than `rows * cols` (a bug in the caller).
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert!(
+            data.len() >= rows * cols,
+            "{} floats are not [{rows}, {cols}]",
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, without copying.
+    pub fn transposed(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Packs rows `rows` and columns `cols` as `MR`-row panels, each `cols.len()` steps of `MR`
+    /// contiguous floats; rows past the end are zeros.
+    fn pack_rows(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, out: &mut Vec<f32>) {
+        let depth = cols.len();
+        let panels = rows.len().div_ceil(MR);
+        out.clear();
+        out.resize(panels * depth * MR, 0.0);
+        for panel in 0..panels {
+            let out = &mut out[panel * depth * MR..][..depth * MR];
+            for r in 0..MR.min(rows.end - rows.start - panel * MR) {
+                let row = rows.start + panel * MR + r;
+                let base = row * self.row_stride + cols.start * self.col_stride;
+                if self.col_stride == 1 {
+                    for (p, &v) in self.data[base..base + depth].iter().enumerate() {
+                        out[p * MR + r] = v;
+                    }
+                } else {
+                    for p in 0..depth {
+                        out[p * MR + r] = self.data[base + p * self.col_stride];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Packs rows `rows` and columns `cols` as `NR`-column panels, each `rows.len()` steps of `NR`
+    /// contiguous floats; columns past the end are zeros.
+    fn pack_cols(&self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, out: &mut Vec<f32>) {
+        let depth = rows.len();
+        let panels = cols.len().div_ceil(NR);
+        out.clear();
+        out.resize(panels * depth * NR, 0.0);
+        for panel in 0..panels {
+            let out = &mut out[panel * depth * NR..][..depth * NR];
+            let first = cols.start + panel * NR;
+            let width = NR.min(cols.end - first);
+            if self.col_stride == 1 {
+                for p in 0..depth {
+                    let base = (rows.start + p) * self.row_stride + first;
+                    out[p * NR..p * NR + width].copy_from_slice(&self.data[base..base + width]);
+                }
+            } else {
+                for c in 0..width {
+                    let base = rows.start * self.row_stride + (first + c) * self.col_stride;
+                    for p in 0..depth {
+                        out[p * NR + c] = self.data[base + p * self.row_stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reusable packing buffers (one per thread), so that repeated products do not allocate.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// `c = a * b`, or `c += a * b` when `accumulate`; `c` is row-major `[a.rows(), b.cols()]`.
+///
+/// # Panics
+/// When the inner dimensions differ or `c` is too short (a bug in the caller).
+pub fn matmul(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool, workspace: &mut Workspace) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "[{m}, {k}] * [{}, {n}]", b.rows);
+    assert!(
+        c.len() >= m * n,
+        "the product is [{m}, {n}], the output {} floats",
+        c.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            b.pack_cols(pc..pc + kc, jc..jc + nc, &mut workspace.b);
+            let add = accumulate || pc > 0;
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                a.pack_rows(ic..ic + mc, pc..pc + kc, &mut workspace.a);
+                for (jp, b_panel) in workspace.b.chunks_exact(kc * NR).enumerate() {
+                    let column = jc + jp * NR;
+                    let columns = NR.min(n - column);
+                    for (ip, a_panel) in workspace.a.chunks_exact(kc * MR).enumerate() {
+                        let row = ic + ip * MR;
+                        let tile = tile(kc, a_panel, b_panel);
+                        store(&tile, &mut c[row * n + column..], n, MR.min(m - row), columns, add);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `MR x NR` product of an `a` panel and a `b` panel over `depth` steps.
+#[inline(always)]
+fn tile(depth: usize, a: &[f32], b: &[f32]) -> [[F32x4; 2]; MR] {
+    assert!(a.len() >= depth * MR && b.len() >= depth * NR);
+    let mut acc = [[F32x4::splat(0.0); 2]; MR];
+    let (mut a, mut b) = (a.as_ptr(), b.as_ptr());
+    for _ in 0..depth {
+        // SAFETY: `depth` steps of MR floats of `a` and NR of `b`, checked above.
+        unsafe {
+            let b0 = F32x4::load(b);
+            let b1 = F32x4::load(b.add(4));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = F32x4::load_splat(a.add(r));
+                acc[0] = acc[0].mul_add(x, b0);
+                acc[1] = acc[1].mul_add(x, b1);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    acc
+}
+
+/// Writes (or adds, when `add`) the first `rows x columns` of `tile` into `c` (row stride `n`).
+#[inline(always)]
+fn store(tile: &[[F32x4; 2]; MR], c: &mut [f32], n: usize, rows: usize, columns: usize, add: bool) {
+    for (r, acc) in tile.iter().enumerate().take(rows) {
+        let out = &mut c[r * n..r * n + columns];
+        if columns == NR {
+            let mut v = *acc;
+            // SAFETY: `out` has NR floats.
+            unsafe {
+                if add {
+                    v[0] = v[0].add(F32x4::load(out.as_ptr()));
+                    v[1] = v[1].add(F32x4::load(out.as_ptr().add(4)));
+                }
+                v[0].store(out.as_mut_ptr());
+                v[1].store(out.as_mut_ptr().add(4));
+            }
+        } else {
+            let values = [acc[0].to_array(), acc[1].to_array()];
+            for (j, out) in out.iter_mut().enumerate() {
+                let v = values[j / 4][j % 4];
+                *out = if add { *out + v } else { v };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::values;
+
+    fn reference(a: Matrix, b: Matrix) -> Vec<f64> {
+        let at = |m: &Matrix, i: usize, j: usize| f64::from(m.data[i * m.row_stride + j * m.col_stride]);
+        let mut out = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                out[i * b.cols + j] = (0..a.cols).map(|p| at(&a, i, p) * at(&b, p, j)).sum();
+            }
+        }
+        out
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what} [{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    /// Every layout of both operands, shapes that leave partial tiles and cross every block edge
+    /// (`KC`, `MC`, `NC`), set and accumulated.
+    #[test]
+    fn matmul_matches_the_definition_in_every_layout_and_remainder() {
+        let mut workspace = Workspace::default();
+        for (m, k, n) in [
+            (1, 1, 1),
+            (3, 5, 7),
+            (4, 8, 8),
+            (13, 33, 29),
+            (MC + 5, KC + 3, 17),
+            (9, 300, NC + 11),
+            (70, 600, 40),
+        ] {
+            let a_data = values(m * k, 1);
+            let b_data = values(k * n, 2);
+            for (a_transposed, b_transposed) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = if a_transposed {
+                    Matrix::row_major(&a_data, k, m).transposed()
+                } else {
+                    Matrix::row_major(&a_data, m, k)
+                };
+                let b = if b_transposed {
+                    Matrix::row_major(&b_data, n, k).transposed()
+                } else {
+                    Matrix::row_major(&b_data, k, n)
+                };
+                let want = reference(a, b);
+                let what = format!("{m}x{k}x{n} a^T {a_transposed} b^T {b_transposed}");
+                let mut c = vec![f32::NAN; m * n];
+                matmul(a, b, &mut c, false, &mut workspace);
+                assert_close(&c, &want, &what);
+                let start = values(m * n, 3);
+                let mut c = start.clone();
+                matmul(a, b, &mut c, true, &mut workspace);
+                let want: Vec<f64> = want.iter().zip(&start).map(|(w, &s)| w + f64::from(s)).collect();
+                assert_close(&c, &want, &format!("{what}, accumulated"));
+            }
+        }
+    }
+
+    /// An empty inner dimension gives zeros (or leaves an accumulated `c` as it was).
+    #[test]
+    fn an_empty_inner_dimension_is_a_zero_product() {
+        let mut workspace = Workspace::default();
+        let (a, b) = (Matrix::row_major(&[], 2, 0), Matrix::row_major(&[], 0, 3));
+        let mut c = vec![f32::NAN; 6];
+        matmul(a, b, &mut c, false, &mut workspace);
+        assert_eq!(c, [0.0; 6]);
+        let mut c = vec![1.5; 6];
+        matmul(a, b, &mut c, true, &mut workspace);
+        assert_eq!(c, [1.5; 6]);
+    }
+}
