@@ -1,5 +1,6 @@
-//! Four f32 lanes: wasm's 128-bit SIMD where it is enabled, a plain array elsewhere (which LLVM turns
-//! into SSE/NEON on native targets). The kernels are written once against this type.
+//! Four f32 lanes: wasm's 128-bit SIMD where it is enabled, SSE on x86-64 (part of its baseline), a
+//! plain array elsewhere (which LLVM turns into NEON or scalar code). The kernels are written once
+//! against this type; each operation rounds the same way on every target (a multiply then an add).
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod imp {
@@ -48,6 +49,12 @@ mod imp {
             Self(f32x4_add(self.0, other.0))
         }
 
+        /// `self` in the lanes where `lo < x < hi`, 0 elsewhere (and where `x` is NaN).
+        #[inline(always)]
+        pub fn where_inside(self, x: Self, lo: Self, hi: Self) -> Self {
+            Self(v128_and(self.0, v128_and(f32x4_gt(x.0, lo.0), f32x4_lt(x.0, hi.0))))
+        }
+
         /// Each lane clamped to `lo..=hi` (`pmax`/`pmin`: one instruction each on x86).
         #[inline(always)]
         pub fn clamp(self, lo: Self, hi: Self) -> Self {
@@ -66,7 +73,76 @@ mod imp {
     }
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use core::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct F32x4(__m128);
+
+    // SAFETY (every intrinsic below): SSE and SSE2 are part of x86-64's baseline.
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(x: f32) -> Self {
+            Self(unsafe { _mm_set1_ps(x) })
+        }
+
+        /// # Safety
+        /// `p..p + 4` must be readable.
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> Self {
+            Self(unsafe { _mm_loadu_ps(p) })
+        }
+
+        /// `*p` in every lane.
+        ///
+        /// # Safety
+        /// `p` must be readable.
+        #[inline(always)]
+        pub unsafe fn load_splat(p: *const f32) -> Self {
+            Self(unsafe { _mm_load1_ps(p) })
+        }
+
+        /// # Safety
+        /// `p..p + 4` must be writable.
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm_storeu_ps(p, self.0) }
+        }
+
+        /// `self + a * b`, rounded twice as on wasm.
+        #[inline(always)]
+        pub fn mul_add(self, a: Self, b: Self) -> Self {
+            Self(unsafe { _mm_add_ps(self.0, _mm_mul_ps(a.0, b.0)) })
+        }
+
+        #[inline(always)]
+        pub fn add(self, other: Self) -> Self {
+            Self(unsafe { _mm_add_ps(self.0, other.0) })
+        }
+
+        /// `self` in the lanes where `lo < x < hi`, 0 elsewhere (and where `x` is NaN).
+        #[inline(always)]
+        pub fn where_inside(self, x: Self, lo: Self, hi: Self) -> Self {
+            Self(unsafe { _mm_and_ps(self.0, _mm_and_ps(_mm_cmpgt_ps(x.0, lo.0), _mm_cmplt_ps(x.0, hi.0))) })
+        }
+
+        /// Each lane clamped to `lo..=hi` (a NaN lane becomes `lo`, as wasm's `pmax`/`pmin` do).
+        #[inline(always)]
+        pub fn clamp(self, lo: Self, hi: Self) -> Self {
+            Self(unsafe { _mm_min_ps(_mm_max_ps(self.0, lo.0), hi.0) })
+        }
+
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            let mut out = [0.0; 4];
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), self.0) };
+            out
+        }
+    }
+}
+
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 mod imp {
     #[derive(Clone, Copy)]
     pub struct F32x4([f32; 4]);
@@ -109,6 +185,18 @@ mod imp {
         #[inline(always)]
         pub fn add(self, other: Self) -> Self {
             Self(core::array::from_fn(|i| self.0[i] + other.0[i]))
+        }
+
+        /// `self` in the lanes where `lo < x < hi`, 0 elsewhere (and where `x` is NaN).
+        #[inline(always)]
+        pub fn where_inside(self, x: Self, lo: Self, hi: Self) -> Self {
+            Self(core::array::from_fn(|i| {
+                if lo.0[i] < x.0[i] && x.0[i] < hi.0[i] {
+                    self.0[i]
+                } else {
+                    0.0
+                }
+            }))
         }
 
         /// Each lane clamped to `lo..=hi`.

@@ -5,6 +5,8 @@
 //! forward and as many backward, each allocating). Here each is one or two passes per plane. The
 //! caller splits the planes over threads; nothing here allocates.
 
+use crate::simd::F32x4;
+
 /// The geometry of a depthwise convolution on one plane (square kernel and stride, the same padding
 /// before and after: `(kernel - 1) / 2`, or 0 when the input was padded beforehand).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,11 +98,8 @@ pub fn depthwise_backward_plane(
                     sum += if stride == 1 {
                         dot(dy_row, &x[row + first..][..dy_row.len()])
                     } else {
-                        dy_row
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &g)| g * x[row + first + i * stride])
-                            .sum::<f32>() as f64
+                        let x_row = &x[row + first..][..(dy_row.len() - 1) * stride + 1];
+                        dot_strided(dy_row, x_row, stride)
                     };
                 }
                 if let Some(dx) = dx.as_deref_mut() {
@@ -135,6 +134,31 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
     for (a, b) in a_chunks.zip(b_chunks) {
         for lane in 0..8 {
             lanes[lane] += a[lane] * b[lane];
+        }
+    }
+    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+}
+
+/// `sum(a[i] * b[i * stride])` over eight lanes (eight independent sums: a single running sum would
+/// wait for each add before the next), in f64 at the end.
+fn dot_strided(a: &[f32], b: &[f32], stride: usize) -> f64 {
+    assert!(
+        a.is_empty() || b.len() > (a.len() - 1) * stride,
+        "strided operand too short"
+    );
+    let mut lanes = [0.0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let done = a.len() - chunks.remainder().len();
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x * b[(done + i) * stride])
+        .sum();
+    for (c, a) in chunks.enumerate() {
+        let b = &b[c * 8 * stride..][..7 * stride + 1];
+        for lane in 0..8 {
+            lanes[lane] += a[lane] * b[lane * stride];
         }
     }
     lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
@@ -178,35 +202,64 @@ pub fn scale_shift_plane(x: &[f32], scale: f32, shift: f32, relu6: bool, y: &mut
 
 /// The gradient that reaches the BatchNorm's output: `dy`, or with ReLU6 after it, `dy` where the
 /// pre-activation `x * scale + shift` is inside `(0, 6)` and 0 elsewhere.
+///
+/// Without branches (the mask is a bit pattern), so that LLVM vectorises the loops around it: the
+/// branchy form tested each lane's comparison in turn.
 #[inline(always)]
-fn masked(x: f32, dy: f32, scale: f32, shift: f32, relu6: bool) -> f32 {
+fn masked<const RELU6: bool>(x: f32, dy: f32, scale: f32, shift: f32) -> f32 {
+    if !RELU6 {
+        return dy;
+    }
     let pre = x * scale + shift;
-    if !relu6 || (pre > 0.0 && pre < 6.0) { dy } else { 0.0 }
+    let inside = u32::from(pre > 0.0) & u32::from(pre < 6.0);
+    f32::from_bits(dy.to_bits() & inside.wrapping_neg())
 }
 
 /// `(sum(g), sum(g * x))` over a plane, where `g` is the gradient reaching the BatchNorm's output
 /// (see [`scale_shift_plane`] for `scale`, `shift` and `relu6`): what the backward pass needs of
 /// each channel before it can write the input's gradient.
 pub fn batch_norm_backward_sums(x: &[f32], dy: &[f32], scale: f32, shift: f32, relu6: bool) -> (f64, f64) {
+    if relu6 {
+        backward_sums::<true>(x, dy, scale, shift)
+    } else {
+        backward_sums::<false>(x, dy, scale, shift)
+    }
+}
+
+fn backward_sums<const RELU6: bool>(x: &[f32], dy: &[f32], scale: f32, shift: f32) -> (f64, f64) {
+    let [scale_v, shift_v, zero, six] = [scale, shift, 0.0, 6.0].map(F32x4::splat);
     let (mut sum, mut weighted) = (0.0f64, 0.0f64);
     for (xb, gb) in x.chunks(1024).zip(dy.chunks(1024)) {
-        let mut s = [0.0f32; 8];
-        let mut w = [0.0f32; 8];
-        let (xc, gc) = (xb.chunks_exact(8), gb.chunks_exact(8));
-        for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
-            let g = masked(x, g, scale, shift, relu6);
+        let len = xb.len().min(gb.len());
+        let whole = len / 8 * 8;
+        let mut s = [zero; 2];
+        let mut w = [zero; 2];
+        for i in (0..whole).step_by(8) {
+            for h in 0..2 {
+                // SAFETY: `i + 4 * h + 4 <= whole`, within both blocks.
+                let (xv, gv) = unsafe {
+                    (
+                        F32x4::load(xb.as_ptr().add(i + 4 * h)),
+                        F32x4::load(gb.as_ptr().add(i + 4 * h)),
+                    )
+                };
+                let g = if RELU6 {
+                    gv.where_inside(shift_v.mul_add(xv, scale_v), zero, six)
+                } else {
+                    gv
+                };
+                s[h] = s[h].add(g);
+                w[h] = w[h].mul_add(g, xv);
+            }
+        }
+        for (&x, &g) in xb[whole..len].iter().zip(&gb[whole..len]) {
+            let g = masked::<RELU6>(x, g, scale, shift);
             sum += g as f64;
             weighted += (g * x) as f64;
         }
-        for (x, g) in xc.zip(gc) {
-            for lane in 0..8 {
-                let g = masked(x[lane], g[lane], scale, shift, relu6);
-                s[lane] += g;
-                w[lane] += g * x[lane];
-            }
-        }
-        sum += s.iter().map(|&v| v as f64).sum::<f64>();
-        weighted += w.iter().map(|&v| v as f64).sum::<f64>();
+        let lanes = |v: [F32x4; 2]| v.iter().flat_map(|v| v.to_array()).map(f64::from).sum::<f64>();
+        sum += lanes(s);
+        weighted += lanes(w);
     }
     (sum, weighted)
 }
@@ -223,8 +276,39 @@ pub fn batch_norm_backward_plane(
     [a, b, c]: [f32; 3],
     dx: &mut [f32],
 ) {
-    for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-        *d = a * masked(x, g, scale, shift, relu6) + b * x + c;
+    if relu6 {
+        backward_plane::<true>(x, dy, scale, shift, [a, b, c], dx);
+    } else {
+        backward_plane::<false>(x, dy, scale, shift, [a, b, c], dx);
+    }
+}
+
+fn backward_plane<const RELU6: bool>(
+    x: &[f32],
+    dy: &[f32],
+    scale: f32,
+    shift: f32,
+    [a, b, c]: [f32; 3],
+    dx: &mut [f32],
+) {
+    let len = dx.len().min(x.len()).min(dy.len());
+    let whole = len / 4 * 4;
+    let [scale_v, shift_v, zero, six] = [scale, shift, 0.0, 6.0].map(F32x4::splat);
+    let [a_v, b_v, c_v] = [a, b, c].map(F32x4::splat);
+    for i in (0..whole).step_by(4) {
+        // SAFETY: `i + 4 <= whole`, within all three planes.
+        unsafe {
+            let (xv, gv) = (F32x4::load(x.as_ptr().add(i)), F32x4::load(dy.as_ptr().add(i)));
+            let g = if RELU6 {
+                gv.where_inside(shift_v.mul_add(xv, scale_v), zero, six)
+            } else {
+                gv
+            };
+            c_v.mul_add(a_v, g).mul_add(b_v, xv).store(dx.as_mut_ptr().add(i));
+        }
+    }
+    for ((d, &x), &g) in dx[whole..len].iter_mut().zip(&x[whole..len]).zip(&dy[whole..len]) {
+        *d = c + a * masked::<RELU6>(x, g, scale, shift) + b * x;
     }
 }
 
@@ -263,6 +347,9 @@ mod tests {
             ([9, 7], 5, 2, [2, 2]),
             ([6, 6], 5, 1, [2, 2]),
             ([7, 8], 3, 2, [0, 0]),
+            // Rows of more than eight output columns, at both strides.
+            ([20, 35], 3, 2, [1, 1]),
+            ([5, 21], 3, 1, [1, 1]),
         ] {
             let g = PlaneConv::new(input, kernel, stride, padding);
             let x = values(g.input_len(), 1);
@@ -327,5 +414,14 @@ mod tests {
         let mut dx = [0.0; 3];
         batch_norm_backward_plane(&x, &dy, 1.0, 0.0, true, [1.0, 0.0, 0.5], &mut dx);
         assert_eq!(dx, [0.5, 2.5, 0.5]);
+
+        // The same, repeated over a plane long enough for the vector loops (and a tail), with the
+        // edges 0 and 6 themselves blocked.
+        let x: Vec<f32> = [-1.0, 3.0, 7.0, 0.0, 6.0].repeat(7);
+        let dy: Vec<f32> = [1.0, 2.0, 4.0, 8.0, 16.0].repeat(7);
+        assert_eq!(batch_norm_backward_sums(&x, &dy, 1.0, 0.0, true), (14.0, 42.0));
+        let mut dx = vec![0.0; x.len()];
+        batch_norm_backward_plane(&x, &dy, 1.0, 0.0, true, [1.0, 0.0, 0.5], &mut dx);
+        assert_eq!(dx, [0.5, 2.5, 0.5, 0.5, 0.5].repeat(7));
     }
 }
