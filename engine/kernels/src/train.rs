@@ -85,7 +85,7 @@ pub fn depthwise_backward_plane(
             if columns.is_empty() {
                 continue;
             }
-            let mut sum = 0.0f64;
+            let mut sum = Sum::default();
             for oh in 0..out_height {
                 let Some(ih) = (oh * stride + tap_row).checked_sub(pad_rows).filter(|&ih| ih < height) else {
                     continue;
@@ -95,12 +95,8 @@ pub fn depthwise_backward_plane(
                 let first = columns.start * stride + tap_col - pad_cols;
                 let row = ih * width;
                 if dw.is_some() {
-                    sum += if stride == 1 {
-                        dot(dy_row, &x[row + first..][..dy_row.len()])
-                    } else {
-                        let x_row = &x[row + first..][..(dy_row.len() - 1) * stride + 1];
-                        dot_strided(dy_row, x_row, stride)
-                    };
+                    let x_row = &x[row + first..][..(dy_row.len() - 1) * stride + 1];
+                    sum.add_dot(dy_row, x_row, stride);
                 }
                 if let Some(dx) = dx.as_deref_mut() {
                     if stride == 1 {
@@ -115,53 +111,73 @@ pub fn depthwise_backward_plane(
                 }
             }
             if let Some(dw) = dw.as_deref_mut() {
-                dw[tap] += sum as f32;
+                dw[tap] += sum.total() as f32;
             }
         }
     }
 }
 
-/// `sum(a * b)` over eight lanes (an order LLVM can vectorise), in f64 at the end.
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    let mut lanes = [0.0f32; 8];
-    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for lane in 0..8 {
-            lanes[lane] += a[lane] * b[lane];
-        }
-    }
-    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+/// A dot product built up row by row: eight lanes (independent sums, so that no add waits on the one
+/// before) and a scalar for the rows' remainders, all in f32, added up in f64 once at the end (per
+/// tap: reducing after every row cost more than the products on short rows).
+struct Sum {
+    lanes: [F32x4; 2],
+    tail: f32,
 }
 
-/// `sum(a[i] * b[i * stride])` over eight lanes (eight independent sums: a single running sum would
-/// wait for each add before the next), in f64 at the end.
-fn dot_strided(a: &[f32], b: &[f32], stride: usize) -> f64 {
-    assert!(
-        a.is_empty() || b.len() > (a.len() - 1) * stride,
-        "strided operand too short"
-    );
-    let mut lanes = [0.0f32; 8];
-    let chunks = a.chunks_exact(8);
-    let done = a.len() - chunks.remainder().len();
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| x * b[(done + i) * stride])
-        .sum();
-    for (c, a) in chunks.enumerate() {
-        let b = &b[c * 8 * stride..][..7 * stride + 1];
-        for lane in 0..8 {
-            lanes[lane] += a[lane] * b[lane * stride];
+impl Default for Sum {
+    fn default() -> Self {
+        Self {
+            lanes: [F32x4::splat(0.0); 2],
+            tail: 0.0,
         }
     }
-    lanes.iter().map(|&l| l as f64).sum::<f64>() + tail as f64
+}
+
+impl Sum {
+    /// Adds `sum(a[i] * b[i * stride])`.
+    #[inline(always)]
+    fn add_dot(&mut self, a: &[f32], b: &[f32], stride: usize) {
+        assert!(
+            a.is_empty() || b.len() > (a.len() - 1) * stride,
+            "strided operand too short"
+        );
+        let whole = a.len() / 8 * 8;
+        if stride == 1 {
+            for i in (0..whole).step_by(8) {
+                for h in 0..2 {
+                    // SAFETY: `i + 4 * h + 4 <= whole <= a.len() <= b.len()`.
+                    unsafe {
+                        let (av, bv) = (
+                            F32x4::load(a.as_ptr().add(i + 4 * h)),
+                            F32x4::load(b.as_ptr().add(i + 4 * h)),
+                        );
+                        self.lanes[h] = self.lanes[h].mul_add(av, bv);
+                    }
+                }
+            }
+        } else {
+            let mut lanes = [0.0f32; 8];
+            for (c, a) in a[..whole].chunks_exact(8).enumerate() {
+                let b = &b[c * 8 * stride..][..7 * stride + 1];
+                for lane in 0..8 {
+                    lanes[lane] += a[lane] * b[lane * stride];
+                }
+            }
+            // SAFETY: `lanes` has eight floats.
+            unsafe {
+                self.lanes[0] = self.lanes[0].add(F32x4::load(lanes.as_ptr()));
+                self.lanes[1] = self.lanes[1].add(F32x4::load(lanes.as_ptr().add(4)));
+            }
+        }
+        for (i, &x) in a.iter().enumerate().skip(whole) {
+            self.tail += x * b[i * stride];
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.lanes.iter().flat_map(|v| v.to_array()).map(f64::from).sum::<f64>() + f64::from(self.tail)
+    }
 }
 
 /// `(sum(x), sum(x * x))` of a plane, the partial sums in f32 over at most 1024 elements.
