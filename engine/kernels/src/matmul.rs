@@ -130,7 +130,7 @@ pub struct Workspace {
 ///
 /// On x86-64 processors with AVX2 and FMA (checked once, at run time) the tile is 6 x 16 on 256-bit
 /// registers with fused multiply-adds; elsewhere (wasm, other processors) the portable
-/// `MR x NR` tile on [`F32x4`].
+/// `MR x NR` tile on four-lane `F32x4`.
 ///
 /// # Panics
 /// When the inner dimensions differ or `c` is too short (a bug in the caller).
@@ -213,7 +213,7 @@ fn blocked<T: Tile>(a: Matrix, b: Matrix, c: &mut [f32], accumulate: bool, works
     }
 }
 
-/// The `MR x NR` tile on [`F32x4`] (wasm SIMD, or what LLVM makes of four lanes natively).
+/// The `MR x NR` tile on [`F32x4`] (wasm SIMD in the browser, SSE on x86-64 without AVX2).
 struct Portable;
 
 impl Tile for Portable {

@@ -217,18 +217,13 @@ pub fn scale_shift_plane(x: &[f32], scale: f32, shift: f32, relu6: bool, y: &mut
 }
 
 /// The gradient that reaches the BatchNorm's output: `dy`, or with ReLU6 after it, `dy` where the
-/// pre-activation `x * scale + shift` is inside `(0, 6)` and 0 elsewhere.
-///
-/// Without branches (the mask is a bit pattern), so that LLVM vectorises the loops around it: the
-/// branchy form tested each lane's comparison in turn.
+/// pre-activation `x * scale + shift` is inside `(0, 6)` and 0 elsewhere. One element: the planes'
+/// remainders after the four-lane loops ([`F32x4::where_inside`] there; an `if` per lane left to LLVM
+/// became a branch per lane).
 #[inline(always)]
 fn masked<const RELU6: bool>(x: f32, dy: f32, scale: f32, shift: f32) -> f32 {
-    if !RELU6 {
-        return dy;
-    }
     let pre = x * scale + shift;
-    let inside = u32::from(pre > 0.0) & u32::from(pre < 6.0);
-    f32::from_bits(dy.to_bits() & inside.wrapping_neg())
+    if !RELU6 || (pre > 0.0 && pre < 6.0) { dy } else { 0.0 }
 }
 
 /// `(sum(g), sum(g * x))` over a plane, where `g` is the gradient reaching the BatchNorm's output
