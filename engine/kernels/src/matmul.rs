@@ -1,12 +1,14 @@
 //! The general matrix product `c = a * b` (or `c += a * b`) of training's 1x1 convolutions, whose
 //! operands are NCHW planes and their transposes: the forward pass `y = w * x`, the input's gradient
 //! `dx = wᵀ * dy` and the weights' `dw += dy * xᵀ`. Both operands are strided views ([`Matrix`]),
-//! copied block by block into panels (the packing of BLIS-style products) so that the same `MR x NR`
-//! tile as [`pointwise`](crate::pointwise) reads both contiguously, whatever their layout.
+//! copied block by block into panels (the packing of BLIS-style products) so that a register tile
+//! reads both contiguously, whatever their layout: the portable `MR x NR` one of
+//! [`pointwise`](crate::pointwise), or 6 x 16 with AVX2 + FMA on x86-64.
 //!
-//! Blocks: `KC` steps of the inner dimension at a time; of `b`, `NC` columns packed at once (at most
-//! `KC x NC` floats, 1 MiB, for the L2 cache); of `a`, `MC` rows (64 KiB). The inner loops pass one
-//! `KC x NR` panel of `b` (8 KiB, in L1) over every `MR`-row panel of the `a` block.
+//! Blocks: `KC` steps of the inner dimension at a time; of `b`, about `NC` columns packed at once (at
+//! most `KC x NC` floats, 1 MiB, for the L2 cache); of `a`, about `MC` rows (64 KiB), whole panels of
+//! the tile in both. The inner loops pass one `KC`-step panel of `b` (8 or 16 KiB, in L1) over every
+//! row panel of the `a` block.
 
 use crate::gemm::{MR, NR};
 use crate::simd::F32x4;
