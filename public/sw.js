@@ -1,7 +1,7 @@
 // Graft's service worker: keeps the app working offline once it has been loaded.
 //
 // On install it caches the page, every asset the page names (hashed wasm/js/css) and the files the
-// training worker loads (worker and helper scripts, model manifest and weights). Only this origin is ever fetched.
+// training worker loads (both builds of the worker, the helper scripts, model manifest and weights). Only this origin is ever fetched.
 const CACHE = "graft-v1";
 
 async function precache() {
@@ -13,7 +13,11 @@ async function precache() {
     .map((m) => m[1])
     .filter((url) => !url.startsWith("http") && !url.startsWith("data:"));
   const fixed = [
-    "./worker_loader.js", "./worker.js", "./worker_bg.wasm", "./models/manifest.json",
+    // The training worker in both builds (WebGPU, CPU), whichever this browser started, so that a
+    // change of "Compute on" works offline too.
+    "./worker_loader.js", "./worker.js", "./worker_bg.wasm",
+    "./worker-cpu_loader.js", "./worker-cpu.js", "./worker-cpu_bg.wasm",
+    "./models/manifest.json",
     // The helper workers the training worker starts on the CPU backend, one per spare core.
     "./helper_loader.js", "./helper.js", "./helper_bg.wasm",
     // The offline web page export's runtime (fetched by the worker when a person exports one).

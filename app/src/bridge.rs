@@ -1,5 +1,5 @@
-//! The page's side of the worker: spawns it, sends requests (queued until the worker is ready) and
-//! hands its events to a callback.
+//! The page's side of the worker: spawns it (the build the device needs), sends requests (queued
+//! until the worker is ready) and hands its events to a callback.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,7 +8,7 @@ use js_sys::{Array, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::device::ComputeChoice;
+use crate::device::{ComputeChoice, WorkerBuild};
 use crate::protocol::{Work, WorkerEvent, WorkerRequest};
 
 /// A message as the protocol lays it out: `[json, payload...]`, and the buffers to transfer.
@@ -40,7 +40,8 @@ type Queue = Vec<(String, Vec<Vec<u8>>)>;
 /// The training worker, seen from the page.
 #[derive(Clone)]
 pub struct Bridge {
-    worker: web_sys::Worker,
+    /// The worker, once its build is chosen and it is started (requests wait in `pending` till then).
+    worker: Rc<RefCell<Option<web_sys::Worker>>>,
     /// Requests sent before the worker said it is ready.
     pending: Rc<RefCell<Option<Queue>>>,
     /// Called for each request that edits the project, as it is sent (the worker answers each with
@@ -49,15 +50,44 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the worker (`worker_loader.js`, which trunk builds from `graft-worker`) on the device
-    /// `compute` asks for (named in its URL: the worker opens its device before any message), calls
-    /// `on_event` with each event and its payloads, and `on_edit` as each request that edits the
-    /// project is sent.
+    /// Starts the worker on the device `compute` asks for (named in its URL: the worker opens its
+    /// device before any message), in the build that device needs ([`WorkerBuild`]: the page asks the
+    /// browser for its WebGPU adapter first, unless the CPU is chosen), calls `on_event` with each
+    /// event and its payloads, and `on_edit` as each request that edits the project is sent.
+    /// Requests sent meanwhile wait for the worker's `Ready`; a worker that cannot be started is
+    /// reported as a `Failed` event.
     pub fn spawn(
         compute: ComputeChoice,
         on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static,
         on_edit: impl Fn() + 'static,
-    ) -> Result<Self, String> {
+    ) -> Self {
+        let bridge = Self {
+            worker: Rc::new(RefCell::new(None)),
+            pending: Rc::new(RefCell::new(Some(Vec::new()))),
+            on_edit: Rc::new(on_edit),
+        };
+        let starting = bridge.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let build = WorkerBuild::for_this_browser(compute).await;
+            match starting.start(build, compute) {
+                Ok(worker) => {
+                    starting.worker.replace(Some(worker.clone()));
+                    starting.listen(&worker, on_event);
+                }
+                Err(message) => on_event(
+                    WorkerEvent::Failed {
+                        request: Work::Message,
+                        message,
+                    },
+                    Vec::new(),
+                ),
+            }
+        });
+        bridge
+    }
+
+    /// A new worker of `build` on `compute`.
+    fn start(&self, build: WorkerBuild, compute: ComputeChoice) -> Result<web_sys::Worker, String> {
         // `?helpers=N` in the page's address is passed on (the worker's helper workers; see
         // `graft_worker::helpers`), and in the tests' build `?fault=…` (which the helpers read).
         let passed_on: &[&str] = if cfg!(feature = "test-hooks") {
@@ -70,24 +100,23 @@ impl Bridge {
             .iter()
             .filter_map(|name| Some(format!("&{name}={}", crate::device::query_value(&query, name)?)))
             .collect();
-        let url = format!("./worker_loader.js?compute={}{passed_on}", compute.name());
-        let worker = web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))?;
-        let pending: Rc<RefCell<Option<Queue>>> = Rc::new(RefCell::new(Some(Vec::new())));
-        let bridge = Self {
-            worker: worker.clone(),
-            pending: pending.clone(),
-            on_edit: Rc::new(on_edit),
-        };
-        let flush = bridge.clone();
+        let url = format!("{}?compute={}{passed_on}", build.loader(), compute.name());
+        web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))
+    }
+
+    /// Hands `worker`'s events to `on_event`, first sending the queued requests when it is ready.
+    fn listen(&self, worker: &web_sys::Worker, on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static) {
+        let flush = self.clone();
+        let to = worker.clone();
         // For the page's whole life, as the worker.
-        gloo_events::EventListener::new(&worker, "message", move |event| {
+        gloo_events::EventListener::new(worker, "message", move |event| {
             let (json, payloads) = unpack(event);
             match serde_json::from_str::<WorkerEvent>(&json) {
                 Ok(event) => {
                     if matches!(event, WorkerEvent::Ready { .. }) {
                         let queued = flush.pending.borrow_mut().take().unwrap_or_default();
                         for (json, payloads) in queued {
-                            flush.post(&json, payloads);
+                            post(&to, &json, payloads);
                         }
                     }
                     on_event(event, payloads);
@@ -102,7 +131,6 @@ impl Bridge {
             }
         })
         .forget();
-        Ok(bridge)
     }
 
     /// Sends a request with its payloads (queued until the worker is ready).
@@ -115,13 +143,16 @@ impl Bridge {
             queue.push((json, payloads));
             return;
         }
-        self.post(&json, payloads);
-    }
-
-    fn post(&self, json: &str, payloads: Vec<Vec<u8>>) {
-        let (message, transfer) = pack(json, payloads);
-        if let Err(error) = self.worker.post_message_with_transfer(&message, &transfer) {
-            leptos::logging::error!("graft: postMessage to the worker failed: {error:?}");
+        // Not queued: the worker said it is ready, so it was started.
+        if let Some(worker) = self.worker.borrow().as_ref() {
+            post(worker, &json, payloads);
         }
+    }
+}
+
+fn post(worker: &web_sys::Worker, json: &str, payloads: Vec<Vec<u8>>) {
+    let (message, transfer) = pack(json, payloads);
+    if let Err(error) = worker.post_message_with_transfer(&message, &transfer) {
+        leptos::logging::error!("graft: postMessage to the worker failed: {error:?}");
     }
 }

@@ -536,6 +536,27 @@ pub async fn rename(client: &Client, id: &str, name: &str) {
     input.send_keys(&format!("{name}\u{E007}")).await.expect("type");
 }
 
+/// The builds of the training worker (`worker_bg.wasm`: WebGPU, `worker-cpu_bg.wasm`: CPU) the page
+/// loaded: those `server` sent before the service worker's script (which precaches both, once the
+/// page has its worker), in order.
+pub fn worker_builds_loaded(server: &xtask::web::StaticServer) -> Vec<String> {
+    server
+        .served()
+        .iter()
+        .map(|served| {
+            served
+                .path
+                .trim_start_matches('/')
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .take_while(|path| path != "sw.js")
+        .filter(|path| path == "worker_bg.wasm" || path == "worker-cpu_bg.wasm")
+        .collect()
+}
+
 /// Saves a PNG screenshot of the page as `screenshots/<name>.png` and returns its path.
 pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     let png = client.screenshot().await.expect("screenshot failed");

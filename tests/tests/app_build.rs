@@ -121,3 +121,43 @@ fn the_page_links_no_burn_and_every_big_file_has_its_gzip_copy() {
         );
     }
 }
+
+/// The worker's CPU build, which a browser without a usable GPU downloads instead of the WebGPU one,
+/// links Burn (it trains) but none of its WebGPU backend — no wgpu, no cubecl compiler, runtime or
+/// kernels (Burn's shapes and settings come from small cubecl crates every backend uses) — which the
+/// WebGPU build is full of.
+#[test]
+fn the_cpu_worker_links_no_webgpu_backend() {
+    let dist = e2e::dist_dir();
+    let names = |file: &str| {
+        let path = dist.join(file);
+        let bytes = std::fs::read(&path).expect("the worker's wasm");
+        assert!(gzip_copy(&path) == bytes, "the gzip copy of {file} is stale");
+        let gz = std::fs::metadata(format!("{}.gz", path.display()))
+            .expect("gzip copy")
+            .len();
+        println!("{file}: {} bytes, {gz} as gzip", bytes.len());
+        function_names(&bytes)
+    };
+    let cpu = names("worker-cpu_bg.wasm");
+    let webgpu = names("worker_bg.wasm");
+    let webgpu_backend = |name: &&String| {
+        [
+            "wgpu",
+            "cubecl_core",
+            "cubecl_runtime",
+            "cubecl_ir",
+            "cubecl_opt",
+            "cubek",
+        ]
+        .iter()
+        .any(|c| name.contains(c))
+    };
+    let linked: Vec<&String> = cpu.iter().filter(webgpu_backend).take(5).collect();
+    assert!(linked.is_empty(), "the CPU build links the WebGPU backend: {linked:?}…");
+    assert!(
+        cpu.iter().filter(|n| n.contains("burn_")).count() > 1000,
+        "the CPU build trains with Burn"
+    );
+    assert!(webgpu.iter().filter(webgpu_backend).count() > 1000);
+}

@@ -75,6 +75,7 @@ async fn a_software_adapter_is_passed_over_for_the_cpu_unless_webgpu_is_chosen()
             && automatic.to_lowercase().contains("swiftshader"),
         "{automatic}"
     );
+    assert_eq!(e2e::worker_builds_loaded(&server), ["worker-cpu_bg.wasm"]);
     e2e::add_two_fixture_classes(&client).await;
     e2e::click(&client, "analyse-button").await;
     let on_cpu = measured_speed(&client, Duration::from_secs(120)).await;
@@ -142,6 +143,9 @@ async fn app_falls_back_to_the_cpu_without_webgpu() {
 
     let device = device.expect("the app never reported a compute device");
     assert_eq!(device, "CPU fallback: no WebGPU (the browser found no WebGPU adapter)");
+    // The page started the worker's CPU build: the WebGPU one (over three times the bytes) was not
+    // downloaded for a browser that cannot use it.
+    assert_eq!(e2e::worker_builds_loaded(&server), ["worker-cpu_bg.wasm"]);
 }
 
 /// Once loaded, the app works without the server: its service worker answers from the cache, including
@@ -238,6 +242,7 @@ async fn app_trains_on_webgpu() {
         device.starts_with("WebGPU: "),
         "training and predicting stayed on WebGPU: {device}"
     );
+    assert_eq!(e2e::worker_builds_loaded(&server), ["worker_bg.wasm"]);
     let shot = e2e::screenshot(&client, "webgpu-trained").await;
     println!("screenshot {}", shot.display());
     // Nothing of the WebGPU session (measuring, training, predicting) tried to leave the machine.

@@ -294,6 +294,8 @@ fn lint(workspace: &tools::Workspace) -> Result<(), String> {
             "-p",
             "graft-worker",
             "-p",
+            "graft-worker-webgpu",
+            "-p",
             "graft-helper",
             "-p",
             "graft-tests",

@@ -66,18 +66,6 @@ pub fn App() -> impl IntoView {
         move |event, payloads| studio.handle(event, payloads),
         move || studio.edits.update(|(sent, _)| *sent += 1),
     );
-    let bridge = match bridge {
-        Ok(bridge) => bridge,
-        Err(message) => {
-            return view! {
-                <main class="graft">
-                    <h1>"Graft"</h1>
-                    <p class="error">{message}</p>
-                </main>
-            }
-            .into_any();
-        }
-    };
     // Fault injection for the tests (see `WorkerRequest::InjectFault`); not in the deployed build.
     #[cfg(feature = "test-hooks")]
     let query = window().location().search().unwrap_or_default();

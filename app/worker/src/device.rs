@@ -1,9 +1,11 @@
 //! Choosing the compute device: WebGPU when the browser offers a GPU, the CPU backend otherwise —
 //! also when the only WebGPU adapter is a software one (SwiftShader, llvmpipe, WARP), which trains many
-//! times slower than the CPU backend. A person can override that choice ([`ComputeChoice`]).
+//! times slower than the CPU backend. A person can override that choice ([`ComputeChoice`]). The
+//! page has already started the build of the worker that choice needs (`WorkerBuild`); this one
+//! decides the same way, and says why on the badge.
 
 use burn::prelude::*;
-pub use graft_app::device::{ComputeChoice, choice_in_url};
+pub use graft_app::device::{AdapterInfo, ComputeChoice, NoWebGpu, adapter_name, browser_adapter_info, choice_in_url};
 
 /// The device Graft computes on, and why.
 #[derive(Debug, Clone)]
@@ -19,7 +21,7 @@ pub enum ComputeDevice {
         max_buffer_bytes: u64,
         /// The wgpu device behind `device`, for what Burn does not reach (its error handler; the
         /// tests' raw allocations).
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
         wgpu: burn::tensor::wgpu::wgpu::Device,
     },
     /// Burn's CPU backend (Flex) runs everything, from the start.
@@ -130,14 +132,20 @@ async fn acquire_uncached(choice: ComputeChoice) -> ComputeDevice {
     open_webgpu(described, |reason| cpu(CpuWhy::NoWebGpu(reason))).await
 }
 
-/// The page's code also builds natively, for its unit tests, where there is no browser and no WebGPU.
-#[cfg(not(target_arch = "wasm32"))]
+/// Natively (the unit tests) there is no browser and no WebGPU; the CPU build of the worker
+/// (`graft-worker-cpu`, which the page starts only where WebGPU is not to be used) has no WebGPU
+/// backend.
+#[cfg(not(all(target_arch = "wasm32", feature = "webgpu")))]
 async fn open_webgpu(_: AdapterInfo, cpu: impl FnOnce(String) -> ComputeDevice) -> ComputeDevice {
-    cpu("not in a browser".into())
+    cpu(if cfg!(target_arch = "wasm32") {
+        "this build of the worker has none".into()
+    } else {
+        "not in a browser".into()
+    })
 }
 
 /// Opens a WebGPU device on the adapter the browser described.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 async fn open_webgpu(described: AdapterInfo, cpu: impl FnOnce(String) -> ComputeDevice) -> ComputeDevice {
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
@@ -160,7 +168,7 @@ async fn open_webgpu(described: AdapterInfo, cpu: impl FnOnce(String) -> Compute
 /// all) to the engine, whose next read-back then fails with them: training goes on in smaller
 /// batches after an out-of-memory instead of reading back meaningless numbers. Replaces the runtime's
 /// handler, which panics (in a browser: a worker that stops answering).
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 fn watch_uncaptured_errors(device: &burn::tensor::wgpu::wgpu::Device) {
     use burn::tensor::wgpu::wgpu::Error;
     use graft_engine::readback::{self, DeviceFault};
@@ -173,110 +181,6 @@ fn watch_uncaptured_errors(device: &burn::tensor::wgpu::wgpu::Device) {
     }));
 }
 
-/// Why the browser offers no WebGPU adapter.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NoWebGpu {
-    /// `navigator.gpu` does not exist: the browser lacks WebGPU or has it switched off.
-    #[error("this browser does not offer WebGPU")]
-    NotInBrowser,
-    /// `requestAdapter()` found no adapter (blocklisted GPU, no driver, or WebGPU disabled).
-    #[error("the browser found no WebGPU adapter")]
-    NoAdapter,
-}
-
-/// What the browser's `GPUAdapterInfo` says: vendor, architecture, device, description, and whether
-/// it is a fallback (software) adapter.
-///
-/// wgpu keeps only the description, which browsers usually leave empty; the vendor and architecture
-/// ("google", "swiftshader") are what tells a person which adapter they got.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AdapterInfo {
-    pub vendor: String,
-    pub architecture: String,
-    pub device: String,
-    pub description: String,
-    /// `isFallbackAdapter`: the browser itself calls it a software adapter.
-    pub fallback: bool,
-}
-
-/// Names of software rasterisers a browser may put behind WebGPU without calling them a fallback
-/// adapter (Chromium's SwiftShader, Mesa's llvmpipe/lavapipe/softpipe, Windows' WARP).
-const SOFTWARE_ADAPTERS: [&str; 6] = [
-    "swiftshader",
-    "llvmpipe",
-    "lavapipe",
-    "softpipe",
-    "microsoft basic render driver",
-    "warp",
-];
-
-impl AdapterInfo {
-    /// Whether this adapter runs on the CPU: the browser says so, or its name is a known software
-    /// rasteriser's.
-    pub fn is_software(&self) -> bool {
-        // The fields as words between spaces, so that "warp" is not found in "warpdrive".
-        let words: String = [&self.vendor, &self.architecture, &self.device, &self.description]
-            .iter()
-            .flat_map(|field| field.chars().chain([' ']))
-            .map(|c| {
-                if c.is_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    ' '
-                }
-            })
-            .collect();
-        let words = format!(" {} ", words.split_whitespace().collect::<Vec<_>>().join(" "));
-        self.fallback
-            || SOFTWARE_ADAPTERS
-                .iter()
-                .any(|name| words.contains(&format!(" {name} ")))
-    }
-}
-
-/// Asks `navigator.gpu` (on the page or in a worker) for an adapter and returns its info.
-pub async fn browser_adapter_info() -> Result<AdapterInfo, NoWebGpu> {
-    use js_sys::{Function, Promise, Reflect};
-    use wasm_bindgen::{JsCast, JsValue};
-
-    let get = |object: &JsValue, key: &str| {
-        Reflect::get(object, &JsValue::from_str(key))
-            .ok()
-            .filter(|v| !v.is_undefined() && !v.is_null())
-    };
-    let navigator = get(&js_sys::global().into(), "navigator").ok_or(NoWebGpu::NotInBrowser)?;
-    let gpu = get(&navigator, "gpu").ok_or(NoWebGpu::NotInBrowser)?;
-    let request: Function = get(&gpu, "requestAdapter")
-        .and_then(|f| f.dyn_into().ok())
-        .ok_or(NoWebGpu::NotInBrowser)?;
-    let promise: Promise = request
-        .call0(&gpu)
-        .ok()
-        .and_then(|p| p.dyn_into().ok())
-        .ok_or(NoWebGpu::NoAdapter)?;
-    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok();
-    let adapter = adapter
-        .filter(|a| !a.is_null() && !a.is_undefined())
-        .ok_or(NoWebGpu::NoAdapter)?;
-    // `isFallbackAdapter` moved from the adapter to its info (Chromium 136); either may be there.
-    let flag = |object: &JsValue| get(object, "isFallbackAdapter").and_then(|v| v.as_bool());
-    let adapter_flag = flag(&adapter);
-    let Some(info) = get(&adapter, "info") else {
-        return Ok(AdapterInfo {
-            fallback: adapter_flag.unwrap_or(false),
-            ..AdapterInfo::default()
-        });
-    };
-    let text = |key: &str| get(&info, key).and_then(|v| v.as_string()).unwrap_or_default();
-    Ok(AdapterInfo {
-        vendor: text("vendor"),
-        architecture: text("architecture"),
-        device: text("device"),
-        description: text("description"),
-        fallback: flag(&info).or(adapter_flag).unwrap_or(false),
-    })
-}
-
 /// One line naming the adapter from whatever the browser reveals, e.g.
 /// `google swiftshader (software adapter)` or `NVIDIA GeForce RTX 3060 (GPU)`.
 pub fn describe_adapter(wgpu_name: &str, info: &AdapterInfo, software: bool) -> String {
@@ -287,49 +191,9 @@ pub fn describe_adapter(wgpu_name: &str, info: &AdapterInfo, software: bool) -> 
     }
 }
 
-/// The adapter's name: wgpu's, else the browser's description, else its vendor, architecture and
-/// device; `None` when all are empty.
-pub fn adapter_name(wgpu_name: &str, info: &AdapterInfo) -> Option<String> {
-    let words: Vec<&str> = [info.vendor.as_str(), info.architecture.as_str(), info.device.as_str()]
-        .into_iter()
-        .map(str::trim)
-        .filter(|word| !word.is_empty())
-        .collect();
-    [wgpu_name.trim(), info.description.trim()]
-        .into_iter()
-        .find(|name| !name.is_empty())
-        .map(str::to_string)
-        .or_else(|| (!words.is_empty()).then(|| words.join(" ")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn software_adapters_are_told_from_gpus() {
-        let info = |vendor: &str, architecture: &str, description: &str| AdapterInfo {
-            vendor: vendor.into(),
-            architecture: architecture.into(),
-            description: description.into(),
-            ..AdapterInfo::default()
-        };
-        assert!(info("google", "swiftshader", "").is_software());
-        assert!(info("mesa", "", "llvmpipe (LLVM 19.1.7, 256 bits)").is_software());
-        assert!(info("microsoft", "", "Microsoft Basic Render Driver").is_software());
-        assert!(
-            AdapterInfo {
-                fallback: true,
-                ..info("", "", "")
-            }
-            .is_software()
-        );
-        assert!(!info("nvidia", "ampere", "NVIDIA GeForce RTX 3060").is_software());
-        assert!(!info("intel", "gen-12lp", "").is_software());
-        // A word inside another is not the name.
-        assert!(!info("warpdrive", "", "").is_software());
-        assert!(!info("", "", "").is_software());
-    }
 
     #[test]
     fn the_badge_says_why_the_cpu() {
