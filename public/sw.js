@@ -1,8 +1,10 @@
 // Graft's service worker: keeps the app working offline once it has been loaded.
 //
 // On install it caches the page, every asset the page names (hashed wasm/js/css) and the files the
-// training worker loads (both builds of the worker, the helper scripts, model manifest and weights). Only this origin is ever fetched.
+// training worker loads (its build, the helper scripts, model manifest and weights). Only this origin is ever fetched.
 const CACHE = "graft-v1";
+const named = new URL(self.location.href).searchParams.get("worker");
+const workerBuilds = ["worker", "worker-cpu"].includes(named) ? [named] : ["worker", "worker-cpu"];
 
 async function precache() {
   const cache = await caches.open(CACHE);
@@ -13,10 +15,10 @@ async function precache() {
     .map((m) => m[1])
     .filter((url) => !url.startsWith("http") && !url.startsWith("data:"));
   const fixed = [
-    // The training worker in both builds (WebGPU, CPU), whichever this browser started, so that a
-    // change of "Compute on" works offline too.
-    "./worker_loader.js", "./worker.js", "./worker_bg.wasm",
-    "./worker-cpu_loader.js", "./worker-cpu.js", "./worker-cpu_bg.wasm",
+    // The training worker: the build this page started (`sw.js?worker=worker-cpu`, for a browser
+    // without a usable GPU, or `worker`), both when not named. The other build, should a person
+    // switch "Compute on", is cached as it is fetched.
+    ...workerBuilds.flatMap((name) => [`./${name}_loader.js`, `./${name}.js`, `./${name}_bg.wasm`]),
     "./models/manifest.json",
     // The helper workers the training worker starts on the CPU backend, one per spare core.
     "./helper_loader.js", "./helper.js", "./helper_bg.wasm",

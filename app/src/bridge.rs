@@ -40,8 +40,8 @@ type Queue = Vec<(String, Vec<Vec<u8>>)>;
 /// The training worker, seen from the page.
 #[derive(Clone)]
 pub struct Bridge {
-    /// The worker, once its build is chosen and it is started (requests wait in `pending` till then).
-    worker: Rc<RefCell<Option<web_sys::Worker>>>,
+    /// The worker and its build, once chosen and started (requests wait in `pending` till then).
+    worker: Rc<RefCell<Option<(web_sys::Worker, WorkerBuild)>>>,
     /// Requests sent before the worker said it is ready.
     pending: Rc<RefCell<Option<Queue>>>,
     /// Called for each request that edits the project, as it is sent (the worker answers each with
@@ -71,7 +71,7 @@ impl Bridge {
             let build = WorkerBuild::for_this_browser(compute).await;
             match starting.start(build, compute) {
                 Ok(worker) => {
-                    starting.worker.replace(Some(worker.clone()));
+                    starting.worker.replace(Some((worker.clone(), build)));
                     starting.listen(&worker, on_event);
                 }
                 Err(message) => on_event(
@@ -144,9 +144,14 @@ impl Bridge {
             return;
         }
         // Not queued: the worker said it is ready, so it was started.
-        if let Some(worker) = self.worker.borrow().as_ref() {
+        if let Some((worker, _)) = self.worker.borrow().as_ref() {
             post(worker, &json, payloads);
         }
+    }
+
+    /// The build of the worker started, once it is.
+    pub fn build(&self) -> Option<WorkerBuild> {
+        self.worker.borrow().as_ref().map(|(_, build)| *build)
     }
 }
 

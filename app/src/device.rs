@@ -81,6 +81,14 @@ impl WorkerBuild {
         Self::for_choice(choice, &browser_adapter_info().await)
     }
 
+    /// Its bin's name: trunk's files for it are `{name}_loader.js`, `{name}.js`, `{name}_bg.wasm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WebGpu => "worker",
+            Self::Cpu => "worker-cpu",
+        }
+    }
+
     /// The script that starts it (trunk's loader for the bin).
     pub fn loader(self) -> &'static str {
         match self {
@@ -275,6 +283,9 @@ mod tests {
             WorkerBuild::Cpu
         );
         assert_eq!(build(ComputeChoice::Cpu, &gpu), WorkerBuild::Cpu);
+        for build in [WorkerBuild::WebGpu, WorkerBuild::Cpu] {
+            assert_eq!(build.loader(), format!("./{}_loader.js", build.name()));
+        }
         assert_ne!(WorkerBuild::WebGpu.loader(), WorkerBuild::Cpu.loader());
     }
 

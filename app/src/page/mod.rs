@@ -5,6 +5,7 @@ use wasm_bindgen::JsCast;
 
 use crate::DeviceBadge;
 use crate::bridge::Bridge;
+use crate::device::WorkerBuild;
 #[cfg(feature = "test-hooks")]
 use crate::protocol::InjectedFault;
 use crate::protocol::WorkerRequest;
@@ -24,7 +25,7 @@ mod tests;
 
 /// Registers the service worker (`sw.js`) that keeps the app usable offline once loaded. Through
 /// `Reflect`: web-sys's service worker types would add features, and with them a rebuild of wgpu.
-fn register_service_worker(studio: Studio) {
+fn register_service_worker(studio: Studio, build: Option<WorkerBuild>) {
     use js_sys::{Function, Promise, Reflect};
     let Some(navigator) = web_sys::window().map(|w| w.navigator()) else {
         return;
@@ -38,7 +39,12 @@ fn register_service_worker(studio: Studio) {
     let Ok(register) = Reflect::get(&container, &"register".into()).and_then(|f| f.dyn_into::<Function>()) else {
         return;
     };
-    if let Ok(promise) = register.call1(&container, &"./sw.js".into()) {
+    // It precaches the build of the worker this page started (both when not known).
+    let script = match build {
+        Some(build) => format!("./sw.js?worker={}", build.name()),
+        None => "./sw.js".to_string(),
+    };
+    if let Ok(promise) = register.call1(&container, &script.into()) {
         let promise: Promise = promise.unchecked_into();
         leptos::task::spawn_local(async move {
             if let Err(error) = wasm_bindgen_futures::JsFuture::from(promise).await {
@@ -52,20 +58,21 @@ fn register_service_worker(studio: Studio) {
 #[component]
 pub fn App() -> impl IntoView {
     let studio = Studio::new();
-    // The service worker precaches everything, the weights too (16 MB): only once the worker is up, so
-    // that on a first visit they never share the link with the worker's wasm the page waits for.
-    let registered = StoredValue::new(false);
-    Effect::new(move |_| {
-        if studio.device.get().is_some() && !registered.get_value() {
-            registered.set_value(true);
-            register_service_worker(studio);
-        }
-    });
     let bridge = Bridge::spawn(
         panels::current_choice(),
         move |event, payloads| studio.handle(event, payloads),
         move || studio.edits.update(|(sent, _)| *sent += 1),
     );
+    // The service worker precaches everything, the weights too (16 MB): only once the worker is up, so
+    // that on a first visit they never share the link with the worker's wasm the page waits for.
+    let registered = StoredValue::new(false);
+    let registering = bridge.clone();
+    Effect::new(move |_| {
+        if studio.device.get().is_some() && !registered.get_value() {
+            registered.set_value(true);
+            register_service_worker(studio, registering.build());
+        }
+    });
     // Fault injection for the tests (see `WorkerRequest::InjectFault`); not in the deployed build.
     #[cfg(feature = "test-hooks")]
     let query = window().location().search().unwrap_or_default();
