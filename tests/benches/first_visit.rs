@@ -1,7 +1,8 @@
 //! A first visit, cold and warm, over a typical home link (20 Mbit/s, 20 ms; the server paces every
 //! response, the worker's and the service worker's too): the time until the page is drawn, until it
 //! can take pictures (the worker has loaded and opened its device: the badge names it), the bytes that
-//! crossed the link by then, and what the service worker downloads after that to work offline.
+//! crossed the link by then, and what the service worker downloads after that to work offline; in a
+//! browser without WebGPU (the worker's CPU build) and, cold, with WebGPU (its WebGPU build).
 //! Printed as `bench:` lines; run by `cargo xtask bench` on the tests' build (`dist-test/`), or on the
 //! deployed build with `GRAFT_DIST=dist` after `cargo xtask dist`.
 
@@ -106,6 +107,20 @@ fn main() {
             println!(
                 "bench: first visit warm: {:.2} MB transferred in all once quiet",
                 (server.bytes_sent() - before.0) as f64 / MB
+            );
+            client.close().await.expect("close");
+
+            // A browser with a GPU gets the worker's WebGPU build (here WebGPU chosen in the URL, on
+            // SwiftShader): a fresh profile, over the same link.
+            let server = StaticServer::over_link(dist.clone(), link);
+            let client = driver.session().await;
+            let (drawn, ready) = visit(&client, &server.url("/?compute=webgpu")).await;
+            let served = server.served();
+            println!(
+                "bench: first visit cold, WebGPU: page drawn {drawn:.1} s, takes pictures {ready:.1} s, {:.2} MB transferred by then ({} requests done; largest: {})",
+                server.bytes_sent() as f64 / MB,
+                served.len(),
+                largest(&served)
             );
             client.close().await.expect("close");
         });
