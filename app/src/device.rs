@@ -53,7 +53,7 @@ impl ComputeChoice {
 /// starts the CPU build for them, which downloads a fraction of the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerBuild {
-    /// `graft-worker` (bin `worker`): WebGPU, and the CPU backend it falls back to.
+    /// `graft-worker-webgpu` (bin `worker`): WebGPU, and the CPU backend it falls back to.
     WebGpu,
     /// `graft-worker-cpu` (bin `worker-cpu`): the same worker without the WebGPU backend.
     Cpu,
@@ -90,11 +90,8 @@ impl WorkerBuild {
     }
 
     /// The script that starts it (trunk's loader for the bin).
-    pub fn loader(self) -> &'static str {
-        match self {
-            Self::WebGpu => "./worker_loader.js",
-            Self::Cpu => "./worker-cpu_loader.js",
-        }
+    pub fn loader(self) -> String {
+        format!("./{}_loader.js", self.name())
     }
 }
 
@@ -287,6 +284,9 @@ mod tests {
             assert_eq!(build.loader(), format!("./{}_loader.js", build.name()));
         }
         assert_ne!(WorkerBuild::WebGpu.loader(), WorkerBuild::Cpu.loader());
+        // The files trunk writes for the two bins (`app/index.html`).
+        assert_eq!(WorkerBuild::WebGpu.loader(), "./worker_loader.js");
+        assert_eq!(WorkerBuild::Cpu.loader(), "./worker-cpu_loader.js");
     }
 
     #[test]
