@@ -7,13 +7,18 @@
 //!
 //! A helper counts only once it said it is ready; one that fails (its wasm did not load, it
 //! trapped) is not asked again, and its shares waiting for an answer are computed here instead.
+//!
+//! On a cross-origin isolated page the first ready helper also takes half of each training step's
+//! 1x1-convolution products (`graft_engine::helpers::StepHelper`): the worker waits for its answer
+//! inside the operation, on shared memory (`graft_helper::Channel`), so training on the CPU backend
+//! uses the second core too.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use graft_engine::helpers::{Answer, HelperError, Helpers, SharedNetwork, Work};
-use graft_helper::{FromHelper, ToHelper};
+use graft_engine::helpers::{Answer, HelperError, Helpers, Share, SharedNetwork, StepHelper, Work};
+use graft_helper::{Channel, FromHelper, ToHelper, Waited};
 use wasm_bindgen::prelude::*;
 
 /// Helpers at most: each holds a copy of the network (~30 MB for MobileNetV2 with its file), and
@@ -69,9 +74,22 @@ impl Helper {
     }
 }
 
+/// How long the worker waits for a helper's share of a training step (a few milliseconds when all is
+/// well) before computing it itself and asking that helper nothing more.
+const STEP_TIMEOUT_MS: f64 = 20_000.0;
+
+/// The helper that takes the training steps' shares, and the channel it answers them through.
+struct StepChannel {
+    helper: Rc<Helper>,
+    channel: Channel,
+}
+
 /// The helper workers of this worker.
 pub struct Pool {
     helpers: Vec<Rc<Helper>>,
+    step: RefCell<Option<StepChannel>>,
+    /// Training steps' shares answered by a helper so far.
+    steps_shared: Cell<usize>,
 }
 
 /// How many helpers to start: the worker's URL's `helpers=N`, else one per core beyond this one.
@@ -93,7 +111,7 @@ pub fn start_on_cpu() {
     if graft_engine::helpers::installed().is_none() {
         let count = wanted();
         if count > 0 {
-            graft_engine::helpers::install(Some(Rc::new(Pool::start(count))));
+            Rc::new(Pool::start(count)).install();
         }
     }
 }
@@ -162,7 +180,25 @@ impl Pool {
                 helper
             })
             .collect();
-        Self { helpers }
+        Self {
+            helpers,
+            step: RefCell::new(None),
+            steps_shared: Cell::new(0),
+        }
+    }
+
+    /// Training steps' shares a helper has answered so far.
+    pub fn steps_shared(&self) -> usize {
+        self.steps_shared.get()
+    }
+
+    /// Installs the pool as the engine's helpers for frozen inference, and as its step helper when
+    /// this worker can share memory with them.
+    pub fn install(self: Rc<Self>) {
+        if Channel::available() {
+            graft_engine::helpers::install_step(Some(self.clone()));
+        }
+        graft_engine::helpers::install(Some(self));
     }
 
     fn ready_ones(&self) -> impl Iterator<Item = &Rc<Helper>> {
@@ -232,5 +268,62 @@ impl Helpers for Pool {
                 }
             }
         })
+    }
+}
+
+impl StepHelper for Pool {
+    fn start(&self, share: Share, a: &[f32], b: &[f32]) -> bool {
+        let Some(helper) = self.ready_ones().next().cloned() else {
+            return false;
+        };
+        let send = |(message, transfer): graft_helper::Packed| {
+            helper.worker.post_message_with_transfer(&message, &transfer).is_ok()
+        };
+        let mut step = self.step.borrow_mut();
+        let wanted = share.output_len();
+        let fits = step
+            .as_ref()
+            .is_some_and(|step| Rc::ptr_eq(&step.helper, &helper) && step.channel.capacity() >= wanted);
+        if !fits {
+            // Room for the largest answer so far, doubled, so that a step's shares seldom grow it.
+            let capacity = wanted.max(step.as_ref().map_or(0, |step| 2 * step.channel.capacity()));
+            let Some(channel) = Channel::new(capacity) else {
+                return false;
+            };
+            if !send(ToHelper::Channel(channel.buffer().clone()).pack()) {
+                helper.fail();
+                return false;
+            }
+            *step = Some(StepChannel {
+                helper: helper.clone(),
+                channel,
+            });
+        }
+        let Some(step) = step.as_ref() else { return false };
+        step.channel.set_pending();
+        if !send(graft_helper::pack_step(share, a, b)) {
+            helper.fail();
+            return false;
+        }
+        true
+    }
+
+    fn finish(&self, out: &mut [f32]) -> Result<(), HelperError> {
+        let step = self.step.borrow();
+        let Some(step) = step.as_ref() else {
+            return Err(HelperError("no step started".into()));
+        };
+        match step.channel.wait(STEP_TIMEOUT_MS) {
+            Waited::Done(len) if len == out.len() => {
+                step.channel.read(out);
+                self.steps_shared.set(self.steps_shared.get() + 1);
+                Ok(())
+            }
+            waited => {
+                // Not asked again: what failed once would fail again.
+                step.helper.fail();
+                Err(HelperError(format!("a training step's share: {waited:?}")))
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod matmul;
 pub mod network;
 mod simd;
+pub mod step;
 pub mod train;
 
 pub use conv::{DenseWeights, DepthwiseWeights, Geometry, channel_sums, dense, depthwise, mean_pool, scale_shift};

@@ -25,7 +25,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
-use graft_kernels::matmul::{Matrix, Workspace, matmul};
+use graft_kernels::matmul::Workspace;
 use graft_kernels::train::{
     PlaneConv, batch_norm_backward_plane, batch_norm_backward_sums, depthwise_backward_plane, plane_moments,
     scale_shift_plane,
@@ -248,20 +248,18 @@ impl Backward<Flex, 2> for PointwiseBackward {
     }
 }
 
-/// The 1x1 convolution's three products, image by image (over the cores natively). `x` is
-/// `[batch, inputs, plane]`, `y` and `dy` `[batch, outputs, plane]`, `w` `[outputs, inputs]`.
+/// The 1x1 convolution's three products ([`graft_kernels::step`]), image by image: over the cores
+/// natively; in the browser the last half of the batch on the step helper when one is installed
+/// (`crate::helpers::run_step_shared`). `x` is `[batch, inputs, plane]`, `y` and `dy`
+/// `[batch, outputs, plane]`, `w` `[outputs, inputs]`.
 mod pointwise {
-    use super::{Matrix, matmul, parallel};
+    use super::parallel;
+    use crate::helpers::{Product, Share, run_step_shared};
+    use graft_kernels::step::Pointwise;
 
     /// `y[n] = w x[n]`.
     pub fn forward(x: &[f32], w: &[f32], batch: usize, inputs: usize, outputs: usize, plane: usize) -> Vec<f32> {
-        let mut y = vec![0.0f32; batch * outputs * plane];
-        let w = Matrix::row_major(w, outputs, inputs);
-        parallel::images(&mut y, outputs * plane, |workspace, n, y| {
-            let x = Matrix::row_major(&x[n * inputs * plane..], inputs, plane);
-            matmul(w, x, y, false, workspace);
-        });
-        y
+        run(Product::Forward, x, w, batch, Pointwise { inputs, outputs, plane })
     }
 
     /// `dx[n] = wᵀ dy[n]`.
@@ -273,13 +271,7 @@ mod pointwise {
         outputs: usize,
         plane: usize,
     ) -> Vec<f32> {
-        let mut dx = vec![0.0f32; batch * inputs * plane];
-        let wt = Matrix::row_major(w, outputs, inputs).transposed();
-        parallel::images(&mut dx, inputs * plane, |workspace, n, dx| {
-            let dy = Matrix::row_major(&dy[n * outputs * plane..], outputs, plane);
-            matmul(wt, dy, dx, false, workspace);
-        });
-        dx
+        run(Product::InputGradient, dy, w, batch, Pointwise { inputs, outputs, plane })
     }
 
     /// `dw = Σ_n dy[n] x[n]ᵀ`.
@@ -291,11 +283,31 @@ mod pointwise {
         outputs: usize,
         plane: usize,
     ) -> Vec<f32> {
-        parallel::sum(batch, outputs * inputs, |workspace, n, dw| {
-            let dy = Matrix::row_major(&dy[n * outputs * plane..], outputs, plane);
-            let xt = Matrix::row_major(&x[n * inputs * plane..], inputs, plane).transposed();
-            matmul(dy, xt, dw, true, workspace);
-        })
+        run(Product::WeightGradient, x, dy, batch, Pointwise { inputs, outputs, plane })
+    }
+
+    fn run(product: Product, a: &[f32], b: &[f32], images: usize, shape: Pointwise) -> Vec<f32> {
+        let share = Share { product, shape, images };
+        let mut out = vec![0.0f32; share.output_len()];
+        run_step_shared(share, a, b, &mut out, local);
+        out
+    }
+
+    /// `share` here, into `out` (the weight gradient added to it).
+    fn local(share: Share, a: &[f32], b: &[f32], out: &mut [f32]) {
+        match share.product {
+            Product::WeightGradient => {
+                let sum = parallel::sum(share.images, out.len(), |workspace, n, sum| {
+                    share.image(n, a, b, sum, workspace)
+                });
+                out.iter_mut().zip(&sum).for_each(|(o, s)| *o += s);
+            }
+            Product::Forward | Product::InputGradient => {
+                parallel::images(out, share.output_per_image(), |workspace, n, image| {
+                    share.image(n, a, b, image, workspace)
+                });
+            }
+        }
     }
 }
 
@@ -630,6 +642,7 @@ mod parallel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::helpers;
     use burn::tensor::Distribution;
     use burn::tensor::activation::relu6;
 
@@ -673,6 +686,83 @@ mod tests {
                 1e-2,
                 &format!("{what}: weight gradient"),
             );
+        }
+    }
+
+    /// A step helper in this process: computes the shares it is sent (or fails, or refuses, as told)
+    /// and counts them.
+    struct InProcess {
+        answer: Result<(), &'static str>,
+        refuse: bool,
+        started: std::cell::RefCell<Vec<helpers::Share>>,
+        pending: std::cell::RefCell<Option<Vec<f32>>>,
+    }
+
+    impl helpers::StepHelper for InProcess {
+        fn start(&self, share: helpers::Share, a: &[f32], b: &[f32]) -> bool {
+            if self.refuse {
+                return false;
+            }
+            self.started.borrow_mut().push(share);
+            *self.pending.borrow_mut() = Some(share.run(a, b).expect("operands as long as the share says"));
+            true
+        }
+
+        fn finish(&self, out: &mut [f32]) -> Result<(), helpers::HelperError> {
+            let values = self.pending.borrow_mut().take().expect("a share started");
+            self.answer.map_err(|why| helpers::HelperError(why.into()))?;
+            out.copy_from_slice(&values);
+            Ok(())
+        }
+    }
+
+    /// With a step helper taking the last half of each batch, the 1x1 convolution gives the values
+    /// and gradients it gives alone (to the rounding of the weight gradient's sum, added in two
+    /// parts); a helper that fails or refuses has its images computed here; a share too small to be
+    /// worth the trip is not sent.
+    #[test]
+    fn pointwise_shared_with_a_step_helper_changes_no_number() {
+        let device = Device::flex().autodiff();
+        let (batch, inputs, outputs, size) = (5, 96, 160, 14);
+        let x = Tensor::<4>::random([batch, inputs, size, size], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let w = Tensor::<4>::random([outputs, inputs, 1, 1], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let r = Tensor::<4>::random([batch, outputs, size, size], Distribution::Normal(0.0, 1.0), &device);
+        let run = |x: &Tensor<4>, w: &Tensor<4>| {
+            let y = pointwise_conv2d(x.clone(), w.clone());
+            let grads = (y.clone() * r.clone()).sum().backward();
+            (y, x.grad(&grads).unwrap(), w.grad(&grads).unwrap())
+        };
+        let (y, dx, dw) = run(&x, &w);
+        for (answer, refuse) in [(Ok(()), false), (Err("stopped"), false), (Ok(()), true)] {
+            let helper = std::rc::Rc::new(InProcess {
+                answer,
+                refuse,
+                started: Default::default(),
+                pending: Default::default(),
+            });
+            helpers::install_step(Some(helper.clone()));
+            let (y2, dx2, dw2) = run(&x, &w);
+            // A share below the threshold stays here.
+            let small = Tensor::<4>::random([2, 4, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+            let small_w = Tensor::<4>::random([4, 4, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+            let _ = pointwise_conv2d(small, small_w);
+            helpers::install_step(None);
+            let what = format!("{answer:?}, refused {refuse}");
+            assert!((y2 - y.clone()).abs().max().into_scalar::<f32>() == 0.0, "{what}: output");
+            assert!((dx2 - dx.clone()).abs().max().into_scalar::<f32>() == 0.0, "{what}: input gradient");
+            close(dw2, dw.clone(), 1e-3, &format!("{what}: weight gradient"));
+            let started = helper.started.borrow();
+            if refuse {
+                assert!(started.is_empty(), "{what}");
+            } else {
+                let products: Vec<_> = started.iter().map(|share| (share.product, share.images)).collect();
+                assert_eq!(
+                    products.len(),
+                    3,
+                    "{what}: the forward product and both gradients shared, nothing else: {products:?}"
+                );
+                assert!(products.iter().all(|&(_, images)| images == 2), "{what}: {products:?}");
+            }
         }
     }
 

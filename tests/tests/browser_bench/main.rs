@@ -132,7 +132,8 @@ fn cores() -> usize {
 }
 
 /// Helper workers as the app starts them on this machine (one per core beyond this one, at most
-/// `MAX_HELPERS`), installed for frozen inference once every one is ready; `None` on one core.
+/// `MAX_HELPERS`), installed once every one is ready (for frozen inference, and for the training
+/// steps' products when this page can share memory); `None` on one core.
 async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
     use graft_engine::helpers::Helpers;
     let count = cores().saturating_sub(1).min(graft_worker::helpers::MAX_HELPERS);
@@ -154,7 +155,7 @@ async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
         );
         gloo_timers::future::TimeoutFuture::new(50).await;
     }
-    graft_engine::helpers::install(Some(pool.clone()));
+    pool.clone().install();
     Some(pool)
 }
 
@@ -173,6 +174,7 @@ async fn embedding_throughput_on_every_core() {
         throughput(kind, &device, &backend, true, 16, 3, 2000.0).await;
     }
     graft_engine::helpers::install(None);
+    graft_engine::helpers::install_step(None);
 }
 
 #[wasm_bindgen_test]
@@ -510,7 +512,32 @@ async fn training_rate_against_the_bound_on_cpu() {
         classes: vec!["a".into(), "b".into()],
         examples,
     };
-    for strategy in [Strategy::PartialFreeze { trainable_blocks: 6 }, Strategy::FullFineTune] {
+    // The partial freeze once on this worker alone and once with the app's helpers (its frozen
+    // prefix on the CPU kernels shares a batch with them, or runs ahead on them); a full fine-tune has
+    // no frozen prefix to share.
+    let runs = [
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, false),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, true),
+        (Strategy::FullFineTune, false),
+    ];
+    for (strategy, with_helpers) in runs {
+        let pool = if with_helpers {
+            match start_helpers().await {
+                Some(pool) => Some(pool),
+                None => {
+                    console_log!("bench: one core here: no helpers to train with");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let on = pool.as_ref().map_or("this worker alone".to_string(), |pool| {
+            format!(
+                "this worker and {} helper(s)",
+                graft_engine::helpers::Helpers::ready(&**pool)
+            )
+        });
         // The blocks the strategy freezes, as the engine plans them (one phase for these two).
         let frozen = strategy
             .phases(model.block_names().len(), 1, strategy.default_base_lr())
@@ -533,11 +560,24 @@ async fn training_rate_against_the_bound_on_cpu() {
         let times = training::epoch_times(&model, &dataset, &config, &device, move || (now_ms() - start) / 1000.0)
             .await
             .expect("training");
+        graft_engine::helpers::install(None);
+        graft_engine::helpers::install_step(None);
         let (_, seconds) = times.epochs.last().cloned().expect("an epoch");
+        let on = match &pool {
+            Some(pool) => {
+                // Training with helpers on a page that can share memory shares its steps' products.
+                assert!(
+                    pool.steps_shared() > 0 || !graft_helper::Channel::available(),
+                    "no training step shared with a helper"
+                );
+                format!("{on}, {} step shares on a helper", pool.steps_shared())
+            }
+            None => on,
+        };
         let rate = pictures as f64 / seconds;
         let bound = gmacs * 1e9 / step_macs;
         console_log!(
-            "bench: training on the cpu backend, mobilenet-v2 224 px batch 16, {}: {rate:.2} img/s; bound {bound:.1} img/s on one core, {:.1} on {cores} ({:.2} G MACs per image per step, of {:.2} G forward; graft-kernels {gmacs:.1} GMAC/s here): {:.0}% of one core's bound",
+            "bench: training on the cpu backend, mobilenet-v2 224 px batch 16, {}, {on}: {rate:.2} img/s; bound {bound:.1} img/s on one core, {:.1} on {cores} ({:.2} G MACs per image per step, of {:.2} G forward; graft-kernels {gmacs:.1} GMAC/s here): {:.0}% of one core's bound",
             strategy.name(),
             bound * cores as f64,
             step_macs / 1e9,
