@@ -59,86 +59,20 @@ pub trait Helpers {
     /// `network`, sending it the network first when it does not hold it. Shares sent to one helper
     /// are answered in the order they were sent.
     fn run(&self, index: usize, network: &SharedNetwork, work: Work, images: Vec<f32>, dims: [usize; 4]) -> Answer;
-}
 
-/// A helper that takes a share of a training step's products ([`Share`]) while this thread computes
-/// the rest. Burn's operations are synchronous, so its answer is waited for, blocking this thread:
-/// in the browser the answer comes back through shared memory (a cross-origin isolated page).
-pub trait StepHelper {
-    /// Starts `share` on its operands `a` and `b`; false when the helper cannot take it (then
-    /// nothing was started).
-    fn start(&self, share: Share, a: &[f32], b: &[f32]) -> bool;
-
-    /// Waits for the answer of the share started last and writes its values into `out` (as long as
-    /// the share's output). A helper that fails is not asked again.
-    fn finish(&self, out: &mut [f32]) -> Result<(), HelperError>;
+    /// Starts `share` of a training step (`graft_kernels::step`) on its operands `a` and `b` on
+    /// helper `index` (below [`ready`](Self::ready)), answered in order with the shares of batches.
+    /// Helpers that take no such shares answer with an error (the default).
+    fn run_step(&self, index: usize, share: Share, a: &[f32], b: &[f32]) -> Answer {
+        let _ = (index, share, a, b);
+        Box::pin(async { Err(HelperError("this helper takes no training step shares".into())) })
+    }
 }
 
 pub use graft_kernels::step::{Product, Share};
 
 thread_local! {
     static INSTALLED: RefCell<Option<Rc<dyn Helpers>>> = const { RefCell::new(None) };
-    static STEP: RefCell<Option<Rc<dyn StepHelper>>> = const { RefCell::new(None) };
-}
-
-/// Makes `helper` take a share of the training step's products on this thread from now on (`None`:
-/// no helper again).
-pub fn install_step(helper: Option<Rc<dyn StepHelper>>) {
-    STEP.set(helper);
-}
-
-/// The step helper installed on this thread, if any.
-pub fn step_helper() -> Option<Rc<dyn StepHelper>> {
-    STEP.with_borrow(Clone::clone)
-}
-
-/// Below this many multiply-adds a helper's share is not worth the trip (a share's operands are
-/// copied to it and its answer back, some tenths of a millisecond in a browser).
-pub const MIN_STEP_SHARE_MACS: usize = 2_000_000;
-
-/// `share` on `a` and `b` into `out` (its `output_len` values, zeroed for the weight gradient),
-/// the last images given to the installed step helper when there is one and the share is worth it,
-/// while `local` computes the first images here (`local(share, a, b, out)` for any part). A helper
-/// that fails has its images computed here.
-pub fn run_step_shared(
-    share: Share,
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    local: impl Fn(Share, &[f32], &[f32], &mut [f32]),
-) {
-    let theirs = share.images / 2;
-    let helper = step_helper().filter(|_| theirs > 0 && share.with_images(theirs).macs() >= MIN_STEP_SHARE_MACS);
-    let Some(helper) = helper else {
-        return local(share, a, b, out);
-    };
-    let mine = share.images - theirs;
-    let (my_share, their_share) = (share.with_images(mine), share.with_images(theirs));
-    let split_a = mine * share.a_per_image();
-    let (my_b, their_b) = match share.product {
-        Product::WeightGradient => b.split_at(b.len() / share.images * mine),
-        Product::Forward | Product::InputGradient => (b, b),
-    };
-    if !helper.start(their_share, &a[split_a..], their_b) {
-        return local(share, a, b, out);
-    }
-    match share.product {
-        Product::WeightGradient => {
-            local(my_share, &a[..split_a], my_b, out);
-            let mut sum = vec![0.0f32; out.len()];
-            match helper.finish(&mut sum) {
-                Ok(()) => out.iter_mut().zip(&sum).for_each(|(o, s)| *o += s),
-                Err(_) => local(their_share, &a[split_a..], their_b, out),
-            }
-        }
-        Product::Forward | Product::InputGradient => {
-            let (my_out, their_out) = out.split_at_mut(mine * share.output_per_image());
-            local(my_share, &a[..split_a], my_b, my_out);
-            if helper.finish(their_out).is_err() {
-                local(their_share, &a[split_a..], their_b, their_out);
-            }
-        }
-    }
 }
 
 /// Makes `helpers` take shares of every batch this thread runs on the CPU kernels from now on

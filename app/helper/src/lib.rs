@@ -3,10 +3,9 @@
 //! It holds one network at a time, compiled from the network file it is sent ([`ToHelper::Load`]),
 //! and answers each share of a batch ([`ToHelper::Run`]) with its values, in the order received.
 //!
-//! It also takes shares of a training step's products ([`ToHelper::Step`], `graft_kernels::step`).
-//! Those the training worker waits for inside a synchronous Burn operation, where no message can
-//! reach it: the answer goes through a [`Channel`], a `SharedArrayBuffer` (cross-origin isolated
-//! pages only) with a state word the training worker waits on (`Atomics.wait`).
+//! It also computes training step shares ([`ToHelper::Step`], `graft_kernels::step`): the weight
+//! gradients of the 1x1 convolutions, which the training worker sends during its backward pass and
+//! collects before the optimizer step. They are answered in order with the batches' shares.
 //!
 //! Both sides of the conversation are here: the messages and how they travel as JS arrays (their big
 //! buffers transferred, not copied), the channel, and [`serve`], the helper's side.
@@ -15,12 +14,12 @@ use std::cell::RefCell;
 
 use graft_kernels::step::{Pointwise, Product, Share};
 use graft_kernels::{Network, Work};
-use js_sys::{Array, Atomics, Float32Array, Int32Array, SharedArrayBuffer, Uint8Array};
+use js_sys::{Array, Float32Array, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 /// What the training worker asks of a helper.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ToHelper {
     /// Hold this network (a `graft_kernels::file` network file) under `key`, in place of any other.
     Load { key: u64, file: Vec<u8> },
@@ -31,9 +30,7 @@ pub enum ToHelper {
         dims: [usize; 4],
         images: Vec<f32>,
     },
-    /// Answer the steps from now on through this channel's buffer (see [`Channel`]).
-    Channel(SharedArrayBuffer),
-    /// `share` on `a` and `b`, answered through the channel.
+    /// `share` of a training step on its operands `a` and `b`.
     Step { share: Share, a: Vec<f32>, b: Vec<f32> },
 }
 
@@ -94,11 +91,6 @@ impl ToHelper {
                 }
                 message.push(&values);
             }
-            Self::Channel(buffer) => {
-                for item in [JsValue::from_str("channel"), JsValue::from(0), buffer.into()] {
-                    message.push(&item);
-                }
-            }
             Self::Step { share, a, b } => return pack_step(*share, a, b),
         }
         (message, transfer)
@@ -138,12 +130,6 @@ impl ToHelper {
                         .to_vec(),
                 })
             }
-            "channel" => Ok(Self::Channel(
-                message
-                    .get(2)
-                    .dyn_into::<SharedArrayBuffer>()
-                    .map_err(|_| "helper message: no shared buffer")?,
-            )),
             "step" => {
                 let product = match key {
                     0 => Product::Forward,
@@ -202,107 +188,6 @@ pub fn pack_step(share: Share, a: &[f32], b: &[f32]) -> Packed {
     (message, transfer)
 }
 
-/// Where a helper answers the training step's shares: a `SharedArrayBuffer` holding a state word
-/// ([`Channel::PENDING`], [`Channel::DONE`] or [`Channel::FAILED`]), the answer's length, then up to
-/// `capacity` values. The training worker sets it pending and sends a [`ToHelper::Step`]; the helper
-/// writes the values and the state and wakes it (`Atomics.notify`).
-#[derive(Debug, Clone)]
-pub struct Channel {
-    buffer: SharedArrayBuffer,
-    words: Int32Array,
-    values: Float32Array,
-}
-
-/// What waiting on a [`Channel`] gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Waited {
-    /// The answer's values are there, this many.
-    Done(usize),
-    /// The helper could not compute the share.
-    Failed,
-    /// No answer in the time given.
-    TimedOut,
-}
-
-impl Channel {
-    pub const PENDING: i32 = 0;
-    pub const DONE: i32 = 1;
-    pub const FAILED: i32 = 2;
-    const HEADER_BYTES: u32 = 8;
-
-    /// Whether this worker can share memory with another: a cross-origin isolated page's workers only.
-    pub fn available() -> bool {
-        let global = js_sys::global();
-        js_sys::Reflect::get(&global, &"crossOriginIsolated".into())
-            .ok()
-            .and_then(|isolated| isolated.as_bool())
-            .unwrap_or(false)
-            && js_sys::Reflect::has(&global, &"SharedArrayBuffer".into()).unwrap_or(false)
-    }
-
-    /// A new channel for answers of up to `capacity` values (`None` without shared memory).
-    pub fn new(capacity: usize) -> Option<Self> {
-        if !Self::available() {
-            return None;
-        }
-        let bytes = u32::try_from(capacity * 4).ok()?.checked_add(Self::HEADER_BYTES)?;
-        Some(Self::from_buffer(SharedArrayBuffer::new(bytes)))
-    }
-
-    /// The channel over `buffer` (as a helper receives it).
-    pub fn from_buffer(buffer: SharedArrayBuffer) -> Self {
-        let capacity = (buffer.byte_length() - Self::HEADER_BYTES) / 4;
-        let words = Int32Array::new_with_byte_offset_and_length(&buffer, 0, 2);
-        let values = Float32Array::new_with_byte_offset_and_length(&buffer, Self::HEADER_BYTES, capacity);
-        Self { buffer, words, values }
-    }
-
-    pub fn buffer(&self) -> &SharedArrayBuffer {
-        &self.buffer
-    }
-
-    /// Values an answer can have at most.
-    pub fn capacity(&self) -> usize {
-        self.values.length() as usize
-    }
-
-    /// Marks an answer as awaited (before its step is sent).
-    pub fn set_pending(&self) {
-        let _ = Atomics::store(&self.words, 0, Self::PENDING);
-    }
-
-    /// The helper's side: `values` as the answer (a failure when they do not fit), then the
-    /// training worker woken.
-    pub fn answer(&self, values: Result<Vec<f32>, String>) {
-        let state = match values {
-            Ok(values) if values.len() <= self.capacity() => {
-                self.values.subarray(0, values.len() as u32).copy_from(&values);
-                let _ = Atomics::store(&self.words, 1, values.len() as i32);
-                Self::DONE
-            }
-            _ => Self::FAILED,
-        };
-        let _ = Atomics::store(&self.words, 0, state);
-        let _ = Atomics::notify(&self.words, 0);
-    }
-
-    /// The training worker's side: waits (blocking this worker) until the answer is there, at most
-    /// `timeout_ms`.
-    pub fn wait(&self, timeout_ms: f64) -> Waited {
-        let _ = Atomics::wait_with_timeout(&self.words, 0, Self::PENDING, timeout_ms);
-        match Atomics::load(&self.words, 0) {
-            Ok(Self::DONE) => Waited::Done(Atomics::load(&self.words, 1).unwrap_or(0).max(0) as usize),
-            Ok(Self::FAILED) => Waited::Failed,
-            _ => Waited::TimedOut,
-        }
-    }
-
-    /// The answer's values into `out` (after [`wait`](Self::wait) said `Done(out.len())`).
-    pub fn read(&self, out: &mut [f32]) {
-        self.values.subarray(0, out.len() as u32).copy_to(out);
-    }
-}
-
 impl FromHelper {
     pub fn pack(&self) -> Packed {
         let (message, transfer) = (Array::new(), Array::new());
@@ -343,8 +228,6 @@ impl FromHelper {
 thread_local! {
     /// The network this helper holds under its key, or why the last one sent could not be read.
     static HELD: RefCell<Option<(u64, Result<Network, String>)>> = const { RefCell::new(None) };
-    /// Where this helper answers the steps.
-    static CHANNEL: RefCell<Option<Channel>> = const { RefCell::new(None) };
 }
 
 /// Whether this helper's URL asks it to panic at its first share (the tests' build only).
@@ -357,9 +240,9 @@ fn panic_injected() -> bool {
             .is_some_and(|search| search.contains("fault=helper-panic"))
 }
 
-/// Answers one request: a `Run` with its values or why not; a `Load` or a `Channel` is not answered
-/// (a network that could not be read fails the `Run`s that need it, so every `Run` has exactly one
-/// answer), and a `Step` is answered through the channel.
+/// Answers one request: a `Run` or a `Step` with its values or why not; a `Load` is not answered (a
+/// network that could not be read fails the `Run`s that need it, so every `Run` has exactly one
+/// answer).
 fn answer(request: ToHelper) -> Option<FromHelper> {
     match request {
         ToHelper::Load { key, file } => {
@@ -369,17 +252,10 @@ fn answer(request: ToHelper) -> Option<FromHelper> {
             HELD.set(Some((key, net)));
             None
         }
-        ToHelper::Channel(buffer) => {
-            CHANNEL.set(Some(Channel::from_buffer(buffer)));
-            None
-        }
-        ToHelper::Step { share, a, b } => {
-            // Answered through the channel (none yet: the training worker times out and computes it).
-            if let Some(channel) = CHANNEL.with_borrow(Clone::clone) {
-                channel.answer(share.run(&a, &b).map_err(|e| e.to_string()));
-            }
-            None
-        }
+        ToHelper::Step { share, a, b } => Some(match share.run(&a, &b) {
+            Ok(values) => FromHelper::Done(values),
+            Err(why) => FromHelper::Failed(why.to_string()),
+        }),
         ToHelper::Run { .. } if panic_injected() => panic!("graft helper: the panic the test asked for"),
         ToHelper::Run {
             key,

@@ -8,17 +8,16 @@
 //! A helper counts only once it said it is ready; one that fails (its wasm did not load, it
 //! trapped) is not asked again, and its shares waiting for an answer are computed here instead.
 //!
-//! On a cross-origin isolated page the first ready helper also takes half of each training step's
-//! 1x1-convolution products (`graft_engine::helpers::StepHelper`): the worker waits for its answer
-//! inside the operation, on shared memory (`graft_helper::Channel`), so training on the CPU backend
-//! uses the second core too.
+//! The helpers also compute the 1x1 convolutions' weight gradients of each training step on the CPU
+//! backend (`Helpers::run_step`, sent during the backward pass, collected before the optimizer
+//! step), so training uses the other cores too.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use graft_engine::helpers::{Answer, HelperError, Helpers, Share, SharedNetwork, StepHelper, Work};
-use graft_helper::{Channel, FromHelper, ToHelper, Waited};
+use graft_engine::helpers::{Answer, HelperError, Helpers, Share, SharedNetwork, Work};
+use graft_helper::{FromHelper, ToHelper};
 use wasm_bindgen::prelude::*;
 
 /// Helpers at most: each holds a copy of the network (~30 MB for MobileNetV2 with its file), and
@@ -74,22 +73,11 @@ impl Helper {
     }
 }
 
-/// How long the worker waits for a helper's share of a training step (a few milliseconds when all is
-/// well) before computing it itself and asking that helper nothing more.
-const STEP_TIMEOUT_MS: f64 = 20_000.0;
-
-/// The helper that takes the training steps' shares, and the channel it answers them through.
-struct StepChannel {
-    helper: Rc<Helper>,
-    channel: Channel,
-}
-
 /// The helper workers of this worker.
 pub struct Pool {
     helpers: Vec<Rc<Helper>>,
-    step: RefCell<Option<StepChannel>>,
-    /// Training steps' shares answered by a helper so far.
-    steps_shared: Cell<usize>,
+    /// Training step shares a helper has answered so far.
+    steps_shared: Rc<Cell<usize>>,
 }
 
 /// How many helpers to start: the worker's URL's `helpers=N`, else one per core beyond this one.
@@ -111,7 +99,7 @@ pub fn start_on_cpu() {
     if graft_engine::helpers::installed().is_none() {
         let count = wanted();
         if count > 0 {
-            Rc::new(Pool::start(count)).install();
+            graft_engine::helpers::install(Some(Rc::new(Pool::start(count))));
         }
     }
 }
@@ -182,23 +170,13 @@ impl Pool {
             .collect();
         Self {
             helpers,
-            step: RefCell::new(None),
-            steps_shared: Cell::new(0),
+            steps_shared: Rc::new(Cell::new(0)),
         }
     }
 
-    /// Training steps' shares a helper has answered so far.
+    /// Training step shares a helper has answered so far.
     pub fn steps_shared(&self) -> usize {
         self.steps_shared.get()
-    }
-
-    /// Installs the pool as the engine's helpers for frozen inference, and as its step helper when
-    /// this worker can share memory with them.
-    pub fn install(self: Rc<Self>) {
-        if Channel::available() {
-            graft_engine::helpers::install_step(Some(self.clone()));
-        }
-        graft_engine::helpers::install(Some(self));
     }
 
     fn ready_ones(&self) -> impl Iterator<Item = &Rc<Helper>> {
@@ -225,105 +203,73 @@ impl Helpers for Pool {
         let Some(helper) = self.ready_ones().nth(index).cloned() else {
             return Box::pin(async { Err(HelperError("no such helper".into())) });
         };
-        let send = |message: ToHelper| {
-            let (message, transfer) = message.pack();
-            helper.worker.post_message_with_transfer(&message, &transfer)
-        };
-        let mut sent = Ok(());
+        let mut messages = Vec::with_capacity(2);
         if helper.holds.get() != Some(network.key) {
-            sent = send(ToHelper::Load {
-                key: network.key,
-                file: network.file.to_vec(),
-            });
+            messages.push(
+                ToHelper::Load {
+                    key: network.key,
+                    file: network.file.to_vec(),
+                }
+                .pack(),
+            );
             helper.holds.set(Some(network.key));
         }
-        let sent = sent.and_then(|()| {
-            send(ToHelper::Run {
+        messages.push(
+            ToHelper::Run {
                 key: network.key,
                 work,
                 dims,
                 images,
-            })
-        });
-        if sent.is_err() {
-            helper.fail();
-            return Box::pin(async { Err(HelperError("the share could not be sent".into())) });
-        }
-        let promise = js_sys::Promise::new(&mut |resolve, _reject| helper.waiting.borrow_mut().push_back(resolve));
-        Box::pin(async move {
-            let answer = match wasm_bindgen_futures::JsFuture::from(promise).await {
-                Ok(data) => FromHelper::unpack(&data),
-                Err(_) => FromHelper::Failed("no answer".into()),
-            };
-            match answer {
-                FromHelper::Done(values) => Ok(values),
-                // Not asked again: what failed once would fail again.
-                FromHelper::Failed(why) => {
-                    helper.fail();
-                    Err(HelperError(why))
-                }
-                FromHelper::Ready => {
-                    helper.fail();
-                    Err(HelperError("an answer out of turn".into()))
-                }
             }
-        })
+            .pack(),
+        );
+        ask(helper, messages, None)
+    }
+
+    fn run_step(&self, index: usize, share: Share, a: &[f32], b: &[f32]) -> Answer {
+        let Some(helper) = self.ready_ones().nth(index).cloned() else {
+            return Box::pin(async { Err(HelperError("no such helper".into())) });
+        };
+        ask(
+            helper,
+            vec![graft_helper::pack_step(share, a, b)],
+            Some(self.steps_shared.clone()),
+        )
     }
 }
 
-impl StepHelper for Pool {
-    fn start(&self, share: Share, a: &[f32], b: &[f32]) -> bool {
-        let Some(helper) = self.ready_ones().next().cloned() else {
-            return false;
+/// Sends `messages` to `helper` and returns its answer to the last one (each answered in order);
+/// `count` counts the answers that come.
+fn ask(helper: Rc<Helper>, messages: Vec<graft_helper::Packed>, count: Option<Rc<Cell<usize>>>) -> Answer {
+    let sent = messages
+        .iter()
+        .try_for_each(|(message, transfer)| helper.worker.post_message_with_transfer(message, transfer));
+    if sent.is_err() {
+        helper.fail();
+        return Box::pin(async { Err(HelperError("the share could not be sent".into())) });
+    }
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| helper.waiting.borrow_mut().push_back(resolve));
+    Box::pin(async move {
+        let answer = match wasm_bindgen_futures::JsFuture::from(promise).await {
+            Ok(data) => FromHelper::unpack(&data),
+            Err(_) => FromHelper::Failed("no answer".into()),
         };
-        let send = |(message, transfer): graft_helper::Packed| {
-            helper.worker.post_message_with_transfer(&message, &transfer).is_ok()
-        };
-        let mut step = self.step.borrow_mut();
-        let wanted = share.output_len();
-        let fits = step
-            .as_ref()
-            .is_some_and(|step| Rc::ptr_eq(&step.helper, &helper) && step.channel.capacity() >= wanted);
-        if !fits {
-            // Room for the largest answer so far, doubled, so that a step's shares seldom grow it.
-            let capacity = wanted.max(step.as_ref().map_or(0, |step| 2 * step.channel.capacity()));
-            let Some(channel) = Channel::new(capacity) else {
-                return false;
-            };
-            if !send(ToHelper::Channel(channel.buffer().clone()).pack()) {
+        match answer {
+            FromHelper::Done(values) => {
+                if let Some(count) = count {
+                    count.set(count.get() + 1);
+                }
+                Ok(values)
+            }
+            // Not asked again: what failed once would fail again.
+            FromHelper::Failed(why) => {
                 helper.fail();
-                return false;
+                Err(HelperError(why))
             }
-            *step = Some(StepChannel {
-                helper: helper.clone(),
-                channel,
-            });
-        }
-        let Some(step) = step.as_ref() else { return false };
-        step.channel.set_pending();
-        if !send(graft_helper::pack_step(share, a, b)) {
-            helper.fail();
-            return false;
-        }
-        true
-    }
-
-    fn finish(&self, out: &mut [f32]) -> Result<(), HelperError> {
-        let step = self.step.borrow();
-        let Some(step) = step.as_ref() else {
-            return Err(HelperError("no step started".into()));
-        };
-        match step.channel.wait(STEP_TIMEOUT_MS) {
-            Waited::Done(len) if len == out.len() => {
-                step.channel.read(out);
-                self.steps_shared.set(self.steps_shared.get() + 1);
-                Ok(())
-            }
-            waited => {
-                // Not asked again: what failed once would fail again.
-                step.helper.fail();
-                Err(HelperError(format!("a training step's share: {waited:?}")))
+            FromHelper::Ready => {
+                helper.fail();
+                Err(HelperError("an answer out of turn".into()))
             }
         }
-    }
+    })
 }

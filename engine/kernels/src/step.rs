@@ -177,11 +177,7 @@ mod tests {
         let x = values(images * 5 * 6, 1);
         let w = values(7 * 5, 2);
         let dy = values(images * 7 * 6, 3);
-        let share = |product| Share {
-            product,
-            shape,
-            images,
-        };
+        let share = |product| Share { product, shape, images };
         let y = share(Product::Forward).run(&x, &w).unwrap();
         let dx = share(Product::InputGradient).run(&dy, &w).unwrap();
         let dw = share(Product::WeightGradient).run(&x, &dy).unwrap();
@@ -207,7 +203,10 @@ mod tests {
             }
         }
         // Two shares: the first image, then the other two.
-        let (first, rest) = (share(Product::Forward).with_images(1), share(Product::Forward).with_images(2));
+        let (first, rest) = (
+            share(Product::Forward).with_images(1),
+            share(Product::Forward).with_images(2),
+        );
         let mut halves = first.run(&x[..30], &w).unwrap();
         halves.extend(rest.run(&x[30..], &w).unwrap());
         assert_eq!(halves, y);

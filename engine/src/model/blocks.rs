@@ -155,7 +155,7 @@ impl ConvBnAct {
         let depthwise = channels_per_group == 1 && self.conv.groups == channels_out && channels_out > 1;
         let pointwise = kernel == 1 && self.conv.groups == 1 && self.conv.stride == [1, 1];
         if pointwise && self.conv.bias.is_none() && cpu_train::applies(&x) {
-            return cpu_train::pointwise_conv2d(x, self.conv.weight.val());
+            return cpu_train::pointwise_conv2d_of(x, &self.conv.weight);
         }
         if depthwise && self.conv.bias.is_none() && cpu_train::applies(&x) {
             let padding = if self.tf_same.is_some() { 0 } else { (kernel - 1) / 2 };

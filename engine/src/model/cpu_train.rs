@@ -9,6 +9,12 @@
 //! [`graft_kernels::matmul`]); Burn's go through an unfolding copy, a transposed convolution and a
 //! weight-gradient convolution, and its wasm matrix product reaches about a quarter of the kernels'.
 //!
+//! In the browser, where a worker is one thread, the 1x1 convolutions' weight gradients go to the
+//! helper workers ([`crate::helpers`]) during the backward pass: nothing later in the pass needs
+//! them, so the worker goes on with the input gradients while a helper computes them, and
+//! [`backward`] collects them before the optimizer step. A helper computes one exactly as this
+//! thread would (`graft_kernels::step`); one that fails has its gradient computed here.
+//!
 //! A Burn backend extension ([`CpuTraining`]) with a hand-written autodiff node for each operation.
 //! The blocks use it only where it applies ([`applies`]): an f32 tensor on the CPU backend with
 //! autodiff; WebGPU and inference keep Burn's own operations. The results agree with Burn's within
@@ -23,7 +29,13 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
+use burn::tensor::Gradients as TensorGradients;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::helpers::{self, Share};
 use burn::tensor::DType;
 use graft_kernels::matmul::Workspace;
 use graft_kernels::train::{
@@ -69,6 +81,187 @@ pub fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>) -> Tensor<4> {
         x.into_dispatch(),
         weight.into_dispatch(),
     ))
+}
+
+/// [`pointwise_conv2d`] of `x` with the parameter `weight`, whose gradient may then be computed on a
+/// helper (see [`backward`]).
+pub fn pointwise_conv2d_of(x: Tensor<4>, weight: &Param<Tensor<4>>) -> Tensor<4> {
+    WEIGHT_PARAM.set(Some(weight.id));
+    let y = pointwise_conv2d(x, weight.val());
+    WEIGHT_PARAM.set(None);
+    y
+}
+
+thread_local! {
+    /// The parameter of the 1x1 convolution being recorded (set by [`pointwise_conv2d_of`]).
+    static WEIGHT_PARAM: Cell<Option<ParamId>> = const { Cell::new(None) };
+    /// Whether the backward pass running now may send weight gradients to helpers (in [`backward`]).
+    static SHARING: Cell<bool> = const { Cell::new(false) };
+    /// The weight gradients a helper computes, sent during the backward pass running now.
+    static PENDING: RefCell<Vec<PendingGradient>> = const { RefCell::new(Vec::new()) };
+    /// Seconds [`backward`] has waited for helpers' weight gradients on this thread.
+    static WAITED: Cell<f64> = const { Cell::new(0.0) };
+    /// Whether sharing the weight gradients pays here (see [`Tuner`]).
+    static TUNER: RefCell<Tuner> = RefCell::new(Tuner::default());
+    /// The helper the next weight gradient goes to (round robin).
+    static NEXT_HELPER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A weight gradient a helper computes: its parameter, its share, its operands (kept to compute it
+/// here should the helper fail) and the helper's answer to come.
+struct PendingGradient {
+    param: ParamId,
+    share: Share,
+    x: FlexTensor,
+    dy: FlexTensor,
+    answer: helpers::Answer,
+}
+
+/// Seconds [`backward`] has waited on this thread for the weight gradients helpers compute, after
+/// its backward pass was done (what the helpers did not hide).
+pub fn seconds_waited_for_helpers() -> f64 {
+    WAITED.get()
+}
+
+/// Below this many multiply-adds a weight gradient is computed here: sending it costs more.
+const MIN_SHARED_MACS: usize = 1_000_000;
+
+/// Whether the weight gradients go to the helpers, chosen by measuring backward passes both ways on
+/// this machine: whether a second core speeds a pass up depends on the machine (on a 2-vCPU virtual
+/// machine the two workers slow each other down more than the helper saves). The first pass warms
+/// up; then one pass each way, then the faster on average (a moving mean of the seconds), the other
+/// tried again every [`Tuner::RETRY_EVERY`] passes. Only the speed depends on the choice.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tuner {
+    /// Mean seconds of a backward pass computing the weight gradients here, and on the helpers.
+    pub seconds: [Option<f64>; 2],
+    passes: u64,
+}
+
+impl Tuner {
+    pub const RETRY_EVERY: u64 = 16;
+
+    /// Whether the next pass sends the weight gradients to the helpers.
+    pub fn shares_next(&self) -> bool {
+        match self.seconds {
+            _ if self.passes == 0 => false,
+            [None, _] => false,
+            [_, None] => true,
+            [Some(here), Some(shared)] => (shared < here) != self.passes.is_multiple_of(Self::RETRY_EVERY),
+        }
+    }
+
+    /// A pass took `seconds`, sharing or not.
+    pub fn record(&mut self, shared: bool, seconds: f64) {
+        if self.passes > 0 {
+            let mean = &mut self.seconds[usize::from(shared)];
+            *mean = Some(mean.map_or(seconds, |mean| 0.7 * mean + 0.3 * seconds));
+        }
+        self.passes += 1;
+    }
+}
+
+/// The measurements behind the choice to share the weight gradients on this thread.
+pub fn tuner() -> Tuner {
+    TUNER.with_borrow(Clone::clone)
+}
+
+/// Measures again from the next pass (a training phase trains other layers: other costs).
+pub fn reset_tuner() {
+    TUNER.set(Tuner::default());
+}
+
+/// `loss.backward()`, with the 1x1 convolutions' weight gradients computed on this thread's helpers
+/// when there are (in the browser, on the CPU backend) and it pays ([`Tuner`]), then put in the
+/// gradients: the same gradients either way. Without helpers this is `loss.backward()`.
+pub async fn backward<M: Module>(model: &M, loss: Tensor<1>) -> TensorGradients {
+    if helpers::installed().is_none_or(|helpers| helpers.ready() == 0) {
+        return loss.backward();
+    }
+    let shares = TUNER.with_borrow(Tuner::shares_next);
+    let started = web_time::Instant::now();
+    let grads = backward_sharing(model, loss, shares).await;
+    TUNER.with_borrow_mut(|tuner| tuner.record(shares, started.elapsed().as_secs_f64()));
+    grads
+}
+
+/// `loss.backward()`, the weight gradients sent to the helpers when `shares`, then put in the
+/// gradients.
+async fn backward_sharing<M: Module>(model: &M, loss: Tensor<1>, shares: bool) -> TensorGradients {
+    SHARING.set(shares);
+    let mut grads = loss.backward();
+    SHARING.set(false);
+    let pending = PENDING.take();
+    if pending.is_empty() {
+        return grads;
+    }
+    let waiting = web_time::Instant::now();
+    let mut values = HashMap::with_capacity(pending.len());
+    for gradient in pending {
+        let PendingGradient {
+            param,
+            share,
+            x,
+            dy,
+            answer,
+        } = gradient;
+        let dw = match answer.await {
+            Ok(dw) if dw.len() == share.output_len() => dw,
+            _ => share
+                .run(slice(&x), slice(&dy))
+                .expect("operands of the share's own shape"),
+        };
+        values.insert(param, dw);
+    }
+    WAITED.set(WAITED.get() + waiting.elapsed().as_secs_f64());
+    struct Put<'a> {
+        values: HashMap<ParamId, Vec<f32>>,
+        grads: &'a mut TensorGradients,
+    }
+    impl ModuleVisitor for Put<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(dw) = self.values.remove(&param.id) {
+                let value = param.val();
+                let gradient =
+                    Tensor::from_data(TensorData::new(dw, value.shape()), &value.device().without_autodiff());
+                value.grad_replace(self.grads, gradient);
+            }
+        }
+    }
+    let mut put = Put {
+        values,
+        grads: &mut grads,
+    };
+    model.visit(&mut put);
+    assert!(
+        put.values.is_empty(),
+        "a weight gradient for a parameter the model does not have"
+    );
+    grads
+}
+
+/// Sends the weight gradient `dw = Σ dy xᵀ` of the parameter `param` to a helper when the backward
+/// pass running now may and the share is worth it: true when sent (then [`backward`] collects it).
+fn send_weight_gradient(param: Option<ParamId>, share: Share, x: &FlexTensor, dy: &FlexTensor) -> bool {
+    let Some(param) = param.filter(|_| SHARING.get() && share.macs() >= MIN_SHARED_MACS) else {
+        return false;
+    };
+    let Some(helpers) = helpers::installed().filter(|helpers| helpers.ready() > 0) else {
+        return false;
+    };
+    let index = NEXT_HELPER.get() % helpers.ready();
+    NEXT_HELPER.set(index + 1);
+    let answer = helpers.run_step(index, share, slice(x), slice(dy));
+    PENDING.with_borrow_mut(|pending| {
+        pending.push(PendingGradient {
+            param,
+            share,
+            x: x.clone(),
+            dy: dy.clone(),
+            answer,
+        })
+    });
+    true
 }
 
 /// [`CpuTraining::depthwise_conv2d`] on tensors.
@@ -146,7 +339,7 @@ impl<C: CheckpointStrategy> CpuTraining for Autodiff<Flex, C> {
                 let dims = dims4(x.primitive());
                 let weights = values(weight.primitive());
                 let output = Flex::pointwise_conv2d(x.into_primitive(), weight.into_primitive());
-                prep.finish((x_state, weights, dims), output)
+                prep.finish((x_state, weights, dims, WEIGHT_PARAM.get()), output)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(Flex::pointwise_conv2d(x.into_primitive(), weight.into_primitive()))
@@ -223,23 +416,32 @@ impl<C: CheckpointStrategy> CpuTraining for Autodiff<Flex, C> {
 }
 
 /// The 1x1 convolution's backward pass; the state is the input's checkpoint, the weights `[out, in]`
-/// as the forward pass used them and the input's `[batch, channels, height, width]`.
+/// as the forward pass used them, the input's `[batch, channels, height, width]` and the weights'
+/// parameter when known (its gradient can then be computed on a helper, see [`backward`]).
 #[derive(Debug)]
 struct PointwiseBackward;
 
 impl Backward<Flex, 2> for PointwiseBackward {
-    type State = (NodeId, Vec<f32>, [usize; 4]);
+    type State = (NodeId, Vec<f32>, [usize; 4], Option<ParamId>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let output_grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x_state, weights, [batch, inputs, height, width]) = ops.state;
+        let (x_state, weights, [batch, inputs, height, width], param) = ops.state;
         let (dy, plane) = (slice(&output_grad), height * width);
         let outputs = weights.len() / inputs;
         if let Some(node) = node_weight {
             let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
-            let dw = pointwise::weight_gradient(slice(&x), dy, batch, inputs, outputs, plane);
-            grads.register::<Flex>(node.id, tensor(dw, [outputs, inputs, 1, 1]));
+            let share = Share {
+                product: helpers::Product::WeightGradient,
+                shape: graft_kernels::step::Pointwise { inputs, outputs, plane },
+                images: batch,
+            };
+            // Sent: `backward` puts it in the gradients once the helper answers.
+            if !send_weight_gradient(param, share, &x, &output_grad) {
+                let dw = pointwise::weight_gradient(slice(&x), dy, batch, inputs, outputs, plane);
+                grads.register::<Flex>(node.id, tensor(dw, [outputs, inputs, 1, 1]));
+            }
         }
         if let Some(node) = node_x {
             let dx = pointwise::input_gradient(dy, &weights, batch, inputs, outputs, plane);
@@ -248,13 +450,12 @@ impl Backward<Flex, 2> for PointwiseBackward {
     }
 }
 
-/// The 1x1 convolution's three products ([`graft_kernels::step`]), image by image: over the cores
-/// natively; in the browser the last half of the batch on the step helper when one is installed
-/// (`crate::helpers::run_step_shared`). `x` is `[batch, inputs, plane]`, `y` and `dy`
-/// `[batch, outputs, plane]`, `w` `[outputs, inputs]`.
+/// The 1x1 convolution's three products ([`graft_kernels::step`]), image by image (over the cores
+/// natively). `x` is `[batch, inputs, plane]`, `y` and `dy` `[batch, outputs, plane]`, `w`
+/// `[outputs, inputs]`.
 mod pointwise {
     use super::parallel;
-    use crate::helpers::{Product, Share, run_step_shared};
+    use crate::helpers::{Product, Share};
     use graft_kernels::step::Pointwise;
 
     /// `y[n] = w x[n]`.
@@ -271,7 +472,13 @@ mod pointwise {
         outputs: usize,
         plane: usize,
     ) -> Vec<f32> {
-        run(Product::InputGradient, dy, w, batch, Pointwise { inputs, outputs, plane })
+        run(
+            Product::InputGradient,
+            dy,
+            w,
+            batch,
+            Pointwise { inputs, outputs, plane },
+        )
     }
 
     /// `dw = Σ_n dy[n] x[n]ᵀ`.
@@ -283,13 +490,19 @@ mod pointwise {
         outputs: usize,
         plane: usize,
     ) -> Vec<f32> {
-        run(Product::WeightGradient, x, dy, batch, Pointwise { inputs, outputs, plane })
+        run(
+            Product::WeightGradient,
+            x,
+            dy,
+            batch,
+            Pointwise { inputs, outputs, plane },
+        )
     }
 
     fn run(product: Product, a: &[f32], b: &[f32], images: usize, shape: Pointwise) -> Vec<f32> {
         let share = Share { product, shape, images };
         let mut out = vec![0.0f32; share.output_len()];
-        run_step_shared(share, a, b, &mut out, local);
+        local(share, a, b, &mut out);
         out
     }
 
@@ -689,81 +902,141 @@ mod tests {
         }
     }
 
-    /// A step helper in this process: computes the shares it is sent (or fails, or refuses, as told)
-    /// and counts them.
-    struct InProcess {
+    /// Helpers in this process that take training step shares: each computes what it is sent (its
+    /// answer fails, or is short, as told) and counts them.
+    struct StepHelpers {
         answer: Result<(), &'static str>,
-        refuse: bool,
-        started: std::cell::RefCell<Vec<helpers::Share>>,
-        pending: std::cell::RefCell<Option<Vec<f32>>>,
+        sent: std::cell::RefCell<Vec<helpers::Share>>,
     }
 
-    impl helpers::StepHelper for InProcess {
-        fn start(&self, share: helpers::Share, a: &[f32], b: &[f32]) -> bool {
-            if self.refuse {
-                return false;
-            }
-            self.started.borrow_mut().push(share);
-            *self.pending.borrow_mut() = Some(share.run(a, b).expect("operands as long as the share says"));
-            true
+    impl helpers::Helpers for StepHelpers {
+        fn ready(&self) -> usize {
+            2
         }
 
-        fn finish(&self, out: &mut [f32]) -> Result<(), helpers::HelperError> {
-            let values = self.pending.borrow_mut().take().expect("a share started");
-            self.answer.map_err(|why| helpers::HelperError(why.into()))?;
-            out.copy_from_slice(&values);
-            Ok(())
+        fn run(
+            &self,
+            _: usize,
+            _: &helpers::SharedNetwork,
+            _: helpers::Work,
+            _: Vec<f32>,
+            _: [usize; 4],
+        ) -> helpers::Answer {
+            unreachable!("no frozen network here")
+        }
+
+        fn run_step(&self, _: usize, share: helpers::Share, a: &[f32], b: &[f32]) -> helpers::Answer {
+            self.sent.borrow_mut().push(share);
+            let values = share.run(a, b).expect("operands of the share's shape");
+            let answer = match self.answer {
+                Ok(()) => Ok(values),
+                Err("short") => Ok(values[1..].to_vec()),
+                Err(why) => Err(helpers::HelperError(why.into())),
+            };
+            Box::pin(async move { answer })
         }
     }
 
-    /// With a step helper taking the last half of each batch, the 1x1 convolution gives the values
-    /// and gradients it gives alone (to the rounding of the weight gradient's sum, added in two
-    /// parts); a helper that fails or refuses has its images computed here; a share too small to be
-    /// worth the trip is not sent.
+    #[derive(Module, Debug)]
+    struct TwoConvs {
+        first: Param<Tensor<4>>,
+        second: Param<Tensor<4>>,
+    }
+
+    /// With helpers taking the 1x1 convolutions' weight gradients, [`backward`] gives the gradients
+    /// computed here alone (to the rounding of the threads' partial sums natively; a helper sums in
+    /// this thread's order); a helper that fails or answers short has its gradient computed here; a
+    /// plain `backward()` sends nothing, helpers or not.
     #[test]
-    fn pointwise_shared_with_a_step_helper_changes_no_number() {
+    fn weight_gradients_on_helpers_change_no_number() {
         let device = Device::flex().autodiff();
-        let (batch, inputs, outputs, size) = (5, 96, 160, 14);
-        let x = Tensor::<4>::random([batch, inputs, size, size], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let w = Tensor::<4>::random([outputs, inputs, 1, 1], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let r = Tensor::<4>::random([batch, outputs, size, size], Distribution::Normal(0.0, 1.0), &device);
-        let run = |x: &Tensor<4>, w: &Tensor<4>| {
-            let y = pointwise_conv2d(x.clone(), w.clone());
-            let grads = (y.clone() * r.clone()).sum().backward();
-            (y, x.grad(&grads).unwrap(), w.grad(&grads).unwrap())
+        let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let model = TwoConvs {
+            first: Param::from_tensor(random([96, 64, 1, 1])),
+            second: Param::from_tensor(random([32, 96, 1, 1])),
         };
-        let (y, dx, dw) = run(&x, &w);
-        for (answer, refuse) in [(Ok(()), false), (Err("stopped"), false), (Ok(()), true)] {
-            let helper = std::rc::Rc::new(InProcess {
+        let x = random([4, 64, 16, 16]);
+        let r = random([4, 32, 16, 16]);
+        let loss = || {
+            let h = relu6(pointwise_conv2d_of(x.clone(), &model.first));
+            (pointwise_conv2d_of(h, &model.second) * r.clone()).sum()
+        };
+        let gradients = |grads: &TensorGradients| {
+            (
+                model.first.val().grad(grads).expect("the first weights' gradient"),
+                model.second.val().grad(grads).expect("the second weights' gradient"),
+            )
+        };
+        let alone = gradients(&pollster::block_on(backward(&model, loss())));
+        let alone_shared = gradients(&pollster::block_on(backward_sharing(&model, loss(), true)));
+        assert!(
+            (alone_shared.0 - alone.0.clone()).abs().max().into_scalar::<f32>() == 0.0,
+            "without helpers nothing is sent"
+        );
+        for answer in [Ok(()), Err("stopped"), Err("short")] {
+            let pool = std::rc::Rc::new(StepHelpers {
                 answer,
-                refuse,
-                started: Default::default(),
-                pending: Default::default(),
+                sent: Default::default(),
             });
-            helpers::install_step(Some(helper.clone()));
-            let (y2, dx2, dw2) = run(&x, &w);
-            // A share below the threshold stays here.
-            let small = Tensor::<4>::random([2, 4, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-            let small_w = Tensor::<4>::random([4, 4, 1, 1], Distribution::Normal(0.0, 1.0), &device);
-            let _ = pointwise_conv2d(small, small_w);
-            helpers::install_step(None);
-            let what = format!("{answer:?}, refused {refuse}");
-            assert!((y2 - y.clone()).abs().max().into_scalar::<f32>() == 0.0, "{what}: output");
-            assert!((dx2 - dx.clone()).abs().max().into_scalar::<f32>() == 0.0, "{what}: input gradient");
-            close(dw2, dw.clone(), 1e-3, &format!("{what}: weight gradient"));
-            let started = helper.started.borrow();
-            if refuse {
-                assert!(started.is_empty(), "{what}");
-            } else {
-                let products: Vec<_> = started.iter().map(|share| (share.product, share.images)).collect();
-                assert_eq!(
-                    products.len(),
-                    3,
-                    "{what}: the forward product and both gradients shared, nothing else: {products:?}"
+            helpers::install(Some(pool.clone()));
+            let plain = gradients(&loss().backward());
+            assert!(
+                pool.sent.borrow().is_empty(),
+                "{answer:?}: a plain backward() sent a share"
+            );
+            let shared = gradients(&pollster::block_on(backward_sharing(&model, loss(), true)));
+            helpers::install(None);
+            let sent: Vec<_> = pool
+                .sent
+                .borrow()
+                .iter()
+                .map(|share| (share.shape.inputs, share.shape.outputs, share.images))
+                .collect();
+            assert_eq!(
+                sent,
+                vec![(96, 32, 4), (64, 96, 4)],
+                "{answer:?}: both weight gradients sent, the last layer's first"
+            );
+            for (what, (first, second)) in [("plain", plain), ("shared", shared)] {
+                close(
+                    first,
+                    alone.0.clone(),
+                    1e-3,
+                    &format!("{answer:?}, {what}: first weights"),
                 );
-                assert!(products.iter().all(|&(_, images)| images == 2), "{what}: {products:?}");
+                close(
+                    second,
+                    alone.1.clone(),
+                    1e-3,
+                    &format!("{answer:?}, {what}: second weights"),
+                );
             }
         }
+    }
+
+    /// The tuner warms up, tries each way, keeps the faster and retries the other now and then.
+    #[test]
+    fn the_tuner_keeps_the_faster_way() {
+        let run = |here: f64, shared: f64, passes: usize| {
+            let mut tuner = Tuner::default();
+            (0..passes)
+                .map(|_| {
+                    let shares = tuner.shares_next();
+                    tuner.record(shares, if shares { shared } else { here });
+                    shares
+                })
+                .collect::<Vec<_>>()
+        };
+        let faster_shared = run(0.5, 0.3, 40);
+        assert_eq!(faster_shared[..3], [false, false, true], "warm-up, then each way");
+        let retries = faster_shared[3..].iter().filter(|&&shares| !shares).count();
+        assert_eq!(
+            retries, 2,
+            "{faster_shared:?}: the helpers, retrying here every 16 passes"
+        );
+        let faster_here = run(0.3, 0.5, 40);
+        let tries = faster_here[3..].iter().filter(|&&shares| shares).count();
+        assert_eq!(tries, 2, "{faster_here:?}: here, retrying the helpers every 16 passes");
     }
 
     /// The depthwise convolution agrees with Burn's grouped convolution, values and gradients of the

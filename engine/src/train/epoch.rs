@@ -69,6 +69,8 @@ impl Run<'_> {
             })
             .is_break();
         let plan = self.plan(phase, cache);
+        // Whether the helpers compute the weight gradients is measured again for what this phase trains.
+        crate::model::cpu_train::reset_tuner();
         // Ended by early stopping (`at` then counts fewer epochs than planned).
         let mut stopped_early = false;
         while at.phase_epoch < phase.epochs && !self.cancelled {
@@ -236,7 +238,9 @@ impl Run<'_> {
         // The rate at the batch's last image: a batch of B images at step k gets the rate a
         // step-counted schedule would give step k.
         let factor = plan.schedule.factor(at.images + labels.len() - 1);
-        let model = optimizer.step(model, loss.backward(), factor);
+        // The 1x1 convolutions' weight gradients on the helpers, where there are (the browser's CPU).
+        let grads = crate::model::cpu_train::backward(&model, loss).await;
+        let model = optimizer.step(model, grads, factor);
         at.images += labels.len();
         progress.batches_done += 1;
         progress.images_done += labels.len();

@@ -132,8 +132,8 @@ fn cores() -> usize {
 }
 
 /// Helper workers as the app starts them on this machine (one per core beyond this one, at most
-/// `MAX_HELPERS`), installed once every one is ready (for frozen inference, and for the training
-/// steps' products when this page can share memory); `None` on one core.
+/// `MAX_HELPERS`), installed once every one is ready (for frozen inference, and the training steps'
+/// weight gradients); `None` on one core.
 async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
     use graft_engine::helpers::Helpers;
     let count = cores().saturating_sub(1).min(graft_worker::helpers::MAX_HELPERS);
@@ -155,7 +155,7 @@ async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
         );
         gloo_timers::future::TimeoutFuture::new(50).await;
     }
-    pool.clone().install();
+    graft_engine::helpers::install(Some(pool.clone()));
     Some(pool)
 }
 
@@ -174,7 +174,6 @@ async fn embedding_throughput_on_every_core() {
         throughput(kind, &device, &backend, true, 16, 3, 2000.0).await;
     }
     graft_engine::helpers::install(None);
-    graft_engine::helpers::install_step(None);
 }
 
 #[wasm_bindgen_test]
@@ -512,13 +511,13 @@ async fn training_rate_against_the_bound_on_cpu() {
         classes: vec!["a".into(), "b".into()],
         examples,
     };
-    // The partial freeze once on this worker alone and once with the app's helpers (its frozen
-    // prefix on the CPU kernels shares a batch with them, or runs ahead on them); a full fine-tune has
-    // no frozen prefix to share.
+    // Each strategy on this worker alone, then with the app's helpers, which compute the 1x1
+    // convolutions' weight gradients when the engine measures that it pays here (its tuner).
     let runs = [
         (Strategy::PartialFreeze { trainable_blocks: 6 }, false),
         (Strategy::PartialFreeze { trainable_blocks: 6 }, true),
         (Strategy::FullFineTune, false),
+        (Strategy::FullFineTune, true),
     ];
     for (strategy, with_helpers) in runs {
         let pool = if with_helpers {
@@ -556,21 +555,27 @@ async fn training_rate_against_the_bound_on_cpu() {
         config.batch_size = 16;
         config.val_fraction = 0.0;
         config.patience = None;
+        let waited = graft_engine::model::cpu_train::seconds_waited_for_helpers();
         let start = now_ms();
         let times = training::epoch_times(&model, &dataset, &config, &device, move || (now_ms() - start) / 1000.0)
             .await
             .expect("training");
         graft_engine::helpers::install(None);
-        graft_engine::helpers::install_step(None);
         let (_, seconds) = times.epochs.last().cloned().expect("an epoch");
         let on = match &pool {
             Some(pool) => {
-                // Training with helpers on a page that can share memory shares its steps' products.
-                assert!(
-                    pool.steps_shared() > 0 || !graft_helper::Channel::available(),
-                    "no training step shared with a helper"
-                );
-                format!("{on}, {} step shares on a helper", pool.steps_shared())
+                // Training with helpers computes the weight gradients there.
+                assert!(pool.steps_shared() > 0, "no weight gradient computed on a helper");
+                let tuner = graft_engine::model::cpu_train::tuner();
+                let ms = |seconds: Option<f64>| seconds.map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
+                format!(
+                    "{on}, {} weight gradients on a helper, {:.2} s waited for them in {:.1} s; backward pass here {}, sharing {}",
+                    pool.steps_shared(),
+                    graft_engine::model::cpu_train::seconds_waited_for_helpers() - waited,
+                    times.epochs.iter().map(|(_, s)| s).sum::<f64>(),
+                    ms(tuner.seconds[0]),
+                    ms(tuner.seconds[1]),
+                )
             }
             None => on,
         };
