@@ -3,9 +3,12 @@
 //! It holds one network at a time, compiled from the network file it is sent ([`ToHelper::Load`]),
 //! and answers each share of a batch ([`ToHelper::Run`]) with its values, in the order received.
 //!
-//! It also computes training step shares ([`ToHelper::Step`], `graft_kernels::step`): the weight
-//! gradients of the 1x1 convolutions, which the training worker sends during its backward pass and
-//! collects before the optimizer step. They are answered in order with the batches' shares.
+//! It also computes training step shares (`graft_kernels::step`): the weight gradients of the 1x1
+//! convolutions, which the training worker sends during its backward pass and collects before the
+//! optimizer step, answered in order with the batches' shares. A step share travels as one
+//! `Float32Array` ([`pack_step`]) and its answer comes back in the same buffer, which the training
+//! worker uses again: a new buffer costs a page fault per 4 KiB, and every JS value a wasm module
+//! makes costs a table slot, both far more than copying the numbers.
 //!
 //! Both sides of the conversation are here: the messages and how they travel as JS arrays (their big
 //! buffers transferred, not copied), the channel, and [`serve`], the helper's side.
@@ -14,7 +17,7 @@ use std::cell::RefCell;
 
 use graft_kernels::step::{Pointwise, Product, Share};
 use graft_kernels::{Network, Work};
-use js_sys::{Array, Float32Array, Uint8Array};
+use js_sys::{Array, ArrayBuffer, Float32Array, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
@@ -30,8 +33,6 @@ pub enum ToHelper {
         dims: [usize; 4],
         images: Vec<f32>,
     },
-    /// `share` of a training step on its operands `a` and `b`.
-    Step { share: Share, a: Vec<f32>, b: Vec<f32> },
 }
 
 /// What a helper says.
@@ -91,7 +92,6 @@ impl ToHelper {
                 }
                 message.push(&values);
             }
-            Self::Step { share, a, b } => return pack_step(*share, a, b),
         }
         (message, transfer)
     }
@@ -130,62 +130,88 @@ impl ToHelper {
                         .to_vec(),
                 })
             }
-            "step" => {
-                let product = match key {
-                    0 => Product::Forward,
-                    1 => Product::InputGradient,
-                    2 => Product::WeightGradient,
-                    other => return Err(format!("helper message: unknown product {other}")),
-                };
-                let [inputs, outputs, plane, images] =
-                    [2, 3, 4, 5].map(|index| number(message, index).map(|n| n as usize));
-                let share = Share {
-                    product,
-                    shape: Pointwise {
-                        inputs: inputs?,
-                        outputs: outputs?,
-                        plane: plane?,
-                    },
-                    images: images?,
-                };
-                let operand = |index| {
-                    message
-                        .get(index)
-                        .dyn_into::<Float32Array>()
-                        .map(|values| values.to_vec())
-                        .map_err(|_| format!("helper message: no operand {index}"))
-                };
-                Ok(Self::Step {
-                    share,
-                    a: operand(6)?,
-                    b: operand(7)?,
-                })
-            }
             other => Err(format!("helper message: unknown kind {other:?}")),
         }
     }
 }
 
-/// [`ToHelper::Step`] packed from borrowed operands (one copy each, into the buffers transferred).
-pub fn pack_step(share: Share, a: &[f32], b: &[f32]) -> Packed {
-    let (message, transfer) = (Array::new(), Array::new());
+/// Values before a step share's operands: its product, inputs, outputs, plane and images.
+const STEP_HEADER: usize = 5;
+
+/// A training step share as the message a helper receives: one `Float32Array`, the share's header
+/// ([`STEP_HEADER`] values) then `a` and `b`, in the smallest `spare` buffer that holds it (taken
+/// from it), else a new one; with the list of buffers to transfer (that one).
+pub fn pack_step(share: Share, a: &[f32], b: &[f32], spare: &mut Vec<ArrayBuffer>) -> (Float32Array, Array) {
+    let total = STEP_HEADER + a.len() + b.len();
+    let bytes = (total * 4) as u32;
+    let fitting = spare
+        .iter()
+        .enumerate()
+        .filter(|(_, buffer)| buffer.byte_length() >= bytes)
+        .min_by_key(|(_, buffer)| buffer.byte_length())
+        .map(|(index, _)| index);
+    let buffer = fitting.map_or_else(|| ArrayBuffer::new(bytes), |index| spare.swap_remove(index));
+    let message = Float32Array::new_with_byte_offset_and_length(&buffer, 0, total as u32);
     let product = match share.product {
         Product::Forward => 0,
         Product::InputGradient => 1,
         Product::WeightGradient => 2,
     };
-    message.push(&JsValue::from_str("step"));
-    message.push(&JsValue::from(product));
     let Pointwise { inputs, outputs, plane } = share.shape;
-    for n in [inputs, outputs, plane, share.images] {
-        message.push(&JsValue::from(n as f64));
+    for (index, value) in [product, inputs, outputs, plane, share.images].into_iter().enumerate() {
+        message.set_index(index as u32, value as f32);
     }
-    for operand in [a, b] {
-        let values = Float32Array::from(operand);
-        transfer.push(&values.buffer());
-        message.push(&values);
+    let at = (STEP_HEADER + a.len()) as u32;
+    message.subarray(STEP_HEADER as u32, at).copy_from(a);
+    message.subarray(at, total as u32).copy_from(b);
+    (message, Array::of1(&buffer))
+}
+
+/// The share a step message holds, and its operands.
+fn unpack_step(message: &Float32Array) -> Result<(Share, Vec<f32>, Vec<f32>), String> {
+    let header: Vec<usize> = (0..STEP_HEADER as u32)
+        .map(|index| message.get_index(index) as usize)
+        .collect();
+    let product = match header[0] {
+        0 => Product::Forward,
+        1 => Product::InputGradient,
+        2 => Product::WeightGradient,
+        other => return Err(format!("step message: unknown product {other}")),
+    };
+    let share = Share {
+        product,
+        shape: Pointwise {
+            inputs: header[1],
+            outputs: header[2],
+            plane: header[3],
+        },
+        images: header[4],
+    };
+    let (a_len, b_len) = (share.images * share.a_per_image(), share.b_len());
+    if message.length() as usize != STEP_HEADER + a_len + b_len {
+        return Err(format!("step message: {} values for {share:?}", message.length()));
     }
-    (message, transfer)
+    let at = (STEP_HEADER + a_len) as u32;
+    let a = message.subarray(STEP_HEADER as u32, at).to_vec();
+    let b = message.subarray(at, message.length()).to_vec();
+    Ok((share, a, b))
+}
+
+/// The helper's answer to a step message: its values, in the message's own buffer when they fit
+/// (sent back to carry the next one), with the buffers to transfer.
+fn answer_step(message: &Float32Array) -> Result<(Float32Array, Array), String> {
+    let (share, a, b) = unpack_step(message)?;
+    let values = share.run(&a, &b).map_err(|e| e.to_string())?;
+    let buffer = message.buffer();
+    let answer = if values.len() * 4 <= buffer.byte_length() as usize {
+        let answer = Float32Array::new_with_byte_offset_and_length(&buffer, 0, values.len() as u32);
+        answer.copy_from(&values);
+        answer
+    } else {
+        Float32Array::from(values.as_slice())
+    };
+    let transfer = Array::of1(&answer.buffer());
+    Ok((answer, transfer))
 }
 
 impl FromHelper {
@@ -210,6 +236,10 @@ impl FromHelper {
     }
 
     pub fn unpack(data: &JsValue) -> Self {
+        // A step's answer: its values alone.
+        if let Some(values) = data.dyn_ref::<Float32Array>() {
+            return Self::Done(values.to_vec());
+        }
         let Some(message) = data.dyn_ref::<Array>() else {
             return Self::Failed("the helper's answer is not an array".into());
         };
@@ -240,9 +270,8 @@ fn panic_injected() -> bool {
             .is_some_and(|search| search.contains("fault=helper-panic"))
 }
 
-/// Answers one request: a `Run` or a `Step` with its values or why not; a `Load` is not answered (a
-/// network that could not be read fails the `Run`s that need it, so every `Run` has exactly one
-/// answer).
+/// Answers one request: a `Run` with its values or why not; a `Load` is not answered (a network
+/// that could not be read fails the `Run`s that need it, so every `Run` has exactly one answer).
 fn answer(request: ToHelper) -> Option<FromHelper> {
     match request {
         ToHelper::Load { key, file } => {
@@ -252,10 +281,6 @@ fn answer(request: ToHelper) -> Option<FromHelper> {
             HELD.set(Some((key, net)));
             None
         }
-        ToHelper::Step { share, a, b } => Some(match share.run(&a, &b) {
-            Ok(values) => FromHelper::Done(values),
-            Err(why) => FromHelper::Failed(why.to_string()),
-        }),
         ToHelper::Run { .. } if panic_injected() => panic!("graft helper: the panic the test asked for"),
         ToHelper::Run {
             key,
@@ -292,9 +317,21 @@ pub fn serve() {
         }
     };
     let reply = post.clone();
+    let step_scope = scope.clone();
     // For the helper's whole life.
     gloo_events::EventListener::new(&scope, "message", move |event| {
         let data = event.unchecked_ref::<web_sys::MessageEvent>().data();
+        if let Some(step) = data.dyn_ref::<Float32Array>() {
+            match answer_step(step) {
+                Ok((answer, transfer)) => {
+                    if step_scope.post_message_with_transfer(&answer, &transfer).is_err() {
+                        reply(FromHelper::Failed("the answer could not be sent".into()));
+                    }
+                }
+                Err(why) => reply(FromHelper::Failed(why)),
+            }
+            return;
+        }
         match ToHelper::unpack(&data) {
             Ok(request) => {
                 if let Some(answer) = answer(request) {

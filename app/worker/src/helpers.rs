@@ -78,7 +78,14 @@ pub struct Pool {
     helpers: Vec<Rc<Helper>>,
     /// Training step shares a helper has answered so far.
     steps_shared: Rc<Cell<usize>>,
+    /// Buffers the helpers sent back, to carry the next steps' operands (see
+    /// `graft_helper::pack_step`).
+    spare: Rc<RefCell<Vec<js_sys::ArrayBuffer>>>,
 }
+
+/// Bytes of spare buffers kept at most (a step sends one per 1x1 convolution whose weight gradient
+/// a helper computes; beyond these a new buffer is made, and dropped after).
+const MAX_SPARE_BYTES: usize = 128 << 20;
 
 /// How many helpers to start: the worker's URL's `helpers=N`, else one per core beyond this one.
 pub fn wanted() -> usize {
@@ -130,6 +137,7 @@ impl Pool {
         on_ready: impl Fn(usize) + 'static,
     ) -> Self {
         let ready = Rc::new(Cell::new(0));
+        let spare: Rc<RefCell<Vec<js_sys::ArrayBuffer>>> = Rc::default();
         let on_ready: Rc<dyn Fn(usize)> = Rc::new(on_ready);
         let options = web_sys::WorkerOptions::new();
         if let Some(kind) = kind {
@@ -171,7 +179,13 @@ impl Pool {
         Self {
             helpers,
             steps_shared: Rc::new(Cell::new(0)),
+            spare,
         }
+    }
+
+    /// Buffers kept to carry the next training step shares.
+    pub fn spare_buffers(&self) -> usize {
+        self.spare.borrow().len()
     }
 
     /// Training step shares a helper has answered so far.
@@ -223,6 +237,10 @@ impl Helpers for Pool {
             }
             .pack(),
         );
+        let messages = messages
+            .into_iter()
+            .map(|(message, transfer)| (message.into(), transfer))
+            .collect();
         ask(helper, messages, None)
     }
 
@@ -230,17 +248,25 @@ impl Helpers for Pool {
         let Some(helper) = self.ready_ones().nth(index).cloned() else {
             return Box::pin(async { Err(HelperError("no such helper".into())) });
         };
-        ask(
-            helper,
-            vec![graft_helper::pack_step(share, a, b)],
-            Some(self.steps_shared.clone()),
-        )
+        let (message, transfer) = graft_helper::pack_step(share, a, b, &mut self.spare.borrow_mut());
+        let step = StepReturn {
+            count: self.steps_shared.clone(),
+            spare: self.spare.clone(),
+        };
+        ask(helper, vec![(message.into(), transfer)], Some(step))
     }
 }
 
-/// Sends `messages` to `helper` and returns its answer to the last one (each answered in order);
-/// `count` counts the answers that come.
-fn ask(helper: Rc<Helper>, messages: Vec<graft_helper::Packed>, count: Option<Rc<Cell<usize>>>) -> Answer {
+/// What a step's answer gives back besides its values: the count of step answers, and the spare
+/// buffers its buffer joins.
+struct StepReturn {
+    count: Rc<Cell<usize>>,
+    spare: Rc<RefCell<Vec<js_sys::ArrayBuffer>>>,
+}
+
+/// Sends `messages` (each a message and the buffers it transfers) to `helper` and returns its answer
+/// to the last one (each answered in order).
+fn ask(helper: Rc<Helper>, messages: Vec<(JsValue, js_sys::Array)>, step: Option<StepReturn>) -> Answer {
     let sent = messages
         .iter()
         .try_for_each(|(message, transfer)| helper.worker.post_message_with_transfer(message, transfer));
@@ -250,14 +276,24 @@ fn ask(helper: Rc<Helper>, messages: Vec<graft_helper::Packed>, count: Option<Rc
     }
     let promise = js_sys::Promise::new(&mut |resolve, _reject| helper.waiting.borrow_mut().push_back(resolve));
     Box::pin(async move {
-        let answer = match wasm_bindgen_futures::JsFuture::from(promise).await {
-            Ok(data) => FromHelper::unpack(&data),
+        let data = wasm_bindgen_futures::JsFuture::from(promise).await;
+        let answer = match &data {
+            Ok(data) => FromHelper::unpack(data),
             Err(_) => FromHelper::Failed("no answer".into()),
         };
         match answer {
             FromHelper::Done(values) => {
-                if let Some(count) = count {
-                    count.set(count.get() + 1);
+                if let (Some(step), Ok(data)) = (step, data) {
+                    step.count.set(step.count.get() + 1);
+                    // Its values are copied out: the buffer carries the next step's operands.
+                    if let Some(answer) = data.dyn_ref::<js_sys::Float32Array>() {
+                        let mut spare = step.spare.borrow_mut();
+                        let kept: usize = spare.iter().map(|buffer| buffer.byte_length() as usize).sum();
+                        let buffer = answer.buffer();
+                        if kept + buffer.byte_length() as usize <= MAX_SPARE_BYTES {
+                            spare.push(buffer);
+                        }
+                    }
                 }
                 Ok(values)
             }

@@ -99,8 +99,8 @@ thread_local! {
     static SHARING: Cell<bool> = const { Cell::new(false) };
     /// The weight gradients a helper computes, sent during the backward pass running now.
     static PENDING: RefCell<Vec<PendingGradient>> = const { RefCell::new(Vec::new()) };
-    /// Seconds [`backward`] has waited for helpers' weight gradients on this thread.
-    static WAITED: Cell<f64> = const { Cell::new(0.0) };
+    /// Where the time of sharing the weight gradients went on this thread.
+    static TIMES: Cell<HelperTimes> = const { Cell::new(HelperTimes { sending: 0.0, waiting: 0.0 }) };
     /// Whether sharing the weight gradients pays here (see [`Tuner`]).
     static TUNER: RefCell<Tuner> = RefCell::new(Tuner::default());
     /// The helper the next weight gradient goes to (round robin).
@@ -117,20 +117,34 @@ struct PendingGradient {
     answer: helpers::Answer,
 }
 
-/// Seconds [`backward`] has waited on this thread for the weight gradients helpers compute, after
-/// its backward pass was done (what the helpers did not hide).
-pub fn seconds_waited_for_helpers() -> f64 {
-    WAITED.get()
+/// Seconds this thread spent sharing weight gradients with helpers, summed over its passes:
+/// `sending` them (copying their operands into messages), and `waiting` for the last ones after its
+/// backward pass was done (what the helpers did not hide).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HelperTimes {
+    pub sending: f64,
+    pub waiting: f64,
+}
+
+/// [`HelperTimes`] so far on this thread.
+pub fn helper_times() -> HelperTimes {
+    TIMES.get()
 }
 
 /// Below this many multiply-adds a weight gradient is computed here: sending it costs more.
 const MIN_SHARED_MACS: usize = 1_000_000;
 
+/// Below this many multiply-adds per value sent (its operands) a weight gradient is computed here:
+/// copying a value into a message and out again costs about as much as a few dozen multiply-adds
+/// (the early layers of few channels, whose planes are large, stay here).
+const MIN_MACS_PER_VALUE_SENT: usize = 64;
+
 /// Whether the weight gradients go to the helpers, chosen by measuring backward passes both ways on
 /// this machine: whether a second core speeds a pass up depends on the machine (on a 2-vCPU virtual
-/// machine the two workers slow each other down more than the helper saves). The first pass warms
-/// up; then one pass each way, then the faster on average (a moving mean of the seconds), the other
-/// tried again every [`Tuner::RETRY_EVERY`] passes. Only the speed depends on the choice.
+/// machine the two workers slow each other down more than the helper saves). A pass each way warms
+/// up (the first allocates, and the first shared one its messages' buffers), a pass each way is
+/// measured, then the faster on average (a moving mean of the seconds) is kept, the other tried
+/// again every [`Tuner::RETRY_EVERY`] passes. Only the speed depends on the choice.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tuner {
     /// Mean seconds of a backward pass computing the weight gradients here, and on the helpers.
@@ -144,16 +158,16 @@ impl Tuner {
     /// Whether the next pass sends the weight gradients to the helpers.
     pub fn shares_next(&self) -> bool {
         match self.seconds {
-            _ if self.passes == 0 => false,
-            [None, _] => false,
-            [_, None] => true,
+            // Here, shared, here, shared.
+            _ if self.passes < 4 => self.passes % 2 == 1,
             [Some(here), Some(shared)] => (shared < here) != self.passes.is_multiple_of(Self::RETRY_EVERY),
+            _ => false,
         }
     }
 
     /// A pass took `seconds`, sharing or not.
     pub fn record(&mut self, shared: bool, seconds: f64) {
-        if self.passes > 0 {
+        if self.passes >= 2 {
             let mean = &mut self.seconds[usize::from(shared)];
             *mean = Some(mean.map_or(seconds, |mean| 0.7 * mean + 0.3 * seconds));
         }
@@ -213,7 +227,10 @@ async fn backward_sharing<M: Module>(model: &M, loss: Tensor<1>, shares: bool) -
         };
         values.insert(param, dw);
     }
-    WAITED.set(WAITED.get() + waiting.elapsed().as_secs_f64());
+    TIMES.set(HelperTimes {
+        waiting: TIMES.get().waiting + waiting.elapsed().as_secs_f64(),
+        ..TIMES.get()
+    });
     struct Put<'a> {
         values: HashMap<ParamId, Vec<f32>>,
         grads: &'a mut TensorGradients,
@@ -243,7 +260,9 @@ async fn backward_sharing<M: Module>(model: &M, loss: Tensor<1>, shares: bool) -
 /// Sends the weight gradient `dw = Σ dy xᵀ` of the parameter `param` to a helper when the backward
 /// pass running now may and the share is worth it: true when sent (then [`backward`] collects it).
 fn send_weight_gradient(param: Option<ParamId>, share: Share, x: &FlexTensor, dy: &FlexTensor) -> bool {
-    let Some(param) = param.filter(|_| SHARING.get() && share.macs() >= MIN_SHARED_MACS) else {
+    let sent = share.images * share.a_per_image() + share.b_len();
+    let worth = share.macs() >= MIN_SHARED_MACS.max(MIN_MACS_PER_VALUE_SENT * sent);
+    let Some(param) = param.filter(|_| SHARING.get() && worth) else {
         return false;
     };
     let Some(helpers) = helpers::installed().filter(|helpers| helpers.ready() > 0) else {
@@ -251,7 +270,12 @@ fn send_weight_gradient(param: Option<ParamId>, share: Share, x: &FlexTensor, dy
     };
     let index = NEXT_HELPER.get() % helpers.ready();
     NEXT_HELPER.set(index + 1);
+    let sending = web_time::Instant::now();
     let answer = helpers.run_step(index, share, slice(x), slice(dy));
+    TIMES.set(HelperTimes {
+        sending: TIMES.get().sending + sending.elapsed().as_secs_f64(),
+        ..TIMES.get()
+    });
     PENDING.with_borrow_mut(|pending| {
         pending.push(PendingGradient {
             param,
@@ -437,8 +461,9 @@ impl Backward<Flex, 2> for PointwiseBackward {
                 shape: graft_kernels::step::Pointwise { inputs, outputs, plane },
                 images: batch,
             };
-            // Sent: `backward` puts it in the gradients once the helper answers.
-            if !send_weight_gradient(param, share, &x, &output_grad) {
+            // Sent when this thread has the input's gradient to compute meanwhile (not for the first
+            // layer trained): `backward` puts it in the gradients once the helper answers.
+            if !(node_x.is_some() && send_weight_gradient(param, share, &x, &output_grad)) {
                 let dw = pointwise::weight_gradient(slice(&x), dy, batch, inputs, outputs, plane);
                 grads.register::<Flex>(node.id, tensor(dw, [outputs, inputs, 1, 1]));
             }
@@ -952,11 +977,11 @@ mod tests {
         let device = Device::flex().autodiff();
         let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let model = TwoConvs {
-            first: Param::from_tensor(random([96, 64, 1, 1])),
-            second: Param::from_tensor(random([32, 96, 1, 1])),
+            first: Param::from_tensor(random([256, 64, 1, 1])),
+            second: Param::from_tensor(random([256, 256, 1, 1])),
         };
-        let x = random([4, 64, 16, 16]);
-        let r = random([4, 32, 16, 16]);
+        let x = random([4, 64, 8, 8]);
+        let r = random([4, 256, 8, 8]);
         let loss = || {
             let h = relu6(pointwise_conv2d_of(x.clone(), &model.first));
             (pointwise_conv2d_of(h, &model.second) * r.clone()).sum()
@@ -994,8 +1019,8 @@ mod tests {
                 .collect();
             assert_eq!(
                 sent,
-                vec![(96, 32, 4), (64, 96, 4)],
-                "{answer:?}: both weight gradients sent, the last layer's first"
+                vec![(256, 256, 4)],
+                "{answer:?}: the second layer's weight gradient sent; the first's computed here (nothing else to do meanwhile: its input needs no gradient)"
             );
             for (what, (first, second)) in [("plain", plain), ("shared", shared)] {
                 close(
@@ -1028,14 +1053,18 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let faster_shared = run(0.5, 0.3, 40);
-        assert_eq!(faster_shared[..3], [false, false, true], "warm-up, then each way");
-        let retries = faster_shared[3..].iter().filter(|&&shares| !shares).count();
+        assert_eq!(
+            faster_shared[..4],
+            [false, true, false, true],
+            "each way to warm up, then to measure"
+        );
+        let retries = faster_shared[4..].iter().filter(|&&shares| !shares).count();
         assert_eq!(
             retries, 2,
             "{faster_shared:?}: the helpers, retrying here every 16 passes"
         );
         let faster_here = run(0.3, 0.5, 40);
-        let tries = faster_here[3..].iter().filter(|&&shares| shares).count();
+        let tries = faster_here[4..].iter().filter(|&&shares| shares).count();
         assert_eq!(tries, 2, "{faster_here:?}: here, retrying the helpers every 16 passes");
     }
 

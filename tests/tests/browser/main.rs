@@ -14,6 +14,7 @@ mod device;
 mod folders;
 mod freezing;
 mod frozen_prefix;
+mod helpers;
 mod pretrained;
 mod project;
 mod training;

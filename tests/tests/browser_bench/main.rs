@@ -15,6 +15,10 @@ use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_config
 // In a dedicated worker, as the app computes: the page's thread stays free to answer the test runner.
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
+#[path = "../common/helper_workers.rs"]
+mod helper_workers;
+use helper_workers::cores;
+
 #[wasm_bindgen::prelude::wasm_bindgen]
 extern "C" {
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
@@ -93,68 +97,15 @@ async fn embedding_throughput_on_webgpu() {
     }
 }
 
-/// A helper worker's side (`graft_helper::serve`), exported from this test's wasm: the test runner
-/// cannot serve the app's `helper_loader.js`, so the benchmark's helpers are module workers that load
-/// this same wasm (see [`helper_loader_url`]) and call this.
-#[wasm_bindgen::prelude::wasm_bindgen]
-pub fn graft_bench_helper() {
-    graft_helper::serve();
-}
-
-/// A module worker script, as a blob URL, that loads the test runner's wasm from this worker's
-/// origin and serves as a helper.
-fn helper_loader_url() -> String {
-    // `self.location.href` (read by name: web-sys's `WorkerLocation` is not among the features built).
-    let location = js_sys::Reflect::get(&js_sys::global(), &"location".into()).expect("a worker's location");
-    let base = js_sys::Reflect::get(&location, &"href".into())
-        .ok()
-        .and_then(|href| href.as_string())
-        .expect("a worker's URL");
-    // The runner serves its wasm-bindgen glue as `wasm-bindgen-test` beside this worker's script.
-    let script = format!(
-        "const base = {base:?};\n\
-         const glue = await import(new URL('wasm-bindgen-test', base).href);\n\
-         await glue.default({{ module_or_path: new URL('wasm-bindgen-test_bg.wasm', base).href }});\n\
-         glue.graft_bench_helper();\n"
-    );
-    let parts = js_sys::Array::of1(&script.into());
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("text/javascript");
-    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).expect("a blob");
-    web_sys::Url::create_object_url_with_blob(&blob).expect("a blob URL")
-}
-
-/// The browser's cores (`navigator.hardwareConcurrency`, at least 1).
-fn cores() -> usize {
-    use wasm_bindgen::JsCast;
-    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    (scope.navigator().hardware_concurrency() as usize).max(1)
-}
-
 /// Helper workers as the app starts them on this machine (one per core beyond this one, at most
 /// `MAX_HELPERS`), installed once every one is ready (for frozen inference, and the training steps'
 /// weight gradients); `None` on one core.
 async fn start_helpers() -> Option<std::rc::Rc<graft_worker::helpers::Pool>> {
-    use graft_engine::helpers::Helpers;
     let count = cores().saturating_sub(1).min(graft_worker::helpers::MAX_HELPERS);
     if count == 0 {
         return None;
     }
-    let pool = std::rc::Rc::new(graft_worker::helpers::Pool::start_at(
-        &helper_loader_url(),
-        Some(web_sys::WorkerType::Module),
-        count,
-        |_| {},
-    ));
-    let start = now_ms();
-    while pool.ready() < count {
-        assert!(
-            now_ms() - start < 60_000.0,
-            "{} of {count} helpers ready after a minute",
-            pool.ready()
-        );
-        gloo_timers::future::TimeoutFuture::new(50).await;
-    }
+    let pool = helper_workers::start(count).await;
     graft_engine::helpers::install(Some(pool.clone()));
     Some(pool)
 }
@@ -555,7 +506,7 @@ async fn training_rate_against_the_bound_on_cpu() {
         config.batch_size = 16;
         config.val_fraction = 0.0;
         config.patience = None;
-        let waited = graft_engine::model::cpu_train::seconds_waited_for_helpers();
+        let before = graft_engine::model::cpu_train::helper_times();
         let start = now_ms();
         let times = training::epoch_times(&model, &dataset, &config, &device, move || (now_ms() - start) / 1000.0)
             .await
@@ -569,9 +520,10 @@ async fn training_rate_against_the_bound_on_cpu() {
                 let tuner = graft_engine::model::cpu_train::tuner();
                 let ms = |seconds: Option<f64>| seconds.map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
                 format!(
-                    "{on}, {} weight gradients on a helper, {:.2} s waited for them in {:.1} s; backward pass here {}, sharing {}",
+                    "{on}, {} weight gradients on a helper, {:.2} s sending them, {:.2} s waiting for them, in {:.1} s; backward pass here {}, sharing {}",
                     pool.steps_shared(),
-                    graft_engine::model::cpu_train::seconds_waited_for_helpers() - waited,
+                    graft_engine::model::cpu_train::helper_times().sending - before.sending,
+                    graft_engine::model::cpu_train::helper_times().waiting - before.waiting,
                     times.epochs.iter().map(|(_, s)| s).sum::<f64>(),
                     ms(tuner.seconds[0]),
                     ms(tuner.seconds[1]),
