@@ -18,7 +18,8 @@ async function precache() {
     // The training worker: the build this page started (`sw.js?worker=worker-cpu`, for a browser
     // without a usable GPU, or `worker`), both when not named. The other build, should a person
     // switch "Compute on", is cached as it is fetched.
-    ...workerBuilds.flatMap((name) => [`./${name}_loader.js`, `./${name}.js`, `./${name}_bg.wasm`]),
+    "./engine_loader.js",
+    ...workerBuilds.flatMap((name) => [`./${name}.js`, `./${name}_bg.wasm`]),
     "./models/manifest.json",
     // The helper workers the training worker starts on the CPU backend, one per spare core.
     "./helper_loader.js", "./helper.js", "./helper_bg.wasm",
@@ -38,6 +39,17 @@ self.addEventListener("activate", (event) => {
   event.waitUntil(self.clients.claim());
 });
 
+// A cached copy as the answer to `request`: under its own address when that has a query. A worker's
+// `self.location` is the address of the response that started it, and the training worker reads its
+// query (`engine_loader.js?build=worker-cpu&compute=cpu`); the copy cached under the bare address
+// would lose it. A new response has no address, and takes the request's.
+function answering(request, cached) {
+  if (!cached || !new URL(request.url).search || cached.url === request.url) {
+    return cached;
+  }
+  return new Response(cached.body, { status: cached.status, statusText: cached.statusText, headers: cached.headers });
+}
+
 // Network first (a new build is picked up), but never waiting more than 3 s on it when a cached copy
 // exists: an unreachable server can hang rather than fail.
 self.addEventListener("fetch", (event) => {
@@ -46,7 +58,8 @@ self.addEventListener("fetch", (event) => {
     return;
   }
   event.respondWith(
-    caches.match(request, { ignoreSearch: true }).then((cached) => {
+    caches.match(request, { ignoreSearch: true }).then((found) => {
+      const cached = answering(request, found);
       const network = fetch(request).then((response) => {
         if (response.ok) {
           const copy = response.clone();

@@ -76,7 +76,7 @@ impl Bridge {
                 }
                 Err(message) => on_event(
                     WorkerEvent::Failed {
-                        request: Work::Message,
+                        request: Work::Start,
                         message,
                     },
                     Vec::new(),
@@ -100,7 +100,7 @@ impl Bridge {
             .iter()
             .filter_map(|name| Some(format!("&{name}={}", crate::device::query_value(&query, name)?)))
             .collect();
-        let url = format!("{}?compute={}{passed_on}", build.loader(), compute.name());
+        let url = format!("{}&compute={}{passed_on}", build.loader(), compute.name());
         web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))
     }
 

@@ -4,7 +4,7 @@
 //! WebGPU adapter ([`browser_adapter_info`], asked by the page and by the worker).
 
 /// Where a person wants Graft to compute ("Compute on" beside the device badge): kept by the page,
-/// handed to the worker in its URL (`worker_loader.js?compute=webgpu`), since the device is chosen
+/// handed to the worker in its URL (`engine_loader.js?build=worker&compute=webgpu`), since the device is chosen
 /// once, when the worker starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ComputeChoice {
@@ -81,7 +81,7 @@ impl WorkerBuild {
         Self::for_choice(choice, &browser_adapter_info().await)
     }
 
-    /// Its bin's name: trunk's files for it are `{name}_loader.js`, `{name}.js`, `{name}_bg.wasm`.
+    /// Its bin's name: trunk's files for it are `{name}.js` (the glue) and `{name}_bg.wasm`.
     pub fn name(self) -> &'static str {
         match self {
             Self::WebGpu => "worker",
@@ -89,9 +89,10 @@ impl WorkerBuild {
         }
     }
 
-    /// The script that starts it (trunk's loader for the bin).
+    /// The script that starts it, with its query: `public/engine_loader.js`, which loads the build
+    /// named in its URL and tells the page when it cannot.
     pub fn loader(self) -> String {
-        format!("./{}_loader.js", self.name())
+        format!("./engine_loader.js?build={}", self.name())
     }
 }
 
@@ -280,13 +281,10 @@ mod tests {
             WorkerBuild::Cpu
         );
         assert_eq!(build(ComputeChoice::Cpu, &gpu), WorkerBuild::Cpu);
-        for build in [WorkerBuild::WebGpu, WorkerBuild::Cpu] {
-            assert_eq!(build.loader(), format!("./{}_loader.js", build.name()));
-        }
         assert_ne!(WorkerBuild::WebGpu.loader(), WorkerBuild::Cpu.loader());
-        // The files trunk writes for the two bins (`app/index.html`).
-        assert_eq!(WorkerBuild::WebGpu.loader(), "./worker_loader.js");
-        assert_eq!(WorkerBuild::Cpu.loader(), "./worker-cpu_loader.js");
+        // The names trunk gives the two bins' files (`app/index.html`), which the loader loads.
+        assert_eq!(WorkerBuild::WebGpu.loader(), "./engine_loader.js?build=worker");
+        assert_eq!(WorkerBuild::Cpu.loader(), "./engine_loader.js?build=worker-cpu");
     }
 
     #[test]

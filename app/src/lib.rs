@@ -15,18 +15,21 @@ use leptos::prelude::*;
 
 pub use page::App;
 
-/// Shows which compute device training runs on, once the worker has opened it.
+/// Shows which compute device training runs on, once the worker has opened it (or that it could
+/// not be started, when `failed`).
 #[component]
-pub fn DeviceBadge(label: ReadSignal<Option<(String, bool)>>) -> impl IntoView {
+pub fn DeviceBadge(label: ReadSignal<Option<(String, bool)>>, failed: ReadSignal<bool>) -> impl IntoView {
     view! {
         <p
             class="device"
             class:gpu=move || label.get().is_some_and(|(_, gpu)| gpu)
             class:cpu=move || label.get().is_some_and(|(_, gpu)| !gpu)
+            class:failed=move || failed.get()
             data-testid="device"
         >
             {move || match label.get() {
                 Some((text, _)) => text,
+                None if failed.get() => "No training engine: it could not be loaded".to_string(),
                 None => "Looking for a compute device…".to_string(),
             }}
         </p>

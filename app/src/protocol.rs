@@ -282,6 +282,9 @@ pub enum Work {
     /// A message that could not be read (page and worker from different builds).
     #[serde(rename = "?")]
     Message,
+    /// Starting the worker: its script or its wasm could not be loaded (`public/engine_loader.js`
+    /// says so), so it will never be ready.
+    Start,
 }
 
 /// A device failure the tests make happen (builds with the `test-hooks` feature).

@@ -148,6 +148,55 @@ async fn app_falls_back_to_the_cpu_without_webgpu() {
     assert_eq!(e2e::worker_builds_loaded(&server), ["worker-cpu_bg.wasm"]);
 }
 
+/// A training engine that cannot be loaded (here its wasm is missing from the host; offline, a build
+/// not yet stored for offline use) is said so on the page, not left as a page waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_engine_that_cannot_load_is_said_so() {
+    // The tests' build without the CPU engine's wasm (every other file linked as it is).
+    let root = std::env::temp_dir().join(format!("graft-no-engine-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("a temporary root");
+    for entry in std::fs::read_dir(e2e::dist_dir()).expect("the tests' build") {
+        let entry = entry.expect("an entry");
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("worker-cpu_bg.wasm") {
+            std::os::unix::fs::symlink(entry.path(), root.join(&name)).expect("a link");
+        }
+    }
+    let server = StaticServer::start(root.clone());
+    let driver = ChromeDriver::start();
+    let client = driver.session_without_webgpu().await;
+    client.goto(&server.url("/")).await.expect("cannot open the app");
+    let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(60), |t| {
+        t.contains("The training engine could not be loaded")
+    })
+    .await;
+    let badge = e2e::wait_for_text(&client, "[data-testid=device]", Duration::from_secs(5), |t| {
+        t.starts_with("No training engine")
+    })
+    .await;
+    // Another device can be chosen (the select waits only for a worker that may still start).
+    let choice_enabled = client
+        .execute(
+            "return !document.querySelector('[data-testid=compute-choice]').disabled;",
+            Vec::new(),
+        )
+        .await
+        .expect("the compute choice");
+    let shot = e2e::screenshot(&client, "engine-missing").await;
+    println!(
+        "messages: {messages:?}; badge: {badge:?}; screenshot: {}",
+        shot.display()
+    );
+    client.close().await.expect("close");
+    assert!(badge.is_ok(), "the badge: {badge:?}");
+    assert_eq!(choice_enabled.as_bool(), Some(true), "\"Compute on\" cannot be changed");
+    let _ = std::fs::remove_dir_all(&root);
+    let messages = messages.expect("no message about the engine that could not be loaded");
+    assert!(messages.contains("worker-cpu_bg.wasm"), "{messages}");
+    assert!(messages.contains("Compute on"), "what a person can do: {messages}");
+}
+
 /// Once loaded, the app works without the server: its service worker answers from the cache, including
 /// the training worker and the pretrained weights (a recommendation is computed offline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +234,10 @@ async fn app_works_offline_once_loaded() {
         t.starts_with("CPU fallback")
     })
     .await;
-    assert!(device.is_ok(), "the page and its worker loaded offline: {device:?}");
+    if device.is_err() {
+        let messages = e2e::wait_for_text(&client, "[data-testid=messages]", Duration::from_secs(1), |_| true).await;
+        panic!("the page and its worker did not load offline: {device:?}; the page says {messages:?}");
+    }
     // Two classes from the fixture photos, then a recommendation: the weights come from the cache.
     e2e::add_two_fixture_classes(&client).await;
     e2e::click(&client, "analyse-button").await;

@@ -77,6 +77,9 @@ impl Studio {
                 if request == Work::Review {
                     self.reviewing.set(false);
                 }
+                if request == Work::Start {
+                    self.engine_failed.set(true);
+                }
                 self.say(true, message);
             }
             WorkerEvent::Notice { message } => self.say(false, message),

@@ -123,7 +123,7 @@ pub fn App() -> impl IntoView {
                     "Fine-tune an ImageNet-pretrained CNN on your own pictures. Nothing leaves this device."
                 </p>
                 <div class="device-row">
-                    <DeviceBadge label=device.read_only()/>
+                    <DeviceBadge label=device.read_only() failed=studio.engine_failed.read_only()/>
                     {move || {
                         let cpu = matches!(device.get(), Some((_, false)));
                         studio.cores.get().filter(|_| cpu).map(|cores| {

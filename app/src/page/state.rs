@@ -101,6 +101,8 @@ pub(crate) struct Studio {
     pub(crate) device: RwSignal<Option<(String, bool)>>,
     /// On the CPU backend, the cores frozen inference runs on (once the worker has helpers).
     pub(crate) cores: RwSignal<Option<usize>>,
+    /// The worker could not be started (its engine could not be loaded): it will never be ready.
+    pub(crate) engine_failed: RwSignal<bool>,
     /// Local: the thumbnails' object URLs belong to this thread.
     pub(crate) classes: RwSignal<Vec<ClassView>, LocalStorage>,
     pub(crate) messages: RwSignal<Vec<(bool, String)>>,
@@ -216,6 +218,7 @@ impl Studio {
         Self {
             device: RwSignal::new(None),
             cores: RwSignal::new(None),
+            engine_failed: RwSignal::new(false),
             classes: RwSignal::new_local(Vec::new()),
             messages: RwSignal::new(Vec::new()),
             model: RwSignal::new(ModelKind::MobileNetV2),

@@ -73,7 +73,7 @@ pub(crate) fn ComputeSetting() -> impl IntoView {
             || studio.measuring.get().is_some()
             || studio.reviewing.get()
             || studio.unsaved.get() != (0, false)
-            || studio.device.get().is_none()
+            || (studio.device.get().is_none() && !studio.engine_failed.get())
     };
     let on_change = move |event| {
         let Some(chosen) = ComputeChoice::from_name(&event_target_value(&event)) else {
