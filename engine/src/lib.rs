@@ -18,6 +18,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod peer;
 pub mod preprocess;
 pub mod readback;
 pub mod recommend;

@@ -17,6 +17,7 @@ use self::state::{STATE, STOP};
 
 pub mod device;
 pub mod helpers;
+pub mod replica;
 pub mod store;
 
 mod compare;
@@ -34,8 +35,16 @@ mod tab;
 /// Side of the square JPEG thumbnails sent to the page.
 pub(crate) const THUMBNAIL: u32 = 96;
 
-/// Sets up the worker: opens the device (reporting `Ready`) and handles every message after that.
+/// Sets up the worker: opens the device (reporting `Ready`) and handles every message after that; or,
+/// with `role=replica` in its URL, serves as the training worker's replica ([`replica::serve`]).
 pub fn start() {
+    // A replica of this worker computes half of each training step and nothing else.
+    let role = graft_app::device::query_in_url()
+        .and_then(|query| graft_app::device::query_value(&query, "role").map(str::to_string));
+    if role.as_deref() == Some("replica") {
+        replica::serve();
+        return;
+    }
     let scope: web_sys::EventTarget = js_sys::global().unchecked_into();
     // For the worker's whole life.
     gloo_events::EventListener::new(&scope, "message", |event| {

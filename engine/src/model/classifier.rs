@@ -1,7 +1,7 @@
 //! The image classifier both architectures share: stem -> inverted residual blocks -> 1x1 head conv ->
 //! global average pooling -> dropout -> linear classifier, built from an architecture table.
 
-use burn::module::{Flag, ModuleVisitor, Param, ParamId};
+use burn::module::{Flag, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -280,6 +280,19 @@ impl ImageClassifier {
         }
     }
 
+    /// Maps body block `index`'s parameters and statistics with `mapper`.
+    pub fn map_block<M: ModuleMapper>(&mut self, index: usize, mapper: &mut M) {
+        fn map<T: Module, M: ModuleMapper>(module: &mut T, mapper: &mut M) {
+            *module = module.clone().map(mapper);
+        }
+        match index {
+            0 => map(&mut self.stem, mapper),
+            i if i <= self.blocks.len() => map(&mut self.blocks[i - 1], mapper),
+            i if i == self.blocks.len() + 1 => map(&mut self.head_conv, mapper),
+            i => panic!("block index {i} out of range for {} blocks", self.blocks.len() + 2),
+        }
+    }
+
     /// One optimizer step on body block `index` alone: takes the gradients of `params` (ids within the
     /// block) out of `grads` and updates only that block, so that a step costs what the block costs,
     /// not a pass over the whole model.
@@ -342,8 +355,21 @@ impl ImageClassifier {
     /// # Shapes
     /// - `x`: the activation entering block `start` -> `[batch, classes]`
     pub fn forward_from(&self, start: usize, x: Tensor<4>) -> Tensor<2> {
+        self.classify(self.embeddings_from(start, x))
+    }
+
+    /// Pooled embeddings from the activation after block `start - 1` (blocks `start..`, pooling).
+    ///
+    /// # Shapes
+    /// - `x`: the activation entering block `start` -> `[batch, embedding width]`
+    pub fn embeddings_from(&self, start: usize, x: Tensor<4>) -> Tensor<2> {
         let x = (start..self.blocks.len() + 2).fold(x, |x, index| self.forward_block(index, x));
-        self.classify(self.pool.forward(x).flatten(1, 3))
+        self.pool.forward(x).flatten(1, 3)
+    }
+
+    /// The probability with which dropout zeroes an embedding's value before the classifier.
+    pub fn dropout_probability(&self) -> f64 {
+        self.dropout.prob
     }
 
     /// Runs the first `count` body blocks as they are (for a frozen prefix on a plain device: inference

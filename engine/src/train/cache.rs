@@ -49,13 +49,35 @@ impl Cache {
     }
 }
 
+/// What a training batch enters the layers that train as.
+pub(super) enum TrainInput {
+    /// Pooled embeddings, for the head alone.
+    Embeddings(Tensor<2>),
+    /// The activations entering body block `start` (a constant on the autodiff device).
+    From { start: usize, x: Tensor<4> },
+}
+
+impl TrainInput {
+    /// The logits `model` gives on this input (with the graph of what trains).
+    pub(super) fn logits(self, model: &ImageClassifier) -> Tensor<2> {
+        match self {
+            // Without dropout: with the features fixed, its noise costs more (a random mask for every
+            // embedding of every epoch, the bulk of a CPU step) than it regularises a linear layer
+            // that label smoothing and weight decay already regularise.
+            Self::Embeddings(embeddings) => model.classify_without_dropout(embeddings),
+            Self::From { start, x } => model.forward_from(start, x),
+        }
+    }
+}
+
 impl Run<'_> {
-    pub(super) async fn train_logits(
+    /// The training examples at `positions` as they enter the layers that train.
+    pub(super) async fn train_input(
         &mut self,
         model: &ImageClassifier,
         cache: &Cache,
         positions: &[usize],
-    ) -> Tensor<2> {
+    ) -> TrainInput {
         let rows = || {
             Tensor::<1, Int>::from_data(
                 TensorData::new(
@@ -66,15 +88,11 @@ impl Run<'_> {
             )
         };
         match cache {
-            // Without dropout: with the features fixed, its noise costs more (a random mask for every
-            // embedding of every epoch, the bulk of a CPU step) than it regularises a linear layer
-            // that label smoothing and weight decay already regularise.
-            Cache::Embeddings { train, .. } => {
-                model.classify_without_dropout(train.clone().select(0, rows()).autodiff())
-            }
-            Cache::Boundary { start, train, .. } => {
-                model.forward_from(*start, train.clone().select(0, rows()).autodiff())
-            }
+            Cache::Embeddings { train, .. } => TrainInput::Embeddings(train.clone().select(0, rows()).autodiff()),
+            Cache::Boundary { start, train, .. } => TrainInput::From {
+                start: *start,
+                x: train.clone().select(0, rows()).autodiff(),
+            },
             Cache::None | Cache::Compiled { .. } => {
                 let views: Vec<RgbImage> = positions
                     .iter()
@@ -88,14 +106,18 @@ impl Run<'_> {
                     })
                     .collect();
                 match cache {
-                    Cache::Compiled { start, net } => {
-                        model.forward_from(*start, self.compiled_boundary(net, *start, &views).await.autodiff())
+                    Cache::Compiled { start, net } => TrainInput::From {
+                        start: *start,
+                        x: self.compiled_boundary(net, *start, &views).await.autodiff(),
+                    },
+                    _ => {
+                        let (x, start) = model.forward_frozen_prefix(preprocess::batch_tensor(
+                            &views,
+                            &self.input.normalisation,
+                            &self.autodiff,
+                        ));
+                        TrainInput::From { start, x }
                     }
-                    _ => model.forward_train(preprocess::batch_tensor(
-                        &views,
-                        &self.input.normalisation,
-                        &self.autodiff,
-                    )),
                 }
             }
         }

@@ -12,10 +12,14 @@ use crate::readback;
 use crate::schedule::WarmupCosine;
 use crate::strategy::Phase;
 
-use super::cache::Cache;
+use super::cache::{Cache, TrainInput};
 use super::checkpoint::{EpochProgress, Position};
 use super::session::{Best, Run};
 use super::{TrainError, TrainEvent, TrainObserver};
+
+/// Batches smaller than this are never split with a peer: a part's fixed costs (the state sent,
+/// a message each way) outweigh half a small batch's work.
+const MIN_SPLIT_BATCH: usize = 8;
 
 /// Seconds an epoch has taken: before it was resumed, plus since.
 struct EpochClock {
@@ -71,6 +75,7 @@ impl Run<'_> {
         let plan = self.plan(phase, cache);
         // Whether the helpers compute the weight gradients is measured again for what this phase trains.
         crate::model::cpu_train::reset_tuner();
+        crate::peer::reset_tuner();
         // Ended by early stopping (`at` then counts fewer epochs than planned).
         let mut stopped_early = false;
         while at.phase_epoch < phase.epochs && !self.cancelled {
@@ -208,27 +213,55 @@ impl Run<'_> {
             .iter()
             .map(|&p| self.dataset.examples[self.split.train[p]].label)
             .collect();
-        let logits = self.train_logits(&model, &plan.cache, positions).await;
-        let targets = Tensor::<1, Int>::from_data(
-            TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
-            &self.autodiff,
-        );
-        let loss = plan.loss_fn.forward(logits.clone(), targets);
-        // One read-back per batch: the loss and the logits together.
-        let host = readback::to_f32_vec(Tensor::cat(
-            vec![
-                loss.clone().without_autodiff().reshape([1]),
-                logits.without_autodiff().flatten(0, 1),
-            ],
-            0,
-        ))
-        .await?;
-        let batch_loss = f64::from(host[0]);
+        let started = Instant::now();
+        let input = self.train_input(&model, &plan.cache, positions).await;
+        // A peer (in the browser on the CPU backend: a replica of the worker) takes part of the batch
+        // when one is ready, the batch is worth splitting, only blocks from the input's on train, and
+        // splitting was measured to pay here.
+        let peer = match &input {
+            TrainInput::From { start, .. }
+                if labels.len() >= MIN_SPLIT_BATCH
+                    && crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model) =>
+            {
+                crate::peer::ready()
+            }
+            _ => None,
+        };
+        let split = peer.is_some() && crate::peer::splits_next();
+        let (batch_loss, logits, grads) = match (input, &peer) {
+            (TrainInput::From { start, x }, Some(peer)) if split => {
+                self.split_step(&model, peer.as_ref(), start, x, &labels).await?
+            }
+            (input, _) => {
+                let logits = input.logits(&model);
+                let targets = Tensor::<1, Int>::from_data(
+                    TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
+                    &self.autodiff,
+                );
+                let loss = plan.loss_fn.forward(logits.clone(), targets);
+                // One read-back per batch: the loss and the logits together.
+                let host = readback::to_f32_vec(Tensor::cat(
+                    vec![
+                        loss.clone().without_autodiff().reshape([1]),
+                        logits.without_autodiff().flatten(0, 1),
+                    ],
+                    0,
+                ))
+                .await?;
+                let batch_loss = f64::from(host[0]);
+                if !batch_loss.is_finite() {
+                    return Err(TrainError::Diverged(batch_loss));
+                }
+                // The 1x1 convolutions' weight gradients on the helpers, where there are (the browser's CPU).
+                let grads = crate::model::cpu_train::backward(&model, loss).await;
+                (batch_loss, host[1..].to_vec(), grads)
+            }
+        };
         if !batch_loss.is_finite() {
             return Err(TrainError::Diverged(batch_loss));
         }
         let classes = self.dataset.classes.len();
-        progress.correct += host[1..]
+        progress.correct += logits
             .chunks(classes)
             .zip(&labels)
             .filter(|(row, label)| crate::metrics::argmax(row) == **label)
@@ -238,13 +271,79 @@ impl Run<'_> {
         // The rate at the batch's last image: a batch of B images at step k gets the rate a
         // step-counted schedule would give step k.
         let factor = plan.schedule.factor(at.images + labels.len() - 1);
-        // The 1x1 convolutions' weight gradients on the helpers, where there are (the browser's CPU).
-        let grads = crate::model::cpu_train::backward(&model, loss).await;
         let model = optimizer.step(model, grads, factor);
+        if peer.is_some() {
+            crate::peer::record(split, started.elapsed().as_secs_f64() / labels.len() as f64);
+        }
         at.images += labels.len();
         progress.batches_done += 1;
         progress.images_done += labels.len();
         Ok((model, batch_loss))
+    }
+
+    /// A step's batch split with `peer`: the peer gets the last half (the activations entering block
+    /// `start` and the state of what trains), this thread computes the first meanwhile; the loss,
+    /// logits and gradients of the whole batch (each part's weighted by its images). A part the peer
+    /// fails to answer is computed here by a [`Replica`](crate::peer::Replica), to the same numbers.
+    async fn split_step(
+        &mut self,
+        model: &ImageClassifier,
+        peer: &dyn crate::peer::Peer,
+        start: usize,
+        x: Tensor<4>,
+        labels: &[usize],
+    ) -> Result<(f64, Vec<f32>, burn::tensor::Gradients), TrainError> {
+        use crate::peer::{PartHeader, PartRequest};
+        let images = labels.len();
+        let mine = images.div_ceil(2);
+        let [_, channels, height, width] = x.dims();
+        let seeds = [self.rng.next_u64(), self.rng.next_u64()];
+        let header = |range: std::ops::Range<usize>, seed| PartHeader {
+            kind: self.kind,
+            classes: self.dataset.classes.len(),
+            start,
+            running_statistics: self.config.batch_norm_statistics() == super::BatchNormStatistics::Running,
+            smoothing: (self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing),
+            seed,
+            dims: [range.len(), channels, height, width],
+            labels: labels[range].to_vec(),
+        };
+        let theirs = PartRequest {
+            header: header(mine..images, seeds[1]),
+            state: crate::peer::state(model, start).await?,
+            input: readback::to_f32_vec(x.clone().narrow(0, mine, images - mine).without_autodiff()).await?,
+        };
+        let answer = peer.run(&theirs);
+        let (loss, logits) = crate::peer::part_loss(model, &header(0..mine, seeds[0]), x.narrow(0, 0, mine));
+        let host = readback::to_f32_vec(Tensor::cat(
+            vec![
+                loss.clone().without_autodiff().reshape([1]),
+                logits.without_autodiff().flatten(0, 1),
+            ],
+            0,
+        ))
+        .await?;
+        let mut grads = crate::model::cpu_train::backward(model, loss).await;
+        let (_, gradients) = crate::peer::sizes(model, start);
+        let classes = self.dataset.classes.len();
+        let answer = match answer.await {
+            Ok(answer) if answer.gradients.len() == gradients && answer.logits.len() == (images - mine) * classes => {
+                answer
+            }
+            _ => crate::peer::Replica::new(self.device.clone())
+                .run(&theirs)
+                .await
+                .map_err(|error| match error {
+                    crate::peer::PeerError::Readback(error) => TrainError::from(error),
+                    other => panic!("a part this thread made is well formed: {other}"),
+                })?,
+        };
+        crate::peer::add_part(model, start, &mut grads, mine, &answer.gradients, images - mine);
+        let batch_loss =
+            (f64::from(host[0]) * mine as f64 + f64::from(answer.loss) * (images - mine) as f64) / images as f64;
+        let mut logits = host[1..].to_vec();
+        logits.extend_from_slice(&answer.logits);
+        Ok((batch_loss, logits, grads))
     }
 
     /// A completed epoch: validation, the `Epoch` event, the best model kept, early stopping, the

@@ -59,3 +59,67 @@ async fn a_helper_computes_step_shares_bit_for_bit() {
     assert!(got == share.run(&a, &b).unwrap(), "a large answer differs");
     assert_eq!(pool.steps_shared(), 10, "every step share answered by the helper");
 }
+
+/// The training worker's replica computes a part of a training step (`graft_engine::peer`) exactly as
+/// this worker would, through the real messages; a part it cannot compute fails it for good.
+#[wasm_bindgen_test]
+async fn a_replica_computes_a_training_step_part_bit_for_bit() {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+    use graft_engine::model::ModelKind;
+    use graft_engine::peer::{self, PartHeader, PartRequest, Peer};
+
+    let replica = helper_workers::start_replica().await;
+    let device = Device::flex();
+    let kind = ModelKind::MobileNetV2;
+    let start = kind.architecture().num_body_blocks() - 2;
+    for round in 0..2u64 {
+        device.seed(round);
+        let mut model = kind.architecture().init(4, &device).train();
+        graft_engine::freeze::freeze_to(&mut model, start).unwrap();
+        model.set_running_statistics(false);
+        let images = Tensor::<4>::random([3, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+        let boundary = model.valid().forward_prefix(start, images);
+        let part = PartRequest {
+            header: PartHeader {
+                kind,
+                classes: 4,
+                start,
+                running_statistics: false,
+                smoothing: Some(0.1),
+                seed: 11 + round,
+                dims: boundary.dims(),
+                labels: vec![3, 0, 1],
+            },
+            state: peer::state(&model, start).await.unwrap(),
+            input: graft_engine::readback::to_f32_vec(boundary).await.unwrap(),
+        };
+        let want = peer::compute_part(&model, &part.header, &part.input).await.unwrap();
+        let got = replica.run(&part).await.expect("the replica's answer");
+        assert_eq!(got.gradients.len(), peer::sizes(&model, start).1);
+        assert!(got == want, "round {round}: the replica's part differs");
+    }
+    assert_eq!(replica.answered(), 2);
+    // A state one value short: refused, and the replica is not asked again.
+    let mut model = kind.architecture().init(4, &device).train();
+    graft_engine::freeze::freeze_to(&mut model, start).unwrap();
+    let mut state = peer::state(&model, start).await.unwrap();
+    state.pop();
+    let part = PartRequest {
+        header: PartHeader {
+            kind,
+            classes: 4,
+            start,
+            running_statistics: true,
+            smoothing: None,
+            seed: 0,
+            dims: [1, 320, 2, 2],
+            labels: vec![0],
+        },
+        state,
+        input: vec![0.0; 320 * 4],
+    };
+    let error = replica.run(&part).await.expect_err("a part of the wrong size");
+    assert!(error.to_string().contains("state"), "{error}");
+    assert!(!replica.ready(), "a replica that failed is asked again");
+}

@@ -462,30 +462,41 @@ async fn training_rate_against_the_bound_on_cpu() {
         classes: vec!["a".into(), "b".into()],
         examples,
     };
-    // Each strategy on this worker alone, then with the app's helpers, which compute the 1x1
-    // convolutions' weight gradients when the engine measures that it pays here (its tuner).
+    // Each strategy on this worker alone; with the app's helpers, which compute the 1x1
+    // convolutions' weight gradients when the engine measures that it pays here (its tuner); and
+    // with the helpers and the worker's replica, which takes half of each step when that pays.
     let runs = [
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, false),
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, true),
-        (Strategy::FullFineTune, false),
-        (Strategy::FullFineTune, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 1),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 2),
+        (Strategy::FullFineTune, 0),
+        (Strategy::FullFineTune, 1),
+        (Strategy::FullFineTune, 2),
     ];
-    for (strategy, with_helpers) in runs {
-        let pool = if with_helpers {
+    for (strategy, others) in runs {
+        let pool = if others > 0 {
             match start_helpers().await {
                 Some(pool) => Some(pool),
                 None => {
-                    console_log!("bench: one core here: no helpers to train with");
+                    console_log!("bench: one core here: no helpers or replica to train with");
                     continue;
                 }
             }
         } else {
             None
         };
+        let replica = if others > 1 {
+            let replica = helper_workers::start_replica().await;
+            graft_engine::peer::install(Some(replica.clone()));
+            Some(replica)
+        } else {
+            None
+        };
         let on = pool.as_ref().map_or("this worker alone".to_string(), |pool| {
             format!(
-                "this worker and {} helper(s)",
-                graft_engine::helpers::Helpers::ready(&**pool)
+                "this worker, {} helper(s){}",
+                graft_engine::helpers::Helpers::ready(&**pool),
+                if replica.is_some() { " and its replica" } else { "" }
             )
         });
         // The blocks the strategy freezes, as the engine plans them (one phase for these two).
@@ -512,9 +523,22 @@ async fn training_rate_against_the_bound_on_cpu() {
             .await
             .expect("training");
         graft_engine::helpers::install(None);
+        graft_engine::peer::install(None);
         let (_, seconds) = times.epochs.last().cloned().expect("an epoch");
-        let on = match &pool {
-            Some(pool) => {
+        let on = match (&pool, &replica) {
+            (Some(_), Some(replica)) => {
+                // The tuner tried splitting steps with the replica.
+                assert!(replica.answered() > 0, "no step part computed by the replica");
+                let tuner = graft_engine::peer::tuner();
+                let ms = |seconds: Option<f64>| seconds.map_or("-".into(), |s| format!("{:.1} ms", s * 1000.0));
+                format!(
+                    "{on}, {} step halves on the replica; per image: whole batches {}, split {}",
+                    replica.answered(),
+                    ms(tuner.seconds[0]),
+                    ms(tuner.seconds[1]),
+                )
+            }
+            (Some(pool), None) => {
                 // Training with helpers computes the weight gradients there.
                 assert!(pool.steps_shared() > 0, "no weight gradient computed on a helper");
                 let tuner = graft_engine::model::cpu_train::tuner();
@@ -529,7 +553,7 @@ async fn training_rate_against_the_bound_on_cpu() {
                     ms(tuner.seconds[1]),
                 )
             }
-            None => on,
+            _ => on,
         };
         let rate = pictures as f64 / seconds;
         let bound = gmacs * 1e9 / step_macs;

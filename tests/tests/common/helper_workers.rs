@@ -1,6 +1,7 @@
-//! Helper workers in the browser tests: the app's `graft-helper`, served from the test runner's own
-//! wasm (the runner cannot serve the app's `helper_loader.js`), started as the app starts them
-//! (`graft_worker::helpers::Pool`). Included by the browser test binaries that need them.
+//! Helper workers in the browser tests: the app's `graft-helper`, and the training worker's replica
+//! (`graft_worker::replica`), served from the test runner's own wasm (the runner cannot serve the
+//! app's loaders), started as the app starts them (`graft_worker::helpers::Pool`,
+//! `graft_worker::replica::ReplicaPeer`). Included by the browser test binaries that need them.
 
 use std::rc::Rc;
 
@@ -14,9 +15,15 @@ pub fn graft_test_helper() {
     graft_helper::serve();
 }
 
+/// A replica's side (`graft_worker::replica::serve`), exported as [`graft_test_helper`] is.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn graft_test_replica() {
+    graft_worker::replica::serve();
+}
+
 /// A module worker script, as a blob URL, that loads the test runner's wasm from this worker's
-/// origin and serves as a helper.
-fn loader_url() -> String {
+/// origin and calls its export `entry`.
+fn loader_url(entry: &str) -> String {
     // `self.location.href` (read by name: web-sys's `WorkerLocation` is not among the features built).
     let location = js_sys::Reflect::get(&js_sys::global(), &"location".into()).expect("a worker's location");
     let base = js_sys::Reflect::get(&location, &"href".into())
@@ -28,7 +35,7 @@ fn loader_url() -> String {
         "const base = {base:?};\n\
          const glue = await import(new URL('wasm-bindgen-test', base).href);\n\
          await glue.default({{ module_or_path: new URL('wasm-bindgen-test_bg.wasm', base).href }});\n\
-         glue.graft_test_helper();\n"
+         glue.{entry}();\n"
     );
     let parts = js_sys::Array::of1(&script.into());
     let options = web_sys::BlobPropertyBag::new();
@@ -48,7 +55,7 @@ pub fn cores() -> usize {
 /// `count` helper workers, once every one is ready (not installed as the engine's).
 pub async fn start(count: usize) -> Rc<Pool> {
     let pool = Rc::new(Pool::start_at(
-        &loader_url(),
+        &loader_url("graft_test_helper"),
         Some(web_sys::WorkerType::Module),
         count,
         |_| {},
@@ -63,4 +70,26 @@ pub async fn start(count: usize) -> Rc<Pool> {
         gloo_timers::future::TimeoutFuture::new(50).await;
     }
     pool
+}
+
+/// A replica of the training worker, once it is ready (not installed as the engine's peer).
+#[allow(dead_code)] // not every test binary asks
+pub async fn start_replica() -> Rc<graft_worker::replica::ReplicaPeer> {
+    use graft_engine::peer::Peer;
+    let replica = Rc::new(
+        graft_worker::replica::ReplicaPeer::start_at(
+            &loader_url("graft_test_replica"),
+            Some(web_sys::WorkerType::Module),
+        )
+        .expect("a replica worker"),
+    );
+    let start = js_sys::Date::now();
+    while !replica.ready() {
+        assert!(
+            js_sys::Date::now() - start < 60_000.0,
+            "the replica is not ready after a minute"
+        );
+        gloo_timers::future::TimeoutFuture::new(50).await;
+    }
+    replica
 }

@@ -1,0 +1,305 @@
+//! The replica: a second copy of the training worker's CPU build (`engine_loader.js?build=worker-cpu
+//! &role=replica`) that computes half of each training step on the CPU backend, so that training
+//! uses a second core (`graft_engine::peer`: data parallelism without shared memory). Installed as
+//! the engine's peer, which splits a step only where it measured that splitting pays. The app does
+//! not start it yet ([`start_on_cpu`] is not called): a split step normalises each half with its own
+//! BatchNorm statistics, so training on every core would no longer give one core's numbers, which
+//! the end-to-end tests hold the app to; the browser bench and tests start it.
+//!
+//! Messages are arrays: to the replica `[header JSON, state, input]` (two `Float32Array`s,
+//! transferred), from it `[reply JSON, logits, gradients]` (a `Reply`). A replica that fails (its
+//! wasm did not load, it trapped, it answered nonsense) is not asked again; the engine computes its
+//! part itself.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use graft_engine::peer::{PartAnswer, PartFuture, PartHeader, PartRequest, Peer, PeerError, Replica};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+/// What the replica says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+enum Reply {
+    /// Its wasm is loaded and it takes parts.
+    Ready,
+    /// A part computed: its loss; the logits and gradients follow in the message.
+    Done {
+        loss: f32,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+/// The replica's side: computes each part it receives, in order, and answers it. Called by the
+/// worker's entry when its URL says `role=replica`.
+pub fn serve() {
+    thread_local! {
+        static QUEUE: RefCell<VecDeque<JsValue>> = const { RefCell::new(VecDeque::new()) };
+        static BUSY: Cell<bool> = const { Cell::new(false) };
+    }
+    let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    // Taken out while it computes a part (one at a time: the queue), put back after.
+    let replica: Rc<RefCell<Option<Replica>>> = Rc::default();
+    // For the replica's whole life.
+    gloo_events::EventListener::new(&scope, "message", move |event| {
+        let data = event.unchecked_ref::<web_sys::MessageEvent>().data();
+        QUEUE.with_borrow_mut(|queue| queue.push_back(data));
+        if BUSY.replace(true) {
+            return;
+        }
+        let replica = replica.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(data) = QUEUE.with_borrow_mut(VecDeque::pop_front) {
+                let answer = match unpack_part(&data) {
+                    Ok(part) => {
+                        let mut held = replica
+                            .take()
+                            .unwrap_or_else(|| Replica::new(burn::prelude::Device::flex()));
+                        let answer = held.run(&part).await;
+                        replica.replace(Some(held));
+                        answer
+                    }
+                    Err(error) => Err(error),
+                };
+                reply(answer);
+            }
+            BUSY.set(false);
+        });
+    })
+    .forget();
+    post(&scope, &Reply::Ready, &[]);
+}
+
+fn post(scope: &web_sys::DedicatedWorkerGlobalScope, reply: &Reply, values: &[&[f32]]) {
+    let message = js_sys::Array::of1(&serde_json::to_string(reply).expect("replies serialise").into());
+    let transfer = js_sys::Array::new();
+    for values in values {
+        let array = js_sys::Float32Array::from(*values);
+        transfer.push(&array.buffer());
+        message.push(&array);
+    }
+    if let Err(error) = scope.post_message_with_transfer(&message, &transfer) {
+        leptos::logging::error!("graft replica: postMessage failed: {error:?}");
+    }
+}
+
+fn reply(answer: Result<PartAnswer, PeerError>) {
+    let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    match answer {
+        Ok(answer) => post(
+            &scope,
+            &Reply::Done { loss: answer.loss },
+            &[&answer.logits, &answer.gradients],
+        ),
+        Err(error) => post(
+            &scope,
+            &Reply::Failed {
+                message: error.to_string(),
+            },
+            &[],
+        ),
+    }
+}
+
+/// The `Float32Array` at `index` of a message, copied out.
+fn values_at(message: &js_sys::Array, index: u32) -> Option<Vec<f32>> {
+    message
+        .get(index)
+        .dyn_ref::<js_sys::Float32Array>()
+        .map(js_sys::Float32Array::to_vec)
+}
+
+fn unpack_part(data: &JsValue) -> Result<PartRequest, PeerError> {
+    let malformed = || PeerError::Failed("a part that is not [header, state, input]".into());
+    let message = data.dyn_ref::<js_sys::Array>().ok_or_else(malformed)?;
+    let header: PartHeader = message
+        .get(0)
+        .as_string()
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .ok_or_else(malformed)?;
+    Ok(PartRequest {
+        header,
+        state: values_at(message, 1).ok_or_else(malformed)?,
+        input: values_at(message, 2).ok_or_else(malformed)?,
+    })
+}
+
+/// A reply's JSON and values, or why it is not one.
+fn unpack_reply(data: &JsValue) -> Result<PartAnswer, PeerError> {
+    let message = data
+        .dyn_ref::<js_sys::Array>()
+        .ok_or_else(|| PeerError::Failed("a reply that is not an array".into()))?;
+    let reply: Option<Reply> = message
+        .get(0)
+        .as_string()
+        .and_then(|json| serde_json::from_str(&json).ok());
+    match reply {
+        Some(Reply::Done { loss }) => match (values_at(message, 1), values_at(message, 2)) {
+            (Some(logits), Some(gradients)) => Ok(PartAnswer {
+                loss,
+                logits,
+                gradients,
+            }),
+            _ => Err(PeerError::Failed("a reply without its values".into())),
+        },
+        Some(Reply::Failed { message }) => Err(PeerError::Failed(message)),
+        Some(Reply::Ready) => Err(PeerError::Failed("an answer out of turn".into())),
+        // The engine loader's own message when the wasm could not be loaded, or anything else.
+        None => Err(PeerError::Failed(format!(
+            "the replica said {}",
+            message.get(0).as_string().unwrap_or_default()
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Starting,
+    Ready,
+    Failed,
+}
+
+/// The training worker's side: a replica worker, as the engine's [`Peer`].
+pub struct ReplicaPeer {
+    worker: web_sys::Worker,
+    health: Rc<Cell<Health>>,
+    /// The parts sent and not yet answered (their promises' `resolve`).
+    waiting: Rc<RefCell<VecDeque<js_sys::Function>>>,
+    /// Parts it answered so far.
+    answered: Rc<Cell<usize>>,
+}
+
+impl ReplicaPeer {
+    /// Starts a replica from the script at `url` (of `kind`, classic when `None`; the browser
+    /// benchmarks start theirs from the test runner's wasm, as a module worker). It counts once ready.
+    pub fn start_at(url: &str, kind: Option<web_sys::WorkerType>) -> Option<Self> {
+        let options = web_sys::WorkerOptions::new();
+        if let Some(kind) = kind {
+            options.set_type(kind);
+        }
+        let worker = web_sys::Worker::new_with_options(url, &options).ok()?;
+        let health = Rc::new(Cell::new(Health::Starting));
+        let waiting: Rc<RefCell<VecDeque<js_sys::Function>>> = Rc::default();
+        let fail = {
+            let (health, waiting, worker) = (health.clone(), waiting.clone(), worker.clone());
+            move || {
+                health.set(Health::Failed);
+                worker.terminate();
+                for resolve in waiting.borrow_mut().drain(..) {
+                    let _ = resolve.call1(&JsValue::NULL, &JsValue::NULL);
+                }
+            }
+        };
+        {
+            let (health, waiting, fail) = (health.clone(), waiting.clone(), fail.clone());
+            // For the replica's whole life.
+            gloo_events::EventListener::new(&worker, "message", move |event| {
+                let data = event.unchecked_ref::<web_sys::MessageEvent>().data();
+                let ready = data
+                    .dyn_ref::<js_sys::Array>()
+                    .and_then(|message| message.get(0).as_string())
+                    .and_then(|json| serde_json::from_str::<Reply>(&json).ok())
+                    == Some(Reply::Ready);
+                match health.get() {
+                    Health::Starting if ready => health.set(Health::Ready),
+                    // The loader's failure, or anything else before it is ready.
+                    Health::Starting => fail(),
+                    Health::Ready => {
+                        if let Some(resolve) = waiting.borrow_mut().pop_front() {
+                            let _ = resolve.call1(&JsValue::NULL, &data);
+                        }
+                    }
+                    Health::Failed => {}
+                }
+            })
+            .forget();
+        }
+        gloo_events::EventListener::new(&worker, "error", move |_| fail()).forget();
+        Some(Self {
+            worker,
+            health,
+            waiting,
+            answered: Rc::new(Cell::new(0)),
+        })
+    }
+
+    /// The app's replica: the CPU build of this worker in the replica role.
+    pub fn start() -> Option<Self> {
+        Self::start_at("./engine_loader.js?build=worker-cpu&role=replica", None)
+    }
+
+    /// Parts it answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.get()
+    }
+
+    fn fail(&self) {
+        self.health.set(Health::Failed);
+        self.worker.terminate();
+        for resolve in self.waiting.borrow_mut().drain(..) {
+            let _ = resolve.call1(&JsValue::NULL, &JsValue::NULL);
+        }
+    }
+}
+
+impl Drop for ReplicaPeer {
+    fn drop(&mut self) {
+        self.fail();
+    }
+}
+
+impl Peer for ReplicaPeer {
+    fn ready(&self) -> bool {
+        self.health.get() == Health::Ready
+    }
+
+    fn run(&self, part: &PartRequest) -> PartFuture {
+        if !self.ready() {
+            return Box::pin(async { Err(PeerError::Failed("the replica is not ready".into())) });
+        }
+        let message = js_sys::Array::of1(&serde_json::to_string(&part.header).expect("headers serialise").into());
+        let transfer = js_sys::Array::new();
+        for values in [&part.state, &part.input] {
+            let array = js_sys::Float32Array::from(values.as_slice());
+            transfer.push(&array.buffer());
+            message.push(&array);
+        }
+        if self.worker.post_message_with_transfer(&message, &transfer).is_err() {
+            self.fail();
+            return Box::pin(async { Err(PeerError::Failed("the part could not be sent".into())) });
+        }
+        let promise = js_sys::Promise::new(&mut |resolve, _reject| self.waiting.borrow_mut().push_back(resolve));
+        let (health, answered) = (self.health.clone(), self.answered.clone());
+        let worker = self.worker.clone();
+        Box::pin(async move {
+            let data = wasm_bindgen_futures::JsFuture::from(promise)
+                .await
+                .unwrap_or(JsValue::NULL);
+            let answer = unpack_reply(&data);
+            match &answer {
+                Ok(_) => answered.set(answered.get() + 1),
+                // Not asked again: what failed once would fail again.
+                Err(_) => {
+                    health.set(Health::Failed);
+                    worker.terminate();
+                }
+            }
+            answer
+        })
+    }
+}
+
+/// The replica the app starts on the CPU backend, once, installed as the engine's peer when the
+/// browser has a core beyond this worker's (`helpers::wanted()` counts them).
+pub fn start_on_cpu() {
+    if graft_engine::peer::installed().is_none()
+        && crate::helpers::wanted() > 0
+        && let Some(replica) = ReplicaPeer::start()
+    {
+        graft_engine::peer::install(Some(Rc::new(replica)));
+    }
+}

@@ -1,0 +1,508 @@
+//! A peer: another thread of execution with Burn of its own (in the browser, a replica of the
+//! training worker) that computes part of each training step: data parallelism over two workers,
+//! without shared memory.
+//!
+//! Each step the training thread sends its peer the last part of the batch (the activations entering
+//! the first block that trains, and their labels) with the state of everything that trains (blocks
+//! `start..` and the classifier: parameters and BatchNorm statistics), then computes the first part
+//! itself; the peer answers with its part's loss, logits and gradients ([`compute_part`]), and the
+//! optimizer steps on the two parts' gradients weighted by their images ([`add_part`]). A peer keeps
+//! nothing between steps but the model's shape ([`Replica`]), so it cannot drift from the training
+//! thread's model; a part whose peer fails is computed here, with the same function, to the same
+//! numbers.
+//!
+//! A split step is not the unsplit step: BatchNorm in blocks that train on batch statistics
+//! normalises each part with its own (ghost batch normalisation over half batches), and the running
+//! statistics follow the training thread's part. Whether to split is measured per phase
+//! ([`Tuner`]); a machine without a second core to spare keeps whole batches.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+use burn::tensor::Gradients;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ImageClassifier, ModelKind};
+use crate::readback::{self, ReadbackError};
+
+/// What a part of a step is, beside its values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartHeader {
+    pub kind: ModelKind,
+    pub classes: usize,
+    /// The first body block that trains: the input enters it.
+    pub start: usize,
+    /// Whether the BatchNorms that train normalise with their running statistics.
+    pub running_statistics: bool,
+    /// The loss's label smoothing.
+    pub smoothing: Option<f32>,
+    /// The seed of the part's dropout mask, so that a part's numbers do not depend on where it runs.
+    pub seed: u64,
+    /// The input's shape, `[images, channels, height, width]`.
+    pub dims: [usize; 4],
+    pub labels: Vec<usize>,
+}
+
+/// A part of a training step as a peer receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartRequest {
+    pub header: PartHeader,
+    /// Every float tensor of blocks `start..` and the classifier, in visiting order ([`state`]).
+    pub state: Vec<f32>,
+    /// The activations entering block `start`, NCHW.
+    pub input: Vec<f32>,
+}
+
+/// A part's loss (its images' mean), logits (`[images, classes]`) and the gradients of the mean loss
+/// for every parameter that trains, in visiting order ([`gradients`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartAnswer {
+    pub loss: f32,
+    pub logits: Vec<f32>,
+    pub gradients: Vec<f32>,
+}
+
+/// A peer could not compute its part (it failed to start, trapped, or answered nonsense).
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer: {0}")]
+    Failed(String),
+    #[error("peer: a state of {got} values for a model of {expected}")]
+    State { got: usize, expected: usize },
+    #[error("peer: an input of {got} values for dims {dims:?}")]
+    Input { got: usize, dims: [usize; 4] },
+    #[error("peer: block {start} is not a block of {kind}")]
+    Start { start: usize, kind: ModelKind },
+    #[error("peer: {0}")]
+    Readback(#[from] ReadbackError),
+}
+
+/// A peer's answer to come.
+pub type PartFuture = Pin<Box<dyn Future<Output = Result<PartAnswer, PeerError>>>>;
+
+/// Somewhere a part of a training step can run.
+pub trait Peer {
+    /// Whether the peer takes parts now (not while it starts, nor once it failed).
+    fn ready(&self) -> bool;
+
+    /// Starts `part` on the peer; parts are answered in the order sent.
+    fn run(&self, part: &PartRequest) -> PartFuture;
+}
+
+thread_local! {
+    static INSTALLED: RefCell<Option<Rc<dyn Peer>>> = const { RefCell::new(None) };
+    static TUNER: RefCell<Tuner> = RefCell::new(Tuner::default());
+}
+
+/// Makes training steps on this thread's CPU backend share their batches with `peer` from now on,
+/// where measured to pay (`None`: no peer again).
+pub fn install(peer: Option<Rc<dyn Peer>>) {
+    INSTALLED.set(peer);
+}
+
+/// The peer installed on this thread, if any.
+pub fn installed() -> Option<Rc<dyn Peer>> {
+    INSTALLED.with_borrow(Clone::clone)
+}
+
+/// The peer installed on this thread and ready, if any.
+pub fn ready() -> Option<Rc<dyn Peer>> {
+    INSTALLED.with_borrow(Clone::clone).filter(|peer| peer.ready())
+}
+
+/// Whether a training step splits its batch with a peer, chosen by measuring steps both ways (seconds
+/// per image) in each phase: a step each way warms up, a step each way is measured, then the faster
+/// on average (a moving mean) is kept and the other tried again every [`Tuner::RETRY_EVERY`] steps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tuner {
+    /// Mean seconds per image of a step on whole batches, and split with the peer.
+    pub seconds: [Option<f64>; 2],
+    steps: u64,
+}
+
+impl Tuner {
+    pub const RETRY_EVERY: u64 = 16;
+
+    /// Whether the next step splits its batch.
+    pub fn splits_next(&self) -> bool {
+        match self.seconds {
+            // Whole, split, whole, split.
+            _ if self.steps < 4 => self.steps % 2 == 1,
+            [Some(whole), Some(split)] => (split < whole) != self.steps.is_multiple_of(Self::RETRY_EVERY),
+            _ => false,
+        }
+    }
+
+    /// A step took `seconds_per_image`, split or not.
+    pub fn record(&mut self, split: bool, seconds_per_image: f64) {
+        if self.steps >= 2 {
+            let mean = &mut self.seconds[usize::from(split)];
+            *mean = Some(mean.map_or(seconds_per_image, |mean| 0.7 * mean + 0.3 * seconds_per_image));
+        }
+        self.steps += 1;
+    }
+}
+
+/// The measurements behind the choice to split steps on this thread.
+pub fn tuner() -> Tuner {
+    TUNER.with_borrow(Clone::clone)
+}
+
+/// Whether the next step splits (with a peer ready).
+pub(crate) fn splits_next() -> bool {
+    TUNER.with_borrow(Tuner::splits_next)
+}
+
+pub(crate) fn record(split: bool, seconds_per_image: f64) {
+    TUNER.with_borrow_mut(|tuner| tuner.record(split, seconds_per_image));
+}
+
+/// Measures again from the next step (a phase trains other layers: other costs).
+pub fn reset_tuner() {
+    TUNER.set(Tuner::default());
+}
+
+/// The modules that train from block `start`: the body blocks `start..`, then the classifier.
+fn visit_trained<V: ModuleVisitor>(model: &ImageClassifier, start: usize, visitor: &mut V) {
+    for index in start..model.block_names().len() {
+        model.visit_block(index, visitor);
+    }
+    model.classifier.visit(visitor);
+}
+
+/// The state a peer needs of `model` to compute a part from block `start`: every float tensor of
+/// blocks `start..` and the classifier (parameters and BatchNorm statistics) in visiting order.
+pub async fn state(model: &ImageClassifier, start: usize) -> Result<Vec<f32>, ReadbackError> {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val().without_autodiff();
+            let len = value.shape().num_elements();
+            self.0.push(value.reshape([len]));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    visit_trained(model, start, &mut collect);
+    readback::to_f32_vec(Tensor::cat(collect.0, 0)).await
+}
+
+/// How many values [`state`] gives, and how many gradients a part has (the parameters that train),
+/// for `model` from block `start`.
+pub fn sizes(model: &ImageClassifier, start: usize) -> (usize, usize) {
+    struct Count(usize, usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let len = param.val().shape().num_elements();
+            self.0 += len;
+            if param.is_require_grad() {
+                self.1 += len;
+            }
+        }
+    }
+    let mut count = Count(0, 0);
+    visit_trained(model, start, &mut count);
+    (count.0, count.1)
+}
+
+/// `model` with blocks `start..` and the classifier set to `state` (as [`state`] gives it).
+fn load_state(mut model: ImageClassifier, start: usize, state: &[f32]) -> ImageClassifier {
+    struct Load<'a> {
+        state: &'a [f32],
+    }
+    impl ModuleMapper for Load<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|old| {
+                let shape = old.shape();
+                let (values, rest) = self.state.split_at(shape.num_elements());
+                self.state = rest;
+                let require_grad = old.is_require_grad();
+                Tensor::from_data(TensorData::new(values.to_vec(), shape), &old.device()).set_require_grad(require_grad)
+            })
+        }
+    }
+    let mut load = Load { state };
+    for index in start..model.block_names().len() {
+        model.map_block(index, &mut load);
+    }
+    model.classifier = model.classifier.map(&mut load);
+    debug_assert!(load.state.is_empty(), "a state sized by `sizes`");
+    model
+}
+
+/// The gradients of the parameters that train from block `start`, in visiting order, flat.
+async fn gradients(model: &ImageClassifier, start: usize, grads: &Gradients) -> Result<Vec<f32>, ReadbackError> {
+    struct Collect<'a>(&'a Gradients, Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                let value = param.val();
+                let len = value.shape().num_elements();
+                let grad = value
+                    .grad(self.0)
+                    .unwrap_or_else(|| Tensor::zeros(value.shape(), &value.device().without_autodiff()));
+                self.1.push(grad.reshape([len]));
+            }
+        }
+    }
+    let mut collect = Collect(grads, Vec::new());
+    visit_trained(model, start, &mut collect);
+    if collect.1.is_empty() {
+        return Ok(Vec::new());
+    }
+    readback::to_f32_vec(Tensor::cat(collect.1, 0)).await
+}
+
+/// The loss and logits of a part: `model` (on the autodiff device, blocks `start..` training) from
+/// block `start` on `input` (a constant on the autodiff device), against `labels`. Its dropout mask
+/// is drawn from the part's seed (not the device's random numbers, which are one stream for the
+/// process), so a part's numbers depend on nothing but the part.
+pub fn part_loss(model: &ImageClassifier, header: &PartHeader, input: Tensor<4>) -> (Tensor<1>, Tensor<2>) {
+    let device = input.device();
+    let embeddings = model.embeddings_from(header.start, input);
+    let [images, width] = embeddings.dims();
+    let p = model.dropout_probability();
+    let mut rng = crate::data::Rng::new(header.seed);
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let mask: Vec<f32> = (0..images * width)
+        .map(|_| if rng.unit() < p { 0.0 } else { keep })
+        .collect();
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [images, width]), &device);
+    let logits = model.classifier.forward(embeddings * mask);
+    let targets = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            header.labels.iter().map(|&l| l as i64).collect::<Vec<_>>(),
+            [header.labels.len()],
+        ),
+        &device,
+    );
+    let loss = CrossEntropyLossConfig::new()
+        .with_smoothing(header.smoothing)
+        .init(&device)
+        .forward(logits.clone(), targets);
+    (loss, logits)
+}
+
+/// A part computed by `model` (on the autodiff device, blocks `start..` training, the rest frozen):
+/// forward from block `start` on `input` (host values), loss, backward, gradients read back.
+pub async fn compute_part(
+    model: &ImageClassifier,
+    header: &PartHeader,
+    input: &[f32],
+) -> Result<PartAnswer, PeerError> {
+    let device = model.classifier.weight.device();
+    let input = Tensor::<4>::from_data(TensorData::new(input.to_vec(), header.dims), &device.without_autodiff());
+    let (loss, logits) = part_loss(model, header, input.autodiff());
+    let host = readback::to_f32_vec(Tensor::cat(
+        vec![
+            loss.clone().without_autodiff().reshape([1]),
+            logits.without_autodiff().flatten(0, 1),
+        ],
+        0,
+    ))
+    .await?;
+    let grads = loss.backward();
+    Ok(PartAnswer {
+        loss: host[0],
+        logits: host[1..].to_vec(),
+        gradients: gradients(model, header.start, &grads).await?,
+    })
+}
+
+/// Adds a part's gradients (`theirs`, of `their_images`) to `grads`, the gradients of this thread's
+/// part (of `my_images`) from block `start`: each becomes the mean over both parts' images.
+pub fn add_part(
+    model: &ImageClassifier,
+    start: usize,
+    grads: &mut Gradients,
+    my_images: usize,
+    theirs: &[f32],
+    their_images: usize,
+) {
+    struct Add<'a> {
+        grads: &'a mut Gradients,
+        theirs: &'a [f32],
+        mine: f32,
+        their: f32,
+    }
+    impl ModuleVisitor for Add<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !param.is_require_grad() {
+                return;
+            }
+            let value = param.val();
+            let shape = value.shape();
+            let (values, rest) = self.theirs.split_at(shape.num_elements());
+            self.theirs = rest;
+            let device = value.device().without_autodiff();
+            let theirs = Tensor::<D>::from_data(TensorData::new(values.to_vec(), shape.clone()), &device);
+            let sum = match value.grad(self.grads) {
+                Some(mine) => mine.mul_scalar(self.mine) + theirs.mul_scalar(self.their),
+                None => theirs.mul_scalar(self.their),
+            };
+            value.grad_replace(self.grads, sum);
+        }
+    }
+    let images = (my_images + their_images) as f32;
+    let mut add = Add {
+        grads,
+        theirs,
+        mine: my_images as f32 / images,
+        their: their_images as f32 / images,
+    };
+    visit_trained(model, start, &mut add);
+    assert!(add.theirs.is_empty(), "gradients sized by `sizes`");
+}
+
+/// A peer's side: computes parts on its own device with a model of the part's shape, made once per
+/// model kind and classes, loaded with each part's state.
+pub struct Replica {
+    device: Device,
+    model: Option<(ModelKind, usize, ImageClassifier)>,
+}
+
+impl Replica {
+    /// A replica computing on `device` (a plain device; training runs on its autodiff).
+    pub fn new(device: Device) -> Self {
+        Self { device, model: None }
+    }
+
+    /// Computes `part`.
+    pub async fn run(&mut self, part: &PartRequest) -> Result<PartAnswer, PeerError> {
+        let header = &part.header;
+        let blocks = header.kind.architecture().num_body_blocks();
+        if header.start >= blocks {
+            return Err(PeerError::Start {
+                start: header.start,
+                kind: header.kind,
+            });
+        }
+        let [n, c, h, w] = header.dims;
+        if part.input.len() != n * c * h * w || header.labels.len() != n || n == 0 {
+            return Err(PeerError::Input {
+                got: part.input.len(),
+                dims: header.dims,
+            });
+        }
+        let model = match self.model.take() {
+            Some((kind, classes, model)) if kind == header.kind && classes == header.classes => model,
+            _ => header.kind.architecture().init(header.classes, &self.device).train(),
+        };
+        let mut model = model;
+        crate::freeze::freeze_to(&mut model, header.start).expect("a start below the blocks");
+        model.set_running_statistics(header.running_statistics);
+        let (expected, _) = sizes(&model, header.start);
+        if part.state.len() != expected {
+            self.model = Some((header.kind, header.classes, model));
+            return Err(PeerError::State {
+                got: part.state.len(),
+                expected,
+            });
+        }
+        let model = load_state(model, header.start, &part.state);
+        let answer = compute_part(&model, header, &part.input).await;
+        self.model = Some((header.kind, header.classes, model));
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+    use pollster::block_on;
+
+    use super::*;
+
+    const KIND: ModelKind = ModelKind::MobileNetV2;
+
+    /// A randomly initialised MobileNetV2 training its last three body blocks and head, BatchNorm on
+    /// batch statistics, and a part for it: four 64 px images' activations entering block `start`.
+    fn model_and_part(seed: u64) -> (ImageClassifier, PartRequest) {
+        let device = Device::flex();
+        device.seed(seed);
+        let start = KIND.architecture().num_body_blocks() - 3;
+        let mut model = KIND.architecture().init(3, &device).train();
+        crate::freeze::freeze_to(&mut model, start).unwrap();
+        model.set_running_statistics(false);
+        let images = Tensor::<4>::random([4, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+        let boundary = model.valid().forward_prefix(start, images);
+        let header = PartHeader {
+            kind: KIND,
+            classes: 3,
+            start,
+            running_statistics: false,
+            smoothing: Some(0.1),
+            seed: 7,
+            dims: boundary.dims(),
+            labels: vec![0, 1, 2, 1],
+        };
+        let part = PartRequest {
+            header,
+            state: block_on(state(&model, start)).unwrap(),
+            input: block_on(readback::to_f32_vec(boundary)).unwrap(),
+        };
+        (model, part)
+    }
+
+    #[test]
+    fn a_replica_computes_a_part_as_the_model_whose_state_it_was_sent() {
+        let (model, part) = model_and_part(1);
+        let (state_len, gradients_len) = sizes(&model, part.header.start);
+        assert_eq!(part.state.len(), state_len);
+        // The last three blocks of MobileNetV2 with their BatchNorms' statistics, and a 3-class head.
+        assert!(
+            gradients_len > 1_000_000 && gradients_len < state_len,
+            "{gradients_len} of {state_len}"
+        );
+        let here = block_on(compute_part(&model, &part.header, &part.input)).unwrap();
+        // A replica whose own model was initialised from other random numbers.
+        let mut replica = Replica::new(Device::flex());
+        let there = block_on(replica.run(&part)).unwrap();
+        assert_eq!(there.gradients.len(), gradients_len);
+        assert_eq!(there.logits.len(), 4 * 3);
+        assert!(there.gradients.iter().any(|&g| g != 0.0));
+        assert_eq!(here, there, "the replica's part differs from the model's");
+        // Its model is kept for the next part, loaded with that part's state.
+        let (other, next) = model_and_part(3);
+        let here = block_on(compute_part(&other, &next.header, &next.input)).unwrap();
+        assert_eq!(here, block_on(replica.run(&next)).unwrap());
+    }
+
+    #[test]
+    fn a_replica_refuses_a_part_of_the_wrong_size() {
+        let (_, mut part) = model_and_part(1);
+        part.state.pop();
+        let mut replica = Replica::new(Device::flex());
+        assert!(matches!(block_on(replica.run(&part)), Err(PeerError::State { .. })));
+        let (_, mut part) = model_and_part(1);
+        part.input.truncate(10);
+        assert!(matches!(block_on(replica.run(&part)), Err(PeerError::Input { .. })));
+    }
+
+    #[test]
+    fn parts_add_up_to_their_mean_by_images() {
+        let (model, part) = model_and_part(1);
+        let start = part.header.start;
+        // This thread's part: three images; theirs: a made-up gradient of one image.
+        let (loss, _) = part_loss(&model, &part.header, {
+            let device = Device::flex();
+            Tensor::<4>::from_data(TensorData::new(part.input.clone(), part.header.dims), &device).autodiff()
+        });
+        let mut grads = loss.backward();
+        let mine = block_on(gradients(&model, start, &grads)).unwrap();
+        let theirs: Vec<f32> = (0..mine.len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        add_part(&model, start, &mut grads, 3, &theirs, 1);
+        let sum = block_on(gradients(&model, start, &grads)).unwrap();
+        for ((&sum, &mine), &theirs) in sum.iter().zip(&mine).zip(&theirs) {
+            let expected = mine * 0.75 + theirs * 0.25;
+            assert!(
+                (sum - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+                "{sum} vs {expected}"
+            );
+        }
+    }
+}
