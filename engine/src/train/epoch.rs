@@ -218,15 +218,14 @@ impl Run<'_> {
         // A peer (in the browser on the CPU backend: a replica of the worker) takes part of the batch
         // when one is ready, the batch is worth splitting, only blocks from the input's on train, and
         // splitting was measured to pay here.
-        let peer = match &input {
-            TrainInput::From { start, .. }
-                if labels.len() >= MIN_SPLIT_BATCH
-                    && crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model) =>
-            {
-                crate::peer::ready()
+        // (Without a peer, as natively, nothing else is looked at: no pass over the model per step.)
+        let peer = crate::peer::ready().filter(|_| match &input {
+            TrainInput::From { start, .. } => {
+                labels.len() >= MIN_SPLIT_BATCH
+                    && crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model)
             }
-            _ => None,
-        };
+            TrainInput::Embeddings(_) => false,
+        });
         let split = peer.is_some() && crate::peer::splits_next();
         let (batch_loss, logits, grads) = match (input, &peer) {
             (TrainInput::From { start, x }, Some(peer)) if split => {
