@@ -320,9 +320,11 @@ pub enum WorkerEvent {
         gpu: bool,
     },
     /// The CPU cores frozen inference (embeddings, frozen prefixes, measuring) runs on now, on the CPU
-    /// backend: the worker's own and one per helper worker that is ready (`graft_worker::helpers`).
+    /// backend: the worker's own and one per helper worker that is ready (`graft_worker::helpers`);
+    /// and those training runs on: the worker's own and its replica when ready (`graft_worker::replica`).
     Cores {
         cores: usize,
+        training: usize,
     },
     /// The project found in the browser's storage: its classes (their images follow as `ImagesAdded`).
     ProjectRestored {

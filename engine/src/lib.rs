@@ -26,4 +26,5 @@ pub mod review;
 pub mod schedule;
 pub mod strategy;
 pub mod train;
+pub mod tuner;
 pub mod weights;

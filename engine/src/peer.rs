@@ -1,22 +1,24 @@
-//! A peer: another thread of execution with Burn of its own (in the browser, a replica of the
-//! training worker) that computes part of each training step: data parallelism over two workers,
+//! A step in two parts, and a peer that computes the second: another thread of execution with Burn
+//! of its own (in the browser, a replica of the training worker). Data parallelism over two workers,
 //! without shared memory.
 //!
-//! Each step the training thread sends its peer the last part of the batch (the activations entering
-//! the first block that trains, and their labels) with the state of everything that trains (blocks
-//! `start..` and the classifier: parameters and BatchNorm statistics), then computes the first part
-//! itself; the peer answers with its part's loss, logits and gradients ([`compute_part`]), and the
-//! optimizer steps on the two parts' gradients weighted by their images ([`add_part`]). A peer keeps
-//! nothing between steps but the model's shape ([`Replica`]), so it cannot drift from the training
-//! thread's model; a part whose peer fails is computed here, with the same function, to the same
-//! numbers.
+//! Where steps are computed in parts ([`set_steps_in_parts`]: the browser's CPU backend), each step
+//! splits its batch in two. When a peer is ready and the tuner measured that it pays, the training
+//! thread sends the peer the second part (the activations entering the first block that trains, and
+//! their labels) with the state of everything that trains (blocks `start..` and the classifier:
+//! parameters and BatchNorm statistics), then computes the first part itself; the peer answers with
+//! its part's loss, logits and gradients ([`compute_part`]), and the optimizer steps on the two
+//! parts' gradients weighted by their images ([`add_part`]). Otherwise the training thread computes
+//! the second part after the first, with the same function. A peer keeps nothing between steps but
+//! the model's shape ([`Replica`]), so it cannot drift from the training thread's model, and a part
+//! has the same numbers wherever it runs: a step's numbers do not depend on the peer, the tuner or a
+//! peer that failed (its part is computed here).
 //!
-//! A split step is not the unsplit step: BatchNorm in blocks that train on batch statistics
-//! normalises each part with its own (ghost batch normalisation over half batches), and the running
-//! statistics follow the training thread's part. Whether to split is measured per phase
-//! ([`Tuner`]); a machine without a second core to spare keeps whole batches.
+//! A step in parts is not the whole step: BatchNorm in blocks that train on batch statistics
+//! normalises each part with its own (ghost batch normalisation over half batches), the running
+//! statistics follow the first part, and dropout masks come from each part's seed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -97,10 +99,23 @@ pub trait Peer {
 thread_local! {
     static INSTALLED: RefCell<Option<Rc<dyn Peer>>> = const { RefCell::new(None) };
     static TUNER: RefCell<Tuner> = RefCell::new(Tuner::default());
+    static IN_PARTS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Makes training steps on this thread's CPU backend share their batches with `peer` from now on,
-/// where measured to pay (`None`: no peer again).
+/// Makes training steps on this thread compute their batches in two parts from now on (`false`:
+/// whole again), whether or not a peer takes one: a step's numbers then do not depend on whether a
+/// second core was there, nor on what the tuner chose. The browser's CPU backend trains this way.
+pub fn set_steps_in_parts(on: bool) {
+    IN_PARTS.set(on);
+}
+
+/// Whether training steps on this thread are computed in two parts.
+pub fn steps_in_parts() -> bool {
+    IN_PARTS.get()
+}
+
+/// Makes training steps on this thread (in parts, see [`set_steps_in_parts`]) send their second part
+/// to `peer` from now on, where measured to pay (`None`: no peer again).
 pub fn install(peer: Option<Rc<dyn Peer>>) {
     INSTALLED.set(peer);
 }
@@ -115,51 +130,23 @@ pub fn ready() -> Option<Rc<dyn Peer>> {
     INSTALLED.with_borrow(Clone::clone).filter(|peer| peer.ready())
 }
 
-/// Whether a training step splits its batch with a peer, chosen by measuring steps both ways (seconds
-/// per image) in each phase: a step each way warms up, a step each way is measured, then the faster
-/// on average (a moving mean) is kept and the other tried again every [`Tuner::RETRY_EVERY`] steps.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Tuner {
-    /// Mean seconds per image of a step on whole batches, and split with the peer.
-    pub seconds: [Option<f64>; 2],
-    steps: u64,
-}
+/// Whether a step's second part goes to the peer (the second way) or is computed here after the
+/// first, chosen by measuring steps both ways in each phase ([`crate::tuner`]); `seconds` are per
+/// image of a step, both parts here, and the second on the peer.
+pub use crate::tuner::Tuner;
 
-impl Tuner {
-    pub const RETRY_EVERY: u64 = 16;
-
-    /// Whether the next step splits its batch.
-    pub fn splits_next(&self) -> bool {
-        match self.seconds {
-            // Whole, split, whole, split.
-            _ if self.steps < 4 => self.steps % 2 == 1,
-            [Some(whole), Some(split)] => (split < whole) != self.steps.is_multiple_of(Self::RETRY_EVERY),
-            _ => false,
-        }
-    }
-
-    /// A step took `seconds_per_image`, split or not.
-    pub fn record(&mut self, split: bool, seconds_per_image: f64) {
-        if self.steps >= 2 {
-            let mean = &mut self.seconds[usize::from(split)];
-            *mean = Some(mean.map_or(seconds_per_image, |mean| 0.7 * mean + 0.3 * seconds_per_image));
-        }
-        self.steps += 1;
-    }
-}
-
-/// The measurements behind the choice to split steps on this thread.
+/// The measurements behind the choice to send parts to the peer on this thread.
 pub fn tuner() -> Tuner {
     TUNER.with_borrow(Clone::clone)
 }
 
-/// Whether the next step splits (with a peer ready).
-pub(crate) fn splits_next() -> bool {
-    TUNER.with_borrow(Tuner::splits_next)
+/// Whether the next step's second part goes to the peer (with a peer ready).
+pub(crate) fn peer_next() -> bool {
+    TUNER.with_borrow(Tuner::second_next)
 }
 
-pub(crate) fn record(split: bool, seconds_per_image: f64) {
-    TUNER.with_borrow_mut(|tuner| tuner.record(split, seconds_per_image));
+pub(crate) fn record(on_peer: bool, seconds_per_image: f64) {
+    TUNER.with_borrow_mut(|tuner| tuner.record(on_peer, seconds_per_image));
 }
 
 /// Measures again from the next step (a phase trains other layers: other costs).
@@ -356,6 +343,21 @@ pub fn add_part(
     };
     visit_trained(model, start, &mut add);
     assert!(add.theirs.is_empty(), "gradients sized by `sizes`");
+}
+
+/// Computes `part` on this thread, with a [`Replica`] of its own kept between calls: what a peer
+/// would answer, for a step whose second part stays here.
+pub async fn run_here(device: &Device, part: &PartRequest) -> Result<PartAnswer, PeerError> {
+    thread_local! {
+        static HERE: RefCell<Option<Replica>> = const { RefCell::new(None) };
+    }
+    let mut replica = HERE
+        .take()
+        .filter(|replica| replica.device == *device)
+        .unwrap_or_else(|| Replica::new(device.clone()));
+    let answer = replica.run(part).await;
+    HERE.set(Some(replica));
+    answer
 }
 
 /// A peer's side: computes parts on its own device with a model of the part's shape, made once per

@@ -1,9 +1,10 @@
 //! Every core in the browser (headless Chromium, the CPU backend): the worker starts a helper worker
-//! per spare core, the page says how many cores it uses, and with them the app measures, trains and
-//! predicts exactly as on one core (`?helpers=0`): the same recommendation, validation accuracy and
-//! prediction, to the digit the page shows. So does a session whose helpers all panic at their
-//! first share (`?fault=helper-panic`, the tests' build): their shares are computed by the worker,
-//! and the page says it is down to one core.
+//! per spare core and a replica of itself that takes part of each training step, the page says how
+//! many cores it uses, and with them the app measures, trains and predicts exactly as on one core
+//! (`?helpers=0`): the same recommendation, validation accuracy and prediction, to the digit the
+//! page shows. So does a session whose helpers and replica all panic at their first share or part
+//! (`?fault=helper-panic`, the tests' build): their work is done by the worker, and the page says it
+//! is down to one core.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::time::Duration;
@@ -17,24 +18,24 @@ use graft_tests::e2e::{self, ChromeDriver, StaticServer, text_of};
 /// head-only and of partial freezing (each followed by a prediction of the fixture's cat).
 #[derive(Debug, PartialEq)]
 struct Seen {
-    /// Once the helpers had time to start, and at the end.
+    /// Once the helpers had time to start, and at the end; for training too.
     cores: Option<usize>,
     cores_at_the_end: Option<usize>,
+    training_cores: Option<usize>,
+    training_cores_at_the_end: Option<usize>,
     cores_expected: usize,
     recommendation: String,
     head_only: (String, Vec<(String, f64)>),
     partial_freeze: (String, Vec<(String, f64)>),
 }
 
-async fn cores_shown(client: &Client) -> Option<usize> {
+/// The cores the badge says frozen inference and training run on.
+async fn cores_shown(client: &Client) -> (Option<usize>, Option<usize>) {
     let script = "const badge = document.querySelector('[data-testid=cores]');
-        return badge ? Number(badge.dataset.cores) : null;";
-    client
-        .execute(script, Vec::new())
-        .await
-        .expect("cores")
-        .as_u64()
-        .map(|n| n as usize)
+        return badge ? [Number(badge.dataset.cores), Number(badge.dataset.trainingCores)] : [null, null];";
+    let shown = client.execute(script, Vec::new()).await.expect("cores");
+    let at = |index: usize| shown[index].as_u64().map(|n| n as usize);
+    (at(0), at(1))
 }
 
 async fn train(client: &Client, strategy: &str) -> (String, Vec<(String, f64)>) {
@@ -63,9 +64,12 @@ async fn session(server: &StaticServer, driver: &ChromeDriver, query: &str) -> S
     e2e::add_birds_and_mammals(&client, &birds, &mammals).await;
     // Helpers start once the device is open; they have had the pictures' time to get ready.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let cores = loop {
+    let (cores, training_cores) = loop {
         let cores = cores_shown(&client).await;
-        if query.contains("helpers=0") || cores == Some(cores_expected) || std::time::Instant::now() > deadline {
+        if query.contains("helpers=0")
+            || cores == (Some(cores_expected), Some(2))
+            || std::time::Instant::now() > deadline
+        {
             break cores;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -75,13 +79,15 @@ async fn session(server: &StaticServer, driver: &ChromeDriver, query: &str) -> S
     e2e::set_epochs(&client, "2").await;
     let head_only = train(&client, "head-only").await;
     let partial_freeze = train(&client, "partial-freeze").await;
-    let cores_at_the_end = cores_shown(&client).await;
+    let (cores_at_the_end, training_cores_at_the_end) = cores_shown(&client).await;
     let shot = e2e::screenshot(&client, &format!("cores{}", query.replace(['?', '='], "-"))).await;
     println!("screenshot: {}", shot.display());
     client.close().await.expect("close");
     Seen {
         cores,
         cores_at_the_end,
+        training_cores,
+        training_cores_at_the_end,
         cores_expected,
         recommendation,
         head_only,
@@ -112,9 +118,20 @@ async fn every_core_gives_the_numbers_one_core_gives() {
         "the cores the page says it uses"
     );
     assert_eq!(
+        (shared.training_cores, shared.training_cores_at_the_end),
+        (Some(2), Some(2)),
+        "the cores the page says training runs on"
+    );
+    assert_eq!(
         (failing.cores, failing.cores_at_the_end),
         (Some(failing.cores_expected), Some(1)),
         "helpers that panicked: down to one core"
+    );
+    // The replica was sent a part of a step, panicked, and training went on here.
+    assert_eq!(
+        (failing.training_cores, failing.training_cores_at_the_end),
+        (Some(2), Some(1)),
+        "a replica that panicked: training down to one core"
     );
     assert_eq!(alone.cores, None, "?helpers=0: no helpers, no cores shown");
     for (what, seen) in [("every core", &shared), ("helpers that panicked", &failing)] {

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use graft_engine::bundle::{self, BundleError, BundleHeader};
 use graft_engine::data;
 use graft_engine::model::{ImageClassifier, ModelKind};
+use graft_engine::peer;
 use graft_engine::readback;
 use graft_engine::strategy::Strategy;
 use graft_engine::train::{self, CacheKind, TrainConfig, TrainEvent};
@@ -655,4 +656,100 @@ fn the_cpu_training_operations_agree_with_burns_through_a_block() {
         println!("{batch}x{inputs}->{expanded} at {size}px: {differences:?}");
         differences.assert_within(1e-4);
     }
+}
+
+/// A peer on this thread: a [`peer::Replica`] that answers its first `answers` parts (each part
+/// cloned into its future), fails the next and is not ready after that.
+struct ThreadPeer {
+    replica: std::rc::Rc<std::cell::RefCell<Option<peer::Replica>>>,
+    asked: std::cell::Cell<usize>,
+    answers: usize,
+}
+
+impl ThreadPeer {
+    fn new(answers: usize) -> Self {
+        Self {
+            replica: std::rc::Rc::new(std::cell::RefCell::new(Some(peer::Replica::new(cpu())))),
+            asked: std::cell::Cell::new(0),
+            answers,
+        }
+    }
+}
+
+impl peer::Peer for ThreadPeer {
+    fn ready(&self) -> bool {
+        self.asked.get() <= self.answers
+    }
+
+    fn run(&self, part: &peer::PartRequest) -> peer::PartFuture {
+        let asked = self.asked.replace(self.asked.get() + 1);
+        let (part, replica, answers) = (part.clone(), self.replica.clone(), self.answers);
+        Box::pin(async move {
+            if asked >= answers {
+                return Err(peer::PeerError::Failed("the failure the test asked for".into()));
+            }
+            let mut held = replica.take().expect("one part at a time");
+            let answer = held.run(&part).await;
+            replica.replace(Some(held));
+            answer
+        })
+    }
+}
+
+/// Partial freezing of 3 blocks for 4 epochs of one 8-image step on the photo fixture, with steps in
+/// parts or whole and `peer` installed: the batch losses and the trained model's full state.
+fn run_in_parts(in_parts: bool, peer: Option<std::rc::Rc<ThreadPeer>>) -> (Vec<f64>, Vec<f32>) {
+    let device = cpu();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
+    let mut config = training::few_steps_config(Strategy::PartialFreeze { trainable_blocks: 3 });
+    config.epochs = 4;
+    config.batch_size = 8;
+    peer::set_steps_in_parts(in_parts);
+    peer::install(peer.map(|peer| peer as std::rc::Rc<dyn peer::Peer>));
+    let mut losses = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        if let TrainEvent::Batch { loss, .. } = event {
+            losses.push(loss);
+        }
+        ControlFlow::Continue(())
+    };
+    let trained = pollster::block_on(
+        train::Training::new(&model, ModelKind::MobileNetV2, &training::photo_dataset(), &config)
+            .run(&device, &mut observer),
+    )
+    .unwrap();
+    peer::install(None);
+    peer::set_steps_in_parts(false);
+    (losses, pollster::block_on(peer::state(&trained.model, 0)).unwrap())
+}
+
+/// The browser's CPU backend computes each step in two parts, the second on its replica when that
+/// pays: the model trained is the same, bit for bit, whether the second part ran here, on a peer, or
+/// on a peer that failed midway (its part then computed here); and it is not the model whole steps
+/// train (ghost BatchNorm over half batches, a dropout mask per part).
+#[test]
+fn steps_in_parts_train_the_same_model_wherever_the_second_part_runs() {
+    let _serial = serial();
+    let here = run_in_parts(true, None);
+    let helper = std::rc::Rc::new(ThreadPeer::new(usize::MAX));
+    let on_peer = run_in_parts(true, Some(helper.clone()));
+    let failing = std::rc::Rc::new(ThreadPeer::new(1));
+    let on_failing_peer = run_in_parts(true, Some(failing.clone()));
+    let whole = run_in_parts(false, None);
+    println!(
+        "losses: here {:?}, on a peer {:?} ({} parts), failing {:?} ({} asked), whole {:?}",
+        here.0,
+        on_peer.0,
+        helper.asked.get(),
+        on_failing_peer.0,
+        failing.asked.get(),
+        whole.0
+    );
+    assert_eq!(here.0.len(), 4, "one step an epoch");
+    // The tuner measures both ways: the second and fourth steps' parts went to the peer.
+    assert_eq!(helper.asked.get(), 2, "parts sent to the peer");
+    assert_eq!(failing.asked.get(), 2, "parts sent to the peer that fails its second");
+    assert!(here == on_peer, "a peer's parts changed the training");
+    assert!(here == on_failing_peer, "a failed peer's parts changed the training");
+    assert_ne!(here.0, whole.0, "steps in parts trained as whole steps");
 }

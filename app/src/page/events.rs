@@ -22,7 +22,7 @@ impl Studio {
                 self.cores.set(None);
                 self.forget_speeds_of_another_device();
             }
-            WorkerEvent::Cores { cores } => self.cores.set(Some(cores)),
+            WorkerEvent::Cores { cores, training } => self.cores.set(Some((cores, training))),
             WorkerEvent::ProjectRestored { classes } => self.project_restored(classes),
             WorkerEvent::ImagesAdded { class, added, rejected } => self.images_added(class, added, rejected, payloads),
             WorkerEvent::Measuring { done, total } => self.measuring.set(Some((done, total))),

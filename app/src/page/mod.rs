@@ -126,15 +126,21 @@ pub fn App() -> impl IntoView {
                     <DeviceBadge label=device.read_only() failed=studio.engine_failed.read_only()/>
                     {move || {
                         let cpu = matches!(device.get(), Some((_, false)));
-                        studio.cores.get().filter(|_| cpu).map(|cores| {
+                        studio.cores.get().filter(|_| cpu).map(|(cores, training)| {
+                            let title = format!(
+                                "Embeddings, frozen layers and measurements are shared out over {cores} CPU core{} (a helper worker each beyond the first); training over {training} (a copy of the worker computes half of each step).",
+                                if cores == 1 { "" } else { "s" },
+                            );
+                            let shown = cores.max(training);
                             view! {
                                 <span
                                     class="cores"
                                     data-testid="cores"
                                     data-cores=cores
-                                    title="Embeddings, frozen layers and measurements are shared out over this many CPU cores (a helper worker each beyond the first)."
+                                    data-training-cores=training
+                                    title=title
                                 >
-                                    {if cores == 1 { "1 core".to_string() } else { format!("{cores} cores") }}
+                                    {if shown == 1 { "1 core".to_string() } else { format!("{shown} cores") }}
                                 </span>
                             }
                         })

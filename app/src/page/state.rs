@@ -99,8 +99,9 @@ pub(crate) struct CompareProgress {
 #[derive(Clone, Copy)]
 pub(crate) struct Studio {
     pub(crate) device: RwSignal<Option<(String, bool)>>,
-    /// On the CPU backend, the cores frozen inference runs on (once the worker has helpers).
-    pub(crate) cores: RwSignal<Option<usize>>,
+    /// On the CPU backend, the cores frozen inference runs on and those training runs on (once the
+    /// worker has helpers or its replica).
+    pub(crate) cores: RwSignal<Option<(usize, usize)>>,
     /// The worker could not be started (its engine could not be loaded): it will never be ready.
     pub(crate) engine_failed: RwSignal<bool>,
     /// Local: the thumbnails' object URLs belong to this thread.

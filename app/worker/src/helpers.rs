@@ -43,10 +43,30 @@ struct Helper {
     on_ready: Rc<dyn Fn(usize)>,
 }
 
+thread_local! {
+    /// Helpers ready, and whether the replica is.
+    static READY: Cell<(usize, bool)> = const { Cell::new((0, false)) };
+}
+
 /// Tells the page how many cores frozen inference runs on now (`ready` helpers and this worker).
 fn report_cores(ready: usize) {
+    READY.set((ready, READY.get().1));
+    post_cores();
+}
+
+/// Tells the page how many cores training runs on now (the replica, when `ready`, and this worker).
+pub(crate) fn report_replica(ready: bool) {
+    READY.set((READY.get().0, ready));
+    post_cores();
+}
+
+fn post_cores() {
+    let (helpers, replica) = READY.get();
     crate::post(
-        &graft_app::protocol::WorkerEvent::Cores { cores: ready + 1 },
+        &graft_app::protocol::WorkerEvent::Cores {
+            cores: helpers + 1,
+            training: usize::from(replica) + 1,
+        },
         Vec::new(),
     );
 }
@@ -99,16 +119,20 @@ pub fn wanted() -> usize {
     from_url.unwrap_or_else(|| cores().saturating_sub(1)).min(MAX_HELPERS)
 }
 
-/// Starts the helpers and installs them as the engine's, once (on the CPU backend: on WebGPU the GPU
-/// runs frozen inference). The person's pictures never wait for them: until a helper is ready, the
-/// worker computes every share itself.
+/// On the CPU backend (on WebGPU the GPU runs frozen inference and training): starts the helpers
+/// and installs them as the engine's, once, and the replica that takes part of each training step
+/// (`crate::replica`); training steps are computed in two parts from now on, so that their numbers
+/// do not depend on whether the replica is there. The person's pictures never wait for them: until a
+/// helper is ready, the worker computes every share itself, and every part until the replica is.
 pub fn start_on_cpu() {
+    graft_engine::peer::set_steps_in_parts(true);
     if graft_engine::helpers::installed().is_none() {
         let count = wanted();
         if count > 0 {
             graft_engine::helpers::install(Some(Rc::new(Pool::start(count))));
         }
     }
+    crate::replica::start_on_cpu();
 }
 
 impl Pool {

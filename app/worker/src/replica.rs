@@ -1,10 +1,9 @@
 //! The replica: a second copy of the training worker's CPU build (`engine_loader.js?build=worker-cpu
 //! &role=replica`) that computes half of each training step on the CPU backend, so that training
-//! uses a second core (`graft_engine::peer`: data parallelism without shared memory). Installed as
-//! the engine's peer, which splits a step only where it measured that splitting pays. The app does
-//! not start it yet ([`start_on_cpu`] is not called): a split step normalises each half with its own
-//! BatchNorm statistics, so training on every core would no longer give one core's numbers, which
-//! the end-to-end tests hold the app to; the browser bench and tests start it.
+//! uses a second core (`graft_engine::peer`: data parallelism without shared memory). Started on the
+//! CPU backend when the browser has a core to spare ([`start_on_cpu`]) and installed as the engine's
+//! peer, which sends it the second part of a step where it measured that this pays. On the CPU
+//! backend every step is computed in two parts anyway, so the numbers do not depend on the replica.
 //!
 //! Messages are arrays: to the replica `[header JSON, state, input]` (two `Float32Array`s,
 //! transferred), from it `[reply JSON, logits, gradients]` (a `Reply`). A replica that fails (its
@@ -55,6 +54,7 @@ pub fn serve() {
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(data) = QUEUE.with_borrow_mut(VecDeque::pop_front) {
                 let answer = match unpack_part(&data) {
+                    Ok(_) if panic_injected() => panic!("graft replica: the panic the test asked for"),
                     Ok(part) => {
                         let mut held = replica
                             .take()
@@ -72,6 +72,13 @@ pub fn serve() {
     })
     .forget();
     post(&scope, &Reply::Ready, &[]);
+}
+
+/// Whether this replica's URL asks it to panic at its first part (the tests' build only).
+fn panic_injected() -> bool {
+    cfg!(feature = "test-hooks")
+        && graft_app::device::query_in_url()
+            .is_some_and(|query| graft_app::device::query_value(&query, "fault") == Some("helper-panic"))
 }
 
 fn post(scope: &web_sys::DedicatedWorkerGlobalScope, reply: &Reply, values: &[&[f32]]) {
@@ -156,17 +163,42 @@ fn unpack_reply(data: &JsValue) -> Result<PartAnswer, PeerError> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Health {
+    #[default]
     Starting,
     Ready,
     Failed,
 }
 
+/// Told `true` when a replica becomes ready, `false` when it fails.
+type OnChange = Box<dyn Fn(bool)>;
+
+/// A replica's health, and who is told when it becomes ready or fails.
+#[derive(Default)]
+struct Watched {
+    health: Cell<Health>,
+    on_change: RefCell<Option<OnChange>>,
+}
+
+impl Watched {
+    fn get(&self) -> Health {
+        self.health.get()
+    }
+
+    fn set(&self, health: Health) {
+        if self.health.replace(health) != health
+            && let Some(on_change) = &*self.on_change.borrow()
+        {
+            on_change(health == Health::Ready);
+        }
+    }
+}
+
 /// The training worker's side: a replica worker, as the engine's [`Peer`].
 pub struct ReplicaPeer {
     worker: web_sys::Worker,
-    health: Rc<Cell<Health>>,
+    health: Rc<Watched>,
     /// The parts sent and not yet answered (their promises' `resolve`).
     waiting: Rc<RefCell<VecDeque<js_sys::Function>>>,
     /// Parts it answered so far.
@@ -182,17 +214,11 @@ impl ReplicaPeer {
             options.set_type(kind);
         }
         let worker = web_sys::Worker::new_with_options(url, &options).ok()?;
-        let health = Rc::new(Cell::new(Health::Starting));
+        let health: Rc<Watched> = Rc::default();
         let waiting: Rc<RefCell<VecDeque<js_sys::Function>>> = Rc::default();
         let fail = {
             let (health, waiting, worker) = (health.clone(), waiting.clone(), worker.clone());
-            move || {
-                health.set(Health::Failed);
-                worker.terminate();
-                for resolve in waiting.borrow_mut().drain(..) {
-                    let _ = resolve.call1(&JsValue::NULL, &JsValue::NULL);
-                }
-            }
+            move || fail(&health, &waiting, &worker)
         };
         {
             let (health, waiting, fail) = (health.clone(), waiting.clone(), fail.clone());
@@ -227,28 +253,45 @@ impl ReplicaPeer {
         })
     }
 
-    /// The app's replica: the CPU build of this worker in the replica role.
+    /// The app's replica: the CPU build of this worker in the replica role (the tests' build passes
+    /// the page's faults on, `?fault=helper-panic`).
     pub fn start() -> Option<Self> {
-        Self::start_at("./engine_loader.js?build=worker-cpu&role=replica", None)
+        let url = "./engine_loader.js?build=worker-cpu&role=replica";
+        let fault = if cfg!(feature = "test-hooks") {
+            graft_app::device::query_in_url()
+                .and_then(|query| {
+                    graft_app::device::query_value(&query, "fault").map(|fault| format!("&fault={fault}"))
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Self::start_at(&format!("{url}{fault}"), None)
+    }
+
+    /// Tells `on_change` each time the replica becomes ready (`true`) or fails (`false`).
+    pub fn on_change(&self, on_change: impl Fn(bool) + 'static) {
+        self.health.on_change.replace(Some(Box::new(on_change)));
     }
 
     /// Parts it answered so far.
     pub fn answered(&self) -> usize {
         self.answered.get()
     }
+}
 
-    fn fail(&self) {
-        self.health.set(Health::Failed);
-        self.worker.terminate();
-        for resolve in self.waiting.borrow_mut().drain(..) {
-            let _ = resolve.call1(&JsValue::NULL, &JsValue::NULL);
-        }
+/// A replica that failed: stopped, and every part waiting for it answered with nothing.
+fn fail(health: &Watched, waiting: &RefCell<VecDeque<js_sys::Function>>, worker: &web_sys::Worker) {
+    health.set(Health::Failed);
+    worker.terminate();
+    for resolve in waiting.borrow_mut().drain(..) {
+        let _ = resolve.call1(&JsValue::NULL, &JsValue::NULL);
     }
 }
 
 impl Drop for ReplicaPeer {
     fn drop(&mut self) {
-        self.fail();
+        fail(&self.health, &self.waiting, &self.worker);
     }
 }
 
@@ -269,11 +312,11 @@ impl Peer for ReplicaPeer {
             message.push(&array);
         }
         if self.worker.post_message_with_transfer(&message, &transfer).is_err() {
-            self.fail();
+            fail(&self.health, &self.waiting, &self.worker);
             return Box::pin(async { Err(PeerError::Failed("the part could not be sent".into())) });
         }
         let promise = js_sys::Promise::new(&mut |resolve, _reject| self.waiting.borrow_mut().push_back(resolve));
-        let (health, answered) = (self.health.clone(), self.answered.clone());
+        let (health, waiting, answered) = (self.health.clone(), self.waiting.clone(), self.answered.clone());
         let worker = self.worker.clone();
         Box::pin(async move {
             let data = wasm_bindgen_futures::JsFuture::from(promise)
@@ -283,10 +326,7 @@ impl Peer for ReplicaPeer {
             match &answer {
                 Ok(_) => answered.set(answered.get() + 1),
                 // Not asked again: what failed once would fail again.
-                Err(_) => {
-                    health.set(Health::Failed);
-                    worker.terminate();
-                }
+                Err(_) => fail(&health, &waiting, &worker),
             }
             answer
         })
@@ -294,12 +334,14 @@ impl Peer for ReplicaPeer {
 }
 
 /// The replica the app starts on the CPU backend, once, installed as the engine's peer when the
-/// browser has a core beyond this worker's (`helpers::wanted()` counts them).
+/// browser has a core beyond this worker's (`helpers::wanted()` counts them); the page is told the
+/// cores training runs on each time it becomes ready or fails.
 pub fn start_on_cpu() {
     if graft_engine::peer::installed().is_none()
         && crate::helpers::wanted() > 0
         && let Some(replica) = ReplicaPeer::start()
     {
+        replica.on_change(crate::helpers::report_replica);
         graft_engine::peer::install(Some(Rc::new(replica)));
     }
 }

@@ -17,8 +17,9 @@ use super::checkpoint::{EpochProgress, Position};
 use super::session::{Best, Run};
 use super::{TrainError, TrainEvent, TrainObserver};
 
-/// Batches smaller than this are never split with a peer: a part's fixed costs (the state sent,
-/// a message each way) outweigh half a small batch's work.
+/// Batches smaller than this are computed whole where steps are in parts: half of a small batch is
+/// too few images for BatchNorm's statistics, and a part's fixed costs (the state sent, a message
+/// each way) outweigh its work.
 const MIN_SPLIT_BATCH: usize = 8;
 
 /// Seconds an epoch has taken: before it was resumed, plus since.
@@ -215,23 +216,26 @@ impl Run<'_> {
             .collect();
         let started = Instant::now();
         let input = self.train_input(&model, &plan.cache, positions).await;
-        // A peer (in the browser on the CPU backend: a replica of the worker) takes part of the batch
-        // when one is ready, the batch is worth splitting, only blocks from the input's on train, and
-        // splitting was measured to pay here.
-        // (Without a peer, as natively, nothing else is looked at: no pass over the model per step.)
-        let peer = crate::peer::ready().filter(|_| match &input {
-            TrainInput::From { start, .. } => {
-                labels.len() >= MIN_SPLIT_BATCH
-                    && crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model)
+        // In the browser on the CPU backend a step is computed in two parts (the second on the
+        // replica of the worker when one is ready and that was measured to pay) when the batch is
+        // worth splitting and only blocks from the input's on train. (Elsewhere, as natively, nothing
+        // else is looked at: no pass over the model per step.)
+        let in_parts = crate::peer::steps_in_parts()
+            && match &input {
+                TrainInput::From { start, .. } => {
+                    labels.len() >= MIN_SPLIT_BATCH
+                        && crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model)
+                }
+                TrainInput::Embeddings(_) => false,
+            };
+        let peer = crate::peer::ready().filter(|_| in_parts);
+        let on_peer = peer.is_some() && crate::peer::peer_next();
+        let (batch_loss, logits, grads) = match input {
+            TrainInput::From { start, x } if in_parts => {
+                self.step_in_parts(&model, peer.as_deref().filter(|_| on_peer), start, x, &labels)
+                    .await?
             }
-            TrainInput::Embeddings(_) => false,
-        });
-        let split = peer.is_some() && crate::peer::splits_next();
-        let (batch_loss, logits, grads) = match (input, &peer) {
-            (TrainInput::From { start, x }, Some(peer)) if split => {
-                self.split_step(&model, peer.as_ref(), start, x, &labels).await?
-            }
-            (input, _) => {
+            input => {
                 let logits = input.logits(&model);
                 let targets = Tensor::<1, Int>::from_data(
                     TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
@@ -272,7 +276,7 @@ impl Run<'_> {
         let factor = plan.schedule.factor(at.images + labels.len() - 1);
         let model = optimizer.step(model, grads, factor);
         if peer.is_some() {
-            crate::peer::record(split, started.elapsed().as_secs_f64() / labels.len() as f64);
+            crate::peer::record(on_peer, started.elapsed().as_secs_f64() / labels.len() as f64);
         }
         at.images += labels.len();
         progress.batches_done += 1;
@@ -280,14 +284,15 @@ impl Run<'_> {
         Ok((model, batch_loss))
     }
 
-    /// A step's batch split with `peer`: the peer gets the last half (the activations entering block
-    /// `start` and the state of what trains), this thread computes the first meanwhile; the loss,
-    /// logits and gradients of the whole batch (each part's weighted by its images). A part the peer
-    /// fails to answer is computed here by a [`Replica`](crate::peer::Replica), to the same numbers.
-    async fn split_step(
+    /// A step in two parts: the first half of the batch computed here, the second by `peer` meanwhile
+    /// (the activations entering block `start` and the state of what trains go over) or here after
+    /// the first; the loss, logits and gradients of the whole batch (each part's weighted by its
+    /// images). The second part is the same request, computed by the same function, wherever it
+    /// runs: a part the peer fails to answer is computed here, to the same numbers.
+    async fn step_in_parts(
         &mut self,
         model: &ImageClassifier,
-        peer: &dyn crate::peer::Peer,
+        peer: Option<&dyn crate::peer::Peer>,
         start: usize,
         x: Tensor<4>,
         labels: &[usize],
@@ -307,12 +312,13 @@ impl Run<'_> {
             dims: [range.len(), channels, height, width],
             labels: labels[range].to_vec(),
         };
+        // The state before the first part's forward pass moves the BatchNorm running statistics.
         let theirs = PartRequest {
             header: header(mine..images, seeds[1]),
             state: crate::peer::state(model, start).await?,
             input: readback::to_f32_vec(x.clone().narrow(0, mine, images - mine).without_autodiff()).await?,
         };
-        let answer = peer.run(&theirs);
+        let answer = peer.map(|peer| peer.run(&theirs));
         let (loss, logits) = crate::peer::part_loss(model, &header(0..mine, seeds[0]), x.narrow(0, 0, mine));
         let host = readback::to_f32_vec(Tensor::cat(
             vec![
@@ -325,12 +331,15 @@ impl Run<'_> {
         let mut grads = crate::model::cpu_train::backward(model, loss).await;
         let (_, gradients) = crate::peer::sizes(model, start);
         let classes = self.dataset.classes.len();
-        let answer = match answer.await {
-            Ok(answer) if answer.gradients.len() == gradients && answer.logits.len() == (images - mine) * classes => {
-                answer
-            }
-            _ => crate::peer::Replica::new(self.device.clone())
-                .run(&theirs)
+        let answered = match answer {
+            Some(answer) => answer.await.ok().filter(|answer| {
+                answer.gradients.len() == gradients && answer.logits.len() == (images - mine) * classes
+            }),
+            None => None,
+        };
+        let answer = match answered {
+            Some(answer) => answer,
+            None => crate::peer::run_here(&self.device, &theirs)
                 .await
                 .map_err(|error| match error {
                     crate::peer::PeerError::Readback(error) => TrainError::from(error),

@@ -462,18 +462,21 @@ async fn training_rate_against_the_bound_on_cpu() {
         classes: vec!["a".into(), "b".into()],
         examples,
     };
-    // Each strategy on this worker alone; with the app's helpers, which compute the 1x1
-    // convolutions' weight gradients when the engine measures that it pays here (its tuner); and
-    // with the helpers and the worker's replica, which takes half of each step when that pays.
+    // Each strategy on this worker alone, steps whole (as on WebGPU and natively) and in two parts
+    // (as the app trains on the CPU backend); with the app's helpers, which compute the 1x1
+    // convolutions' weight gradients when the engine measures that it pays here (its tuner); and with
+    // the helpers and the worker's replica, which takes the second part of each step when that pays.
     let runs = [
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0),
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 1),
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 2),
-        (Strategy::FullFineTune, 0),
-        (Strategy::FullFineTune, 1),
-        (Strategy::FullFineTune, 2),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, false),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 1, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 2, true),
+        (Strategy::FullFineTune, 0, false),
+        (Strategy::FullFineTune, 0, true),
+        (Strategy::FullFineTune, 1, true),
+        (Strategy::FullFineTune, 2, true),
     ];
-    for (strategy, others) in runs {
+    for (strategy, others, in_parts) in runs {
         let pool = if others > 0 {
             match start_helpers().await {
                 Some(pool) => Some(pool),
@@ -492,13 +495,18 @@ async fn training_rate_against_the_bound_on_cpu() {
         } else {
             None
         };
+        graft_engine::peer::set_steps_in_parts(in_parts);
         let on = pool.as_ref().map_or("this worker alone".to_string(), |pool| {
             format!(
                 "this worker, {} helper(s){}",
                 graft_engine::helpers::Helpers::ready(&**pool),
                 if replica.is_some() { " and its replica" } else { "" }
             )
-        });
+        }) + if in_parts {
+            ", steps in two parts"
+        } else {
+            ", whole steps"
+        };
         // The blocks the strategy freezes, as the engine plans them (one phase for these two).
         let frozen = strategy
             .phases(model.block_names().len(), 1, strategy.default_base_lr())
@@ -524,6 +532,7 @@ async fn training_rate_against_the_bound_on_cpu() {
             .expect("training");
         graft_engine::helpers::install(None);
         graft_engine::peer::install(None);
+        graft_engine::peer::set_steps_in_parts(false);
         let (_, seconds) = times.epochs.last().cloned().expect("an epoch");
         let on = match (&pool, &replica) {
             (Some(_), Some(replica)) => {
@@ -532,7 +541,7 @@ async fn training_rate_against_the_bound_on_cpu() {
                 let tuner = graft_engine::peer::tuner();
                 let ms = |seconds: Option<f64>| seconds.map_or("-".into(), |s| format!("{:.1} ms", s * 1000.0));
                 format!(
-                    "{on}, {} step halves on the replica; per image: whole batches {}, split {}",
+                    "{on}, {} second parts on the replica; per image: both parts here {}, the second on the replica {}",
                     replica.answered(),
                     ms(tuner.seconds[0]),
                     ms(tuner.seconds[1]),

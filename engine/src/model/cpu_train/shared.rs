@@ -71,41 +71,10 @@ const MIN_SHARED_MACS: usize = 1_000_000;
 /// (the early layers of few channels, whose planes are large, stay here).
 const MIN_MACS_PER_VALUE_SENT: usize = 64;
 
-/// Whether the weight gradients go to the helpers, chosen by measuring backward passes both ways on
-/// this machine: whether a second core speeds a pass up depends on the machine (on a 2-vCPU virtual
-/// machine the two workers slow each other down more than the helper saves). A pass each way warms
-/// up (the first allocates, and the first shared one its messages' buffers), a pass each way is
-/// measured, then the faster on average (a moving mean of the seconds) is kept, the other tried
-/// again every [`Tuner::RETRY_EVERY`] passes. Only the speed depends on the choice.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Tuner {
-    /// Mean seconds of a backward pass computing the weight gradients here, and on the helpers.
-    pub seconds: [Option<f64>; 2],
-    passes: u64,
-}
-
-impl Tuner {
-    pub const RETRY_EVERY: u64 = 16;
-
-    /// Whether the next pass sends the weight gradients to the helpers.
-    pub fn shares_next(&self) -> bool {
-        match self.seconds {
-            // Here, shared, here, shared.
-            _ if self.passes < 4 => self.passes % 2 == 1,
-            [Some(here), Some(shared)] => (shared < here) != self.passes.is_multiple_of(Self::RETRY_EVERY),
-            _ => false,
-        }
-    }
-
-    /// A pass took `seconds`, sharing or not.
-    pub fn record(&mut self, shared: bool, seconds: f64) {
-        if self.passes >= 2 {
-            let mean = &mut self.seconds[usize::from(shared)];
-            *mean = Some(mean.map_or(seconds, |mean| 0.7 * mean + 0.3 * seconds));
-        }
-        self.passes += 1;
-    }
-}
+/// Whether the weight gradients go to the helpers (the second way), chosen by measuring backward
+/// passes both ways on this machine ([`crate::tuner`]); `seconds` are of a whole backward pass,
+/// computing the weight gradients here, and on the helpers.
+pub use crate::tuner::Tuner;
 
 /// The measurements behind the choice to share the weight gradients on this thread.
 pub fn tuner() -> Tuner {
@@ -124,7 +93,7 @@ pub async fn backward<M: Module>(model: &M, loss: Tensor<1>) -> TensorGradients 
     if helpers::installed().is_none_or(|helpers| helpers.ready() == 0) {
         return loss.backward();
     }
-    let shares = TUNER.with_borrow(Tuner::shares_next);
+    let shares = TUNER.with_borrow(Tuner::second_next);
     let started = web_time::Instant::now();
     let grads = backward_sharing(model, loss, shares).await;
     TUNER.with_borrow_mut(|tuner| tuner.record(shares, started.elapsed().as_secs_f64()));
@@ -342,34 +311,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// The tuner warms up, tries each way, keeps the faster and retries the other now and then.
-    #[test]
-    fn the_tuner_keeps_the_faster_way() {
-        let run = |here: f64, shared: f64, passes: usize| {
-            let mut tuner = Tuner::default();
-            (0..passes)
-                .map(|_| {
-                    let shares = tuner.shares_next();
-                    tuner.record(shares, if shares { shared } else { here });
-                    shares
-                })
-                .collect::<Vec<_>>()
-        };
-        let faster_shared = run(0.5, 0.3, 40);
-        assert_eq!(
-            faster_shared[..4],
-            [false, true, false, true],
-            "each way to warm up, then to measure"
-        );
-        let retries = faster_shared[4..].iter().filter(|&&shares| !shares).count();
-        assert_eq!(
-            retries, 2,
-            "{faster_shared:?}: the helpers, retrying here every 16 passes"
-        );
-        let faster_here = run(0.3, 0.5, 40);
-        let tries = faster_here[4..].iter().filter(|&&shares| shares).count();
-        assert_eq!(tries, 2, "{faster_here:?}: here, retrying the helpers every 16 passes");
     }
 }
