@@ -3,7 +3,7 @@
 //! without shared memory.
 //!
 //! Where steps are computed in parts ([`set_steps_in_parts`]: the browser's CPU backend), each step
-//! splits its batch in two. When a peer is ready and the tuner measured that it pays, the training
+//! of 16 images or more splits its batch in two. When a peer is ready and the tuner measured that it pays, the training
 //! thread sends the peer the second part (the activations entering the first block that trains, and
 //! their labels) with the state of everything that trains (blocks `start..` and the classifier:
 //! parameters and BatchNorm statistics), then computes the first part itself; the peer answers with

@@ -696,14 +696,18 @@ impl peer::Peer for ThreadPeer {
     }
 }
 
-/// Partial freezing of 3 blocks for 4 epochs of one 8-image step on the photo fixture, with steps in
-/// parts or whole and `peer` installed: the batch losses and the trained model's full state.
+/// Partial freezing of 3 blocks for 4 epochs (the photo fixture twice over: 24 pictures, a third held
+/// out; batches of 16, so each epoch a step split in two parts and the rest of the epoch's pictures as
+/// one part), with steps in parts or whole and `peer` installed: the batch losses and the trained
+/// model's full state.
 fn run_in_parts(in_parts: bool, peer: Option<std::rc::Rc<ThreadPeer>>) -> (Vec<f64>, Vec<f32>) {
     let device = cpu();
     let model = pretrained::load(ModelKind::MobileNetV2, &device).unwrap();
     let mut config = training::few_steps_config(Strategy::PartialFreeze { trainable_blocks: 3 });
     config.epochs = 4;
-    config.batch_size = 8;
+    config.batch_size = 16;
+    let mut dataset = training::photo_dataset();
+    dataset.examples.extend(dataset.examples.clone());
     peer::set_steps_in_parts(in_parts);
     peer::install(peer.map(|peer| peer as std::rc::Rc<dyn peer::Peer>));
     let mut losses = Vec::new();
@@ -714,8 +718,7 @@ fn run_in_parts(in_parts: bool, peer: Option<std::rc::Rc<ThreadPeer>>) -> (Vec<f
         ControlFlow::Continue(())
     };
     let trained = pollster::block_on(
-        train::Training::new(&model, ModelKind::MobileNetV2, &training::photo_dataset(), &config)
-            .run(&device, &mut observer),
+        train::Training::new(&model, ModelKind::MobileNetV2, &dataset, &config).run(&device, &mut observer),
     )
     .unwrap();
     peer::install(None);
@@ -745,8 +748,8 @@ fn steps_in_parts_train_the_same_model_wherever_the_second_part_runs() {
         failing.asked.get(),
         whole.0
     );
-    assert_eq!(here.0.len(), 4, "one step an epoch");
-    // The tuner measures both ways: the second and fourth steps' parts went to the peer.
+    assert_eq!(here.0.len(), 8, "two steps an epoch");
+    // The tuner measures both ways: the second and fourth split steps' parts went to the peer.
     assert_eq!(helper.asked.get(), 2, "parts sent to the peer");
     assert_eq!(failing.asked.get(), 2, "parts sent to the peer that fails its second");
     assert!(here == on_peer, "a peer's parts changed the training");

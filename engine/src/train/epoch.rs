@@ -17,10 +17,11 @@ use super::checkpoint::{EpochProgress, Position};
 use super::session::{Best, Run};
 use super::{TrainError, TrainEvent, TrainObserver};
 
-/// Batches smaller than this are computed whole where steps are in parts: half of a small batch is
-/// too few images for BatchNorm's statistics, and a part's fixed costs (the state sent, a message
-/// each way) outweigh its work.
-const MIN_SPLIT_BATCH: usize = 8;
+/// Batches smaller than this are computed whole where steps are in parts: each part has at least 8
+/// images, as BatchNorm's batch statistics get noisy below that (the e2e studio's full fine-tune of
+/// 12 pictures in parts of 6 lost a prediction it makes on whole steps), and a part's fixed costs (the
+/// state sent, a message each way) would outweigh a smaller part's work.
+const MIN_SPLIT_BATCH: usize = 16;
 
 /// Seconds an epoch has taken: before it was resumed, plus since.
 struct EpochClock {
@@ -216,23 +217,24 @@ impl Run<'_> {
             .collect();
         let started = Instant::now();
         let input = self.train_input(&model, &plan.cache, positions).await;
-        // In the browser on the CPU backend a step is computed in two parts (the second on the
-        // replica of the worker when one is ready and that was measured to pay) when the batch is
-        // worth splitting and only blocks from the input's on train. (Elsewhere, as natively, nothing
-        // else is looked at: no pass over the model per step.)
+        // In the browser on the CPU backend a step is computed in parts where only blocks from the
+        // input's on train: two when the batch is worth splitting (the second on the replica of the
+        // worker when one is ready and that was measured to pay), else one; each part's dropout mask
+        // from its seed. (Elsewhere, as natively, nothing else is looked at: no pass over the model
+        // per step.)
         let in_parts = crate::peer::steps_in_parts()
             && match &input {
                 TrainInput::From { start, .. } => {
-                    labels.len() >= MIN_SPLIT_BATCH
-                        && crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model)
+                    crate::peer::sizes(&model, *start).1 == freeze::trainable_params(&model)
                 }
                 TrainInput::Embeddings(_) => false,
             };
-        let peer = crate::peer::ready().filter(|_| in_parts);
+        let split = in_parts && labels.len() >= MIN_SPLIT_BATCH;
+        let peer = crate::peer::ready().filter(|_| split);
         let on_peer = peer.is_some() && crate::peer::peer_next();
         let (batch_loss, logits, grads) = match input {
             TrainInput::From { start, x } if in_parts => {
-                self.step_in_parts(&model, peer.as_deref().filter(|_| on_peer), start, x, &labels)
+                self.step_in_parts(&model, split, peer.as_deref().filter(|_| on_peer), start, x, &labels)
                     .await?
             }
             input => {
@@ -284,14 +286,16 @@ impl Run<'_> {
         Ok((model, batch_loss))
     }
 
-    /// A step in two parts: the first half of the batch computed here, the second by `peer` meanwhile
-    /// (the activations entering block `start` and the state of what trains go over) or here after
-    /// the first; the loss, logits and gradients of the whole batch (each part's weighted by its
-    /// images). The second part is the same request, computed by the same function, wherever it
-    /// runs: a part the peer fails to answer is computed here, to the same numbers.
+    /// A step in parts: with `split`, the first half of the batch computed here, the second by `peer`
+    /// meanwhile (the activations entering block `start` and the state of what trains go over) or
+    /// here after the first; without, the whole batch as one part. The loss, logits and gradients of
+    /// the whole batch (each part's weighted by its images). The second part is the same request,
+    /// computed by the same function, wherever it runs: a part the peer fails to answer is computed
+    /// here, to the same numbers.
     async fn step_in_parts(
         &mut self,
         model: &ImageClassifier,
+        split: bool,
         peer: Option<&dyn crate::peer::Peer>,
         start: usize,
         x: Tensor<4>,
@@ -299,7 +303,7 @@ impl Run<'_> {
     ) -> Result<(f64, Vec<f32>, burn::tensor::Gradients), TrainError> {
         use crate::peer::{PartHeader, PartRequest};
         let images = labels.len();
-        let mine = images.div_ceil(2);
+        let mine = if split { images.div_ceil(2) } else { images };
         let [_, channels, height, width] = x.dims();
         let seeds = [self.rng.next_u64(), self.rng.next_u64()];
         let header = |range: std::ops::Range<usize>, seed| PartHeader {
@@ -313,12 +317,16 @@ impl Run<'_> {
             labels: labels[range].to_vec(),
         };
         // The state before the first part's forward pass moves the BatchNorm running statistics.
-        let theirs = PartRequest {
-            header: header(mine..images, seeds[1]),
-            state: crate::peer::state(model, start).await?,
-            input: readback::to_f32_vec(x.clone().narrow(0, mine, images - mine).without_autodiff()).await?,
+        let theirs = if split {
+            Some(PartRequest {
+                header: header(mine..images, seeds[1]),
+                state: crate::peer::state(model, start).await?,
+                input: readback::to_f32_vec(x.clone().narrow(0, mine, images - mine).without_autodiff()).await?,
+            })
+        } else {
+            None
         };
-        let answer = peer.map(|peer| peer.run(&theirs));
+        let answer = peer.zip(theirs.as_ref()).map(|(peer, theirs)| peer.run(theirs));
         let (loss, logits) = crate::peer::part_loss(model, &header(0..mine, seeds[0]), x.narrow(0, 0, mine));
         let host = readback::to_f32_vec(Tensor::cat(
             vec![
@@ -329,6 +337,10 @@ impl Run<'_> {
         ))
         .await?;
         let mut grads = crate::model::cpu_train::backward(model, loss).await;
+        let mut logits = host[1..].to_vec();
+        let Some(theirs) = theirs else {
+            return Ok((f64::from(host[0]), logits, grads));
+        };
         let (_, gradients) = crate::peer::sizes(model, start);
         let classes = self.dataset.classes.len();
         let answered = match answer {
@@ -349,7 +361,6 @@ impl Run<'_> {
         crate::peer::add_part(model, start, &mut grads, mine, &answer.gradients, images - mine);
         let batch_loss =
             (f64::from(host[0]) * mine as f64 + f64::from(answer.loss) * (images - mine) as f64) / images as f64;
-        let mut logits = host[1..].to_vec();
         logits.extend_from_slice(&answer.logits);
         Ok((batch_loss, logits, grads))
     }

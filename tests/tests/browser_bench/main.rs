@@ -462,21 +462,27 @@ async fn training_rate_against_the_bound_on_cpu() {
         classes: vec!["a".into(), "b".into()],
         examples,
     };
-    // Each strategy on this worker alone, steps whole (as on WebGPU and natively) and in two parts
-    // (as the app trains on the CPU backend); with the app's helpers, which compute the 1x1
-    // convolutions' weight gradients when the engine measures that it pays here (its tuner); and with
-    // the helpers and the worker's replica, which takes the second part of each step when that pays.
+    // Each strategy on this worker alone on Burn's own operations (where training on the CPU started)
+    // and on Graft's, steps whole (as on WebGPU and natively) and in two parts (as the app trains on
+    // the CPU backend); with the app's helpers, which compute the 1x1 convolutions' weight gradients
+    // when the engine measures that it pays here (its tuner); and with the helpers and the worker's
+    // replica, which takes the second part of each step when that pays.
+    // (strategy, helper workers: 1 the helpers, 2 and the replica; steps in parts; Graft's operations)
     let runs = [
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, false),
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, true),
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 1, true),
-        (Strategy::PartialFreeze { trainable_blocks: 6 }, 2, true),
-        (Strategy::FullFineTune, 0, false),
-        (Strategy::FullFineTune, 0, true),
-        (Strategy::FullFineTune, 1, true),
-        (Strategy::FullFineTune, 2, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, false, false),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, false, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 0, true, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 1, true, true),
+        (Strategy::PartialFreeze { trainable_blocks: 6 }, 2, true, true),
+        (Strategy::FullFineTune, 0, false, false),
+        (Strategy::FullFineTune, 0, false, true),
+        (Strategy::FullFineTune, 0, true, true),
+        (Strategy::FullFineTune, 1, true, true),
+        (Strategy::FullFineTune, 2, true, true),
     ];
-    for (strategy, others, in_parts) in runs {
+    // The rate on Burn's own operations, per strategy.
+    let mut burn_rate = std::collections::HashMap::new();
+    for (strategy, others, in_parts, own) in runs {
         let pool = if others > 0 {
             match start_helpers().await {
                 Some(pool) => Some(pool),
@@ -496,6 +502,7 @@ async fn training_rate_against_the_bound_on_cpu() {
             None
         };
         graft_engine::peer::set_steps_in_parts(in_parts);
+        graft_engine::model::cpu_train::set_enabled(own);
         let on = pool.as_ref().map_or("this worker alone".to_string(), |pool| {
             format!(
                 "this worker, {} helper(s){}",
@@ -533,6 +540,7 @@ async fn training_rate_against_the_bound_on_cpu() {
         graft_engine::helpers::install(None);
         graft_engine::peer::install(None);
         graft_engine::peer::set_steps_in_parts(false);
+        graft_engine::model::cpu_train::set_enabled(true);
         let (_, seconds) = times.epochs.last().cloned().expect("an epoch");
         let on = match (&pool, &replica) {
             (Some(_), Some(replica)) => {
@@ -566,8 +574,17 @@ async fn training_rate_against_the_bound_on_cpu() {
         };
         let rate = pictures as f64 / seconds;
         let bound = gmacs * 1e9 / step_macs;
+        if !own {
+            burn_rate.insert(strategy.name(), rate);
+        }
+        let against_burn = burn_rate
+            .get(strategy.name())
+            .filter(|_| own)
+            .map_or(String::new(), |burn| {
+                format!(", {:.2}x Burn's own operations", rate / burn)
+            });
         console_log!(
-            "bench: training on the cpu backend, mobilenet-v2 224 px batch 16, {}, {on}: {rate:.2} img/s; bound {bound:.1} img/s on one core, {:.1} on {cores} ({:.2} G MACs per image per step, of {:.2} G forward; graft-kernels {gmacs:.1} GMAC/s here): {:.0}% of one core's bound",
+            "bench: training on the cpu backend, mobilenet-v2 224 px batch 16, {}, {on}: {rate:.2} img/s{against_burn}; bound {bound:.1} img/s on one core, {:.1} on {cores} ({:.2} G MACs per image per step, of {:.2} G forward; graft-kernels {gmacs:.1} GMAC/s here): {:.0}% of one core's bound",
             strategy.name(),
             bound * cores as f64,
             step_macs / 1e9,

@@ -69,10 +69,22 @@ pub trait CpuTraining: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// Whether these operations run `x`: an f32 tensor on the CPU backend that trains (autodiff).
+thread_local! {
+    /// Whether these operations run where they apply on this thread (see [`set_enabled`]).
+    static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Turns these operations off on this thread (`false`: Burn's own run instead) or on again: for the
+/// benchmarks, which time training on both.
+pub fn set_enabled(on: bool) {
+    ENABLED.set(on);
+}
+
+/// Whether these operations run `x`: an f32 tensor on the CPU backend that trains (autodiff), on a
+/// thread where they are enabled.
 pub fn applies(x: &Tensor<4>) -> bool {
     let device = x.device();
-    device.is_autodiff() && x.dtype() == DType::F32 && device.without_autodiff() == Device::flex()
+    ENABLED.get() && device.is_autodiff() && x.dtype() == DType::F32 && device.without_autodiff() == Device::flex()
 }
 
 /// [`CpuTraining::pointwise_conv2d`] on tensors.
@@ -827,5 +839,8 @@ mod tests {
         let x = |device: &Device| Tensor::<4>::zeros([1, 1, 2, 2], device);
         assert!(applies(&x(&Device::flex().autodiff())));
         assert!(!applies(&x(&Device::flex())));
+        set_enabled(false);
+        assert!(!applies(&x(&Device::flex().autodiff())), "turned off");
+        set_enabled(true);
     }
 }
