@@ -509,11 +509,13 @@ async fn training_rate_against_the_bound_on_cpu() {
                 graft_engine::helpers::Helpers::ready(&**pool),
                 if replica.is_some() { " and its replica" } else { "" }
             )
-        }) + if in_parts {
-            ", steps in two parts"
-        } else {
-            ", whole steps"
+        });
+        let steps = match (in_parts, own) {
+            (true, _) => ", steps in two parts",
+            (false, true) => ", whole steps",
+            (false, false) => ", whole steps, Burn's own operations",
         };
+        let on = on + steps;
         // The blocks the strategy freezes, as the engine plans them (one phase for these two).
         let frozen = strategy
             .phases(model.block_names().len(), 1, strategy.default_base_lr())
