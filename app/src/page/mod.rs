@@ -127,8 +127,13 @@ pub fn App() -> impl IntoView {
                     {move || {
                         let cpu = matches!(device.get(), Some((_, false)));
                         studio.cores.get().filter(|_| cpu).map(|(cores, training)| {
+                            let training_on = if training > 1 {
+                                format!("training over {training} (a copy of the worker computes half of each step)")
+                            } else {
+                                "training on one".to_string()
+                            };
                             let title = format!(
-                                "Embeddings, frozen layers and measurements are shared out over {cores} CPU core{} (a helper worker each beyond the first); training over {training} (a copy of the worker computes half of each step).",
+                                "Embeddings, frozen layers and measurements are shared out over {cores} CPU core{} (a helper worker each beyond the first); {training_on}.",
                                 if cores == 1 { "" } else { "s" },
                             );
                             let shown = cores.max(training);
