@@ -3,10 +3,11 @@
 //! without shared memory.
 //!
 //! Where steps are computed in parts ([`set_steps_in_parts`]: the browser's CPU backend), each step
-//! of 16 images or more splits its batch in two. When a peer is ready and the tuner measured that it pays, the training
-//! thread sends the peer the second part (the activations entering the first block that trains, and
-//! their labels) with the state of everything that trains (blocks `start..` and the classifier:
-//! parameters and BatchNorm statistics), then computes the first part itself; the peer answers with
+//! of 16 images or more splits its batch in two (a smaller one is a single part). When a peer is
+//! ready and the tuner measured that it pays, the training thread sends the peer the second part
+//! (the activations entering the first block that trains, and their labels) with the state of
+//! everything that trains (blocks `start..` and the classifier: parameters and BatchNorm
+//! statistics), then computes the first part itself; the peer answers with
 //! its part's loss, logits and gradients ([`compute_part`]), and the optimizer steps on the two
 //! parts' gradients weighted by their images ([`add_part`]). Otherwise the training thread computes
 //! the second part after the first, with the same function. A peer keeps nothing between steps but

@@ -17,10 +17,11 @@ use super::checkpoint::{EpochProgress, Position};
 use super::session::{Best, Run};
 use super::{TrainError, TrainEvent, TrainObserver};
 
-/// Batches smaller than this are computed whole where steps are in parts: each part has at least 8
-/// images, as BatchNorm's batch statistics get noisy below that (the e2e studio's full fine-tune of
-/// 12 pictures in parts of 6 lost a prediction it makes on whole steps), and a part's fixed costs (the
-/// state sent, a message each way) would outweigh a smaller part's work.
+/// Where steps are in parts, batches smaller than this are one part, not split: each part has at
+/// least 8 images, as BatchNorm's batch statistics get noisy below that (with splits from 8 images,
+/// the e2e studio's full fine-tune of 16 pictures, its batch under 16 split in parts under 8, lost a
+/// prediction it makes on whole steps), and a part's fixed costs (the state sent, a message each
+/// way) would outweigh a smaller part's work.
 const MIN_SPLIT_BATCH: usize = 16;
 
 /// Seconds an epoch has taken: before it was resumed, plus since.
