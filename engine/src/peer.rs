@@ -16,8 +16,10 @@
 //! peer that failed (its part is computed here).
 //!
 //! A step in parts is not the whole step: BatchNorm in blocks that train on batch statistics
-//! normalises each part with its own (ghost batch normalisation over half batches), the running
-//! statistics follow the first part, and dropout masks come from each part's seed.
+//! normalises each part with its own (ghost batch normalisation over half batches), and dropout
+//! masks come from each part's seed. The running statistics do follow the whole batch: each part
+//! moves them from the same starting point, and [`merge_running`] combines the two as one update by
+//! the whole batch's mean and (biased) variance would have moved them.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -30,7 +32,7 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ImageClassifier, ModelKind};
+use crate::model::{ConvBnAct, ImageClassifier, ModelKind};
 use crate::readback::{self, ReadbackError};
 
 /// What a part of a step is, beside its values.
@@ -42,6 +44,8 @@ pub struct PartHeader {
     pub start: usize,
     /// Whether the BatchNorms that train normalise with their running statistics.
     pub running_statistics: bool,
+    /// The BatchNorms' momentum: how far the part's batch statistics move the running ones.
+    pub momentum: f64,
     /// The loss's label smoothing.
     pub smoothing: Option<f32>,
     /// The seed of the part's dropout mask, so that a part's numbers do not depend on where it runs.
@@ -61,13 +65,16 @@ pub struct PartRequest {
     pub input: Vec<f32>,
 }
 
-/// A part's loss (its images' mean), logits (`[images, classes]`) and the gradients of the mean loss
-/// for every parameter that trains, in visiting order ([`gradients`]).
+/// A part's loss (its images' mean), logits (`[images, classes]`), the gradients of the mean loss
+/// for every parameter that trains, in visiting order ([`gradients`]), and the running statistics of
+/// the BatchNorms that train as the part's forward pass left them ([`running_len`] values; none when
+/// they normalise with their running statistics, which then do not move).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartAnswer {
     pub loss: f32,
     pub logits: Vec<f32>,
     pub gradients: Vec<f32>,
+    pub running: Vec<f32>,
 }
 
 /// A peer could not compute its part (it failed to start, trapped, or answered nonsense).
@@ -285,20 +292,93 @@ pub async fn compute_part(
     let device = model.classifier.weight.device();
     let input = Tensor::<4>::from_data(TensorData::new(input.to_vec(), header.dims), &device.without_autodiff());
     let (loss, logits) = part_loss(model, header, input.autodiff());
-    let host = readback::to_f32_vec(Tensor::cat(
-        vec![
-            loss.clone().without_autodiff().reshape([1]),
-            logits.without_autodiff().flatten(0, 1),
-        ],
-        0,
-    ))
-    .await?;
+    let logits = logits.without_autodiff().flatten(0, 1);
+    let logit_count = logits.dims()[0];
+    // One read-back: the loss, the logits and the running statistics the forward pass moved.
+    let mut values = vec![loss.clone().without_autodiff().reshape([1]), logits];
+    if !header.running_statistics {
+        values.extend(running(model, header.start));
+    }
+    let mut host = readback::to_f32_vec(Tensor::cat(values, 0)).await?;
+    let running = host.split_off(1 + logit_count);
     let grads = loss.backward();
     Ok(PartAnswer {
         loss: host[0],
         logits: host[1..].to_vec(),
         gradients: gradients(model, header.start, &grads).await?,
+        running,
     })
+}
+
+/// The BatchNorms of blocks `start..` (those that train from `start`), in block order.
+fn trained_norms(model: &ImageClassifier, start: usize) -> Vec<&ConvBnAct> {
+    (start..model.block_names().len())
+        .flat_map(|index| model.block_convs(index))
+        .collect()
+}
+
+/// The running mean and variance of each BatchNorm that trains from block `start`, as they are now
+/// (an update pending on this thread applied), on the plain device.
+fn running(model: &ImageClassifier, start: usize) -> Vec<Tensor<1>> {
+    trained_norms(model, start)
+        .into_iter()
+        .flat_map(|conv| [conv.norm.running_mean.value_sync(), conv.norm.running_var.value_sync()])
+        .map(|value| value.without_autodiff())
+        .collect()
+}
+
+/// How many values a part's running statistics have ([`PartAnswer::running`]) for `model` from block
+/// `start`, when its BatchNorms train on batch statistics.
+pub fn running_len(model: &ImageClassifier, start: usize) -> usize {
+    trained_norms(model, start)
+        .iter()
+        .map(|conv| 2 * conv.norm.running_mean.value().dims()[0])
+        .sum()
+}
+
+/// Sets the running statistics of the BatchNorms that train from block `start` to what one update
+/// by the whole batch would have made them, from this thread's part (`my_images`, whose forward pass
+/// moved them) and theirs (`theirs`, as [`PartAnswer::running`] gives them, of `their_images`), both
+/// moved from the same statistics with `momentum`. With weights `a` and `b` (each part's share of
+/// the images), the whole batch's mean is `a·m₁ + b·m₂` and its biased variance
+/// `a·v₁ + b·v₂ + a·b·(m₁ − m₂)²`; as the running statistics are linear in the batch's, the means
+/// and variances merge the same way, the difference of batch means read from the running means'
+/// (`(r₁ − r₂) / momentum`).
+pub fn merge_running(
+    model: &ImageClassifier,
+    start: usize,
+    my_images: usize,
+    theirs: &[f32],
+    their_images: usize,
+    momentum: f64,
+) {
+    let images = (my_images + their_images) as f32;
+    let (a, b) = (my_images as f32 / images, their_images as f32 / images);
+    let mut theirs = theirs;
+    for conv in trained_norms(model, start) {
+        let norm = &conv.norm;
+        let (mean, var) = (norm.running_mean.value_sync(), norm.running_var.value_sync());
+        let device = mean.device();
+        let channels = mean.dims()[0];
+        let mut take = || {
+            let (values, rest) = theirs.split_at(channels);
+            theirs = rest;
+            Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), &device)
+        };
+        let (their_mean, their_var) = (take(), take());
+        let spread = if momentum > 0.0 {
+            (mean.clone() - their_mean.clone())
+                .powi_scalar(2)
+                .mul_scalar(a * b / momentum as f32)
+        } else {
+            Tensor::zeros([channels], &device)
+        };
+        let merged_var = var.mul_scalar(a) + their_var.mul_scalar(b) + spread;
+        let merged_mean = mean.mul_scalar(a) + their_mean.mul_scalar(b);
+        norm.running_mean.update(merged_mean.detach());
+        norm.running_var.update(merged_var.detach());
+    }
+    assert!(theirs.is_empty(), "running statistics sized by `running_len`");
 }
 
 /// Adds a part's gradients (`theirs`, of `their_images`) to `grads`, the gradients of this thread's
@@ -398,6 +478,7 @@ impl Replica {
         let mut model = model;
         crate::freeze::freeze_to(&mut model, header.start).expect("a start below the blocks");
         model.set_running_statistics(header.running_statistics);
+        model.set_batch_norm_momentum(header.momentum);
         let (expected, _) = sizes(&model, header.start);
         if part.state.len() != expected {
             self.model = Some((header.kind, header.classes, model));
@@ -431,6 +512,7 @@ mod tests {
         let mut model = KIND.architecture().init(3, &device).train();
         crate::freeze::freeze_to(&mut model, start).unwrap();
         model.set_running_statistics(false);
+        model.set_batch_norm_momentum(0.3);
         let images = Tensor::<4>::random([4, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let boundary = model.valid().forward_prefix(start, images);
         let header = PartHeader {
@@ -438,6 +520,7 @@ mod tests {
             classes: 3,
             start,
             running_statistics: false,
+            momentum: 0.3,
             smoothing: Some(0.1),
             seed: 7,
             dims: boundary.dims(),
@@ -473,6 +556,88 @@ mod tests {
         let (other, next) = model_and_part(3);
         let here = block_on(compute_part(&other, &next.header, &next.input)).unwrap();
         assert_eq!(here, block_on(replica.run(&next)).unwrap());
+    }
+
+    /// A step of 7 images in parts of 4 and 3 moves the running statistics of the first BatchNorm
+    /// that trains (whose input does not depend on how the batch was split) as one update by the
+    /// whole batch does, the second part's computed by a replica.
+    #[test]
+    fn parts_move_the_running_statistics_as_the_whole_batch() {
+        let device = Device::flex();
+        let start = KIND.architecture().num_body_blocks() - 3;
+        let model = || {
+            device.seed(5);
+            let mut model = KIND.architecture().init(3, &device).train();
+            crate::freeze::freeze_to(&mut model, start).unwrap();
+            model.set_running_statistics(false);
+            model.set_batch_norm_momentum(0.3);
+            model
+        };
+        let (whole, split) = (model(), model());
+        // Random activations entering block `start`, spread between images (a random network's own
+        // fade to almost nothing there).
+        let [_, channels, height, width] = whole
+            .valid()
+            .forward_prefix(start, Tensor::zeros([1, 3, 64, 64], &device))
+            .dims();
+        let boundary = Tensor::<4>::random([7, channels, height, width], Distribution::Normal(0.5, 2.0), &device);
+        let labels = [0, 1, 2, 1, 0, 2, 2];
+        let header = |range: std::ops::Range<usize>| PartHeader {
+            kind: KIND,
+            classes: 3,
+            start,
+            running_statistics: false,
+            momentum: 0.3,
+            smoothing: None,
+            seed: 3,
+            dims: [range.len(), 0, 0, 0],
+            labels: labels[range].to_vec(),
+        };
+        let first_norm = |model: &ImageClassifier| {
+            let norm = &model.block_convs(start)[0].norm;
+            let values = Tensor::cat(vec![norm.running_mean.value_sync(), norm.running_var.value_sync()], 0);
+            block_on(readback::to_f32_vec(values)).unwrap()
+        };
+        let dims = |images: usize| {
+            let [_, c, h, w] = boundary.dims();
+            [images, c, h, w]
+        };
+        let before = first_norm(&split);
+        // The whole batch as one part.
+        let mut all = header(0..7);
+        all.dims = dims(7);
+        let _ = part_loss(&whole, &all, boundary.clone().autodiff());
+        // The first four images here, the last three on a replica sent the state before them.
+        let mut second = header(4..7);
+        second.dims = dims(3);
+        let part = PartRequest {
+            header: second,
+            state: block_on(state(&split, start)).unwrap(),
+            input: block_on(readback::to_f32_vec(boundary.clone().narrow(0, 4, 3))).unwrap(),
+        };
+        let mut first = header(0..4);
+        first.dims = dims(4);
+        let _ = part_loss(&split, &first, boundary.narrow(0, 0, 4).autodiff());
+        let answer = block_on(Replica::new(Device::flex()).run(&part)).unwrap();
+        assert_eq!(answer.running.len(), running_len(&split, start));
+        let first_part_only = first_norm(&split);
+        merge_running(&split, start, 4, &answer.running, 3, 0.3);
+        let (merged, expected) = (first_norm(&split), first_norm(&whole));
+        // How far from the whole batch's update, relative to how far that update moved them.
+        let largest = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let moved = largest(&expected, &before);
+        let off = |values: &[f32]| largest(values, &expected) / moved;
+        println!(
+            "the whole batch moved them by up to {moved:e}; off that: merged parts {:e}, the first part alone {:e}",
+            off(&merged),
+            off(&first_part_only)
+        );
+        assert!(moved > 1e-4, "the whole batch moved the statistics");
+        assert!(
+            off(&first_part_only) > 0.05,
+            "the first part alone is not the whole batch"
+        );
+        assert!(off(&merged) < 1e-4, "merged parts differ from the whole batch");
     }
 
     #[test]

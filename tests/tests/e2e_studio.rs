@@ -276,6 +276,10 @@ async fn a_person_trains_predicts_exports_and_imports() {
         "the stopped run went on to its end: {finished}"
     );
     text_of(&client, "val-accuracy", Duration::from_secs(30), |t| t.ends_with('%')).await;
+    // What the model says of a mammal it has not seen, to be said again after the reload.
+    let twelfth_mammal = datasets::tuxpaint_photos("mammals", 12).pop().expect("a 12th mammal");
+    let before_reload = e2e::classify(&client, &twelfth_mammal).await;
+    println!("prediction before the reload: {before_reload:?}");
     assert!(
         !by_id(&client, "continue-button")
             .await
@@ -354,11 +358,12 @@ async fn a_person_trains_predicts_exports_and_imports() {
     show(&client, "train-button").await;
     let shot = e2e::screenshot(&client, "studio-5b-results-after-reload").await;
     println!("results after reload: {}", shot.display());
-    // The model that came back answers: an unseen mammal is a mammal.
-    let twelfth_mammal = datasets::tuxpaint_photos("mammals", 12).pop().expect("a 12th mammal");
+    // The model that came back is the one trained: it says of the unseen mammal what it said before
+    // the reload (the class and each probability). A 16-picture full fine-tune stopped and continued
+    // at a moment the test does not choose is not a model whose answer could be fixed in advance.
     let prediction = e2e::classify(&client, &twelfth_mammal).await;
     println!("prediction after the reload: {prediction:?}");
-    assert_eq!(prediction[0].0, "mammals", "{prediction:?}");
+    e2e::assert_same_prediction(&prediction, &before_reload);
     // A picture dropped onto the try-it panel is classified too.
     let before = e2e::answered_picture(&client).await;
     e2e::drop_paths(

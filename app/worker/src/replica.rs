@@ -6,7 +6,7 @@
 //! backend every step is computed in two parts anyway, so the numbers do not depend on the replica.
 //!
 //! Messages are arrays: to the replica `[header JSON, state, input]` (two `Float32Array`s,
-//! transferred), from it `[reply JSON, logits, gradients]` (a `Reply`). A replica that fails (its
+//! transferred), from it `[reply JSON, logits, gradients, running statistics]` (a `Reply`). A replica that fails (its
 //! wasm did not load, it trapped, it answered nonsense) is not asked again; the engine computes its
 //! part itself.
 
@@ -24,7 +24,7 @@ use wasm_bindgen::prelude::*;
 enum Reply {
     /// Its wasm is loaded and it takes parts.
     Ready,
-    /// A part computed: its loss; the logits and gradients follow in the message.
+    /// A part computed: its loss; the logits, gradients and running statistics follow in the message.
     Done {
         loss: f32,
     },
@@ -100,7 +100,7 @@ fn reply(answer: Result<PartAnswer, PeerError>) {
         Ok(answer) => post(
             &scope,
             &Reply::Done { loss: answer.loss },
-            &[&answer.logits, &answer.gradients],
+            &[&answer.logits, &answer.gradients, &answer.running],
         ),
         Err(error) => post(
             &scope,
@@ -145,11 +145,12 @@ fn unpack_reply(data: &JsValue) -> Result<PartAnswer, PeerError> {
         .as_string()
         .and_then(|json| serde_json::from_str(&json).ok());
     match reply {
-        Some(Reply::Done { loss }) => match (values_at(message, 1), values_at(message, 2)) {
-            (Some(logits), Some(gradients)) => Ok(PartAnswer {
+        Some(Reply::Done { loss }) => match (values_at(message, 1), values_at(message, 2), values_at(message, 3)) {
+            (Some(logits), Some(gradients), Some(running)) => Ok(PartAnswer {
                 loss,
                 logits,
                 gradients,
+                running,
             }),
             _ => Err(PeerError::Failed("a reply without its values".into())),
         },

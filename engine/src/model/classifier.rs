@@ -452,6 +452,11 @@ impl ImageClassifier {
         self.head_conv.set_running_statistics(running);
     }
 
+    /// The BatchNorms' momentum (all have the one [`Self::set_batch_norm_momentum`] set).
+    pub fn batch_norm_momentum(&self) -> f64 {
+        self.stem.norm.momentum
+    }
+
     /// Sets every BatchNorm's momentum: how far one training batch moves its running statistics.
     pub fn set_batch_norm_momentum(&mut self, momentum: f64) {
         let mut convs: Vec<&mut ConvBnAct> = vec![&mut self.stem, &mut self.head_conv];

@@ -312,6 +312,7 @@ impl Run<'_> {
             classes: self.dataset.classes.len(),
             start,
             running_statistics: self.config.batch_norm_statistics() == super::BatchNormStatistics::Running,
+            momentum: model.batch_norm_momentum(),
             smoothing: (self.config.label_smoothing > 0.0).then_some(self.config.label_smoothing),
             seed,
             dims: [range.len(), channels, height, width],
@@ -344,9 +345,16 @@ impl Run<'_> {
         };
         let (_, gradients) = crate::peer::sizes(model, start);
         let classes = self.dataset.classes.len();
+        let running = if theirs.header.running_statistics {
+            0
+        } else {
+            crate::peer::running_len(model, start)
+        };
         let answered = match answer {
             Some(answer) => answer.await.ok().filter(|answer| {
-                answer.gradients.len() == gradients && answer.logits.len() == (images - mine) * classes
+                answer.gradients.len() == gradients
+                    && answer.logits.len() == (images - mine) * classes
+                    && answer.running.len() == running
             }),
             None => None,
         };
@@ -360,6 +368,16 @@ impl Run<'_> {
                 })?,
         };
         crate::peer::add_part(model, start, &mut grads, mine, &answer.gradients, images - mine);
+        if !theirs.header.running_statistics {
+            crate::peer::merge_running(
+                model,
+                start,
+                mine,
+                &answer.running,
+                images - mine,
+                theirs.header.momentum,
+            );
+        }
         let batch_loss =
             (f64::from(host[0]) * mine as f64 + f64::from(answer.loss) * (images - mine) as f64) / images as f64;
         logits.extend_from_slice(&answer.logits);

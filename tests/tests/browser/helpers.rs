@@ -78,6 +78,7 @@ async fn a_replica_computes_a_training_step_part_bit_for_bit() {
         let mut model = kind.architecture().init(4, &device).train();
         graft_engine::freeze::freeze_to(&mut model, start).unwrap();
         model.set_running_statistics(false);
+        model.set_batch_norm_momentum(0.25);
         let images = Tensor::<4>::random([3, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let boundary = model.valid().forward_prefix(start, images);
         let part = PartRequest {
@@ -86,6 +87,7 @@ async fn a_replica_computes_a_training_step_part_bit_for_bit() {
                 classes: 4,
                 start,
                 running_statistics: false,
+                momentum: 0.25,
                 smoothing: Some(0.1),
                 seed: 11 + round,
                 dims: boundary.dims(),
@@ -97,6 +99,7 @@ async fn a_replica_computes_a_training_step_part_bit_for_bit() {
         let want = peer::compute_part(&model, &part.header, &part.input).await.unwrap();
         let got = replica.run(&part).await.expect("the replica's answer");
         assert_eq!(got.gradients.len(), peer::sizes(&model, start).1);
+        assert_eq!(got.running.len(), peer::running_len(&model, start));
         assert!(got == want, "round {round}: the replica's part differs");
     }
     assert_eq!(replica.answered(), 2);
@@ -111,6 +114,7 @@ async fn a_replica_computes_a_training_step_part_bit_for_bit() {
             classes: 4,
             start,
             running_statistics: true,
+            momentum: 0.1,
             smoothing: None,
             seed: 0,
             dims: [1, 320, 2, 2],
