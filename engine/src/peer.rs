@@ -17,9 +17,9 @@
 //!
 //! A step in parts is not the whole step: BatchNorm in blocks that train on batch statistics
 //! normalises each part with its own (ghost batch normalisation over half batches), and dropout
-//! masks come from each part's seed. The running statistics do follow the whole batch: each part
-//! moves them from the same starting point, and [`merge_running`] combines the two as one update by
-//! the whole batch's mean and (biased) variance would have moved them.
+//! masks come from each part's seed. The running statistics follow both parts: each moves them from
+//! the same starting point, and [`merge_running`] keeps the mean of the two updates (by the whole
+//! batch's mean and the variances the parts were normalised with).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -336,47 +336,28 @@ pub fn running_len(model: &ImageClassifier, start: usize) -> usize {
         .sum()
 }
 
-/// Sets the running statistics of the BatchNorms that train from block `start` to what one update
-/// by the whole batch would have made them, from this thread's part (`my_images`, whose forward pass
+/// Sets the running statistics of the BatchNorms that train from block `start` to the mean of the
+/// two parts' updates weighted by their images: this thread's part (`my_images`, whose forward pass
 /// moved them) and theirs (`theirs`, as [`PartAnswer::running`] gives them, of `their_images`), both
-/// moved from the same statistics with `momentum`. With weights `a` and `b` (each part's share of
-/// the images), the whole batch's mean is `a·m₁ + b·m₂` and its biased variance
-/// `a·v₁ + b·v₂ + a·b·(m₁ − m₂)²`; as the running statistics are linear in the batch's, the means
-/// and variances merge the same way, the difference of batch means read from the running means'
-/// (`(r₁ − r₂) / momentum`).
-pub fn merge_running(
-    model: &ImageClassifier,
-    start: usize,
-    my_images: usize,
-    theirs: &[f32],
-    their_images: usize,
-    momentum: f64,
-) {
+/// moved from the same statistics with the same momentum. As the running statistics are linear in a
+/// batch's, that is one update by the parts' mean (`a·m₁ + b·m₂`, the whole batch's mean) and by the
+/// mean of the parts' (biased) variances (`a·v₁ + b·v₂`), the variances the parts were normalised
+/// with; the whole batch's variance would add the spread between the parts' means
+/// (`a·b·(m₁ − m₂)²`), which no part's normalisation saw. That is what ghost batch normalisation
+/// keeps, each ghost batch's statistics counted, not the first part's alone.
+pub fn merge_running(model: &ImageClassifier, start: usize, my_images: usize, theirs: &[f32], their_images: usize) {
     let images = (my_images + their_images) as f32;
     let (a, b) = (my_images as f32 / images, their_images as f32 / images);
     let mut theirs = theirs;
     for conv in trained_norms(model, start) {
-        let norm = &conv.norm;
-        let (mean, var) = (norm.running_mean.value_sync(), norm.running_var.value_sync());
-        let device = mean.device();
-        let channels = mean.dims()[0];
-        let mut take = || {
+        for running in [&conv.norm.running_mean, &conv.norm.running_var] {
+            let mine = running.value_sync();
+            let channels = mine.dims()[0];
             let (values, rest) = theirs.split_at(channels);
             theirs = rest;
-            Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), &device)
-        };
-        let (their_mean, their_var) = (take(), take());
-        let spread = if momentum > 0.0 {
-            (mean.clone() - their_mean.clone())
-                .powi_scalar(2)
-                .mul_scalar(a * b / momentum as f32)
-        } else {
-            Tensor::zeros([channels], &device)
-        };
-        let merged_var = var.mul_scalar(a) + their_var.mul_scalar(b) + spread;
-        let merged_mean = mean.mul_scalar(a) + their_mean.mul_scalar(b);
-        norm.running_mean.update(merged_mean.detach());
-        norm.running_var.update(merged_var.detach());
+            let their = Tensor::<1>::from_data(TensorData::new(values.to_vec(), [channels]), &mine.device());
+            running.update((mine.mul_scalar(a) + their.mul_scalar(b)).detach());
+        }
     }
     assert!(theirs.is_empty(), "running statistics sized by `running_len`");
 }
@@ -558,11 +539,12 @@ mod tests {
         assert_eq!(here, block_on(replica.run(&next)).unwrap());
     }
 
-    /// A step of 7 images in parts of 4 and 3 moves the running statistics of the first BatchNorm
-    /// that trains (whose input does not depend on how the batch was split) as one update by the
-    /// whole batch does, the second part's computed by a replica.
+    /// A step of 7 images in parts of 4 and 3, the second computed by a replica, moves the running
+    /// statistics of the first BatchNorm that trains (whose input does not depend on how the batch
+    /// was split) by the whole batch's mean and by the parts' variances: the whole batch's variance
+    /// less the spread between the parts' means.
     #[test]
-    fn parts_move_the_running_statistics_as_the_whole_batch() {
+    fn parts_move_the_running_statistics_by_both_parts() {
         let device = Device::flex();
         let start = KIND.architecture().num_body_blocks() - 3;
         let model = || {
@@ -621,23 +603,43 @@ mod tests {
         let answer = block_on(Replica::new(Device::flex()).run(&part)).unwrap();
         assert_eq!(answer.running.len(), running_len(&split, start));
         let first_part_only = first_norm(&split);
-        merge_running(&split, start, 4, &answer.running, 3, 0.3);
-        let (merged, expected) = (first_norm(&split), first_norm(&whole));
-        // How far from the whole batch's update, relative to how far that update moved them.
+        merge_running(&split, start, 4, &answer.running, 3);
+        let (merged, whole) = (first_norm(&split), first_norm(&whole));
+        // The whole batch's update, its variance less what the spread between the parts' means adds
+        // (`m·a·b·(μ₁ − μ₂)²`, the difference of the parts' means read from their running means).
+        let (momentum, a, b) = (0.3f32, 4.0f32 / 7.0, 3.0f32 / 7.0);
+        let channels = whole.len() / 2;
+        let spread: Vec<f32> = (0..channels)
+            .map(|c| a * b * (first_part_only[c] - answer.running[c]).powi(2) / momentum)
+            .collect();
+        let expected: Vec<f32> = (0..2 * channels)
+            .map(|i| {
+                if i < channels {
+                    whole[i]
+                } else {
+                    whole[i] - spread[i - channels]
+                }
+            })
+            .collect();
+        // How far from that, relative to how far the whole batch moved them.
         let largest = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        let moved = largest(&expected, &before);
+        let moved = largest(&whole, &before);
         let off = |values: &[f32]| largest(values, &expected) / moved;
+        let spread_share = spread.iter().fold(0.0f32, |m, &s| m.max(s)) / moved;
         println!(
-            "the whole batch moved them by up to {moved:e}; off that: merged parts {:e}, the first part alone {:e}",
+            "the whole batch moved them by up to {moved:e} (the spread between the parts' means up to {spread_share:e} of that); \
+             off the expected: merged parts {:e}, the first part alone {:e}, the whole batch {:e}",
             off(&merged),
-            off(&first_part_only)
+            off(&first_part_only),
+            off(&whole)
         );
         assert!(moved > 1e-4, "the whole batch moved the statistics");
+        assert!(spread_share > 1e-2, "the parts' means differ");
+        assert!(off(&first_part_only) > 0.05, "the first part alone is not both");
         assert!(
-            off(&first_part_only) > 0.05,
-            "the first part alone is not the whole batch"
+            off(&merged) < 1e-4,
+            "merged parts are not the whole batch's mean and the parts' variances"
         );
-        assert!(off(&merged) < 1e-4, "merged parts differ from the whole batch");
     }
 
     #[test]

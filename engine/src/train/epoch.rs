@@ -369,14 +369,7 @@ impl Run<'_> {
         };
         crate::peer::add_part(model, start, &mut grads, mine, &answer.gradients, images - mine);
         if !theirs.header.running_statistics {
-            crate::peer::merge_running(
-                model,
-                start,
-                mine,
-                &answer.running,
-                images - mine,
-                theirs.header.momentum,
-            );
+            crate::peer::merge_running(model, start, mine, &answer.running, images - mine);
         }
         let batch_loss =
             (f64::from(host[0]) * mine as f64 + f64::from(answer.loss) * (images - mine) as f64) / images as f64;
