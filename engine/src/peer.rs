@@ -574,7 +574,7 @@ mod tests {
             momentum: 0.3,
             smoothing: None,
             seed: 3,
-            dims: [range.len(), 0, 0, 0],
+            dims: [range.len(), channels, height, width],
             labels: labels[range].to_vec(),
         };
         let first_norm = |model: &ImageClassifier| {
@@ -582,26 +582,16 @@ mod tests {
             let values = Tensor::cat(vec![norm.running_mean.value_sync(), norm.running_var.value_sync()], 0);
             block_on(readback::to_f32_vec(values)).unwrap()
         };
-        let dims = |images: usize| {
-            let [_, c, h, w] = boundary.dims();
-            [images, c, h, w]
-        };
         let before = first_norm(&split);
         // The whole batch as one part.
-        let mut all = header(0..7);
-        all.dims = dims(7);
-        let _ = part_loss(&whole, &all, boundary.clone().autodiff());
+        let _ = part_loss(&whole, &header(0..7), boundary.clone().autodiff());
         // The first four images here, the last three on a replica sent the state before them.
-        let mut second = header(4..7);
-        second.dims = dims(3);
         let part = PartRequest {
-            header: second,
+            header: header(4..7),
             state: block_on(state(&split, start)).unwrap(),
             input: block_on(readback::to_f32_vec(boundary.clone().narrow(0, 4, 3))).unwrap(),
         };
-        let mut first = header(0..4);
-        first.dims = dims(4);
-        let _ = part_loss(&split, &first, boundary.narrow(0, 0, 4).autodiff());
+        let _ = part_loss(&split, &header(0..4), boundary.narrow(0, 0, 4).autodiff());
         let answer = block_on(Replica::new(Device::flex()).run(&part)).unwrap();
         assert_eq!(answer.running.len(), running_len(&split, start));
         let first_part_only = first_norm(&split);

@@ -6,9 +6,9 @@
 //! backend every step is computed in two parts anyway, so the numbers do not depend on the replica.
 //!
 //! Messages are arrays: to the replica `[header JSON, state, input]` (two `Float32Array`s,
-//! transferred), from it `[reply JSON, logits, gradients, running statistics]` (a `Reply`). A replica that fails (its
-//! wasm did not load, it trapped, it answered nonsense) is not asked again; the engine computes its
-//! part itself.
+//! transferred), from it `[reply JSON, logits, gradients, running statistics]` (a `Reply`). A
+//! replica that fails (its wasm did not load, it trapped, it answered nonsense) is not asked again;
+//! the engine computes its part itself.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
