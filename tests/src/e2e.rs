@@ -536,13 +536,16 @@ pub async fn rename(client: &Client, id: &str, name: &str) {
     input.send_keys(&format!("{name}\u{E007}")).await.expect("type");
 }
 
-/// The builds of the training worker (`worker_bg.wasm`: WebGPU, `worker-cpu_bg.wasm`: CPU) the page
-/// loaded: those `server` sent before the service worker's script (which precaches both, once the
-/// page has its worker), in order.
-pub fn worker_builds_loaded(server: &xtask::web::StaticServer) -> Vec<String> {
+/// The builds of the training worker (`worker_bg.wasm`: WebGPU, `worker-cpu_bg.wasm`: CPU) whose
+/// bytes the browser downloaded so far: each file `server` sent in full (`200`), in order. A file the
+/// browser already has is revalidated (`304`, no body), and not counted: the CPU worker's replica (a
+/// second copy of the CPU build, `graft_worker::replica`) and the service worker's precache (of the
+/// build the page started, `sw.js?worker=…`) ask for it again that way.
+pub fn worker_builds_downloaded(server: &xtask::web::StaticServer) -> Vec<String> {
     server
         .served()
         .iter()
+        .filter(|served| served.status == 200)
         .map(|served| {
             served
                 .path
@@ -552,9 +555,52 @@ pub fn worker_builds_loaded(server: &xtask::web::StaticServer) -> Vec<String> {
                 .unwrap_or_default()
                 .to_string()
         })
-        .take_while(|path| path != "sw.js")
         .filter(|path| path == "worker_bg.wasm" || path == "worker-cpu_bg.wasm")
         .collect()
+}
+
+/// Every request for a worker build `server` answered, with its status (`worker-cpu_bg.wasm 304`),
+/// to say what was loaded when a check of [`worker_builds_downloaded`] fails.
+pub fn worker_build_requests(server: &xtask::web::StaticServer) -> Vec<String> {
+    server
+        .served()
+        .iter()
+        .filter(|served| served.path.contains("worker_bg.wasm") || served.path.contains("worker-cpu_bg.wasm"))
+        .map(|served| format!("{} {}", served.path, served.status))
+        .collect()
+}
+
+/// Waits until the CPU worker's replica is ready (the page shows training over two cores), when the
+/// browser has a core beyond the worker's (else there is no replica); panics after `timeout`.
+pub async fn wait_for_the_replica(client: &Client, timeout: Duration) {
+    let cores = client
+        .execute("return navigator.hardwareConcurrency;", Vec::new())
+        .await
+        .expect("cores")
+        .as_u64()
+        .unwrap_or(1);
+    if cores < 2 {
+        return;
+    }
+    let script = "const badge = document.querySelector('[data-testid=cores]');
+        return badge ? Number(badge.dataset.trainingCores) : 0;";
+    let deadline = Instant::now() + timeout;
+    loop {
+        let training = client
+            .execute(script, Vec::new())
+            .await
+            .expect("cores")
+            .as_u64()
+            .unwrap_or(0);
+        if training == 2 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica was not ready after {timeout:?} ({cores} cores; the page shows training on {training})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Saves a PNG screenshot of the page as `screenshots/<name>.png` and returns its path.

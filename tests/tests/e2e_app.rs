@@ -75,7 +75,15 @@ async fn a_software_adapter_is_passed_over_for_the_cpu_unless_webgpu_is_chosen()
             && automatic.to_lowercase().contains("swiftshader"),
         "{automatic}"
     );
-    assert_eq!(e2e::worker_builds_loaded(&server), ["worker-cpu_bg.wasm"]);
+    // Only the CPU build was downloaded, once: the replica the worker starts loads the same file from
+    // the browser's copy (waited for, so that its request is in the log whenever this runs).
+    e2e::wait_for_the_replica(&client, Duration::from_secs(60)).await;
+    assert_eq!(
+        e2e::worker_builds_downloaded(&server),
+        ["worker-cpu_bg.wasm"],
+        "{:?}",
+        e2e::worker_build_requests(&server)
+    );
     e2e::add_two_fixture_classes(&client).await;
     e2e::click(&client, "analyse-button").await;
     let on_cpu = measured_speed(&client, Duration::from_secs(120)).await;
@@ -139,13 +147,20 @@ async fn app_falls_back_to_the_cpu_without_webgpu() {
     .await;
     let shot = e2e::screenshot(&client, "device-cpu-fallback").await;
     println!("device badge: {device:?}; screenshot: {}", shot.display());
+    e2e::wait_for_the_replica(&client, Duration::from_secs(60)).await;
     client.close().await.expect("cannot close the session");
 
     let device = device.expect("the app never reported a compute device");
     assert_eq!(device, "CPU fallback: no WebGPU (the browser found no WebGPU adapter)");
     // The page started the worker's CPU build: the WebGPU one (over three times the bytes) was not
-    // downloaded for a browser that cannot use it.
-    assert_eq!(e2e::worker_builds_loaded(&server), ["worker-cpu_bg.wasm"]);
+    // downloaded for a browser that cannot use it, and the CPU one once (its replica reuses it).
+    let requests = e2e::worker_build_requests(&server);
+    println!("worker builds asked for: {requests:?}");
+    assert_eq!(
+        e2e::worker_builds_downloaded(&server),
+        ["worker-cpu_bg.wasm"],
+        "{requests:?}"
+    );
 }
 
 /// A training engine that cannot be loaded (here its wasm is missing from the host; offline, a build
@@ -294,7 +309,12 @@ async fn app_trains_on_webgpu() {
         device.starts_with("WebGPU: "),
         "training and predicting stayed on WebGPU: {device}"
     );
-    assert_eq!(e2e::worker_builds_loaded(&server), ["worker_bg.wasm"]);
+    assert_eq!(
+        e2e::worker_builds_downloaded(&server),
+        ["worker_bg.wasm"],
+        "{:?}",
+        e2e::worker_build_requests(&server)
+    );
     let shot = e2e::screenshot(&client, "webgpu-trained").await;
     println!("screenshot {}", shot.display());
     // Nothing of the WebGPU session (measuring, training, predicting) tried to leave the machine.
