@@ -258,16 +258,7 @@ async fn gradients(model: &ImageClassifier, start: usize, grads: &Gradients) -> 
 /// process), so a part's numbers depend on nothing but the part.
 pub fn part_loss(model: &ImageClassifier, header: &PartHeader, input: Tensor<4>) -> (Tensor<1>, Tensor<2>) {
     let device = input.device();
-    let embeddings = model.embeddings_from(header.start, input);
-    let [images, width] = embeddings.dims();
-    let p = model.dropout_probability();
-    let mut rng = crate::data::Rng::new(header.seed);
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> = (0..images * width)
-        .map(|_| if rng.unit() < p { 0.0 } else { keep })
-        .collect();
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [images, width]), &device);
-    let logits = model.classifier.forward(embeddings * mask);
+    let logits = model.forward_from_seeded(header.start, input, header.seed);
     let targets = Tensor::<1, Int>::from_data(
         TensorData::new(
             header.labels.iter().map(|&l| l as i64).collect::<Vec<_>>(),

@@ -235,6 +235,64 @@ fn a_stopped_run_resumes_in_the_right_phase_with_frozen_blocks_untouched() {
     }
 }
 
+/// A partial-freeze run stopped after its third batch and resumed from the checkpoint trains what
+/// the uninterrupted run trains, bit for bit: the same batch losses and every float of the blocks
+/// that train (weights, BatchNorm statistics, head). Its steps draw dropout masks, shuffle the
+/// pictures and move BatchNorm statistics; the masks come from the run's own random numbers, which
+/// the checkpoint keeps (not from the device's, which a resumed run seeds anew). Plain SGD keeps no
+/// optimizer state, so the checkpoint is all there is.
+#[test]
+fn a_stopped_run_with_dropout_resumes_bit_for_bit() {
+    use graft_engine::model::ModelKind;
+    use graft_engine::optim::OptimizerKind;
+    use graft_engine::strategy::Strategy;
+    use graft_engine::train::{self, TrainEvent};
+    use graft_tests::{pretrained, training};
+    use std::ops::ControlFlow;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let device = Device::flex();
+    let model = pretrained::load(ModelKind::MobileNetV2, &device).expect("weights");
+    let mut config = training::few_steps_config(Strategy::PartialFreeze { trainable_blocks: 3 });
+    config.epochs = 3;
+    config.optimizer = OptimizerKind::Sgd {
+        momentum: 0.0,
+        weight_decay: 0.01,
+    };
+    assert!(model.dropout_probability() > 0.0);
+    let (all_losses, whole) = checkpointed(&model, &config, None);
+    assert_eq!(all_losses.len(), 6, "3 epochs of 2 batches");
+    let (first_losses, stopped) = checkpointed(&model, &config, Some(3));
+    assert_eq!(first_losses, all_losses[..3]);
+    let checkpoint = stopped.checkpoint.expect("kept");
+
+    let mut rest = Vec::new();
+    let mut observer = |event: TrainEvent| {
+        if let TrainEvent::Batch { loss, .. } = event {
+            rest.push(loss);
+        }
+        ControlFlow::Continue(())
+    };
+    let resumed = pollster::block_on(
+        train::Training::resume(checkpoint, ModelKind::MobileNetV2, &training::photo_dataset())
+            .run(&device, &mut observer),
+    )
+    .expect("resumes");
+    assert_eq!(rest, all_losses[3..], "the same losses bit for bit");
+    let trained = |m: &graft_engine::model::ImageClassifier| {
+        let start = m.block_names().len() - 3;
+        pollster::block_on(graft_engine::peer::state(m, start)).expect("read-back")
+    };
+    let (resumed, whole) = (trained(&resumed.model), trained(&whole.model));
+    let differing = resumed.iter().zip(&whole).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differing,
+        0,
+        "{differing} of {} floats of the trained blocks differ",
+        whole.len()
+    );
+}
+
 /// An out-of-memory mid-run (WebGPU reports it out of band; here it is reported the same way, as
 /// no device on this machine runs out) stops the run with its checkpoint and the batch size that
 /// did not fit; the run goes on from there in smaller batches, through every image of every epoch.

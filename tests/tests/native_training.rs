@@ -21,8 +21,9 @@ fn cpu() -> Device {
     Device::flex()
 }
 
-/// Burn's CPU backend draws every random number (a new network's weights, dropout masks) from one
-/// process-wide generator that each run seeds: tests training side by side interleave their draws,
+/// Burn's CPU backend draws its random numbers (a new network's weights; not the training steps'
+/// dropout masks, which come from the run's own seed) from one process-wide generator that each run
+/// seeds: tests training side by side interleave their draws,
 /// so a run's initial weights depended on what the other test thread did (a network from scratch
 /// then started anywhere between loss 0.60 and 0.86 and sometimes did not learn in 16 steps). Each
 /// test here holds this while it runs, so every run is the one its seed says.

@@ -358,6 +358,25 @@ impl ImageClassifier {
         self.classify(self.embeddings_from(start, x))
     }
 
+    /// [`Self::forward_from`] for a training step, with its dropout mask drawn from `seed` rather
+    /// than the device's random numbers (one stream for the whole process, which other threads and
+    /// a resumed run would draw from differently): the step's numbers depend on the step alone.
+    ///
+    /// # Shapes
+    /// - `x`: the activation entering block `start` -> `[batch, classes]`
+    pub fn forward_from_seeded(&self, start: usize, x: Tensor<4>, seed: u64) -> Tensor<2> {
+        let embeddings = self.embeddings_from(start, x);
+        let [images, width] = embeddings.dims();
+        let p = self.dropout_probability();
+        let mut rng = crate::data::Rng::new(seed);
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let mask: Vec<f32> = (0..images * width)
+            .map(|_| if rng.unit() < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [images, width]), &embeddings.device());
+        self.classifier.forward(embeddings * mask)
+    }
+
     /// Pooled embeddings from the activation after block `start - 1` (blocks `start..`, pooling).
     ///
     /// # Shapes

@@ -58,14 +58,15 @@ pub(super) enum TrainInput {
 }
 
 impl TrainInput {
-    /// The logits `model` gives on this input (with the graph of what trains).
-    pub(super) fn logits(self, model: &ImageClassifier) -> Tensor<2> {
+    /// The logits `model` gives on this input (with the graph of what trains); a dropout mask,
+    /// where there is one, drawn from `seed`.
+    pub(super) fn logits(self, model: &ImageClassifier, seed: u64) -> Tensor<2> {
         match self {
             // Without dropout: with the features fixed, its noise costs more (a random mask for every
             // embedding of every epoch, the bulk of a CPU step) than it regularises a linear layer
             // that label smoothing and weight decay already regularise.
             Self::Embeddings(embeddings) => model.classify_without_dropout(embeddings),
-            Self::From { start, x } => model.forward_from(start, x),
+            Self::From { start, x } => model.forward_from_seeded(start, x, seed),
         }
     }
 }

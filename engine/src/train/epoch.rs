@@ -222,7 +222,7 @@ impl Run<'_> {
         // input's on train: two when the batch is worth splitting (the second on the replica of the
         // worker when one is ready and that was measured to pay), else one; each part's dropout mask
         // from its seed. (Elsewhere, as natively, nothing else is looked at: no pass over the model
-        // per step.)
+        // per step, and the whole step's mask from a seed too.)
         let in_parts = crate::peer::steps_in_parts()
             && match &input {
                 TrainInput::From { start, .. } => {
@@ -239,7 +239,13 @@ impl Run<'_> {
                     .await?
             }
             input => {
-                let logits = input.logits(&model);
+                // The dropout mask from the run's own random numbers (checkpointed with it), as in
+                // parts: a resumed run draws what the uninterrupted one would have.
+                let seed = match &input {
+                    TrainInput::From { .. } => self.rng.next_u64(),
+                    TrainInput::Embeddings(_) => 0,
+                };
+                let logits = input.logits(&model, seed);
                 let targets = Tensor::<1, Int>::from_data(
                     TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
                     &self.autodiff,
