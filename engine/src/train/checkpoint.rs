@@ -17,7 +17,7 @@ use super::{TrainConfig, TrainError};
 ///
 /// The optimizer's moments are not in it (a browser cannot read them back asynchronously): a resumed
 /// run starts them afresh, which AdamW's bias correction makes a gentle restart. Plain SGD without
-/// momentum resumes exactly.
+/// momentum resumes exactly: shuffles, crops and dropout masks come from the random state kept here.
 #[derive(Clone)]
 pub struct Checkpoint {
     pub(super) model: ImageClassifier,
