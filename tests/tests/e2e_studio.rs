@@ -80,10 +80,19 @@ async fn a_person_trains_predicts_exports_and_imports() {
     let shot = e2e::screenshot(&client, "studio-2-recommendation").await;
     println!("recommendation screen: {}", shot.display());
 
+    // Before any training, the results panel says what it will show.
+    let hint = text_of(&client, "results-hint", Duration::from_secs(5), |t| !t.is_empty()).await;
+    assert!(hint.starts_with("Train a model to see"), "{hint}");
+
     // Train head-only to the end.
     by_id(&client, "train-button").await.click().await.expect("train");
     let accuracy = text_of(&client, "val-accuracy", Duration::from_secs(300), |t| t.ends_with('%')).await;
     println!("validation accuracy: {accuracy}");
+    let hints = client
+        .find_all(Locator::Css("[data-testid=results-hint]"))
+        .await
+        .expect("find");
+    assert!(hints.is_empty(), "the hint goes once there are results");
     let messages = text_of(&client, "messages", Duration::from_secs(10), |t| t.contains("Reusing")).await;
     assert!(
         messages.contains("Reusing 16 of 16 embeddings"),

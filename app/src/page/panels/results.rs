@@ -9,11 +9,16 @@ use crate::page::studio;
 pub(crate) fn ResultsPanel() -> impl IntoView {
     let studio = studio();
     view! {
-        {move || {
-            studio
-                .summary
-                .get()
-                .map(|summary| {
+        <section class="panel results">
+            <h2>"5. Results"</h2>
+            {move || match studio.summary.get() {
+                None => view! {
+                    <p class="hint" data-testid="results-hint">
+                        "Train a model to see how it does on the pictures kept aside from training: its accuracy, per class, and which pictures it takes for another class."
+                    </p>
+                }
+                .into_any(),
+                Some(summary) => {
                     let accuracy = summary
                         .val_accuracy
                         .map_or("no validation images".to_string(), |a| format!("{:.1}%", a * 100.0));
@@ -26,25 +31,24 @@ pub(crate) fn ResultsPanel() -> impl IntoView {
                         })
                         .collect();
                     view! {
-                        <section class="panel results">
-                            <h2>"5. Results"</h2>
-                            <p>
-                                "Validation accuracy "
-                                <strong data-testid="val-accuracy">{accuracy}</strong>
-                                {format!(
-                                    " after {} epochs (kept epoch {}), {:.1} s",
-                                    summary.epochs,
-                                    summary.best_epoch.map_or("–".into(), |e| e.to_string()),
-                                    summary.seconds
-                                )}
-                            </p>
-                            <p class="per-class">{per_class.join(" · ")}</p>
-                            <ConfusionMatrix classes=classes confusion=summary.confusion.clone()/>
-                            <CellImages/>
-                        </section>
+                        <p>
+                            "Validation accuracy "
+                            <strong data-testid="val-accuracy">{accuracy}</strong>
+                            {format!(
+                                " after {} epochs (kept epoch {}), {:.1} s",
+                                summary.epochs,
+                                summary.best_epoch.map_or("–".into(), |e| e.to_string()),
+                                summary.seconds
+                            )}
+                        </p>
+                        <p class="per-class">{per_class.join(" · ")}</p>
+                        <ConfusionMatrix classes=classes confusion=summary.confusion.clone()/>
+                        <CellImages/>
                     }
-                })
-        }}
+                    .into_any()
+                }
+            }}
+        </section>
     }
 }
 
