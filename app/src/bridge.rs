@@ -1,7 +1,7 @@
 //! The page's side of the worker: spawns it (the build the device needs), sends requests (queued
 //! until the worker is ready) and hands its events to a callback.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{Array, Uint8Array};
@@ -37,13 +37,21 @@ pub fn unpack(event: &web_sys::Event) -> (String, Vec<Vec<u8>>) {
 /// Requests waiting for the worker: JSON and payloads.
 type Queue = Vec<(String, Vec<Vec<u8>>)>;
 
+/// What the page does with each of the worker's events.
+type OnEvent = Rc<dyn Fn(WorkerEvent, Vec<Vec<u8>>)>;
+
 /// The training worker, seen from the page.
 #[derive(Clone)]
 pub struct Bridge {
     /// The worker and its build, once chosen and started (requests wait in `pending` till then).
     worker: Rc<RefCell<Option<(web_sys::Worker, WorkerBuild)>>>,
+    /// The device the person chose (the worker's URL names it).
+    compute: ComputeChoice,
+    /// Which worker is the current one: events from one the page replaced are ignored.
+    generation: Rc<Cell<u64>>,
     /// Requests sent before the worker said it is ready.
     pending: Rc<RefCell<Option<Queue>>>,
+    on_event: OnEvent,
     /// Called for each request that edits the project, as it is sent (the worker answers each with
     /// `WorkerEvent::Handled`).
     on_edit: Rc<dyn Fn()>,
@@ -55,7 +63,8 @@ impl Bridge {
     /// browser for its WebGPU adapter first, unless the CPU is chosen), calls `on_event` with each
     /// event and its payloads, and `on_edit` as each request that edits the project is sent.
     /// Requests sent meanwhile wait for the worker's `Ready`; a worker that cannot be started is
-    /// reported as a `Failed` event.
+    /// reported as a `Failed` event. A worker that crashes (`Crashed`, or an error it did not
+    /// catch) is replaced by a new one of the same build, which reads the project back from storage.
     pub fn spawn(
         compute: ComputeChoice,
         on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static,
@@ -63,31 +72,39 @@ impl Bridge {
     ) -> Self {
         let bridge = Self {
             worker: Rc::new(RefCell::new(None)),
+            compute,
+            generation: Rc::new(Cell::new(0)),
             pending: Rc::new(RefCell::new(Some(Vec::new()))),
+            on_event: Rc::new(on_event),
             on_edit: Rc::new(on_edit),
         };
         let starting = bridge.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let build = WorkerBuild::for_this_browser(compute).await;
-            match starting.start(build, compute) {
-                Ok(worker) => {
-                    starting.worker.replace(Some((worker.clone(), build)));
-                    starting.listen(&worker, on_event);
-                }
-                Err(message) => on_event(
-                    WorkerEvent::Failed {
-                        request: Work::Start,
-                        message,
-                    },
-                    Vec::new(),
-                ),
-            }
+            starting.run(build, false);
         });
         bridge
     }
 
-    /// A new worker of `build` on `compute`.
-    fn start(&self, build: WorkerBuild, compute: ComputeChoice) -> Result<web_sys::Worker, String> {
+    /// Starts a worker of `build` and listens to it (`restarted`: after this tab's last one crashed).
+    fn run(&self, build: WorkerBuild, restarted: bool) {
+        match self.start(build, restarted) {
+            Ok(worker) => {
+                self.worker.replace(Some((worker.clone(), build)));
+                self.listen(&worker);
+            }
+            Err(message) => (self.on_event)(
+                WorkerEvent::Failed {
+                    request: Work::Start,
+                    message,
+                },
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// A new worker of `build` on the chosen device.
+    fn start(&self, build: WorkerBuild, restarted: bool) -> Result<web_sys::Worker, String> {
         // `?helpers=N` in the page's address is passed on (the worker's helper workers; see
         // `graft_worker::helpers`), and in the tests' build `?fault=…` (which the helpers read).
         let passed_on: &[&str] = if cfg!(feature = "test-hooks") {
@@ -100,28 +117,39 @@ impl Bridge {
             .iter()
             .filter_map(|name| Some(format!("&{name}={}", crate::device::query_value(&query, name)?)))
             .collect();
-        let url = format!("{}&compute={}{passed_on}", build.loader(), compute.name());
+        let restarted = if restarted { "&restarted=1" } else { "" };
+        let url = format!(
+            "{}&compute={}{passed_on}{restarted}",
+            build.loader(),
+            self.compute.name()
+        );
         web_sys::Worker::new(&url).map_err(|e| format!("could not start the worker: {e:?}"))
     }
 
-    /// Hands `worker`'s events to `on_event`, first sending the queued requests when it is ready.
-    fn listen(&self, worker: &web_sys::Worker, on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static) {
-        let flush = self.clone();
+    /// Hands `worker`'s events to the page, first sending the queued requests when it is ready; a
+    /// crash replaces it.
+    fn listen(&self, worker: &web_sys::Worker) {
+        let generation = self.generation.get();
+        let bridge = self.clone();
         let to = worker.clone();
-        // For the page's whole life, as the worker.
+        // For the worker's whole life (events after it was replaced are ignored).
         gloo_events::EventListener::new(worker, "message", move |event| {
+            if bridge.generation.get() != generation {
+                return;
+            }
             let (json, payloads) = unpack(event);
             match serde_json::from_str::<WorkerEvent>(&json) {
+                Ok(WorkerEvent::Crashed { message }) => bridge.crashed(message),
                 Ok(event) => {
                     if matches!(event, WorkerEvent::Ready { .. }) {
-                        let queued = flush.pending.borrow_mut().take().unwrap_or_default();
+                        let queued = bridge.pending.borrow_mut().take().unwrap_or_default();
                         for (json, payloads) in queued {
                             post(&to, &json, payloads);
                         }
                     }
-                    on_event(event, payloads);
+                    (bridge.on_event)(event, payloads);
                 }
-                Err(error) => on_event(
+                Err(error) => (bridge.on_event)(
                     WorkerEvent::Failed {
                         request: Work::Message,
                         message: format!("unreadable event from the worker: {error}"),
@@ -131,6 +159,33 @@ impl Bridge {
             }
         })
         .forget();
+        // An error the worker did not catch (a trap that was not a panic, say) stops it as a panic
+        // does; after a panic's `Crashed` the worker is replaced already and this is ignored.
+        let bridge = self.clone();
+        gloo_events::EventListener::new(worker, "error", move |event| {
+            if bridge.generation.get() != generation {
+                return;
+            }
+            let message = event
+                .dyn_ref::<web_sys::ErrorEvent>()
+                .map(|e| e.message())
+                .unwrap_or_else(|| "the worker stopped on an error".into());
+            bridge.crashed(message);
+        })
+        .forget();
+    }
+
+    /// The worker crashed: it is stopped and a new one of the same build started (requests wait for
+    /// it as they did at first), then the page hears of it (`Crashed`).
+    fn crashed(&self, message: String) {
+        self.generation.set(self.generation.get() + 1);
+        let old = self.worker.borrow_mut().take();
+        self.pending.borrow_mut().get_or_insert_with(Vec::new);
+        if let Some((worker, build)) = old {
+            worker.terminate();
+            self.run(build, true);
+        }
+        (self.on_event)(WorkerEvent::Crashed { message }, Vec::new());
     }
 
     /// Sends a request with its payloads (queued until the worker is ready).

@@ -294,6 +294,8 @@ pub enum Work {
 pub enum InjectedFault {
     /// A buffer allocation fails for want of GPU memory (`GPUOutOfMemoryError`).
     GpuOutOfMemory,
+    /// The next prediction panics (a bug in the worker, as the page sees one: `?fault=predict-panic`).
+    PredictPanic,
 }
 
 /// An image the worker took in.
@@ -400,6 +402,11 @@ pub enum WorkerEvent {
     },
     /// Something the person should know that is not a failure.
     Notice {
+        message: String,
+    },
+    /// The worker hit a bug (a Rust panic: `message` says where and what) and stops: the page
+    /// restarts it, which reads the project back from the browser's storage.
+    Crashed {
         message: String,
     },
     /// Whether the last run stopped where it can go on (`Continue`): where, in words.

@@ -4,19 +4,28 @@
 //! Layout: the 8 magic bytes `GRAFTv1\n`, a little-endian `u32` header length, the JSON
 //! [`BundleHeader`], then the model in Burn's burnpack format. The header records the weights' size and
 //! sha256, so a damaged or truncated file is refused rather than used.
+//!
+//! A file a person was sent is untrusted, hash and all (whoever changes it can recompute the hash):
+//! [`read_header`] believes nothing in the header before `graft_ingest::model_file` has checked it
+//! (known model, input size and resize side that model trains at, a finite normalisation, named and
+//! distinct classes that fit the weights), and the strategy is checked against the model's blocks.
+//! Every reader (the CLI, the app's worker, the exports) prepares pictures from the checked header
+//! with [`BundleHeader::view`].
 
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
+use graft_ingest::model_file::{self, DeclarationError, GraftHeaderError};
+
 use crate::model::{ImageClassifier, ModelKind, Normalisation};
 use crate::preprocess;
-use crate::strategy::Strategy;
+use crate::strategy::{Strategy, StrategyError};
 use crate::weights::{self, WeightsError};
 
 /// The first bytes of every bundle.
-pub const MAGIC: &[u8; 8] = b"GRAFTv1\n";
+pub const MAGIC: &[u8; 8] = model_file::GRAFT_MAGIC;
 /// File extension of bundles.
 pub const EXTENSION: &str = "graft";
 
@@ -48,6 +57,15 @@ pub enum BundleError {
     BadHeader { file: String, reason: String },
     #[error("{file}: the header names {header} classes but the head has {head} outputs")]
     ClassMismatch { file: String, header: usize, head: usize },
+    #[error("{file} cannot be used: {source}")]
+    Declaration { file: String, source: DeclarationError },
+    #[error("{file} cannot be used: it says the model was trained with {strategy}, which {model} cannot be ({source})")]
+    Strategy {
+        file: String,
+        strategy: String,
+        model: &'static str,
+        source: StrategyError,
+    },
     #[error("could not save the model: {0}")]
     Save(String),
     #[error(transparent)]
@@ -82,31 +100,88 @@ pub fn encode(mut header: BundleHeader, model: &ImageClassifier) -> Result<Vec<u
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(weights);
+    // Never write a file that reading would refuse (two classes named alike, say).
+    read_header("the model", &out)?;
     Ok(out)
 }
 
-/// Reads a bundle's header without loading the weights.
+/// Reads a bundle's header without loading the weights, checked field by field (see the module's
+/// doc): the header and where the weights start.
 pub fn read_header(file: &str, bytes: &[u8]) -> Result<(BundleHeader, usize), BundleError> {
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(BundleError::NotABundle { file: file.into() });
-    }
-    let truncated = |reason: String| BundleError::Truncated {
-        file: file.into(),
-        reason,
-    };
-    let length_end = MAGIC.len() + 4;
-    let length = bytes
-        .get(MAGIC.len()..length_end)
-        .ok_or_else(|| truncated("it ends inside the header length".into()))?;
-    let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
-    let json = bytes
-        .get(length_end..length_end + length)
-        .ok_or_else(|| truncated(format!("the header needs {length} bytes")))?;
-    let header: BundleHeader = serde_json::from_slice(json).map_err(|error| BundleError::BadHeader {
-        file: file.into(),
-        reason: error.to_string(),
+    let (raw, offset) = model_file::read_graft_header(bytes).map_err(|error| match error {
+        GraftHeaderError::NotGraft => BundleError::NotABundle { file: file.into() },
+        GraftHeaderError::Truncated(reason) => BundleError::Truncated {
+            file: file.into(),
+            reason,
+        },
+        GraftHeaderError::Unreadable(reason) => BundleError::BadHeader {
+            file: file.into(),
+            reason,
+        },
+        GraftHeaderError::Declaration(source) => BundleError::Declaration {
+            file: file.into(),
+            source,
+        },
     })?;
-    Ok((header, length_end + length))
+    let model = ModelKind::from_name(&raw.model).ok_or_else(|| BundleError::Declaration {
+        file: file.into(),
+        source: DeclarationError::UnknownModel {
+            name: raw.model.clone(),
+        },
+    })?;
+    let strategy: Option<Strategy> =
+        raw.strategy
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|error| BundleError::BadHeader {
+                file: file.into(),
+                reason: format!("its strategy is unreadable: {error}"),
+            })?;
+    if let Some(strategy) = strategy {
+        check_strategy(file, model, &strategy)?;
+    }
+    let header = BundleHeader {
+        model,
+        classes: raw.classes,
+        resize_short_side: raw.resize_short_side,
+        input_size: raw.input_size,
+        normalisation: Normalisation {
+            mean: raw.normalisation.mean,
+            std: raw.normalisation.std,
+        },
+        strategy,
+        val_accuracy: raw.val_accuracy,
+        weights_bytes: raw.weights_bytes,
+        weights_sha256: raw.weights_sha256,
+    };
+    Ok((header, offset))
+}
+
+/// A strategy the model's blocks allow (its parameters in range; the epochs are not recorded).
+fn check_strategy(file: &str, model: ModelKind, strategy: &Strategy) -> Result<(), BundleError> {
+    let refused = |source| BundleError::Strategy {
+        file: file.into(),
+        strategy: serde_json::to_string(strategy).unwrap_or_default(),
+        model: model.card().display_name,
+        source,
+    };
+    if let Strategy::Staged { lr_mult, .. } = *strategy
+        && !lr_mult.is_finite()
+    {
+        return Err(refused(StrategyError::BadLrMult(lr_mult)));
+    }
+    let epochs = match *strategy {
+        Strategy::Staged { head_epochs, .. } => head_epochs.saturating_add(1),
+        _ => 1,
+    };
+    strategy
+        .phases(
+            model.architecture().num_body_blocks(),
+            epochs,
+            crate::strategy::SCRATCH_LR,
+        )
+        .map(drop)
+        .map_err(refused)
 }
 
 /// Loads a bundle onto `device`, checking the weights' size and sha256 and every tensor's shape.
@@ -135,6 +210,7 @@ pub fn decode(file: &str, bytes: &[u8], device: &Device) -> Result<(BundleHeader
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(weights.to_vec())))
         .validate(false)
         .allow_partial(true);
+    weights::check_finite(file, &mut store)?;
     let result = model.load_from(&mut store).map_err(|error| WeightsError::Unreadable {
         file: file.into(),
         reason: error.to_string(),
@@ -153,7 +229,7 @@ impl BundleHeader {
         Self {
             model: kind,
             classes,
-            resize_short_side: crate::data::stored_short_side(input_size as u32),
+            resize_short_side: model_file::resize_side_for(input_size as u32),
             input_size,
             normalisation: kind.card().normalisation,
             strategy: None,
@@ -163,10 +239,18 @@ impl BundleHeader {
         }
     }
 
+    /// The view the model takes of an upright image, as this (checked) header says: the centre part
+    /// within the aspect cap, short side resized, the centre `input_size` square. The one way every
+    /// reader of a model file prepares a picture.
+    pub fn view(&self, image: &image::RgbImage) -> image::RgbImage {
+        preprocess::evaluation_view_at(image, self.resize_short_side, self.input_size as u32)
+    }
+
     /// The model input for an upright image, as this bundle's preprocessing says.
+    ///
+    /// # Shapes
+    /// - output: `[1, 3, input_size, input_size]`
     pub fn input(&self, image: &image::RgbImage, device: &Device) -> Tensor<4> {
-        let resized = preprocess::resize_short_side(image, self.resize_short_side.max(self.input_size as u32));
-        let view = preprocess::centre_crop(&resized, self.input_size as u32);
-        preprocess::batch_tensor(&[view], &self.normalisation, device)
+        preprocess::batch_tensor(&[self.view(image)], &self.normalisation, device)
     }
 }

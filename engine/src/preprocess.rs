@@ -6,7 +6,7 @@ use image::RgbImage;
 
 pub use graft_ingest::{
     ImageInputError, MAX_DECODE_BYTES, MAX_DIMENSION, RESIZE_SHORT_SIDE, centre_crop, decode, evaluation_view,
-    resize_short_side,
+    evaluation_view_at, resize_short_side,
 };
 
 use crate::model::Normalisation;

@@ -10,7 +10,7 @@
 //! computes in f32 wherever it runs.
 
 use burn::prelude::*;
-use burn::store::{ApplyError, BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter, ModuleSnapshot};
+use burn::store::{ApplyError, BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter, ModuleSnapshot, ModuleStore};
 use burn::tensor::{Bytes, DType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -147,6 +147,10 @@ pub enum WeightsError {
     },
     #[error("{file}: {reason}")]
     Invalid { file: String, reason: String },
+    #[error(
+        "{file}: tensor {tensor} holds values that are not numbers (NaN or infinite): the file was changed or damaged"
+    )]
+    NotFinite { file: String, tensor: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
 }
@@ -237,6 +241,43 @@ pub fn load_unverified(
 }
 
 /// Turns Burn's report of a load into a typed error naming the first problem.
+/// Checks that every float in `store`'s tensors is a number, before a model is built from them: a
+/// file's own checksum does not say its values are (whoever changes a value can recompute it), and
+/// one NaN weight makes every answer NaN. Reads the stored bytes only (no tensors, no device).
+pub(crate) fn check_finite(file: &str, store: &mut BurnpackStore) -> Result<(), WeightsError> {
+    let unreadable = |reason: String| WeightsError::Unreadable {
+        file: file.to_string(),
+        reason,
+    };
+    let tensors = store.get_all_tensors().map_err(|e| unreadable(e.to_string()))?;
+    for (name, tensor) in tensors {
+        // The exponent bits that, all set, make an infinity or a NaN, by width.
+        let finite = |bytes: &[u8]| match tensor.dtype {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+            DType::F64 => bytes
+                .chunks_exact(8)
+                .all(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 != 0x7f80),
+            _ => true,
+        };
+        let bytes = tensor.to_bytes().map_err(|e| unreadable(e.to_string()))?;
+        if !finite(&bytes) {
+            return Err(WeightsError::NotFinite {
+                file: file.to_string(),
+                tensor: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_applied(file: &str, missing: Vec<String>, errors: Vec<ApplyError>) -> Result<(), WeightsError> {
     let more = errors.len().saturating_sub(1);
     if let Some(error) = errors.into_iter().next() {

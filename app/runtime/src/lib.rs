@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 
+use graft_ingest::model_file;
 use graft_kernels::{Network, file};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,8 @@ pub enum RuntimeError {
     Model(#[from] graft_kernels::NetworkFileError),
     #[error("the model file's {0} is missing or unreadable")]
     Metadata(&'static str),
-    #[error("the model has {labels} labels but {outputs} outputs")]
-    Labels { labels: usize, outputs: usize },
+    #[error("the model cannot be used: {0}")]
+    Declaration(#[from] graft_ingest::model_file::DeclarationError),
     #[error("no model is loaded")]
     NoModel,
     #[error(transparent)]
@@ -71,17 +72,18 @@ impl Classifier {
             serde_json::from_str(json(LABELS_KEY)?).map_err(|_| RuntimeError::Metadata(LABELS_KEY))?;
         let preprocessing: Preprocessing =
             serde_json::from_str(json(PREPROCESSING_KEY)?).map_err(|_| RuntimeError::Metadata(PREPROCESSING_KEY))?;
-        if preprocessing.center_crop == 0 || preprocessing.resize_short_side < preprocessing.center_crop as u32 {
-            return Err(RuntimeError::Metadata(PREPROCESSING_KEY));
-        }
-        let model = json(MODEL_KEY).cloned().unwrap_or_default();
+        let model = json(MODEL_KEY)?.clone();
+        // The same checks the CLI and the app make of a `.graft` file's header.
+        model_file::check_declared(&model_file::Declared {
+            model: &model,
+            input_size: preprocessing.center_crop as u64,
+            resize_short_side: u64::from(preprocessing.resize_short_side),
+            mean: preprocessing.mean,
+            std: preprocessing.std,
+            classes: &labels,
+        })?;
         let net = Network::new(&spec).map_err(graft_kernels::NetworkFileError::from)?;
-        if labels.len() != net.num_classes() {
-            return Err(RuntimeError::Labels {
-                labels: labels.len(),
-                outputs: net.num_classes(),
-            });
-        }
+        model_file::check_class_count(labels.len(), net.num_classes())?;
         Ok(Self {
             net,
             labels,
@@ -108,8 +110,8 @@ impl Classifier {
     pub fn classify(&self, image: &RgbImage) -> Vec<f32> {
         let p = &self.preprocessing;
         let size = p.center_crop as u32;
-        let resized = graft_ingest::resize_short_side(image, p.resize_short_side);
-        let view = graft_ingest::centre_crop(&resized, size);
+        // The view Graft's own readers cut (`BundleHeader::view`).
+        let view = graft_ingest::evaluation_view_at(image, p.resize_short_side, size);
         let input = graft_ingest::normalise(&view, p.mean, p.std);
         let side = size as usize;
         let embedding = self.net.embeddings(&input, [1, 3, side, side]);
@@ -291,8 +293,27 @@ mod tests {
         }
     }
 
-    /// A two-label network file with `metadata` (labels and preprocessing unless overridden).
+    /// A two-output network file with `metadata` (labels, and preprocessing unless `None`).
     fn model(labels: &str, preprocessing: Option<&str>) -> Vec<u8> {
+        model_with(|metadata| {
+            metadata.insert(LABELS_KEY.to_string(), labels.to_string());
+            metadata.insert(MODEL_KEY.to_string(), "mobilenet-v2".to_string());
+            if let Some(preprocessing) = preprocessing {
+                metadata.insert(PREPROCESSING_KEY.to_string(), preprocessing.to_string());
+            }
+        })
+    }
+
+    /// The same, for a model called `name`.
+    fn model_named(name: &str, labels: &str, preprocessing: &str) -> Vec<u8> {
+        model_with(|metadata| {
+            metadata.insert(LABELS_KEY.to_string(), labels.to_string());
+            metadata.insert(MODEL_KEY.to_string(), name.to_string());
+            metadata.insert(PREPROCESSING_KEY.to_string(), preprocessing.to_string());
+        })
+    }
+
+    fn model_with(fill: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
         let spec = NetworkSpec {
             body: vec![
                 LayerSpec::Conv(conv(4, 3, 3, 2, 1)),
@@ -305,18 +326,13 @@ mod tests {
                 bias: Some(values(2, 4)),
             },
         };
-        let mut metadata = HashMap::from([
-            (LABELS_KEY.to_string(), labels.to_string()),
-            (MODEL_KEY.to_string(), "tiny".to_string()),
-        ]);
-        if let Some(preprocessing) = preprocessing {
-            metadata.insert(PREPROCESSING_KEY.to_string(), preprocessing.to_string());
-        }
+        let mut metadata = HashMap::new();
+        fill(&mut metadata);
         graft_kernels::file::to_bytes(&spec, &metadata).unwrap()
     }
 
     const PREPROCESSING: &str =
-        r#"{"resize_short_side":20,"center_crop":16,"mean":[0.5,0.5,0.5],"std":[0.25,0.25,0.25],"rule":"x"}"#;
+        r#"{"resize_short_side":256,"center_crop":32,"mean":[0.5,0.5,0.5],"std":[0.25,0.25,0.25],"rule":"x"}"#;
 
     fn picture() -> RgbImage {
         RgbImage::from_fn(30, 22, |x, y| {
@@ -329,7 +345,7 @@ mod tests {
         let classifier = Classifier::load(&model(r#"["cat","dog"]"#, Some(PREPROCESSING))).unwrap();
         assert_eq!(classifier.labels(), ["cat", "dog"]);
         let info: serde_json::Value = serde_json::from_str(&classifier.info_json()).unwrap();
-        assert_eq!(info["preprocessing"]["center_crop"], 16);
+        assert_eq!(info["preprocessing"]["center_crop"], 32);
         let image = picture();
         let mut png = Vec::new();
         image
@@ -348,10 +364,40 @@ mod tests {
     #[test]
     fn bad_models_and_bad_pictures_get_their_reasons() {
         let three_labels = Classifier::load(&model(r#"["a","b","c"]"#, Some(PREPROCESSING)));
-        assert!(matches!(
-            three_labels,
-            Err(RuntimeError::Labels { labels: 3, outputs: 2 })
-        ));
+        assert_eq!(
+            three_labels.err().map(|e| e.to_string()).as_deref(),
+            Some("the model cannot be used: this file names 3 classes, but its model answers with 2")
+        );
+        // A crafted file gets the header checks the app makes: a size no model takes, std 0,
+        // labels twice, a model Graft does not know.
+        for (model_name, labels, preprocessing, says) in [
+            (
+                "mobilenet-v2",
+                r#"["a","b"]"#,
+                PREPROCESSING.replace(r#""center_crop":32"#, r#""center_crop":100000"#),
+                "the pictures are 100000 px wide; MobileNetV2 takes 224",
+            ),
+            (
+                "mobilenet-v2",
+                r#"["a","b"]"#,
+                PREPROCESSING.replace("[0.25,0.25,0.25]", "[0,0,0]"),
+                "a standard deviation of 0 for red",
+            ),
+            ("mobilenet-v2", r#"["a","a"]"#, PREPROCESSING.to_string(), "\"a\" twice"),
+            (
+                "tiny",
+                r#"["a","b"]"#,
+                PREPROCESSING.to_string(),
+                "\"tiny\", which Graft does not know",
+            ),
+        ] {
+            let mut file = model(labels, Some(&preprocessing));
+            if model_name != "mobilenet-v2" {
+                file = model_named(model_name, labels, &preprocessing);
+            }
+            let message = Classifier::load(&file).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(says), "{message:?} does not say {says:?}");
+        }
         let no_preprocessing = Classifier::load(&model(r#"["a","b"]"#, None));
         assert!(matches!(
             no_preprocessing,

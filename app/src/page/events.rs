@@ -83,6 +83,7 @@ impl Studio {
                 self.say(true, message);
             }
             WorkerEvent::Notice { message } => self.say(false, message),
+            WorkerEvent::Crashed { message } => self.crashed(message),
             WorkerEvent::Unsaved { pictures, model } => self.unsaved.set((pictures, model)),
             WorkerEvent::Paused { at } => self.paused.set(at),
             WorkerEvent::OpenElsewhere { taken } => {
@@ -92,6 +93,40 @@ impl Studio {
                 self.elsewhere.set(Some(taken));
             }
         }
+    }
+
+    /// The worker crashed and the bridge started a new one, which reads the project back from the
+    /// browser's storage: what was under way stops, and the person hears what failed.
+    fn crashed(&self, message: String) {
+        let doing = if self.training.get_untracked() {
+            "training"
+        } else if self.measuring.get_untracked().is_some() {
+            "measuring your pictures"
+        } else if self.comparing.get_untracked().is_some() {
+            "comparing strategies"
+        } else if self.reviewing.get_untracked() {
+            "reviewing your pictures"
+        } else if self.trying.with_untracked(|trying| trying.waiting()) {
+            "classifying your picture"
+        } else {
+            "working"
+        };
+        self.training.set(false);
+        self.measuring.set(None);
+        self.comparing.set(None);
+        self.reviewing.set(false);
+        self.trying.update(|trying| trying.abandon());
+        self.device.set(None);
+        self.cores.set(None);
+        // The new worker counts the edits it handles from zero; the ones the old one had not stored
+        // are not in the project it reads back.
+        self.edits.set((0, 0));
+        self.say(
+            true,
+            format!(
+                "Graft's engine stopped on an internal error while {doing} ({message}). It was restarted with your project as it was last saved: nothing saved is lost. Please try again."
+            ),
+        );
     }
 
     fn project_restored(&self, classes: Vec<ClassEntry>) {

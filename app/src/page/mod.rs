@@ -77,13 +77,13 @@ pub fn App() -> impl IntoView {
     #[cfg(feature = "test-hooks")]
     let query = window().location().search().unwrap_or_default();
     #[cfg(feature = "test-hooks")]
-    if query.contains("fault=gpu-out-of-memory") {
-        bridge.send(
-            &WorkerRequest::InjectFault {
-                fault: InjectedFault::GpuOutOfMemory,
-            },
-            Vec::new(),
-        );
+    for (asked, fault) in [
+        ("fault=gpu-out-of-memory", InjectedFault::GpuOutOfMemory),
+        ("fault=predict-panic", InjectedFault::PredictPanic),
+    ] {
+        if query.contains(asked) {
+            bridge.send(&WorkerRequest::InjectFault { fault }, Vec::new());
+        }
     }
     provide_context(studio);
     BRIDGE.with(|cell| {

@@ -197,6 +197,17 @@ impl Trying {
         self.asked
     }
 
+    /// Whether a file asked about has no answer yet.
+    pub(crate) fn waiting(&self) -> bool {
+        self.name.is_some() && self.answer.is_none()
+    }
+
+    /// What was asked will not be answered (the worker that had it crashed): nothing is waited for.
+    pub(crate) fn abandon(&mut self) {
+        self.floor = self.asked + 1;
+        self.name = None;
+    }
+
     /// The worker's answer for picture `picture`: shown unless it is older than what is shown.
     pub(crate) fn answered(&mut self, picture: u64, top: Vec<(String, f32)>) -> bool {
         let late = picture < self.floor || self.answer.as_ref().is_some_and(|(shown, _)| *shown >= picture);
@@ -304,8 +315,7 @@ impl Studio {
     /// once (the worker handles requests in the order they were sent).
     pub(crate) fn add_class(&self, name: Option<String>, bridge: &Bridge) -> ClassId {
         let id = ClassId::fresh();
-        let count = self.classes.with_untracked(Vec::len);
-        let name = name.unwrap_or_else(|| format!("Class {}", count + 1));
+        let name = name.unwrap_or_else(|| self.free_class_name());
         self.classes.update(|classes| {
             classes.push(ClassView {
                 id,
@@ -318,13 +328,37 @@ impl Studio {
         id
     }
 
-    pub(crate) fn rename_class(&self, id: ClassId, name: String, bridge: &Bridge) {
+    /// "Class N" with the first N no class has (after a deletion, the count may name one).
+    pub(crate) fn free_class_name(&self) -> String {
+        (1..)
+            .map(|n| format!("Class {n}"))
+            .find(|name| !self.class_named(name, None))
+            .expect("a free number")
+    }
+
+    /// Whether a class other than `except` is called `name` (a model names each class once).
+    pub(crate) fn class_named(&self, name: &str, except: Option<ClassId>) -> bool {
+        self.classes
+            .with_untracked(|classes| classes.iter().any(|c| c.name == name && Some(c.id) != except))
+    }
+
+    /// Renames class `id`, unless another class has that name: then the person is told, and `false`
+    /// returned (the name stays as it was).
+    pub(crate) fn rename_class(&self, id: ClassId, name: String, bridge: &Bridge) -> bool {
+        if self.class_named(&name, Some(id)) {
+            self.say(
+                true,
+                format!("There is a class called \"{name}\" already: each class needs a name of its own."),
+            );
+            return false;
+        }
         self.classes.update(|classes| {
             if let Some(class) = classes.iter_mut().find(|c| c.id == id) {
                 class.name = name.clone();
             }
         });
         bridge.send(&WorkerRequest::RenameClass { id, name }, Vec::new());
+        true
     }
 
     /// Deletes class `id` with its pictures (their thumbnails' object URLs are released).

@@ -464,3 +464,92 @@ fn edits_are_pending_until_the_worker_has_handled_them() {
     studio.handle(WorkerEvent::Handled { edits: 3 }, Vec::new());
     assert_eq!(studio.edits_pending(), 0);
 }
+
+/// A crash of the worker (the bridge has started a new one by then): what was under way stops, the
+/// person hears what failed, and the edit count starts again with the new worker's.
+#[test]
+fn a_worker_crash_while_classifying_is_said_and_nothing_waits_for_it() {
+    let studio = Studio::new();
+    studio.device.set(Some(("CPU".into(), false)));
+    studio.edits.set((5, 4));
+    let picture = studio.trying.try_update(|t| t.ask_file("cat.png".into())).unwrap();
+    assert!(studio.trying.with_untracked(|t| t.waiting()));
+    studio.handle(
+        WorkerEvent::Crashed {
+            message: "index out of bounds (at app/worker/src/serve.rs:80)".into(),
+        },
+        Vec::new(),
+    );
+    let (error, said) = studio.messages.with_untracked(|m| m.last().cloned()).unwrap();
+    assert!(error);
+    assert!(said.contains("while classifying your picture"), "{said}");
+    assert!(
+        said.contains("index out of bounds (at app/worker/src/serve.rs:80)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("restarted with your project as it was last saved"),
+        "{said}"
+    );
+    assert!(!studio.trying.with_untracked(|t| t.waiting()));
+    // The lost answer, should it come, is never shown; the next picture's is.
+    studio.handle(
+        WorkerEvent::Prediction {
+            picture,
+            top: vec![("cats".into(), 0.9)],
+        },
+        Vec::new(),
+    );
+    assert_eq!(studio.trying.with_untracked(|t| t.answer.clone()), None);
+    let next = studio.trying.try_update(|t| t.ask_file("dog.png".into())).unwrap();
+    studio.handle(
+        WorkerEvent::Prediction {
+            picture: next,
+            top: vec![("dogs".into(), 0.8)],
+        },
+        Vec::new(),
+    );
+    assert_eq!(
+        studio.trying.with_untracked(|t| t.answer.clone()),
+        Some((next, vec![("dogs".into(), 0.8)]))
+    );
+    assert_eq!(studio.edits_pending(), 0);
+    assert_eq!(
+        studio.device.get_untracked(),
+        None,
+        "the badge waits for the new worker"
+    );
+
+    // During training, it says so and the run is over.
+    studio.training.set(true);
+    studio.handle(WorkerEvent::Crashed { message: "boom".into() }, Vec::new());
+    let said = studio.messages.with_untracked(|m| m.last().cloned()).unwrap().1;
+    assert!(said.contains("while training (boom)"), "{said}");
+    assert!(!studio.training.get_untracked());
+}
+
+#[test]
+fn a_class_name_is_taken_once() {
+    let studio = Studio::new();
+    studio.handle(
+        WorkerEvent::ProjectRestored {
+            classes: vec![
+                ClassEntry {
+                    id: ClassId(1),
+                    name: "Class 1".into(),
+                },
+                ClassEntry {
+                    id: ClassId(2),
+                    name: "Class 3".into(),
+                },
+            ],
+        },
+        Vec::new(),
+    );
+    assert!(studio.class_named("Class 3", None));
+    assert!(studio.class_named("Class 3", Some(ClassId(1))));
+    assert!(!studio.class_named("Class 3", Some(ClassId(2))), "its own name");
+    assert!(!studio.class_named("Class 2", None));
+    // Two classes, one of them "Class 3": a new class is "Class 2", not a second "Class 3".
+    assert_eq!(studio.free_class_name(), "Class 2");
+}

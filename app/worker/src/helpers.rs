@@ -191,7 +191,10 @@ impl Pool {
                 })
                 .forget();
                 let on_error = Rc::downgrade(&helper);
-                gloo_events::EventListener::new(&worker, "error", move |_| {
+                // Handled here: cancelled, so that it does not go on to the page as this worker's
+                // own uncaught error (which the page answers by restarting this worker).
+                gloo_events::EventListener::new(&worker, "error", move |event| {
+                    event.prevent_default();
                     if let Some(helper) = on_error.upgrade() {
                         helper.fail();
                     }

@@ -45,6 +45,7 @@ pub fn start() {
         replica::serve();
         return;
     }
+    report_panics();
     let scope: web_sys::EventTarget = js_sys::global().unchecked_into();
     // For the worker's whole life.
     gloo_events::EventListener::new(&scope, "message", |event| {
@@ -64,6 +65,27 @@ pub fn start() {
     })
     .forget();
     receive(WorkerRequest::Init, Vec::new());
+}
+
+/// A panic is a bug, and after one this worker's wasm cannot go on (its state may be half changed):
+/// the page hears what happened (`Crashed`) and starts a new worker, which reads the project back
+/// from the browser's storage. Without this the page would wait for an answer that never comes.
+fn report_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        let message = match info.location() {
+            Some(at) => format!("{what} (at {}:{})", at.file(), at.line()),
+            None => what,
+        };
+        post(&WorkerEvent::Crashed { message }, Vec::new());
+    }));
 }
 
 thread_local! {
@@ -173,7 +195,11 @@ async fn open() {
     let device = device::acquire(device::choice_in_url().unwrap_or_default()).await;
     let (label, gpu) = (device.label(), device.is_gpu());
     STATE.with_borrow_mut(|state| state.device = Some(device));
-    if tab::acquire(false).await {
+    // A worker the page started again after this tab's last one crashed takes the project's lock
+    // over from it (the lock may not be released yet); otherwise only a free lock is taken.
+    let restarted = graft_app::device::query_in_url()
+        .is_some_and(|query| graft_app::device::query_value(&query, "restarted") == Some("1"));
+    if tab::acquire(restarted).await {
         restore().await;
     } else {
         post(&WorkerEvent::OpenElsewhere { taken: false }, Vec::new());

@@ -245,7 +245,12 @@ impl ReplicaPeer {
             })
             .forget();
         }
-        gloo_events::EventListener::new(&worker, "error", move |_| fail()).forget();
+        // Handled here (cancelled: not the page's to see as this worker's uncaught error).
+        gloo_events::EventListener::new(&worker, "error", move |event| {
+            event.prevent_default();
+            fail();
+        })
+        .forget();
         Some(Self {
             worker,
             health,

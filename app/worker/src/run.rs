@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use burn::prelude::*;
+use graft_engine::bundle::BundleHeader;
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::data::Dataset;
 use graft_engine::model::{ImageClassifier, ModelKind};
@@ -30,16 +31,16 @@ pub(super) struct Relay {
 
 #[cfg(feature = "test-hooks")]
 thread_local! {
-    /// A fault the tests asked for, made to happen after the next training batch.
+    /// A fault the tests asked for: out of GPU memory after the next training batch, or a panic in
+    /// the next prediction (each only where it belongs).
     pub(super) static INJECTED: Cell<Option<InjectedFault>> = const { Cell::new(None) };
 }
 
 impl TrainObserver for Relay {
     fn event(&mut self, event: TrainEvent) -> ControlFlow<()> {
         #[cfg(feature = "test-hooks")]
-        if matches!(event, TrainEvent::Batch { .. })
-            && let Some(InjectedFault::GpuOutOfMemory) = INJECTED.take()
-        {
+        if matches!(event, TrainEvent::Batch { .. }) && INJECTED.get() == Some(InjectedFault::GpuOutOfMemory) {
+            INJECTED.set(None);
             // Exactly what the device's uncaptured-error handler reports (see `device.rs`).
             readback::report_fault(readback::DeviceFault::OutOfMemory(
                 "Out of Memory (injected for a test)".into(),
@@ -239,9 +240,7 @@ impl RunContext {
         STATE.with_borrow_mut(|state| {
             state.paused = paused;
             state.trained = Some(TrainedModel::new(
-                kind,
-                dataset.classes.clone(),
-                input_size,
+                BundleHeader::new(kind, dataset.classes.clone(), input_size),
                 trained.model,
             ))
         });

@@ -71,19 +71,18 @@ pub(super) async fn import_and_keep(name: &str, bytes: Vec<u8>) {
 }
 
 async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
+    #[cfg(feature = "test-hooks")]
+    if super::run::INJECTED.get() == Some(graft_app::protocol::InjectedFault::PredictPanic) {
+        super::run::INJECTED.set(None);
+        panic!("the panic a test asked for, while classifying a picture");
+    }
     let image = preprocess::decode(bytes).map_err(|e| e.to_string())?;
-    let (model, frozen, serial, classes, input_size, normalisation) = STATE
+    let (model, frozen, serial, header) = STATE
         .with_borrow(|state| {
-            state.trained.as_ref().map(|t| {
-                (
-                    t.model.clone(),
-                    t.frozen.clone(),
-                    t.serial,
-                    t.classes.clone(),
-                    t.input_size,
-                    t.kind.card().normalisation,
-                )
-            })
+            state
+                .trained
+                .as_ref()
+                .map(|t| (t.model.clone(), t.frozen.clone(), t.serial, t.header.clone()))
         })
         .ok_or("train or import a model first")?;
     let frozen = match frozen {
@@ -107,10 +106,11 @@ async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
         }
     };
     let device = model.classifier.weight.device();
-    let view = preprocess::evaluation_view(&image, input_size as u32);
-    let input = preprocess::batch_tensor(&[view], &normalisation, &device);
+    // As `graft predict` prepares it: the view and normalisation the model's header says.
+    let input = header.input(&image, &device);
     let logits = frozen.logits(input).await.map_err(|e| e.to_string())?;
     let probs = metrics::softmax(&logits);
+    let classes = &header.classes;
     Ok(metrics::top_k(&probs, classes.len().min(5))
         .into_iter()
         .map(|(class, prob)| (classes[class].clone(), prob))
@@ -120,23 +120,15 @@ async fn predict(bytes: &[u8]) -> Result<Vec<(String, f32)>, String> {
 /// The trained model on the CPU (saving reads tensors synchronously: copied with async read-backs)
 /// with its header, and the name its files take.
 async fn trained_on_cpu() -> Result<(BundleHeader, ImageClassifier, String), String> {
-    let (model, kind, classes, input_size) = STATE
-        .with_borrow(|state| {
-            state
-                .trained
-                .as_ref()
-                .map(|t| (t.model.clone(), t.kind, t.classes.clone(), t.input_size))
-        })
+    let (model, header) = STATE
+        .with_borrow(|state| state.trained.as_ref().map(|t| (t.model.clone(), t.header.clone())))
         .ok_or("train or import a model first")?;
     // Saving reads tensors synchronously: copy the model to the CPU with async read-backs first.
     let cpu = readback::module_to_device(model, &Device::flex())
         .await
         .map_err(|e| e.to_string())?;
-    Ok((
-        BundleHeader::new(kind, classes, input_size),
-        cpu,
-        format!("graft-{}", kind.card().name),
-    ))
+    let stem = format!("graft-{}", header.model.card().name);
+    Ok((header, cpu, stem))
 }
 
 /// The trained model's `.graft` file: its name and bytes.
@@ -167,13 +159,6 @@ pub(super) fn import(name: &str, bytes: &[u8]) -> Result<(Vec<String>, ModelKind
     let (header, model) = bundle::decode(name, bytes, &Device::flex()).map_err(|e| e.to_string())?;
     let device = compute_device()?;
     let model = model.to_device(&device);
-    STATE.with_borrow_mut(|state| {
-        state.trained = Some(TrainedModel::new(
-            header.model,
-            header.classes.clone(),
-            header.input_size,
-            model,
-        ))
-    });
+    STATE.with_borrow_mut(|state| state.trained = Some(TrainedModel::new(header.clone(), model)));
     Ok((header.classes, header.model))
 }

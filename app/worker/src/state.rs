@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use graft_engine::bundle::BundleHeader;
 use graft_engine::cache::EmbeddingCache;
 use graft_engine::data::Dataset;
 use graft_engine::inference::FrozenClassifier;
@@ -132,9 +133,10 @@ impl State {
 }
 
 pub(super) struct TrainedModel {
-    pub(super) kind: ModelKind,
-    pub(super) classes: Vec<String>,
-    pub(super) input_size: usize,
+    /// What its `.graft` file says (or will say) of it: model, classes and how pictures are
+    /// prepared for it (checked, when it came from a file). Predictions prepare pictures from this,
+    /// as `graft predict` does.
+    pub(super) header: BundleHeader,
     pub(super) model: ImageClassifier,
     /// Tells this model from the one before it (a prediction may outlive it).
     pub(super) serial: u64,
@@ -143,14 +145,12 @@ pub(super) struct TrainedModel {
 }
 
 impl TrainedModel {
-    pub(super) fn new(kind: ModelKind, classes: Vec<String>, input_size: usize, model: ImageClassifier) -> Self {
+    pub(super) fn new(header: BundleHeader, model: ImageClassifier) -> Self {
         thread_local! {
             static SERIAL: Cell<u64> = const { Cell::new(0) };
         }
         Self {
-            kind,
-            classes,
-            input_size,
+            header,
             model,
             serial: SERIAL.with(|serial| {
                 serial.set(serial.get() + 1);

@@ -1,10 +1,12 @@
 //! Pictures in: decode any supported file into upright 8-bit RGB (EXIF orientation applied,
 //! transparency on white, any bit depth), refuse what is not a picture or too large with a typed reason
-//! before allocating for it, downscale once for storage, and cut the evaluation view. No tensors, no
-//! Burn: this is the part that takes untrusted bytes, so it is small, fuzzed (`fuzz/`) and
-//! property-tested on its own.
+//! before allocating for it, downscale once for storage, and cut the evaluation view; and read what a
+//! model file says of itself ([`model_file`]) before anything believes it. No tensors, no Burn: this is
+//! the part that takes untrusted bytes, so it is small, fuzzed (`fuzz/`) and property-tested on its own.
 
 use std::io::Cursor;
+
+pub mod model_file;
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
@@ -122,10 +124,20 @@ pub fn centre_crop(image: &RgbImage, size: u32) -> RgbImage {
     image::imageops::crop_imm(image, (width - size) / 2, (height - size) / 2, size, size).to_image()
 }
 
-/// The evaluation view of an upright image: short side to 256, then the centre `input_size` square.
+/// The evaluation view of an upright image: short side to 256 (to `input_size` above that), then the
+/// centre `input_size` square.
 pub fn evaluation_view(image: &RgbImage, input_size: u32) -> RgbImage {
-    let short_side = RESIZE_SHORT_SIDE.max(input_size);
-    centre_crop(&resize_short_side(&within_aspect(image), short_side), input_size)
+    evaluation_view_at(image, model_file::resize_side_for(input_size), input_size)
+}
+
+/// The evaluation view with the short side resized to `short_side` (what a model file declares; at
+/// least `input_size`, which [`model_file`] checks): the centre part within [`MAX_ASPECT`], resized,
+/// then the centre `input_size` square. Every reader of a model file cuts its views with this.
+pub fn evaluation_view_at(image: &RgbImage, short_side: u32, input_size: u32) -> RgbImage {
+    centre_crop(
+        &resize_short_side(&within_aspect(image), short_side.max(input_size)),
+        input_size,
+    )
 }
 
 /// `image`, or its centre part at [`MAX_ASPECT`] when it is longer than that.

@@ -155,6 +155,21 @@ mod tests {
     }
 
     #[test]
+    fn the_models_a_file_may_name_are_these() {
+        // What `graft_ingest::model_file` checks a model file's header against.
+        let known = graft_ingest::model_file::KNOWN_MODELS;
+        assert_eq!(known.len(), ModelKind::ALL.len());
+        for kind in ModelKind::ALL {
+            let card = kind.card();
+            let model = graft_ingest::model_file::known_model(card.name).expect("known by name");
+            assert_eq!(model.display_name, card.display_name);
+            assert_eq!(model.pretrained_input_size as usize, card.input_size);
+            let head = kind.architecture().init(2, &Device::flex());
+            assert_eq!(model.embedding_width, head.embedding_width(), "{kind}");
+        }
+    }
+
+    #[test]
     fn names_round_trip() {
         for kind in ModelKind::ALL {
             assert_eq!(ModelKind::from_name(kind.card().name), Some(kind));
