@@ -13,7 +13,7 @@
 //! with [`BundleHeader::view`].
 
 use burn::prelude::*;
-use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::store::{BurnpackStore, ModuleSnapshot, ModuleStore};
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -206,11 +206,24 @@ pub fn decode(file: &str, bytes: &[u8], device: &Device) -> Result<(BundleHeader
         }
         .into());
     }
-    let mut model = header.model.architecture().init(header.classes.len(), device);
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(weights.to_vec())))
         .validate(false)
         .allow_partial(true);
     weights::check_finite(file, &mut store)?;
+    // The head's outputs (`classifier.weight` is `[embedding, classes]`) against the classes named,
+    // before a model is made for them.
+    let outputs = store
+        .get_tensor("classifier.weight")
+        .ok()
+        .flatten()
+        .and_then(|tensor| tensor.shape.get(1).copied());
+    if let Some(outputs) = outputs {
+        model_file::check_class_count(header.classes.len(), outputs).map_err(|source| BundleError::Declaration {
+            file: file.into(),
+            source,
+        })?;
+    }
+    let mut model = header.model.architecture().init(header.classes.len(), device);
     let result = model.load_from(&mut store).map_err(|error| WeightsError::Unreadable {
         file: file.into(),
         reason: error.to_string(),
@@ -252,5 +265,50 @@ impl BundleHeader {
     /// - output: `[1, 3, input_size, input_size]`
     pub fn input(&self, image: &image::RgbImage, device: &Device) -> Tensor<4> {
         preprocess::batch_tensor(&[self.view(image)], &self.normalisation, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(classes: usize) -> ImageClassifier {
+        ModelKind::MobileNetV2.architecture().init(classes, &Device::flex())
+    }
+
+    #[test]
+    fn a_file_round_trips_and_one_that_reading_would_refuse_is_never_written() {
+        let classes: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let bytes = encode(
+            BundleHeader::new(ModelKind::MobileNetV2, classes.clone(), 224),
+            &model(2),
+        )
+        .unwrap();
+        let (header, _) = decode("m.graft", &bytes, &Device::flex()).unwrap();
+        assert_eq!(header.classes, classes);
+        assert_eq!(header.resize_short_side, 256);
+
+        let twice = ["a", "a"].map(String::from).to_vec();
+        let refused = encode(BundleHeader::new(ModelKind::MobileNetV2, twice, 224), &model(2)).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "the model cannot be used: this file names the class \"a\" twice"
+        );
+    }
+
+    #[test]
+    fn a_model_trained_at_another_size_is_read_with_the_view_it_was_validated_on() {
+        // Training's evaluation view at 96 px is the centre 96 of the picture at 256 on its short side.
+        let header = BundleHeader::new(ModelKind::MobileNetV2, vec!["a".into(), "b".into()], 96);
+        assert_eq!(header.resize_short_side, 256);
+        let picture = image::RgbImage::from_fn(400, 300, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]));
+        assert_eq!(header.view(&picture), preprocess::evaluation_view(&picture, 96));
+        // A file written before, which says 110 (256/224 of 96), is read as it says.
+        let older = BundleHeader {
+            resize_short_side: 110,
+            ..header
+        };
+        assert_eq!(older.view(&picture).dimensions(), (96, 96));
+        assert_ne!(older.view(&picture), preprocess::evaluation_view(&picture, 96));
     }
 }

@@ -759,3 +759,141 @@ fn compare_json_measures_every_candidate_on_the_same_folds_within_the_budget() {
     println!("{seconds:.0} s of the 100 s budget");
     assert!(seconds <= 125.0, "the budget was not kept: {seconds:.0} s");
 }
+
+/// A `.graft` file's bytes with its header changed by `edit` (the weights, and so their checksum,
+/// untouched: what someone who edits a file they send would do).
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let length = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[12..12 + length]).unwrap();
+    edit(&mut header);
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut out = bytes[..8].to_vec();
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[12 + length..]);
+    out
+}
+
+type HeaderEdit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
+/// A model file a person was sent is untrusted, checksum and all: each field a changed header could
+/// lie in is refused with exit status 1 and a message in words, never a panic, an abort or NaN.
+#[test]
+fn a_changed_model_file_is_refused_field_by_field_with_exit_1() {
+    use graft_engine::bundle::{self, BundleHeader};
+    use graft_engine::model::ModelKind;
+
+    let classes: Vec<String> = ["birds", "cats", "dogs"].map(String::from).to_vec();
+    let model = pretrained_mobilenet().with_classes(classes.len());
+    let good = bundle::encode(BundleHeader::new(ModelKind::MobileNetV2, classes, 224), &model).unwrap();
+    let dir = std::env::temp_dir().join(format!("graft-cli-crafted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = fixture("chelsea-224.png");
+    let predict = |name: &str, bytes: &[u8]| {
+        let file = dir.join(name);
+        std::fs::write(&file, bytes).unwrap();
+        graft(&["predict", "--model-file", file.to_str().unwrap(), "--json", &photo])
+    };
+
+    // Unchanged, it answers with three probabilities that add up to one.
+    let output = predict("good.graft", &good);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let total: f64 = line["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["prob"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-4, "{line}");
+
+    let cases: Vec<(&str, HeaderEdit, &str)> = vec![
+        (
+            // Before: `memory allocation of 30000000000 bytes failed`, an abort (exit 134).
+            "huge.graft",
+            Box::new(|h| {
+                h["input_size"] = 100_000.into();
+                h["resize_short_side"] = 100_000.into();
+            }),
+            "this file says the pictures are 100000 px wide; MobileNetV2 takes 224",
+        ),
+        (
+            // Before: `NaN%` for every class.
+            "std0.graft",
+            Box::new(|h| h["normalisation"]["std"] = serde_json::json!([0, 0, 0])),
+            "this file's normalisation has a standard deviation of 0 for red; it must be from 0.01 to 1",
+        ),
+        (
+            "resize.graft",
+            Box::new(|h| h["resize_short_side"] = 100.into()),
+            "resized to 100 px on their short side before the centre 224 px square is cut; Graft resizes them to 256",
+        ),
+        (
+            "model.graft",
+            Box::new(|h| h["model"] = "resnet-152".into()),
+            "a model called \"resnet-152\", which Graft does not know",
+        ),
+        (
+            "twice.graft",
+            Box::new(|h| h["classes"] = serde_json::json!(["birds", "cats", "birds"])),
+            "names the class \"birds\" twice",
+        ),
+        (
+            "blank.graft",
+            Box::new(|h| h["classes"] = serde_json::json!(["birds", "", "dogs"])),
+            "class 2 has no name",
+        ),
+        (
+            "four.graft",
+            Box::new(|h| h["classes"] = serde_json::json!(["birds", "cats", "dogs", "fish"])),
+            "names 4 classes, but its model answers with 3",
+        ),
+        (
+            "million.graft",
+            Box::new(|h| h["classes"] = (0..1_000_000).map(|i| format!("c{i}")).collect::<Vec<_>>().into()),
+            "names 1000000 classes, but its weights hold only",
+        ),
+        (
+            "strategy.graft",
+            Box::new(|h| h["strategy"] = serde_json::json!({"kind": "partial-freeze", "trainable_blocks": 99})),
+            "99 trainable blocks requested, but the model has 19",
+        ),
+        (
+            "accuracy.graft",
+            Box::new(|h| h["val_accuracy"] = 7.into()),
+            "validation accuracy is 7",
+        ),
+    ];
+    for (name, edit, says) in cases {
+        let output = predict(name, &with_header(&good, edit));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(says), "{name}: {stderr:?} does not say {says:?}");
+        assert!(stderr.contains(name), "{name}: the file is named: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && output.stdout.is_empty(),
+            "{name}: {stderr}"
+        );
+    }
+
+    // A weight that is NaN, in a file whose checksum is right for it (made as Graft makes files):
+    // refused before the model is built.
+    let mut broken = model.clone();
+    let device = burn::prelude::Device::flex();
+    broken.classifier.bias = Some(burn::module::Param::from_tensor(burn::prelude::Tensor::full(
+        [3],
+        f32::NAN,
+        &device,
+    )));
+    let header = BundleHeader::new(
+        ModelKind::MobileNetV2,
+        ["birds", "cats", "dogs"].map(String::from).to_vec(),
+        224,
+    );
+    let nan = bundle::encode(header, &broken).unwrap();
+    let output = predict("nan.graft", &nan);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds values that are not numbers"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

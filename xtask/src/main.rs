@@ -29,7 +29,8 @@ const USAGE: &str = "usage: cargo xtask <setup|weights|datasets|serve [--deploy]
            symbols stripped; ~20 min here), a .gz copy beside each file; prints the sizes
   test     set up, fetch weights, build the app, run all tests, print a summary
   bench    set up, fetch weights, run the benchmarks (criterion natively, headless Chrome) and print figures
-  fuzz     fuzz the image intake (libFuzzer via cargo-fuzz) for SECONDS (default 300)";
+  fuzz     fuzz the image intake (libFuzzer via cargo-fuzz) for SECONDS (default 300), then the model
+           file header for half as long";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -228,8 +229,9 @@ fn test(args: &[String]) -> Result<(), String> {
         }
     }
 
-    // A bounded fuzz run of the image intake: one test, passed when no input crashed it.
-    match stages.run("fuzz the image intake (60 s)", || {
+    // A bounded fuzz run of the image intake and the model file header: one test, passed when no
+    // input crashed either.
+    match stages.run("fuzz the image intake and model files (60 + 30 s)", || {
         fuzz_for(&workspace, FUZZ_SECONDS_IN_TEST)
     }) {
         Ok(()) => totals.passed += 1,
@@ -321,7 +323,9 @@ fn fuzz(seconds: Result<u64, String>) -> Result<(), String> {
     let mut stages = Stages::new();
     setup(&mut stages)?;
     let workspace = tools::Workspace::locate()?;
-    stages.run("fuzz the image intake", || fuzz_for(&workspace, seconds))?;
+    stages.run("fuzz the image intake and model files", || {
+        fuzz_for(&workspace, seconds)
+    })?;
     stages.print_times();
     Ok(())
 }
@@ -333,6 +337,7 @@ fn fuzz(seconds: Result<u64, String>) -> Result<(), String> {
 /// A crash leaves its input in `engine/ingest/fuzz/artifacts/ingest/` and fails the run.
 fn fuzz_for(workspace: &tools::Workspace, seconds: u64) -> Result<(), String> {
     let corpus = workspace.cache_dir().join("fuzz-corpus/ingest");
+    let model_corpus = workspace.cache_dir().join("fuzz-corpus/model_file");
     tools::run(workspace.command("cargo").args([
         "run",
         "--release",
@@ -344,27 +349,35 @@ fn fuzz_for(workspace: &tools::Workspace, seconds: u64) -> Result<(), String> {
         "fuzz_seeds",
         "--",
         &corpus.display().to_string(),
+        &model_corpus.display().to_string(),
     ]))?;
     let target_dir = workspace.target_dir.join("fuzz");
-    tools::run(
-        workspace
-            .command("cargo")
-            .current_dir(workspace.root.join("engine/ingest"))
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args([
-                "fuzz",
-                "run",
-                "ingest",
-                "--target-dir",
-                &target_dir.display().to_string(),
-                &corpus.display().to_string(),
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-max_len=65536",
-                "-rss_limit_mb=4096",
-                "-print_final_stats=1",
-            ]),
-    )
+    // The pictures get the time asked for; the model file's header, a far smaller parser, half of it.
+    for (target, corpus, seconds, max_len) in [
+        ("ingest", &corpus, seconds, 65_536),
+        ("model_file", &model_corpus, seconds.div_ceil(2), 4_096),
+    ] {
+        tools::run(
+            workspace
+                .command("cargo")
+                .current_dir(workspace.root.join("engine/ingest"))
+                .env("RUSTC_BOOTSTRAP", "1")
+                .args([
+                    "fuzz",
+                    "run",
+                    target,
+                    "--target-dir",
+                    &target_dir.display().to_string(),
+                    &corpus.display().to_string(),
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    &format!("-max_len={max_len}"),
+                    "-rss_limit_mb=4096",
+                    "-print_final_stats=1",
+                ]),
+        )?;
+    }
+    Ok(())
 }
 
 /// Benchmarks: criterion natively, then the browser benchmarks in headless Chrome; the figures are the
