@@ -123,12 +123,16 @@ pub fn read_header(file: &str, bytes: &[u8]) -> Result<(BundleHeader, usize), Bu
             source,
         },
     })?;
-    let model = ModelKind::from_name(&raw.model).ok_or_else(|| BundleError::Declaration {
-        file: file.into(),
-        source: DeclarationError::UnknownModel {
-            name: raw.model.clone(),
-        },
-    })?;
+    // As serde writes `ModelKind` (`mobile-net-v2`); the command line's name is taken too.
+    let model = serde_json::from_value(serde_json::Value::String(raw.model.clone()))
+        .ok()
+        .or_else(|| ModelKind::from_name(&raw.model))
+        .ok_or_else(|| BundleError::Declaration {
+            file: file.into(),
+            source: DeclarationError::UnknownModel {
+                name: raw.model.clone(),
+            },
+        })?;
     let strategy: Option<Strategy> =
         raw.strategy
             .map(serde_json::from_value)
@@ -310,5 +314,47 @@ mod tests {
         };
         assert_eq!(older.view(&picture).dimensions(), (96, 96));
         assert_ne!(older.view(&picture), preprocess::evaluation_view(&picture, 96));
+    }
+}
+
+#[cfg(test)]
+mod crafted_weights {
+    use super::*;
+
+    /// A file whose weights section was changed and its checksum recomputed (what someone who edits
+    /// a file they send would do): the burnpack's own table of tensors is then untrusted too.
+    #[test]
+    fn changed_weights_with_a_recomputed_checksum_are_refused_without_a_panic() {
+        let model = ModelKind::MobileNetV2.architecture().init(2, &Device::flex());
+        let good = encode(
+            BundleHeader::new(ModelKind::MobileNetV2, vec!["a".into(), "b".into()], 224),
+            &model,
+        )
+        .unwrap();
+        let (header, start) = read_header("m.graft", &good).unwrap();
+        let mut refused = 0;
+        // Bytes of the burnpack's header and tensor table (its first kilobytes), each set to values
+        // that make lengths, offsets and shapes lie.
+        for (step, at) in (0..2048).step_by(37).enumerate() {
+            let mut weights = good[start..].to_vec();
+            weights[at] = [0xff, 0x00, 0x7f, 0x80][step % 4];
+            let mut header = header.clone();
+            header.weights_sha256 = weights::sha256_hex(&weights);
+            let json = serde_json::to_vec(&header).unwrap();
+            let mut file = MAGIC.to_vec();
+            file.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            file.extend_from_slice(&json);
+            file.extend_from_slice(&weights);
+            let result = std::panic::catch_unwind(|| decode("m.graft", &file, &Device::flex()).map(drop));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    assert!(error.to_string().starts_with("m.graft"), "{error}");
+                    refused += 1;
+                }
+                Err(_) => panic!("a changed byte at {at} of the weights made decoding panic"),
+            }
+        }
+        assert!(refused > 0, "some changes must be refused");
     }
 }

@@ -65,7 +65,7 @@ fn model_file_seeds(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).expect("seed folder");
     let headers = [
         (
-            "mobilenet-v2",
+            "mobile-net-v2",
             224,
             256,
             [0.485, 0.456, 0.406],
@@ -73,7 +73,7 @@ fn model_file_seeds(dir: &std::path::Path) {
             r#"{"kind":"head-only"}"#,
         ),
         (
-            "efficientnet-lite0",
+            "efficient-net-lite0",
             96,
             256,
             [0.498, 0.498, 0.498],

@@ -40,8 +40,10 @@ pub const MAX_CLASS_NAME: usize = 256;
 /// What every reader needs to know of a model Graft offers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KnownModel {
-    /// The name files and the command line use.
+    /// The name the command line, the exports and their files use.
     pub name: &'static str,
+    /// The name a `.graft` header gives it (the engine's `ModelKind` as serde writes it).
+    pub header_name: &'static str,
     /// The name people read.
     pub display_name: &'static str,
     /// The side its pretrained weights were trained at.
@@ -54,21 +56,25 @@ pub struct KnownModel {
 pub const KNOWN_MODELS: [KnownModel; 2] = [
     KnownModel {
         name: "efficientnet-lite0",
+        header_name: "efficient-net-lite0",
         display_name: "EfficientNet-Lite0",
         pretrained_input_size: 224,
         embedding_width: 1280,
     },
     KnownModel {
         name: "mobilenet-v2",
+        header_name: "mobile-net-v2",
         display_name: "MobileNetV2",
         pretrained_input_size: 224,
         embedding_width: 1280,
     },
 ];
 
-/// The model named `name`, if Graft knows it.
+/// The model named `name` (either of its names), if Graft knows it.
 pub fn known_model(name: &str) -> Option<&'static KnownModel> {
-    KNOWN_MODELS.iter().find(|model| model.name == name)
+    KNOWN_MODELS
+        .iter()
+        .find(|model| model.name == name || model.header_name == name)
 }
 
 /// The short side a picture is resized to before the centre `input_size` square is cut: 256 (the
@@ -324,7 +330,7 @@ mod tests {
 
     fn header() -> serde_json::Value {
         serde_json::json!({
-            "model": "mobilenet-v2",
+            "model": "mobile-net-v2",
             "classes": ["cat", "dog"],
             "resize_short_side": 256,
             "input_size": 224,

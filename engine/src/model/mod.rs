@@ -163,6 +163,9 @@ mod tests {
             let card = kind.card();
             let model = graft_ingest::model_file::known_model(card.name).expect("known by name");
             assert_eq!(model.display_name, card.display_name);
+            // The name a `.graft` header gives it is serde's.
+            assert_eq!(serde_json::to_value(kind).unwrap(), model.header_name, "{kind}");
+            assert_eq!(graft_ingest::model_file::known_model(model.header_name), Some(model));
             assert_eq!(model.pretrained_input_size as usize, card.input_size);
             let head = kind.architecture().init(2, &Device::flex());
             assert_eq!(model.embedding_width, head.embedding_width(), "{kind}");
