@@ -49,6 +49,9 @@ pub struct Bridge {
     compute: ComputeChoice,
     /// Which worker is the current one: events from one the page replaced are ignored.
     generation: Rc<Cell<u64>>,
+    /// The last worker (by generation) that said it is ready: only a worker that got that far is
+    /// replaced when it crashes (one that crashes while starting would crash again, for ever).
+    ready: Rc<Cell<Option<u64>>>,
     /// Requests sent before the worker said it is ready.
     pending: Rc<RefCell<Option<Queue>>>,
     on_event: OnEvent,
@@ -74,6 +77,7 @@ impl Bridge {
             worker: Rc::new(RefCell::new(None)),
             compute,
             generation: Rc::new(Cell::new(0)),
+            ready: Rc::new(Cell::new(None)),
             pending: Rc::new(RefCell::new(Some(Vec::new()))),
             on_event: Rc::new(on_event),
             on_edit: Rc::new(on_edit),
@@ -142,6 +146,7 @@ impl Bridge {
                 Ok(WorkerEvent::Crashed { message }) => bridge.crashed(message),
                 Ok(event) => {
                     if matches!(event, WorkerEvent::Ready { .. }) {
+                        bridge.ready.set(Some(generation));
                         let queued = bridge.pending.borrow_mut().take().unwrap_or_default();
                         for (json, payloads) in queued {
                             post(&to, &json, payloads);
@@ -176,15 +181,28 @@ impl Bridge {
     }
 
     /// The worker crashed: it is stopped and a new one of the same build started (requests wait for
-    /// it as they did at first), then the page hears of it (`Crashed`).
+    /// it as they did at first), then the page hears of it (`Crashed`). A worker that crashed before it
+    /// was ready is not started again: the page hears that the engine could not start.
     fn crashed(&self, message: String) {
-        self.generation.set(self.generation.get() + 1);
+        let generation = self.generation.get();
+        self.generation.set(generation + 1);
         let old = self.worker.borrow_mut().take();
         self.pending.borrow_mut().get_or_insert_with(Vec::new);
-        if let Some((worker, build)) = old {
-            worker.terminate();
-            self.run(build, true);
+        let Some((worker, build)) = old else { return };
+        worker.terminate();
+        if self.ready.get() != Some(generation) {
+            (self.on_event)(
+                WorkerEvent::Failed {
+                    request: Work::Start,
+                    message: format!(
+                        "Graft's engine stopped on an internal error while starting ({message}). Reload the page to try again; what is saved in this browser is kept."
+                    ),
+                },
+                Vec::new(),
+            );
+            return;
         }
+        self.run(build, true);
         (self.on_event)(WorkerEvent::Crashed { message }, Vec::new());
     }
 
