@@ -66,8 +66,8 @@ impl Bridge {
     /// browser for its WebGPU adapter first, unless the CPU is chosen), calls `on_event` with each
     /// event and its payloads, and `on_edit` as each request that edits the project is sent.
     /// Requests sent meanwhile wait for the worker's `Ready`; a worker that cannot be started is
-    /// reported as a `Failed` event. A worker that crashes (`Crashed`, or an error it did not
-    /// catch) is replaced by a new one of the same build, which reads the project back from storage.
+    /// reported as a `Failed` event. A worker that crashes (`Crashed`: a panic) is replaced by a new
+    /// one of the same build, which reads the project back from storage.
     pub fn spawn(
         compute: ComputeChoice,
         on_event: impl Fn(WorkerEvent, Vec<Vec<u8>>) + 'static,
@@ -162,20 +162,6 @@ impl Bridge {
                     Vec::new(),
                 ),
             }
-        })
-        .forget();
-        // An error the worker did not catch (a trap that was not a panic, say) stops it as a panic
-        // does; after a panic's `Crashed` the worker is replaced already and this is ignored.
-        let bridge = self.clone();
-        gloo_events::EventListener::new(worker, "error", move |event| {
-            if bridge.generation.get() != generation {
-                return;
-            }
-            let message = event
-                .dyn_ref::<web_sys::ErrorEvent>()
-                .map(|e| e.message())
-                .unwrap_or_else(|| "the worker stopped on an error".into());
-            bridge.crashed(message);
         })
         .forget();
     }

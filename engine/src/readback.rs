@@ -152,18 +152,27 @@ pub async fn module_to_device<M: Module>(module: M, device: &Device) -> Result<M
 
     let mut collect = Collect(Vec::new());
     module.visit(&mut collect);
-    // One read-back for the whole module: a sync point per tensor would cost a round trip each.
-    let sizes: Vec<usize> = collect.0.iter().map(|t| t.shape().num_elements()).collect();
-    let mut flat = if collect.0.is_empty() {
-        Vec::new()
-    } else {
-        to_f32_vec(Tensor::cat(collect.0, 0)).await?
-    };
-    let mut values = Vec::with_capacity(sizes.len());
-    for size in sizes.iter().rev() {
-        values.push(flat.split_off(flat.len() - size));
+    // One read-back per device the module's tensors are on (one, nearly always): a sync point per
+    // tensor would cost a round trip each, and tensors on two devices cannot be concatenated.
+    let mut groups: Vec<(Device, Vec<usize>, Vec<Tensor<1>>)> = Vec::new();
+    for (index, tensor) in collect.0.into_iter().enumerate() {
+        let on = tensor.device();
+        match groups.iter_mut().find(|(device, ..)| *device == on) {
+            Some((_, indices, tensors)) => {
+                indices.push(index);
+                tensors.push(tensor);
+            }
+            None => groups.push((on, vec![index], vec![tensor])),
+        }
     }
-    values.reverse();
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); groups.iter().map(|(_, indices, _)| indices.len()).sum()];
+    for (_, indices, tensors) in groups {
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape().num_elements()).collect();
+        let mut flat = to_f32_vec(Tensor::cat(tensors, 0)).await?;
+        for (&index, &size) in indices.iter().zip(&sizes).rev() {
+            values[index] = flat.split_off(flat.len() - size);
+        }
+    }
     Ok(module.map(&mut Replace {
         values: values.into_iter(),
         device: device.clone(),

@@ -319,6 +319,43 @@ async fn app_trains_on_webgpu() {
     println!("screenshot {}", shot.display());
     // Nothing of the WebGPU session (measuring, training, predicting) tried to leave the machine.
     outbound.assert_nothing_left(&client).await;
+    // The model trained on WebGPU is kept for the next visit (its tensors are read back to the CPU
+    // to be saved: the copy once panicked on a model with tensors of two backends, and nothing was
+    // kept): in the browser's storage, and back after a reload.
+    let script = r#"
+        const done = arguments[0];
+        const deadline = Date.now() + 60000;
+        const look = () => {
+            const open = indexedDB.open("graft-project");
+            open.onsuccess = () => {
+                const db = open.result;
+                const request = db.transaction("meta").objectStore("meta").get("model");
+                request.onsuccess = () => {
+                    db.close();
+                    const bytes = request.result ? request.result.length : 0;
+                    if (bytes > 0 || Date.now() > deadline) done(bytes);
+                    else setTimeout(look, 200);
+                };
+            };
+        };
+        look();
+    "#;
+    let stored = client
+        .execute_async(script, vec![])
+        .await
+        .expect("look for the stored model");
+    assert!(
+        stored.as_u64().unwrap_or(0) > 1_000_000,
+        "the trained model is stored: {stored}"
+    );
+    e2e::reload(&client).await;
+    e2e::wait_for_text(&client, ".panel.try .hint", Duration::from_secs(180), |t| {
+        t.contains("The model knows: Class 1, Class 2.")
+    })
+    .await
+    .expect("the model trained on WebGPU is back after a reload");
+    let espresso = e2e::classify(&client, &e2e::fixture_photo("coffee-224.png")).await;
+    assert_eq!(espresso[0].0, "Class 2", "after the reload: {espresso:?}");
     client.close().await.expect("close");
 }
 
