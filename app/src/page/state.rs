@@ -328,9 +328,11 @@ impl Studio {
         id
     }
 
-    /// "Class N" with the first N no class has (after a deletion, the count may name one).
+    /// "Class N" for the N-th class, or the next N no class has (after a deletion, the count may
+    /// name one).
     pub(crate) fn free_class_name(&self) -> String {
-        (1..)
+        let count = self.classes.with_untracked(Vec::len);
+        (count + 1..)
             .map(|n| format!("Class {n}"))
             .find(|name| !self.class_named(name, None))
             .expect("a free number")

@@ -550,6 +550,7 @@ fn a_class_name_is_taken_once() {
     assert!(studio.class_named("Class 3", Some(ClassId(1))));
     assert!(!studio.class_named("Class 3", Some(ClassId(2))), "its own name");
     assert!(!studio.class_named("Class 2", None));
-    // Two classes, one of them "Class 3": a new class is "Class 2", not a second "Class 3".
-    assert_eq!(studio.free_class_name(), "Class 2");
+    // Two classes, one of them "Class 3" (after a deletion): a new class is "Class 4", not a second
+    // "Class 3".
+    assert_eq!(studio.free_class_name(), "Class 4");
 }

@@ -32,8 +32,9 @@ pub(crate) fn ClassCard(id: ClassId) -> impl IntoView {
         let bridge = bridge.clone();
         move |ev: leptos::ev::Event| {
             let name = event_target_value(&ev).trim().to_string();
-            // A blank name or one another class has: the field shows the name the class keeps.
-            if name.is_empty() || !studio.rename_class(id, name, &bridge) {
+            // A blank name is ignored (the field is being cleared to type another); one another class
+            // has is refused, and the field shows the name the class keeps.
+            if !name.is_empty() && !studio.rename_class(id, name, &bridge) {
                 let input: web_sys::HtmlInputElement = event_target(&ev);
                 input.set_value(&with_class(studio, id, |c| c.name.clone()));
             }
