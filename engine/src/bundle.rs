@@ -123,10 +123,9 @@ pub fn read_header(file: &str, bytes: &[u8]) -> Result<(BundleHeader, usize), Bu
             source,
         },
     })?;
-    // As serde writes `ModelKind` (`mobile-net-v2`); the command line's name is taken too.
-    let model = serde_json::from_value(serde_json::Value::String(raw.model.clone()))
-        .ok()
-        .or_else(|| ModelKind::from_name(&raw.model))
+    // Known by either of its names (checked above); `KNOWN_MODELS` is `ModelKind::ALL` by name.
+    let model = model_file::known_model(&raw.model)
+        .and_then(|known| ModelKind::from_name(known.name))
         .ok_or_else(|| BundleError::Declaration {
             file: file.into(),
             source: DeclarationError::UnknownModel {

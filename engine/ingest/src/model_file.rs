@@ -150,8 +150,8 @@ pub struct Declared<'a> {
 }
 
 /// The checks every reader makes of what a model file declares (see the module's list). Returns the
-/// model, and the input size and resize side as the numbers a reader uses.
-pub fn check_declared(declared: &Declared<'_>) -> Result<(&'static KnownModel, u32, u32), DeclarationError> {
+/// model.
+pub fn check_declared(declared: &Declared<'_>) -> Result<&'static KnownModel, DeclarationError> {
     let model = known_model(declared.model).ok_or_else(|| DeclarationError::UnknownModel {
         name: declared.model.chars().take(64).collect(),
     })?;
@@ -174,7 +174,7 @@ pub fn check_declared(declared: &Declared<'_>) -> Result<(&'static KnownModel, u
     }
     check_normalisation(declared.mean, declared.std)?;
     check_class_names(declared.classes)?;
-    Ok((model, input_size, resize as u32))
+    Ok(model)
 }
 
 const CHANNELS: [&str; 3] = ["red", "green", "blue"];
@@ -292,9 +292,10 @@ pub fn read_graft_header(bytes: &[u8]) -> Result<(GraftHeader, usize), GraftHead
 }
 
 impl GraftHeader {
-    /// Every check of what the header declares that needs no model (the module's list).
-    pub fn check(&self) -> Result<(&'static KnownModel, u32, u32), DeclarationError> {
-        let checked = check_declared(&Declared {
+    /// Every check of what the header declares that needs no model (the module's list); the model
+    /// it names.
+    pub fn check(&self) -> Result<&'static KnownModel, DeclarationError> {
+        let model = check_declared(&Declared {
             model: &self.model,
             input_size: self.input_size as u64,
             resize_short_side: u64::from(self.resize_short_side),
@@ -303,7 +304,7 @@ impl GraftHeader {
             classes: &self.classes,
         })?;
         // The head alone needs (width + 1) weights per class, at least 2 bytes each (half precision).
-        let head_bytes = (checked.0.embedding_width as u64 + 1) * 2;
+        let head_bytes = (model.embedding_width as u64 + 1) * 2;
         if (self.classes.len() as u64).saturating_mul(head_bytes) > self.weights_bytes {
             return Err(DeclarationError::TooManyClasses {
                 declared: self.classes.len(),
@@ -320,7 +321,7 @@ impl GraftHeader {
                 self.weights_sha256.chars().take(80).collect(),
             ));
         }
-        Ok(checked)
+        Ok(model)
     }
 }
 
@@ -365,7 +366,7 @@ mod tests {
         let (read, start) = read_graft_header(&bytes).unwrap();
         assert_eq!(start, bytes.len());
         assert_eq!(read.classes, ["cat", "dog"]);
-        assert_eq!(read.check().unwrap().1, 224);
+        assert_eq!(read.check().unwrap().display_name, "MobileNetV2");
         // Other sizes Graft trains at, with the resize side written now and the one written before.
         for (size, side) in [(96, 256), (96, 110), (320, 320), (32, 256), (512, 512)] {
             let mut header = header();
